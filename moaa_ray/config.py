@@ -1,0 +1,243 @@
+"""The one typed config schema of moaa_ray: YAML files plus ``key=value`` overrides.
+
+Unknown keys, wrong types and references to models that are not defined are errors that name the key
+and the file (or the override) they came from. Relative paths resolve against the working directory,
+which under ``ray job submit --working-dir .`` is the uploaded project.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from moaa_ray.testing.tiny_models import TINY_MODELS, TINY_PREFIX
+
+
+class ConfigError(ValueError):
+    """A config problem, worded as ``<source>: <dotted.key>: <what is wrong>``."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModelConfig(_Section):
+    """One model and the Ray actor pool that serves it."""
+
+    path: str = Field(description="local directory, hub name, or tiny:<name> (built offline)")
+    engine: Literal["hf", "vllm", "openai_http"] = Field("hf", description="inference backend")
+    num_replicas: list[int] = Field([1, 1], description="[min, max] actors in the pool")
+    num_gpus: float = Field(0, description="GPUs per actor; for vllm, its tensor-parallel size")
+    num_cpus: float = Field(1, description="CPUs per actor")
+    max_batch_size: int = Field(16, description="conversations per engine call")
+    trust_remote_code: bool = Field(False, description="run code shipped with the model")
+    dtype: str = Field("auto", description="torch dtype name; auto = bf16 on GPU, fp32 on CPU")
+    engine_kwargs: dict[str, Any] = Field({}, description="passed through to the backend as is")
+    api_base: str | None = Field(None, description="openai_http: endpoint base URL")
+    api_key_env: str | None = Field(None, description="openai_http: env var holding the API key")
+    request_timeout_s: float = Field(600, description="longest wait for one engine call")
+    startup_timeout_s: float = Field(900, description="longest wait for the pool's min actors")
+
+    @field_validator("num_replicas")
+    @classmethod
+    def _min_max(cls, value: list[int]) -> list[int]:
+        if len(value) != 2 or not 1 <= value[0] <= value[1]:
+            raise ValueError(f"expected [min, max] with 1 <= min <= max, got {value}")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: str) -> str:
+        if value.startswith(TINY_PREFIX):
+            if value[len(TINY_PREFIX) :] not in TINY_MODELS:
+                raise ValueError(f"no tiny model {value!r}; known: {sorted(TINY_MODELS)}")
+        elif value.startswith(("/", ".", "~")) and not Path(value).expanduser().exists():
+            raise ValueError(f"model directory {value!r} does not exist")
+        return value
+
+
+class InputConfig(_Section):
+    """A prompt source: JSONL or Parquet file (or directory of them), or a datasets name/path."""
+
+    path: str = Field(description="file, directory, or datasets hub name")
+    format: Literal["auto", "jsonl", "parquet", "datasets"] = "auto"
+    split: str = Field("train", description="datasets split")
+    prompt_column: str = Field("prompt", description="single-turn prompt text (UltraFeedback)")
+    messages_column: str | None = Field(None, description="conversation column (UltraChat)")
+    system_column: str | None = Field(None, description="optional system prompt column")
+    limit: int | None = Field(None, description="read at most this many rows")
+    max_prompt_chars: int = Field(16000, description="longer conversations are rejected")
+
+
+class SamplingConfig(_Section):
+    """Sampling for one engine call."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 2048
+    seed: int = 0
+
+
+class GenerateConfig(_Section):
+    """The MoA SFT-data stage (MoA, arXiv 2406.04692): layers of proposers, then one aggregator."""
+
+    inputs: list[InputConfig] = Field(description="prompt sources, concatenated")
+    proposers: list[str] = Field(description="model names answering in every layer but the last")
+    aggregator: str = Field(description="model name of the last layer")
+    num_layers: int = Field(2, ge=2, description="proposer layers + the aggregator layer")
+    sampling: SamplingConfig = SamplingConfig()
+    aggregate_template: str = Field("aggregate.txt", description="prompts/ file or own path")
+    mode: Literal["streaming", "staged"] = Field(
+        "streaming", description="staged = one model on the cluster at a time"
+    )
+    batch_size: int = Field(8, description="rows per Ray Data batch")
+
+
+class RayConfig(_Section):
+    """How to reach Ray."""
+
+    address: str | None = Field(None, description="None: $RAY_ADDRESS or a new local cluster")
+    num_cpus: int | None = Field(None, description="logical CPUs of a new local cluster")
+
+
+class MoaaConfig(_Section):
+    """A whole run. Stage sections are optional; a stage needs its own."""
+
+    run_dir: str = Field(
+        "runs/demo", description="where every stage writes; shared storage on multi-node"
+    )
+    ray: RayConfig = RayConfig()
+    models: dict[str, ModelConfig]
+    generate: GenerateConfig | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _plain_names(cls, value: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        for name in value:
+            if "." in name or not name:
+                raise ValueError(f"model name {name!r} must be non-empty and contain no '.'")
+        return value
+
+    def model_references(self) -> list[tuple[str, str]]:
+        """Every (dotted key, model name) in the stage sections."""
+        refs: list[tuple[str, str]] = []
+        if self.generate:
+            refs += [(f"generate.proposers.{i}", m) for i, m in enumerate(self.generate.proposers)]
+            refs.append(("generate.aggregator", self.generate.aggregator))
+        return refs
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> MoaaConfig:
+    """Load a YAML config, apply ``dotted.key=value`` overrides and validate it.
+
+    Args:
+        path: the YAML file.
+        overrides: e.g. ``["generate.sampling.temperature=0.5", "models.a.engine=vllm"]``; values are
+            parsed as YAML.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: naming the key and the file or override of the first problem found.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    sources: dict[str, str] = {}
+    for override in overrides or []:
+        key = _apply_override(raw, override)
+        sources[key] = f"override {override!r}"
+    try:
+        config = MoaaConfig.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        raise ConfigError(
+            f"{_source(key, sources, path)}: {key}: {_describe(error, raw)}"
+        ) from None
+    for key, name in config.model_references():
+        if name not in config.models:
+            raise ConfigError(
+                f"{_source(key, sources, path)}: {key}: model {name!r} is not defined under "
+                f"'models' (defined: {sorted(config.models)})"
+            )
+    return config
+
+
+def _source(key: str, sources: dict[str, str], path: Path) -> str:
+    for override_key, source in sources.items():
+        if key == override_key or key.startswith(override_key + "."):
+            return source
+    return str(path)
+
+
+def _describe(error: dict, raw: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        siblings = MoaaConfig
+        for part in error["loc"][:-1]:
+            siblings = _field_model(siblings, part)
+        hint = ""
+        if siblings is not None:
+            close = difflib.get_close_matches(str(error["loc"][-1]), siblings.model_fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown key{hint}"
+    return f"{error['msg']} (got {error.get('input')!r})"
+
+
+def _field_model(model: Any, part: Any) -> Any:
+    if model is None or isinstance(part, int):
+        return model
+    field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+    if field is None:  # a dict key (e.g. a model name) or list index
+        return ModelConfig if model is MoaaConfig else model
+    annotation = field.annotation
+    for candidate in getattr(annotation, "__args__", ()) + (annotation,):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+        for inner in getattr(candidate, "__args__", ()):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+    return None
+
+
+def _apply_override(raw: dict, override: str) -> str:
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r}: expected key=value")
+    value = yaml.safe_load(text) if text else ""
+    node: Any = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[_list_index(part, node, override)]
+            continue
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict | list):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    if isinstance(node, list):
+        node[_list_index(parts[-1], node, override)] = value
+    else:
+        node[parts[-1]] = value
+    return key
+
+
+def _list_index(part: str, node: list, override: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(
+            f"override {override!r}: {part} is not an index of a {len(node)}-item list"
+        )
+    return int(part)
+
+
+def dump_config(config: MoaaConfig) -> dict[str, Any]:
+    """The resolved config as plain data (for manifests). Holds no secrets: keys live in env vars."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,177 @@
+"""The layered Mixture-of-Agents (MoA, arXiv 2406.04692) as pure functions over a row's state.
+
+Layer 1 proposers answer the conversation; each later layer sees the previous layer's answers as
+numbered references (appended to the system message) and writes a better one; the last layer is one
+aggregator whose answer becomes the assistant turn. In a multi-turn conversation every assistant turn
+is regenerated in order, with the earlier (already regenerated) turns as context.
+
+A row's state is a JSON-able dict, so Ray Data can carry it between layers as a string column:
+``{"row_id", "messages", "targets": [message positions to generate], "outputs": [...], "error"}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moaa_ray.core.templates import render_template
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """Which model answers in which slot of each layer (``layers[-1]`` is the aggregator alone)."""
+
+    layers: tuple[tuple[str, ...], ...]
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Distinct models in order of first appearance (one actor pool each)."""
+        return tuple(dict.fromkeys(m for layer in self.layers for m in layer))
+
+
+def plan_layers(proposers: list[str], aggregator: str, num_layers: int) -> LayerPlan:
+    """Build the MoA plan: ``num_layers - 1`` layers of the proposers, then the aggregator.
+
+    Args:
+        proposers: model names; a name may repeat (several samples of one model).
+        aggregator: model name of the last layer.
+        num_layers: total layers, at least 2.
+
+    Returns:
+        The plan.
+    """
+    if num_layers < 2 or not proposers:
+        raise ValueError("MoA needs at least one proposer and num_layers >= 2")
+    return LayerPlan(tuple([tuple(proposers)] * (num_layers - 1) + [(aggregator,)]))
+
+
+def generation_targets(messages: list[dict[str, str]]) -> list[int]:
+    """Positions of the assistant turns to (re)generate; a trailing user turn gets a new one."""
+    targets = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if messages[-1]["role"] == "user":
+        targets.append(len(messages))
+    return targets
+
+
+def new_state(row_id: str, messages: list[dict[str, str]], source: str) -> dict:
+    """The state of a row before any layer ran."""
+    return {
+        "row_id": row_id,
+        "source": source,
+        "messages": messages,
+        "targets": generation_targets(messages),
+        "outputs": [],
+        "error": None,
+    }
+
+
+def record_output(
+    state: dict,
+    turn: int,
+    layer: int,
+    slot: int,
+    model: str,
+    content: str | None,
+    error: str | None,
+) -> None:
+    """Store one model's answer (or its failure) for a turn, layer and slot; empty text is a failure."""
+    if content is not None and not content.strip():
+        content, error = None, "empty output"
+    state["outputs"].append(
+        {
+            "turn": turn,
+            "layer": layer,
+            "slot": slot,
+            "model": model,
+            "content": content,
+            "error": error,
+        }
+    )
+
+
+def layer_outputs(state: dict, turn: int, layer: int) -> list[dict]:
+    """A layer's recorded outputs for a turn, in slot order."""
+    found = [o for o in state["outputs"] if o["turn"] == turn and o["layer"] == layer]
+    return sorted(found, key=lambda o: o["slot"])
+
+
+def turn_context(state: dict, turn: int, last_layer: int) -> list[dict[str, str]] | None:
+    """The conversation before target ``turn``, with earlier assistant turns already regenerated.
+
+    Returns None when an earlier turn has no aggregated answer.
+    """
+    messages = [dict(m) for m in state["messages"]]
+    for earlier in range(turn):
+        final = layer_outputs(state, earlier, last_layer)
+        if not final or final[0]["content"] is None:
+            return None
+        messages[state["targets"][earlier]]["content"] = final[0]["content"]
+    return messages[: state["targets"][turn]]
+
+
+def render_references(references: list[str]) -> str:
+    """Number references the way the MoA paper's prompt does: ``1. ...`` one block each."""
+    return "\n".join(f"{i}. {text}" for i, text in enumerate(references, start=1))
+
+
+def with_references(
+    context: list[dict[str, str]], references: list[str], template: str
+) -> list[dict[str, str]]:
+    """Add the aggregate-and-synthesize instruction with numbered references to the system message.
+
+    An existing system message keeps its text; the instruction is appended after a blank line.
+    """
+    instruction = render_template(template, references=render_references(references))
+    if context and context[0]["role"] == "system":
+        system = {"role": "system", "content": f"{context[0]['content']}\n\n{instruction}"}
+        return [system] + context[1:]
+    return [{"role": "system", "content": instruction}] + context
+
+
+def layer_requests(
+    state: dict, plan: LayerPlan, turn: int, layer: int, template: str
+) -> list[tuple[int, str, list[dict[str, str]]]]:
+    """The (slot, model, conversation) calls one layer makes for one turn of a row.
+
+    Returns an empty list when the row has no such turn or already failed. Marks the row failed when
+    every reference of the previous layer failed, since an aggregator without references is no MoA.
+    """
+    if state["error"] is not None or turn >= len(state["targets"]):
+        return []
+    context = turn_context(state, turn, last_layer=len(plan.layers) - 1)
+    if context is None:
+        state["error"] = f"turn {turn - 1}: the aggregator gave no answer"
+        return []
+    if layer > 0:
+        references = [o["content"] for o in layer_outputs(state, turn, layer - 1) if o["content"]]
+        if not references:
+            state["error"] = f"turn {turn} layer {layer + 1}: every previous-layer answer failed"
+            return []
+        context = with_references(context, references, template)
+    return [(slot, model, context) for slot, model in enumerate(plan.layers[layer])]
+
+
+def finish_row(state: dict, plan: LayerPlan) -> dict:
+    """The SFT record of a completed row (or raise ``ValueError`` with the reason it failed)."""
+    if state["error"] is not None:
+        raise ValueError(state["error"])
+    last = len(plan.layers) - 1
+    messages = [dict(m) for m in state["messages"]]
+    for turn, position in enumerate(state["targets"]):
+        final = layer_outputs(state, turn, last)
+        if not final or final[0]["content"] is None:
+            error = final[0]["error"] if final else "not generated"
+            raise ValueError(f"turn {turn}: aggregator failed: {error}")
+        answer = {"role": "assistant", "content": final[0]["content"]}
+        if position < len(messages):
+            messages[position] = answer
+        else:
+            messages.append(answer)
+    proposer_outputs = [o for o in state["outputs"] if o["layer"] < last]
+    return {
+        "row_id": state["row_id"],
+        "messages": messages,
+        "proposals": state["outputs"],
+        "models": list(plan.models),
+        "source": state["source"],
+        "dropped_references": sum(1 for o in proposer_outputs if o["content"] is None),
+    }

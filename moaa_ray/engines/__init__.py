@@ -1,0 +1,1 @@
+"""Inference backends behind one interface; each backend module is the only importer of its library."""

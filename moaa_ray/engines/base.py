@@ -1,0 +1,53 @@
+"""The Engine interface every backend implements, and the factory that picks a backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from moaa_ray.config import ModelConfig
+
+Conversation = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling for one engine call; ``n`` answers per conversation."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    n: int = 1
+    seed: int | None = None
+
+
+class Engine(Protocol):
+    """A chat model. Each backend applies the model's own chat template."""
+
+    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[str]]:
+        """Return ``params.n`` answers for each conversation, in order."""
+        ...
+
+    def choice_logprobs(
+        self, conversations: list[Conversation], prefix: str, choices: list[str]
+    ) -> list[list[float]]:
+        """Log-probability of each choice's first token right after ``prefix`` in the assistant turn."""
+        ...
+
+
+def build_engine(config: ModelConfig) -> Engine:
+    """Construct the backend named by ``config.engine`` (imports only that backend's library)."""
+    if config.engine == "hf":
+        from moaa_ray.engines.hf import HFEngine
+
+        return HFEngine(config)
+    if config.engine == "vllm":
+        from moaa_ray.engines.vllm_offline import VLLMEngine
+
+        return VLLMEngine(config)
+    if config.engine == "openai_http":
+        from moaa_ray.engines.openai_http import OpenAIHTTPEngine
+
+        return OpenAIHTTPEngine(config)
+    raise ValueError(f"unknown engine {config.engine!r}")

@@ -1,0 +1,1 @@
+"""Evaluation against a baseline: benchmark questions, judging and reports."""

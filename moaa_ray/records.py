@@ -1,0 +1,125 @@
+"""Row schemas shared by every stage, and validation of input rows.
+
+Every row carries a stable ``row_id`` (a hash of its prompt side), so a stage can be resubmitted and
+process only the ids it has not written yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+ROLES = ("system", "user", "assistant")
+
+
+class RowError(ValueError):
+    """Why an input row cannot be used; the row goes to the rejects file with this reason."""
+
+
+def compute_row_id(messages: list[dict[str, str]]) -> str:
+    """A stable id for a conversation: sha256 of its system and user turns (answers are regenerated)."""
+    prompt_side = [(m["role"], m["content"]) for m in messages if m["role"] != "assistant"]
+    digest = hashlib.sha256(json.dumps(prompt_side, ensure_ascii=False).encode())
+    return digest.hexdigest()[:24]
+
+
+def conversation_from_row(
+    row: dict[str, Any],
+    *,
+    prompt_column: str,
+    messages_column: str | None,
+    system_column: str | None,
+    max_prompt_chars: int,
+) -> list[dict[str, str]]:
+    """Turn one input row into a chat conversation.
+
+    Args:
+        row: the raw row.
+        prompt_column: column holding a single-turn prompt (used when ``messages_column`` is None).
+        messages_column: column holding a list of ``{"role", "content"}`` messages.
+        system_column: optional column holding a system prompt.
+        max_prompt_chars: conversations with more characters are rejected.
+
+    Returns:
+        Messages; the last one is a user turn or an assistant turn (to be regenerated).
+
+    Raises:
+        RowError: missing column, empty or non-text content, bad roles, or over the length limit.
+    """
+    if messages_column is not None:
+        messages = _messages(_column(row, messages_column))
+    else:
+        messages = [{"role": "user", "content": _text(_column(row, prompt_column), prompt_column)}]
+    if system_column is not None and row.get(system_column):
+        system = _text(row[system_column], system_column)
+        messages = [{"role": "system", "content": system}] + [
+            m for m in messages if m["role"] != "system"
+        ]
+    total = sum(len(m["content"]) for m in messages)
+    if total > max_prompt_chars:
+        raise RowError(
+            f"conversation has {total} characters, over max_prompt_chars={max_prompt_chars}"
+        )
+    return messages
+
+
+def _column(row: dict[str, Any], name: str) -> Any:
+    if name not in row or row[name] is None:
+        raise RowError(f"missing column {name!r}")
+    return row[name]
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise RowError(f"{where}: expected text, got {type(value).__name__}")
+    if not value.strip():
+        raise RowError(f"{where}: empty text")
+    return value
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise RowError("messages: expected a non-empty list of {role, content}")
+    messages = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise RowError(f"messages[{i}]: expected a role in {ROLES}")
+        content = message.get("content")
+        if message["role"] == "assistant" and isinstance(content, str):
+            messages.append({"role": "assistant", "content": content})  # regenerated; may be empty
+            continue
+        messages.append({"role": message["role"], "content": _text(content, f"messages[{i}]")})
+    if not any(m["role"] == "user" for m in messages):
+        raise RowError("messages: no user turn")
+    if messages[0]["role"] == "assistant":
+        raise RowError("messages: starts with an assistant turn")
+    return messages
+
+
+def sft_schema():
+    """Arrow schema of the SFT dataset: TRL's conversational ``messages`` plus provenance."""
+    import pyarrow as pa
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    proposal = pa.struct(
+        [
+            ("turn", pa.int32()),
+            ("layer", pa.int32()),
+            ("slot", pa.int32()),
+            ("model", pa.string()),
+            ("content", pa.string()),
+            ("error", pa.string()),
+        ]
+    )
+    return pa.schema(
+        [
+            ("row_id", pa.string()),
+            ("messages", pa.list_(message)),
+            ("proposals", pa.list_(proposal)),
+            ("models", pa.list_(pa.string())),
+            ("sampling", pa.string()),
+            ("source", pa.string()),
+            ("dropped_references", pa.int32()),
+        ]
+    )

@@ -1,0 +1,176 @@
+"""Tiny random-init models and a tokenizer, built offline for the demo, tests and benchmarks.
+
+A config names them as ``tiny:<name>`` (e.g. ``tiny:llama-a``); :func:`resolve_model_path` turns that
+into a local directory, building it on first use. Every model has head_dim 64 so vLLM's CPU build runs it.
+Builds are deterministic (fixed seeds, BPE trained on text the package ships) and atomic (a directory is
+renamed into place), so concurrent actors on one node may race to build safely.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TINY_PREFIX = "tiny:"
+BUILD_VERSION = "v1"
+VOCAB_SIZE = 512
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
+# ChatML; {% generation %} marks assistant tokens so trainers can mask the loss to them.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}{{ message['content'] + '<|im_end|>\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Architecture of one tiny model."""
+
+    architecture: str  # "llama" or "qwen2"
+    hidden_size: int
+    num_layers: int
+    num_kv_heads: int
+    seed: int
+    task: str = "causal_lm"  # or "reward" (sequence classification, one label)
+
+
+TINY_MODELS: dict[str, TinySpec] = {
+    "llama-a": TinySpec("llama", 128, 2, 2, seed=1),
+    "qwen2-b": TinySpec("qwen2", 128, 2, 1, seed=2),
+    "llama-c": TinySpec("llama", 192, 3, 3, seed=3),
+    "qwen2-d": TinySpec("qwen2", 256, 2, 2, seed=4),
+    "reward-e": TinySpec("llama", 128, 2, 2, seed=5, task="reward"),
+}
+
+
+def default_cache_dir() -> Path:
+    """``$MOAA_CACHE_DIR`` or ``~/.cache/moaa_ray``."""
+    return Path(os.environ.get("MOAA_CACHE_DIR", Path.home() / ".cache" / "moaa_ray"))
+
+
+def is_tiny(model_path: str) -> bool:
+    """Whether a config's model path names a tiny offline model."""
+    return model_path.startswith(TINY_PREFIX)
+
+
+def resolve_model_path(model_path: str, cache_dir: Path | None = None) -> str:
+    """Return a loadable path: tiny models are built (once) and their directory returned.
+
+    Args:
+        model_path: ``tiny:<name>``, a local directory, or a hub name.
+        cache_dir: where tiny models live; defaults to :func:`default_cache_dir`.
+
+    Returns:
+        The local directory of a tiny model, or ``model_path`` unchanged.
+    """
+    if not is_tiny(model_path):
+        return model_path
+    name = model_path[len(TINY_PREFIX) :]
+    if name not in TINY_MODELS:
+        raise ValueError(f"unknown tiny model {name!r}; known: {sorted(TINY_MODELS)}")
+    target = (cache_dir or default_cache_dir()) / "tiny-models" / BUILD_VERSION / name
+    if not (target / "config.json").exists():
+        _build_atomically(target, lambda tmp: _build_model(TINY_MODELS[name], tmp))
+    return str(target)
+
+
+def _build_atomically(target: Path, build) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        build(tmp)
+        os.replace(tmp, target)
+        logger.info("built %s", target)
+    except OSError:
+        if not (target / "config.json").exists():  # lost a race only if the winner finished
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _training_text() -> list[str]:
+    lines = []
+    for name in ("demo_prompts.jsonl", "demo_conversations.jsonl"):
+        for line in resources.files("moaa_ray.data").joinpath(name).read_text().splitlines():
+            row = json.loads(line)
+            lines.append(row.get("prompt", ""))
+            lines.extend(m["content"] for m in row.get("messages", []))
+    lines += ["system", "user", "assistant", "Verdict: A", "Verdict: B", "Verdict: tie"]
+    lines += [f"Rating: [[{i}]]" for i in range(1, 11)]
+    return lines
+
+
+def build_tokenizer(directory: Path):
+    """Train a byte-level BPE tokenizer on the shipped text and save it with a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_training_text(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def _build_model(spec: TinySpec, directory: Path) -> None:
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        LlamaConfig,
+        Qwen2Config,
+    )
+
+    tokenizer = build_tokenizer(directory)
+    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[spec.architecture]
+    config = config_class(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.hidden_size * 2,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.hidden_size // 64,
+        num_key_value_heads=spec.num_kv_heads,
+        head_dim=64,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        num_labels=1,
+    )
+    torch.manual_seed(spec.seed)
+    model_class = (
+        AutoModelForSequenceClassification if spec.task == "reward" else AutoModelForCausalLM
+    )
+    model = model_class.from_config(config, dtype=torch.float32)
+    if spec.task == "causal_lm":
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(directory)

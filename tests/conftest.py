@@ -1,0 +1,35 @@
+"""Shared fixtures: one local Ray cluster per test session, on loopback, tiny models built once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Loopback only, no telemetry, nothing from a model hub. Token auth is off only for this test cluster.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster shared by every Ray test (8 logical CPUs so fractional actors fit)."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs():
+    """Paths of every tiny offline model (built on first use, cached across runs)."""
+    from moaa_ray.testing.tiny_models import TINY_MODELS, resolve_model_path
+
+    return {name: resolve_model_path(f"tiny:{name}") for name in TINY_MODELS}

@@ -1,0 +1,181 @@
+"""Tests for moaa_ray.core.judging: judge prompts, verdict parsing and A/B order swapping."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from moaa_ray.core.criteria import Criterion
+from moaa_ray.core.judging import (
+    is_position_flip,
+    parse_verdict,
+    probability_from_orders,
+    render_aggregator_prompt,
+    render_judge_prompt,
+    score_from_orders,
+    verdict_from_logprobs,
+)
+
+MESSAGES = [
+    {"role": "user", "content": "Name a prime number."},
+    {"role": "assistant", "content": "7 is prime."},
+    {"role": "user", "content": "Now name an even one."},
+]
+CRITERIA = [Criterion("accuracy", "The answer is correct."), Criterion("clarity", "Easy to read.")]
+
+
+def test_judge_prompt_shows_every_turn_both_answers_and_the_criteria():
+    prompt = render_judge_prompt(MESSAGES, "ANSWER-ONE 2", "ANSWER-TWO 4", CRITERIA)
+    assert [message["role"] for message in prompt] == ["user"]
+    content = prompt[0]["content"]
+    for turn in MESSAGES:
+        assert turn["content"] in content
+    assert content.index("ANSWER-ONE") < content.index("ANSWER-TWO")
+    assert "[Answer A]\nANSWER-ONE 2\n[End of Answer A]" in content
+    assert "- accuracy: The answer is correct." in content
+    assert "- clarity: Easy to read." in content
+    assert "Verdict: tie" in content
+
+
+def test_judge_prompt_accepts_bare_criterion_names_and_keeps_dollar_signs_in_answers():
+    content = render_judge_prompt(MESSAGES, "costs $5", "costs $answer_b", ["safety"])[0]["content"]
+    assert "- safety\n" in content
+    assert "costs $5" in content
+    assert "costs $answer_b" in content
+
+
+def test_aggregator_prompt_numbers_the_judge_evaluations_after_the_answers():
+    prompt = render_aggregator_prompt(
+        MESSAGES, "first", "second", CRITERIA, ["A wins on accuracy.", "  B is clearer.  "]
+    )
+    content = prompt[0]["content"]
+    assert "Evaluation 1:\nA wins on accuracy.\n\nEvaluation 2:\nB is clearer." in content
+    assert content.index("[Answer B]") < content.index("Evaluation 1:")
+    assert "- clarity: Easy to read." in content
+    assert "Verdict: A" in content
+
+
+def test_aggregator_prompt_needs_an_evaluation():
+    with pytest.raises(ValueError, match="at least one judge evaluation"):
+        render_aggregator_prompt(MESSAGES, "a", "b", CRITERIA, [])
+
+
+def test_judge_prompt_rejects_an_empty_conversation():
+    with pytest.raises(ValueError, match="at least one message"):
+        render_judge_prompt([], "a", "b", CRITERIA)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("A is more accurate.\nVerdict: A", "A"),
+        ("Verdict: B", "B"),
+        ("Both fine.\nVerdict: tie", "tie"),
+        ("Verdict: Tie.", "tie"),
+        ("**Verdict: B**", "B"),
+        ("**Verdict:** A", "A"),
+        ("Final verdict: [[B]]", "B"),
+        ("My final decision is [[A]].", "A"),
+        ("[[tie]]", "tie"),
+        ("Verdict: Answer B", "B"),
+        ("Verdict - draw", "tie"),
+        ("VERDICT: A", "A"),
+    ],
+)
+def test_parse_verdict_reads_common_formats(reply, expected):
+    assert parse_verdict(reply) == expected
+
+
+def test_last_verdict_wins_over_earlier_ones():
+    reply = "Initially I thought Verdict: A.\nOn reflection B is more accurate.\nVerdict: B"
+    assert parse_verdict(reply) == "B"
+    assert parse_verdict("[[A]] at first, but\nVerdict: tie") == "tie"
+
+
+def test_echoed_format_instruction_is_not_a_verdict():
+    assert parse_verdict("I must end with Verdict: A/B/tie") is None
+    assert parse_verdict("Verdict: B\n(format was Verdict: A or B)") == "B"
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("Overall, Answer A is better.", "A"),
+        ("Response B is clearly better than response A.", "B"),
+        ("Answer A is better on style but Answer B is better on facts.", None),
+        ("Answer A is not better.", None),
+    ],
+)
+def test_better_claim_counts_only_when_unambiguous(reply, expected):
+    assert parse_verdict(reply) == expected
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["", "I cannot judge this.", "Verdict: unclear", "Verdict: Both are good", "verdict: a"],
+)
+def test_parse_verdict_abstains_on_garbage(reply):
+    assert parse_verdict(reply) is None
+
+
+def test_verdict_from_logprobs_is_a_two_way_softmax():
+    assert verdict_from_logprobs(math.log(0.6), math.log(0.2)) == pytest.approx(0.75)
+    assert verdict_from_logprobs(-1.0, -1.0) == 0.5
+    assert verdict_from_logprobs(-3.0, -1.0) == pytest.approx(1 - verdict_from_logprobs(-1.0, -3.0))
+
+
+def test_verdict_from_logprobs_survives_extremes():
+    assert verdict_from_logprobs(0.0, -math.inf) == 1.0
+    assert verdict_from_logprobs(-math.inf, 0.0) == 0.0
+    assert verdict_from_logprobs(-math.inf, -math.inf) == 0.5
+    assert verdict_from_logprobs(-1000.0, 0.0) == pytest.approx(0.0, abs=1e-300)
+    with pytest.raises(ValueError, match="NaN"):
+        verdict_from_logprobs(math.nan, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("verdict_ab", "verdict_ba", "expected"),
+    [
+        ("A", "B", 1.0),  # x shown first wins, then x shown second wins: consistent win for x
+        ("B", "A", 0.0),  # consistent win for y
+        ("A", "A", 0.5),  # position A won both times: the preference is only position bias
+        ("B", "B", 0.5),
+        ("tie", "tie", 0.5),
+        ("A", "tie", 0.75),
+        ("tie", "A", 0.25),
+        ("A", None, 1.0),  # an abstaining order is ignored
+        (None, "A", 0.0),
+        (None, None, None),
+    ],
+)
+def test_score_from_orders_maps_the_swapped_verdict_back(verdict_ab, verdict_ba, expected):
+    assert score_from_orders(verdict_ab, verdict_ba) == expected
+
+
+@pytest.mark.parametrize(
+    ("verdict_ab", "verdict_ba", "expected"),
+    [
+        ("A", "A", True),
+        ("B", "B", True),
+        ("A", "B", False),
+        ("B", "A", False),
+        ("tie", "tie", False),
+        ("A", "tie", False),
+        (None, None, False),
+        ("A", None, False),
+    ],
+)
+def test_position_flip_means_the_same_position_won_twice(verdict_ab, verdict_ba, expected):
+    assert is_position_flip(verdict_ab, verdict_ba) is expected
+
+
+def test_probability_from_orders_averages_x_win_probability_over_both_orders():
+    assert probability_from_orders(0.9, 0.3) == pytest.approx(0.8)
+    assert probability_from_orders(0.9, 0.9) == pytest.approx(0.5)  # pure position bias
+    assert probability_from_orders(1.0, 0.0) == 1.0
+
+
+def test_probability_from_orders_rejects_values_outside_unit_interval():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        probability_from_orders(1.2, 0.5)
