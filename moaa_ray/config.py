@@ -104,6 +104,109 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(None, description="logical CPUs of a new local cluster")
 
 
+class LoraConfig(_Section):
+    """LoRA adapters via peft; folded into the weights when the model is saved."""
+
+    r: int = Field(16, ge=1, description="adapter rank")
+    alpha: float = Field(32, gt=0, description="updates are scaled by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj"], description="names of the linear layers to adapt"
+    )
+
+
+class TrainConfig(_Section):
+    """A Ray Train run with DeepSpeed; the keys the SFT and DPO sections share."""
+
+    model: str | None = Field(None, description="model name under 'models' to start from")
+    data_path: str | None = Field(
+        None, description="directory of part-*.parquet shards; None: the run's input stage folder"
+    )
+    learning_rate: float = Field(1e-5, gt=0, description="peak learning rate")
+    num_epochs: int = Field(1, ge=1, description="passes over the data")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    global_batch_size: int = Field(128, ge=1, description="rows per optimizer step, all workers")
+    micro_batch_size: int = Field(1, ge=1, description="rows per forward pass and worker")
+    max_seq_len: int = Field(2048, ge=2, description="tokens per sequence; longer ones are cut")
+    packing: bool = Field(
+        False, description="padding-free packed rows; pays with flash_attention_2 kernels"
+    )
+    attn_implementation: str = Field("sdpa", description="transformers attention kernel")
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="learning-rate decay after warmup"
+    )
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="fraction of steps of linear warmup")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm; 0 = off")
+    num_workers: list[int] = Field(
+        [1, 1], description="[min, max] Ray Train workers; elastic when min < max"
+    )
+    gpus_per_worker: float = Field(0, ge=0, description="0: CPU workers (gloo, fp32); else bf16")
+    cpus_per_worker: float = Field(1, gt=0, description="logical CPUs per worker")
+    zero_stage: Literal[0, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
+    offload: bool = Field(False, description="optimizer state (ZeRO-3: also params) in CPU memory")
+    lora: LoraConfig | None = Field(None, description="train LoRA adapters, not all weights")
+    checkpoint_every_steps: int = Field(100, ge=1, description="checkpoint interval; also at the end")
+    num_checkpoints_to_keep: int = Field(2, ge=1, description="older checkpoints are deleted")
+    max_failures: int = Field(3, ge=0, description="worker failures survived by resuming")
+    seed: int = Field(0, description="data order and initialization seed")
+
+    @field_validator("learning_rate", "weight_decay", mode="before")
+    @classmethod
+    def _yaml_exponent(cls, value: Any) -> Any:
+        # PyYAML reads 8e-6 (no dot) as a string; accept it as the number it means.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
+
+    @field_validator("num_workers")
+    @classmethod
+    def _min_max_workers(cls, value: list[int]) -> list[int]:
+        return ModelConfig._min_max(value)
+
+    @field_validator("zero_stage")
+    @classmethod
+    def _zero3_fixed_workers(cls, value: int, info) -> int:
+        workers = info.data.get("num_workers", [1, 1])
+        if value == 3 and workers[0] != workers[1]:
+            raise ValueError("ZeRO-3 checkpoints resume only on the same worker count: fix num_workers")
+        return value
+
+    @field_validator("offload")
+    @classmethod
+    def _offload_needs_zero(cls, value: bool, info) -> bool:
+        if value and info.data.get("zero_stage") == 0:
+            raise ValueError("offload needs zero_stage 2 or 3")
+        return value
+
+
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning of the target model on the MoA dataset (loss on assistant tokens)."""
+
+    model: str = Field(description="model name under 'models' to fine-tune")
+    learning_rate: float = Field(8e-6, gt=0, description="peak learning rate (paper: 8e-6)")
+
+
+class DPOConfig(TrainConfig):
+    """DPO from the SFT model (also the reference) on the MoA-judged preference pairs."""
+
+    model: str | None = Field(None, description="model name under 'models'; None: the run's sft_model")
+    learning_rate: float = Field(5e-7, gt=0, description="peak learning rate")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="fraction of steps of linear warmup")
+    beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference")
+    loss_type: Literal["sigmoid", "ipo", "robust"] = Field(
+        "sigmoid", description="sigmoid: DPO (cDPO with label_smoothing); ipo; robust: robust DPO"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="assumed label-flip rate")
+    sft_loss_weight: float = Field(0.0, ge=0, description="adds this times the chosen answers' NLL")
+    precompute_ref_logprobs: bool = Field(
+        True, description="reference log-probs computed once before training, not every step"
+    )
+
+
 class MoaaConfig(_Section):
     """A whole run. Stage sections are optional; a stage needs its own."""
 
@@ -113,6 +216,8 @@ class MoaaConfig(_Section):
     ray: RayConfig = RayConfig()
     models: dict[str, ModelConfig]
     generate: GenerateConfig | None = None
+    sft: SFTConfig | None = None
+    dpo: DPOConfig | None = None
 
     @field_validator("models")
     @classmethod
@@ -128,6 +233,9 @@ class MoaaConfig(_Section):
         if self.generate:
             refs += [(f"generate.proposers.{i}", m) for i, m in enumerate(self.generate.proposers)]
             refs.append(("generate.aggregator", self.generate.aggregator))
+        for key, section in (("sft", self.sft), ("dpo", self.dpo)):
+            if section is not None and section.model is not None:
+                refs.append((f"{key}.model", section.model))
         return refs
 
 

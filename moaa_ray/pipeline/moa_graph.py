@@ -92,7 +92,7 @@ def stream(
 ) -> Iterator[list[dict]]:
     """Push row states through ``steps`` as one Ray Data pipeline; yield finished states per batch."""
     items = [{"row_id": s["row_id"], "state": json.dumps(s)} for s in states]
-    num_blocks = max(1, min(len(items) // max(1, config.batch_size), 200))
+    num_blocks = max(1, min(-(-len(items) // config.batch_size), 2000))  # one block per batch
     dataset = ray.data.from_items(items, override_num_blocks=num_blocks)
     for step in steps:
         layer_models = set(plan.layers[step.layer])

@@ -35,6 +35,16 @@ class Batch:
     num_examples: int
     num_tokens: int
 
+    def to(self, device: torch.device) -> Batch:
+        """The same batch with its tensors on ``device``."""
+        return Batch(
+            {k: v.to(device) for k, v in self.inputs.items()},
+            self.targets.to(device),
+            self.segment_ids.to(device),
+            self.num_examples,
+            self.num_tokens,
+        )
+
 
 def _render(tokenizer: Any, messages: Messages, add_generation_prompt: bool = False) -> list[int]:
     out = tokenizer.apply_chat_template(

@@ -40,7 +40,9 @@ def plan_steps(
         order = list(range(num_rows))
         random.Random(f"{seed}:{epoch}").shuffle(order)
         last_start = num_rows - global_batch_size
-        steps += [order[i : i + global_batch_size] for i in range(0, last_start + 1, global_batch_size)]
+        steps += [
+            order[i : i + global_batch_size] for i in range(0, last_start + 1, global_batch_size)
+        ]
     return steps if max_steps is None else steps[:max_steps]
 
 
@@ -89,7 +91,9 @@ def split_step(
         size = base + (k < extra)
         buckets.append(order[start : start + size])
         start += size
-    return [[buckets[m * world_size + w] for m in range(num_micro_batches)] for w in range(world_size)]
+    return [
+        [buckets[m * world_size + w] for m in range(num_micro_batches)] for w in range(world_size)
+    ]
 
 
 def lr_factor(

@@ -1,0 +1,186 @@
+"""DPO from the SFT model on the MoA-judged preference pairs; the SFT model is also the reference.
+
+The reference log-probs come from one of three places: precomputed once from the starting weights
+(``precompute_ref_logprobs``, the default: no second model in memory; saved with every checkpoint so a
+resumed run does not recompute them), the policy with its LoRA adapters disabled, or a frozen copy of
+the starting weights on each worker.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from moaa_ray.config import MoaaConfig
+from moaa_ray.train.collate import Batch, collate, encode_preference
+from moaa_ray.train.launch import run_training
+from moaa_ray.train.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs, token_logprobs
+from moaa_ray.train.worker import WorkerSpec, load_causal_lm, read_rows, train_worker
+
+STAGE = "dpo"
+INPUT_STAGE = "preferences"
+REFERENCE_FILE = "reference_logprobs.pt"
+
+PairBatch = tuple[list[int], Batch]  # row indices, then chosen answers followed by rejected ones
+
+
+def _chars(messages: list[dict[str, str]]) -> int:
+    return sum(len(m["content"]) for m in messages)
+
+
+class DPOObjective:
+    """Preference loss (sigmoid/cDPO, IPO, robust) plus an optional NLL on the chosen answers."""
+
+    def __init__(self, spec: WorkerSpec, tokenizer: Any):
+        self.spec, self.cfg, self.tokenizer = spec, spec.train, tokenizer
+        self.rows = read_rows(spec.data_path, ["prompt", "chosen", "rejected"])
+        self.lengths = [
+            _chars(r["prompt"]) + _chars(r["chosen"]) + _chars(r["rejected"]) for r in self.rows
+        ]
+        self.average = self.cfg.loss_type == "ipo"  # IPO scores mean per-token log-probs
+        self.reference: torch.Tensor | None = None  # [rows, 2] precomputed (chosen, rejected)
+        self.reference_model: torch.nn.Module | None = None
+
+    def make_batch(self, rows: list[int]) -> PairBatch:
+        """Tokenize each pair (prompt + chosen, prompt + rejected) and collate all answers."""
+        pairs = [
+            encode_preference(
+                self.tokenizer, r["prompt"], r["chosen"], r["rejected"], self.cfg.max_seq_len
+            )
+            for r in (self.rows[i] for i in rows)
+        ]
+        examples = [c for c, _ in pairs] + [r for _, r in pairs]
+        return rows, collate(examples, self.tokenizer.pad_token_id, self.cfg.packing)
+
+    def counts(self, item: PairBatch) -> dict[str, float]:
+        """Pairs, trained tokens of the chosen answers, all tokens."""
+        rows, batch = item
+        chosen = _chosen_mask(batch, len(rows))
+        return {"pairs": len(rows), "chosen_targets": int(chosen.sum()), "tokens": batch.num_tokens}
+
+    def loss(
+        self, engine: Any, item: PairBatch, totals: dict[str, float]
+    ) -> tuple[torch.Tensor, dict]:
+        """This batch's share of the step's mean pair loss (+ weighted chosen-answer NLL) and metrics."""
+        rows, batch = item
+        batch, pairs = batch.to(engine.device), totals["pairs"]
+        token_logps, chosen, rejected = self._sequence_logps(engine, batch, len(rows))
+        ref_chosen, ref_rejected = self._reference_logps(engine, rows, batch)
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            chosen,
+            rejected,
+            ref_chosen,
+            ref_rejected,
+            beta=self.cfg.beta,
+            loss_type=self.cfg.loss_type,
+            label_smoothing=self.cfg.label_smoothing,
+        )
+        loss = losses.sum() / pairs
+        metrics = {"dpo_loss": loss.detach()}
+        if self.cfg.sft_loss_weight > 0:
+            chosen_tokens = _chosen_mask(batch, len(rows))
+            nll = -(token_logps * chosen_tokens).sum() / max(totals["chosen_targets"], 1)
+            loss = loss + self.cfg.sft_loss_weight * nll
+            metrics["sft_loss"] = nll.detach()
+        return loss, {
+            **metrics,
+            "loss": loss.detach(),
+            "reward_accuracy": (chosen_rewards > rejected_rewards).float().sum() / pairs,
+            "reward_margin": (chosen_rewards - rejected_rewards).sum() / pairs,
+            "chosen_rewards": chosen_rewards.sum() / pairs,
+            "rejected_rewards": rejected_rewards.sum() / pairs,
+            "chosen_logps": chosen.detach().sum() / pairs,
+            "rejected_logps": rejected.detach().sum() / pairs,
+        }
+
+    def prepare(self, engine: Any, checkpoint_dir: str | None) -> None:
+        """Set up the reference: load saved log-probs, precompute them, or load a frozen model."""
+        if not self.cfg.precompute_ref_logprobs:
+            if self.cfg.lora is None:
+                model = load_causal_lm(self.spec, engine.device.type == "cuda")
+                self.reference_model = model.to(engine.device).eval().requires_grad_(False)
+            return
+        saved = Path(checkpoint_dir, REFERENCE_FILE) if checkpoint_dir else None
+        if saved is not None and saved.exists():
+            self.reference = torch.load(saved)
+        else:
+            self.reference = self._precompute(engine)
+
+    def save(self, checkpoint_dir: str) -> None:
+        """Keep the precomputed reference log-probs with the checkpoint."""
+        if self.reference is not None:
+            torch.save(self.reference, Path(checkpoint_dir, REFERENCE_FILE))
+
+    def _sequence_logps(self, model: Any, batch: Batch, num_pairs: int):
+        logits = model(**batch.inputs, use_cache=False).logits
+        token_logps = token_logprobs(logits, batch.targets)
+        sequences = sequence_logprobs(
+            token_logps, batch.targets, batch.segment_ids, batch.num_examples, self.average
+        )
+        return token_logps, sequences[:num_pairs], sequences[num_pairs:]
+
+    @torch.no_grad()
+    def _reference_logps(self, engine: Any, rows: list[int], batch: Batch):
+        if self.reference is not None:
+            table = self.reference[rows].to(engine.device, torch.float32)
+            return table[:, 0], table[:, 1]
+        if self.reference_model is not None:
+            return self._sequence_logps(self.reference_model, batch, len(rows))[1:]
+        with engine.module.disable_adapter():  # LoRA: the base weights are the SFT model
+            return self._sequence_logps(engine, batch, len(rows))[1:]
+
+    @torch.no_grad()
+    def _precompute(self, engine: Any) -> torch.Tensor:
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        mine = list(range(rank, len(self.rows), world_size))
+        size = self.cfg.micro_batch_size
+        table = torch.zeros(len(self.rows), 2, dtype=torch.float64, device=engine.device)
+        engine.eval()
+        for k in range(math.ceil(math.ceil(len(self.rows) / world_size) / size)):
+            rows = mine[k * size : (k + 1) * size]
+            # Every worker runs as many forwards as the others: ZeRO-3 gathers weights collectively.
+            _, batch = self.make_batch(rows or [0])
+            _, chosen, rejected = self._sequence_logps(
+                engine, batch.to(engine.device), len(rows or [0])
+            )
+            if rows:
+                table[rows, 0], table[rows, 1] = chosen.double(), rejected.double()
+        engine.train()
+        dist.all_reduce(table)  # each row was filled by exactly one worker
+        return table.cpu()
+
+
+def _chosen_mask(batch: Batch, num_pairs: int) -> torch.Tensor:
+    segments = batch.segment_ids
+    return (batch.targets != IGNORE_INDEX) & (segments >= 0) & (segments < num_pairs)
+
+
+def _dpo_worker(loop_config: dict) -> None:
+    train_worker(loop_config["spec"], DPOObjective)
+
+
+def train_dpo(config: MoaaConfig, run_dir: str | Path) -> dict:
+    """DPO on ``<run_dir>/preferences`` from ``dpo.model`` or ``<run_dir>/sft_model``.
+
+    The model is saved to ``<run_dir>/dpo_model``.
+
+    Returns:
+        Steps, final loss, the last step's metrics (reward accuracy, margin, log-probs), model path,
+        checkpoint, seconds.
+    """
+    if config.dpo is None:
+        raise ValueError("config has no 'dpo' section")
+    if config.dpo.model is not None:
+        model = config.models[config.dpo.model]
+        start = (model.path, model.trust_remote_code)
+    else:
+        sft_model = Path(run_dir).resolve() / "sft_model"
+        if not (sft_model / "config.json").exists():
+            raise FileNotFoundError(f"{sft_model} does not exist: run train-sft or set dpo.model")
+        trust = config.models[config.sft.model].trust_remote_code if config.sft else False
+        start = (str(sft_model), trust)
+    return run_training(STAGE, config, run_dir, config.dpo, start, INPUT_STAGE, _dpo_worker)

@@ -1,0 +1,101 @@
+from pathlib import Path
+
+import pytest
+
+from moaa_ray.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+MINIMAL = """
+models:
+  a: {path: "tiny:llama-a"}
+  b: {path: "tiny:qwen2-b"}
+generate:
+  inputs: [{path: prompts.jsonl}]
+  proposers: [a, b]
+  aggregator: b
+"""
+
+
+@pytest.fixture
+def write(tmp_path):
+    def _write(text: str) -> Path:
+        path = tmp_path / "run.yaml"
+        path.write_text(text)
+        return path
+
+    return _write
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(path)
+    assert config.generate is not None
+    assert set(config.generate.proposers) <= set(config.models)
+
+
+def test_paper_config_has_the_papers_moa(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "configs" / "paper-llama31-8b.yaml")
+    assert len(config.generate.proposers) == 4
+    assert config.models[config.generate.aggregator].path == "Qwen/Qwen1.5-110B-Chat"
+    assert all(m.engine == "vllm" and m.num_gpus >= 1 for m in config.models.values())
+
+
+def test_overrides_set_nested_keys_and_list_items(write):
+    config = load_config(
+        write(MINIMAL),
+        ["generate.sampling.temperature=0.2", "generate.inputs.0.limit=3", "models.a.engine=vllm"],
+    )
+    assert config.generate.sampling.temperature == 0.2
+    assert config.generate.inputs[0].limit == 3
+    assert config.models["a"].engine == "vllm"
+
+
+def test_unknown_key_names_key_file_and_suggestion(write):
+    path = write(MINIMAL.replace("aggregator: b", "aggregator: b\n  samplng: {}"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert "generate.samplng" in str(err.value)
+    assert "did you mean 'sampling'" in str(err.value)
+
+
+def test_wrong_type_names_key(write):
+    with pytest.raises(ConfigError, match=r"generate\.num_layers"):
+        load_config(write(MINIMAL), ["generate.num_layers=two"])
+
+
+def test_error_from_override_names_the_override(write):
+    with pytest.raises(ConfigError, match="override 'generate.sampling.top_p=high'"):
+        load_config(write(MINIMAL), ["generate.sampling.top_p=high"])
+
+
+def test_undefined_model_is_an_error(write):
+    path = write(MINIMAL.replace("proposers: [a, b]", "proposers: [a, c]"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "generate.proposers.1" in str(err.value) and "'c'" in str(err.value)
+
+
+def test_missing_local_model_directory_is_an_error(write):
+    path = write(MINIMAL.replace('"tiny:llama-a"', "./no/such/model"))
+    with pytest.raises(ConfigError, match=r"models\.a\.path.*does not exist"):
+        load_config(path)
+
+
+def test_unknown_tiny_model_is_an_error(write):
+    with pytest.raises(ConfigError, match="no tiny model"):
+        load_config(write(MINIMAL.replace("tiny:llama-a", "tiny:gpt-9")))
+
+
+def test_bad_replica_range_is_an_error(write):
+    with pytest.raises(ConfigError, match=r"models\.a\.num_replicas"):
+        load_config(write(MINIMAL), ["models.a.num_replicas=[3, 1]"])
+
+
+def test_malformed_override_is_an_error(write):
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(write(MINIMAL), ["generate.num_layers"])
