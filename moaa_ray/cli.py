@@ -1,5 +1,6 @@
 """The ``moaa`` command: one subcommand per stage, each ``--config FILE [--run-dir DIR] [key=value]``.
 
+``moaa serve --model PATH`` instead puts a trained model behind an OpenAI-compatible HTTP route.
 Heavy libraries load only once a subcommand runs, so ``moaa --help`` is instant.
 """
 
@@ -9,9 +10,12 @@ import argparse
 import json
 import logging
 import sys
+import threading
 
 STAGES = {
     "generate": "write the MoA SFT dataset (layered proposers + aggregator) from prompts",
+    "train-sft": "fine-tune the target model on the MoA dataset (Ray Train + DeepSpeed)",
+    "train-dpo": "DPO from the SFT model on the preference pairs (Ray Train + DeepSpeed)",
 }
 
 
@@ -24,13 +28,62 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--config", required=True, help="YAML config file")
         stage.add_argument("--run-dir", help="run directory (default: run_dir from the config)")
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _add_serve_parser(sub)
     return parser
+
+
+def _add_serve_parser(sub) -> None:
+    help_text = "serve a trained model over OpenAI-compatible HTTP (Ray Serve) until Ctrl-C"
+    serve = sub.add_parser("serve", help=help_text, description=help_text)
+    serve.add_argument("--model", required=True, help="model directory or tiny:<name>")
+    serve.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="hf: CPU; vllm: GPU")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--num-replicas", type=int, default=1, help="model copies behind the route")
+    serve.add_argument("--num-gpus", type=float, help="GPUs per replica (default: 1 vllm, 0 hf)")
+    serve.add_argument("--served-model-name", help="name clients pass as model (default: --model)")
+    serve.add_argument("--trust-remote-code", action="store_true", help="run the model's code")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Deploy the model, print the base URL and serve until Ctrl-C."""
+    from pydantic import ValidationError
+
+    from moaa_ray.config import ModelConfig
+
+    num_gpus = args.num_gpus if args.num_gpus is not None else float(args.engine == "vllm")
+    try:
+        config = ModelConfig(
+            path=args.model,
+            engine=args.engine,
+            num_replicas=[args.num_replicas, args.num_replicas],
+            num_gpus=num_gpus,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except ValidationError as exc:
+        print(f"serve: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    from ray import serve
+
+    from moaa_ray.serve.openai_app import APP_NAME, run_server
+
+    name = args.served_model_name or args.model
+    url = run_server(config, name, args.host, args.port)
+    print(f"serving {name} at {url} (Ctrl-C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    serve.delete(APP_NAME)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the config, run the stage and print its summary as JSON."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "serve":
+        return _serve(args)
     from moaa_ray.config import ConfigError, load_config
 
     try:
@@ -43,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         from moaa_ray.pipeline.sft_generation import generate_sft
 
         summary = generate_sft(config, run_dir)
+    elif args.command == "train-sft":
+        from moaa_ray.train.sft import train_sft
+
+        summary = train_sft(config, run_dir)
+    elif args.command == "train-dpo":
+        from moaa_ray.train.dpo import train_dpo
+
+        summary = train_dpo(config, run_dir)
     print(json.dumps({"stage": args.command, "run_dir": run_dir, **summary}, indent=2))
     return 0
 

@@ -146,7 +146,9 @@ class TrainConfig(_Section):
     zero_stage: Literal[0, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
     offload: bool = Field(False, description="optimizer state (ZeRO-3: also params) in CPU memory")
     lora: LoraConfig | None = Field(None, description="train LoRA adapters, not all weights")
-    checkpoint_every_steps: int = Field(100, ge=1, description="checkpoint interval; also at the end")
+    checkpoint_every_steps: int = Field(
+        100, ge=1, description="checkpoint interval; also at the end"
+    )
     num_checkpoints_to_keep: int = Field(2, ge=1, description="older checkpoints are deleted")
     max_failures: int = Field(3, ge=0, description="worker failures survived by resuming")
     seed: int = Field(0, description="data order and initialization seed")
@@ -172,7 +174,9 @@ class TrainConfig(_Section):
     def _zero3_fixed_workers(cls, value: int, info) -> int:
         workers = info.data.get("num_workers", [1, 1])
         if value == 3 and workers[0] != workers[1]:
-            raise ValueError("ZeRO-3 checkpoints resume only on the same worker count: fix num_workers")
+            raise ValueError(
+                "ZeRO-3 checkpoints resume only on the same worker count: fix num_workers"
+            )
         return value
 
     @field_validator("offload")
@@ -193,7 +197,9 @@ class SFTConfig(TrainConfig):
 class DPOConfig(TrainConfig):
     """DPO from the SFT model (also the reference) on the MoA-judged preference pairs."""
 
-    model: str | None = Field(None, description="model name under 'models'; None: the run's sft_model")
+    model: str | None = Field(
+        None, description="model name under 'models'; None: the run's sft_model"
+    )
     learning_rate: float = Field(5e-7, gt=0, description="peak learning rate")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="fraction of steps of linear warmup")
     beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference")
@@ -288,7 +294,7 @@ def _source(key: str, sources: dict[str, str], path: Path) -> str:
     return str(path)
 
 
-def _describe(error: dict, raw: dict) -> str:
+def _describe(error: Any, raw: dict) -> str:
     if error["type"] == "extra_forbidden":
         siblings = MoaaConfig
         for part in error["loc"][:-1]:

@@ -56,7 +56,7 @@ def generate_sft(config: MoaaConfig, run_dir: str | Path) -> dict:
         connect(config)
         num_turns = max(len(s["targets"]) for s in todo)
         run_graph = _run_staged if gen.mode == "staged" else _run_streaming
-        for batch in run_graph(config, plan, todo, num_turns, stage):
+        for batch in run_graph(config, gen, plan, todo, num_turns, stage):
             _write_batch(stage, batch, plan, gen, rejects, counts)
     # 5. Record rejects and stage status.
     stage.write_rejects(rejects)
@@ -109,7 +109,7 @@ def _run_streaming(config: MoaaConfig, plan: LayerPlan, todo, num_turns, stage):
             stop_pool(pool)
 
 
-def _run_staged(config: MoaaConfig, plan: LayerPlan, todo, num_turns, stage):
+def _run_staged(config: MoaaConfig, gen: GenerateConfig, plan: LayerPlan, todo, num_turns, stage):
     """One model on the cluster at a time; each step's states persist, so a rerun skips done steps."""
     import pyarrow as pa
 
@@ -126,12 +126,13 @@ def _run_staged(config: MoaaConfig, plan: LayerPlan, todo, num_turns, stage):
                 if r["row_id"] in ids
             }
             missing = [s for s in states if s["row_id"] not in done]
+            model = str(step.model)
             if missing:
-                if pool is None or pool.name != step.model:
+                if pool is None or pool.name != model:
                     if pool is not None:
                         stop_pool(pool)
-                    pool = start_pool(step.model, config.models[step.model])
-                for batch in stream(missing, [step], plan, {step.model: pool}, config.generate):
+                    pool = start_pool(model, config.models[model])
+                for batch in stream(missing, [step], plan, {model: pool}, gen):
                     step_dir.write_shard(
                         [{"row_id": s["row_id"], "state": json.dumps(s)} for s in batch], schema
                     )
@@ -141,9 +142,8 @@ def _run_staged(config: MoaaConfig, plan: LayerPlan, todo, num_turns, stage):
     finally:
         if pool is not None:
             stop_pool(pool)
-    batch_size = config.generate.batch_size
-    for i in range(0, len(states), batch_size):
-        yield states[i : i + batch_size]
+    for i in range(0, len(states), gen.batch_size):
+        yield states[i : i + gen.batch_size]
 
 
 def _read_rows(step_dir: StageDir) -> list[dict]:

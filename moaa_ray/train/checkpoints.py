@@ -44,18 +44,26 @@ def save_checkpoint(engine: Any, objective: Any, step: int, metrics: dict, rank:
 def restore_checkpoint(engine: Any, directory: str | None, world_size: int, zero_stage: int) -> int:
     """Load engine, optimizer and LR-schedule state from a checkpoint; return the steps it has done.
 
-    ZeRO-0 and ZeRO-2 checkpoints (the latter saved elastic) load on any worker count; ZeRO-3
-    optimizer shards only on the count that wrote them.
+    On another worker count than the one that wrote it, a ZeRO-2 checkpoint restores the weights and
+    the LR schedule while the optimizer moments restart (its shards are per worker); ZeRO-0 restores
+    everything and ZeRO-3 refuses (its weights are sharded too).
     """
     if directory is None:
         return 0
     state = json.loads(Path(directory, STATE_FILE).read_text())
-    if zero_stage == 3 and state["world_size"] != world_size:
-        raise RuntimeError(
-            f"checkpoint {directory} was written by {state['world_size']} ZeRO-3 workers and cannot "
-            f"be resumed on {world_size}; use a fixed num_workers with zero_stage 3"
+    same_workers = state["world_size"] == world_size
+    if not same_workers:
+        if zero_stage == 3:
+            raise RuntimeError(
+                f"checkpoint {directory} was written by {state['world_size']} ZeRO-3 workers and "
+                f"cannot be resumed on {world_size}; use a fixed num_workers with zero_stage 3"
+            )
+        logger.warning(
+            "checkpoint written by %d workers, resuming on %d", state["world_size"], world_size
         )
-    engine.load_checkpoint(directory, tag=TAG)
+    engine.load_checkpoint(
+        directory, tag=TAG, load_optimizer_states=same_workers or zero_stage == 0
+    )
     logger.info("resumed from %s after step %d", directory, state["step"])
     return int(state["step"])
 

@@ -158,7 +158,7 @@ def build_deepspeed_config(
         raise ValueError("offload needs zero_stage 2 or 3")
     zero: dict[str, Any] = {"stage": zero_stage}
     if zero_stage == 2:
-        zero.update(contiguous_gradients=True, overlap_comm=False, elastic_checkpoint=True)
+        zero.update(contiguous_gradients=True, overlap_comm=False)
     if zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     if offload:

@@ -1,0 +1,16 @@
+"""Fine-tune the target model on the MoA SFT dataset (Ray Train + DeepSpeed).
+
+Run as:
+    python jobs/train_sft.py --config configs/demo.yaml [--run-dir DIR] [key=value ...]
+    ray job submit --working-dir . -- python jobs/train_sft.py --config configs/demo.yaml
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the uploaded working dir
+
+from moaa_ray.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["train-sft", *sys.argv[1:]]))

