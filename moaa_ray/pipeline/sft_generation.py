@@ -98,12 +98,12 @@ def _start_pools(config: MoaaConfig, names) -> dict[str, ModelPool]:
     return {name: start_pool(name, config.models[name]) for name in names}
 
 
-def _run_streaming(config: MoaaConfig, plan: LayerPlan, todo, num_turns, stage):
+def _run_streaming(
+    config: MoaaConfig, gen: GenerateConfig, plan: LayerPlan, todo, num_turns, stage
+):
     pools = _start_pools(config, plan.models)
     try:
-        yield from stream(
-            todo, plan_steps(plan, num_turns, staged=False), plan, pools, config.generate
-        )
+        yield from stream(todo, plan_steps(plan, num_turns, staged=False), plan, pools, gen)
     finally:
         for pool in pools.values():
             stop_pool(pool)
