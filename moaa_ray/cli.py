@@ -7,15 +7,30 @@ Heavy libraries load only once a subcommand runs, so ``moaa --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 import threading
 
+# subcommand: (what it does, "module:function" taking (config, run_dir) and returning a summary)
 STAGES = {
-    "generate": "write the MoA SFT dataset (layered proposers + aggregator) from prompts",
-    "train-sft": "fine-tune the target model on the MoA dataset (Ray Train + DeepSpeed)",
-    "train-dpo": "DPO from the SFT model on the preference pairs (Ray Train + DeepSpeed)",
+    "generate": (
+        "write the MoA SFT dataset (layered proposers + aggregator) from prompts",
+        "moaa_ray.pipeline.sft_generation:generate_sft",
+    ),
+    "preferences": (
+        "sample K answers per prompt, rank them with the judge ensemble, write DPO pairs",
+        "moaa_ray.pipeline.preference_stage:build_preferences",
+    ),
+    "train-sft": (
+        "fine-tune the target model on the MoA dataset (Ray Train + DeepSpeed)",
+        "moaa_ray.train.sft:train_sft",
+    ),
+    "train-dpo": (
+        "DPO from the SFT model on the preference pairs (Ray Train + DeepSpeed)",
+        "moaa_ray.train.dpo:train_dpo",
+    ),
 }
 
 
@@ -23,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="moaa", description="Mixture-of-Agents Alignment on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in STAGES.items():
+    for name, (help_text, _) in STAGES.items():
         stage = sub.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("--config", required=True, help="YAML config file")
         stage.add_argument("--run-dir", help="run directory (default: run_dir from the config)")
@@ -92,18 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
     run_dir = args.run_dir or config.run_dir
-    if args.command == "generate":
-        from moaa_ray.pipeline.sft_generation import generate_sft
-
-        summary = generate_sft(config, run_dir)
-    elif args.command == "train-sft":
-        from moaa_ray.train.sft import train_sft
-
-        summary = train_sft(config, run_dir)
-    elif args.command == "train-dpo":
-        from moaa_ray.train.dpo import train_dpo
-
-        summary = train_dpo(config, run_dir)
+    module, function = STAGES[args.command][1].split(":")
+    summary = getattr(importlib.import_module(module), function)(config, run_dir)
     print(json.dumps({"stage": args.command, "run_dir": run_dir, **summary}, indent=2))
     return 0
 

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from moaa_ray.testing.tiny_models import TINY_MODELS, TINY_PREFIX
 
@@ -29,7 +36,9 @@ class ModelConfig(_Section):
     """One model and the Ray actor pool that serves it."""
 
     path: str = Field(description="local directory, hub name, or tiny:<name> (built offline)")
-    engine: Literal["hf", "vllm", "openai_http"] = Field("hf", description="inference backend")
+    engine: Literal["hf", "vllm", "openai_http", "hf_reward"] = Field(
+        "hf", description="inference backend; hf_reward: a sequence-classification reward model"
+    )
     num_replicas: list[int] = Field([1, 1], description="[min, max] actors in the pool")
     num_gpus: float = Field(0, description="GPUs per actor; for vllm, its tensor-parallel size")
     num_cpus: float = Field(1, description="CPUs per actor")
@@ -95,6 +104,57 @@ class GenerateConfig(_Section):
         "streaming", description="staged = one model on the cluster at a time"
     )
     batch_size: int = Field(8, description="rows per Ray Data batch")
+
+
+class PreferencesConfig(_Section):
+    """On-policy samples ranked by "MoA as reward model" into DPO pairs (MoAA, arXiv 2505.03059)."""
+
+    inputs: list[InputConfig] = Field(description="preference prompt sources, concatenated")
+    policy: str = Field(description="model name that samples (in `moaa run`: the SFT model)")
+    num_samples: int = Field(5, ge=2, description="K answers per prompt")
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=1024)
+    reward: Literal["llm_judges", "scalar_rm", "pairwise_ranker"] = Field(
+        "llm_judges", description="llm_judges: judges (+ aggregator judge); or a reward model"
+    )
+    judges: list[str] = Field(
+        [], description="judge model names; one judge = single-judge ablation"
+    )
+    aggregator_judge: str | None = Field(None, description="reads the judges' evaluations")
+    criteria_selector: str | None = Field(
+        None, description="picks criteria per prompt; None: defaults"
+    )
+    criteria_file: str | None = Field(
+        None, description="own criteria list; None: prompts/criteria.txt"
+    )
+    num_criteria: int = Field(3, ge=1, description="criteria kept per prompt")
+    default_criteria: list[str] = Field(
+        ["helpfulness", "accuracy", "clarity"], description="used when selection fails or is off"
+    )
+    verdict_mode: Literal["text", "logprob"] = Field(
+        "text", description="parse a written verdict, or read P(A) vs P(B) at the verdict token"
+    )
+    judge_sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=512)
+    pairing: Literal["round_robin", "anchor"] = Field("round_robin", description="pairs judged")
+    ranking: Literal["bradley_terry", "wins"] = Field("bradley_terry", description="sample scores")
+    min_margin: float = Field(0.0, ge=0, description="best - worst score must exceed this")
+    reward_model: str | None = Field(None, description="scalar_rm / pairwise_ranker model name")
+    batch_size: int = Field(4, ge=1, description="prompts per Ray Data batch")
+
+    @model_validator(mode="after")
+    def _reward_source_is_complete(self) -> PreferencesConfig:
+        if self.reward == "llm_judges" and not self.judges:
+            raise ValueError("reward 'llm_judges' needs at least one model in 'judges'")
+        if self.reward != "llm_judges" and self.reward_model is None:
+            raise ValueError(f"reward {self.reward!r} needs 'reward_model'")
+        from moaa_ray.core.criteria import load_criteria
+
+        known = {c.name for c in load_criteria(self.criteria_file)}
+        unknown = [name for name in self.default_criteria if name not in known]
+        if unknown:
+            raise ValueError(
+                f"default_criteria {unknown} are not in the criteria list {sorted(known)}"
+            )
+        return self
 
 
 class RayConfig(_Section):
@@ -222,6 +282,7 @@ class MoaaConfig(_Section):
     ray: RayConfig = RayConfig()
     models: dict[str, ModelConfig]
     generate: GenerateConfig | None = None
+    preferences: PreferencesConfig | None = None
     sft: SFTConfig | None = None
     dpo: DPOConfig | None = None
 
@@ -239,6 +300,13 @@ class MoaaConfig(_Section):
         if self.generate:
             refs += [(f"generate.proposers.{i}", m) for i, m in enumerate(self.generate.proposers)]
             refs.append(("generate.aggregator", self.generate.aggregator))
+        if self.preferences:
+            prefs = self.preferences
+            refs.append(("preferences.policy", prefs.policy))
+            refs += [(f"preferences.judges.{i}", m) for i, m in enumerate(prefs.judges)]
+            for key in ("aggregator_judge", "criteria_selector", "reward_model"):
+                if getattr(prefs, key) is not None:
+                    refs.append((f"preferences.{key}", getattr(prefs, key)))
         for key, section in (("sft", self.sft), ("dpo", self.dpo)):
             if section is not None and section.model is not None:
                 refs.append((f"{key}.model", section.model))

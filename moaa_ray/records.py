@@ -101,7 +101,6 @@ def sft_schema():
     """Arrow schema of the SFT dataset: TRL's conversational ``messages`` plus provenance."""
     import pyarrow as pa
 
-    message = pa.struct([("role", pa.string()), ("content", pa.string())])
     proposal = pa.struct(
         [
             ("turn", pa.int32()),
@@ -115,11 +114,64 @@ def sft_schema():
     return pa.schema(
         [
             ("row_id", pa.string()),
-            ("messages", pa.list_(message)),
+            ("messages", _message_list()),
             ("proposals", pa.list_(proposal)),
             ("models", pa.list_(pa.string())),
             ("sampling", pa.string()),
             ("source", pa.string()),
             ("dropped_references", pa.int32()),
+        ]
+    )
+
+
+def _message_list():
+    import pyarrow as pa
+
+    return pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
+def preference_schema():
+    """Arrow schema of the DPO dataset: TRL's conversational prompt / chosen / rejected, plus scores."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("row_id", pa.string()),
+            ("prompt", _message_list()),
+            ("chosen", _message_list()),
+            ("rejected", _message_list()),
+            ("score_chosen", pa.float64()),
+            ("score_rejected", pa.float64()),
+            ("samples", pa.list_(pa.string())),
+            ("scores", pa.list_(pa.float64())),
+            ("criteria", pa.list_(pa.string())),
+            ("source", pa.string()),
+            ("stats", pa.string()),
+        ]
+    )
+
+
+def dropped_schema():
+    """Arrow schema of prompts the preference stage dropped, with the reason."""
+    import pyarrow as pa
+
+    return pa.schema([("row_id", pa.string()), ("reason", pa.string()), ("stats", pa.string())])
+
+
+def judgment_schema():
+    """Arrow schema of the judgment audit table: one row per judge call."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("row_id", pa.string()),
+            ("judge", pa.string()),
+            ("sample_x", pa.int32()),
+            ("sample_y", pa.int32()),
+            ("order", pa.string()),
+            ("criteria", pa.list_(pa.string())),
+            ("verdict", pa.string()),
+            ("p_a", pa.float64()),
+            ("raw", pa.string()),
         ]
     )

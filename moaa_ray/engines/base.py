@@ -37,7 +37,10 @@ class Engine(Protocol):
 
 
 def build_engine(config: ModelConfig) -> Engine:
-    """Construct the backend named by ``config.engine`` (imports only that backend's library)."""
+    """Construct the backend named by ``config.engine`` (imports only that backend's library).
+
+    ``hf_reward`` is a sequence-classification reward model: it has ``score`` instead of ``chat``.
+    """
     if config.engine == "hf":
         from moaa_ray.engines.hf import HFEngine
 
@@ -46,6 +49,10 @@ def build_engine(config: ModelConfig) -> Engine:
         from moaa_ray.engines.vllm_offline import VLLMEngine
 
         return VLLMEngine(config)
+    if config.engine == "hf_reward":
+        from moaa_ray.engines.hf_reward import HFRewardEngine
+
+        return HFRewardEngine(config)  # type: ignore[return-value]
     if config.engine == "openai_http":
         from moaa_ray.engines.openai_http import OpenAIHTTPEngine
 

@@ -1,29 +1,24 @@
 """The layered MoA graph on Ray Data: one map step per (turn, layer), calling the models' pools.
 
-Rows travel as ``{"row_id", "state"}`` with the state as JSON (see :mod:`moaa_ray.core.moa`), which keeps
-Arrow schemas stable however many references or turns a row has. In streaming mode every layer is an
-operator of one Ray Data pipeline, so all pools work at once; in staged mode each (turn, layer, model)
-step runs over the whole dataset with only that model's pool alive, and persists its states.
+Row states are those of :mod:`moaa_ray.core.moa`. In streaming mode every layer is an operator of one
+Ray Data pipeline, so all pools work at once; in staged mode each (turn, layer, model) step runs over
+the whole dataset with only that model's pool alive, and persists its states.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
-import ray
-
 from moaa_ray.config import GenerateConfig
 from moaa_ray.core.moa import LayerPlan, layer_requests, record_output
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.pipeline.pools import ModelPool
+from moaa_ray.pipeline.streaming import StreamStep, stream_states
 
 logger = logging.getLogger(__name__)
-STEP_NUM_CPUS = 0.1  # steps only wait on engine actors
 
 
 @dataclass(frozen=True)
@@ -54,33 +49,35 @@ def sampling_for(config: GenerateConfig, step: Step, slot: int) -> SamplingParam
     return SamplingParams(s.temperature, s.top_p, s.max_new_tokens, n=1, seed=seed)
 
 
-def run_step(
-    batch: dict[str, np.ndarray],
-    *,
-    step: Step,
-    plan: LayerPlan,
-    pools: dict[str, ModelPool],
-    config: GenerateConfig,
-) -> dict[str, np.ndarray]:
-    """Ray Data batch function: make every call of one step for a batch of rows, all models at once."""
-    states = [json.loads(s) for s in batch["state"]]
-    calls: dict[tuple[str, int], list[tuple[int, list]]] = defaultdict(list)
-    for i, state in enumerate(states):
-        for slot, model, conversation in layer_requests(
-            state, plan, step.turn, step.layer, config.aggregate_template
-        ):
-            if step.model is None or model == step.model:
-                calls[(model, slot)].append((i, conversation))
-    submitted = {
-        key: pools[key[0]].submit("chat", [c for _, c in items], sampling_for(config, step, key[1]))
-        for key, items in calls.items()
-    }
-    for (model, slot), refs in submitted.items():
-        completions = pools[model].collect(refs)
-        for (i, _), completion in zip(calls[(model, slot)], completions, strict=True):
-            text = completion.texts[0] if completion.texts else None
-            record_output(states[i], step.turn, step.layer, slot, model, text, completion.error)
-    return {"row_id": batch["row_id"], "state": np.array([json.dumps(s) for s in states])}
+@dataclass(frozen=True)
+class LayerStep:
+    """Make every call of one (turn, layer) for a batch of rows, all of the layer's models at once."""
+
+    step: Step
+    plan: LayerPlan
+    pools: dict[str, ModelPool]
+    config: GenerateConfig
+
+    def __call__(self, states: list[dict]) -> None:
+        step = self.step
+        calls: dict[tuple[str, int], list[tuple[int, list]]] = defaultdict(list)
+        for i, state in enumerate(states):
+            for slot, model, conversation in layer_requests(
+                state, self.plan, step.turn, step.layer, self.config.aggregate_template
+            ):
+                if step.model is None or model == step.model:
+                    calls[(model, slot)].append((i, conversation))
+        submitted = {
+            (model, slot): self.pools[model].submit(
+                "chat", [c for _, c in items], sampling_for(self.config, step, slot)
+            )
+            for (model, slot), items in calls.items()
+        }
+        for (model, slot), refs in submitted.items():
+            completions = self.pools[model].collect(refs)
+            for (i, _), completion in zip(calls[(model, slot)], completions, strict=True):
+                text = completion.output[0] if completion.output else None
+                record_output(states[i], step.turn, step.layer, slot, model, text, completion.error)
 
 
 def stream(
@@ -90,20 +87,15 @@ def stream(
     pools: dict[str, ModelPool],
     config: GenerateConfig,
 ) -> Iterator[list[dict]]:
-    """Push row states through ``steps`` as one Ray Data pipeline; yield finished states per batch."""
-    items = [{"row_id": s["row_id"], "state": json.dumps(s)} for s in states]
-    num_blocks = max(1, min(-(-len(items) // config.batch_size), 2000))  # one block per batch
-    dataset = ray.data.from_items(items, override_num_blocks=num_blocks)
+    """Push row states through the MoA ``steps``; yield finished states per batch."""
+    stream_steps = []
     for step in steps:
         layer_models = set(plan.layers[step.layer])
         replicas = sum(p.config.num_replicas[1] for m, p in pools.items() if m in layer_models)
-        dataset = dataset.map_batches(
-            run_step,
-            fn_kwargs={"step": step, "plan": plan, "pools": pools, "config": config},
-            batch_size=config.batch_size,
-            batch_format="numpy",
-            num_cpus=STEP_NUM_CPUS,
-            concurrency=max(2, 2 * replicas),
+        name = f"moa_turn{step.turn + 1}_layer{step.layer + 1}" + (
+            f"_{step.model}" if step.model else ""
         )
-    for batch in dataset.iter_batches(batch_size=config.batch_size, batch_format="numpy"):
-        yield [json.loads(s) for s in batch["state"]]
+        stream_steps.append(
+            StreamStep(LayerStep(step, plan, pools, config), name, max(2, 2 * replicas))
+        )
+    yield from stream_states(states, stream_steps, config.batch_size)

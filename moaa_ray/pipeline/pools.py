@@ -49,12 +49,15 @@ class EngineActor:
     ) -> list[list[float]]:
         return self.engine.choice_logprobs(conversations, prefix, choices)
 
+    def score(self, conversations: list[Conversation]) -> list[float]:
+        return self.engine.score(conversations)  # type: ignore[attr-defined]
+
 
 @dataclass
 class Completion:
-    """One conversation's answers, or why there are none."""
+    """One item's engine output (answers, choice logprobs or a score), or why there is none."""
 
-    texts: list[str] | None
+    output: Any
     error: str | None = None
 
 
@@ -105,7 +108,7 @@ class ModelPool:
         for size, ref in submitted:
             try:
                 out = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
-                results += [Completion(texts) for texts in out]
+                results += [Completion(value) for value in out]
             except GetTimeoutError:
                 ray.cancel(ref)
                 error = f"{self.name}: no answer within request_timeout_s={self.config.request_timeout_s}"

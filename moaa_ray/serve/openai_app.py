@@ -5,17 +5,21 @@ app is built or a replica starts, so those functions are importable (and tested)
 ``ray.serve.llm`` is not used because it does not import without vLLM.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must evaluate the routes' `Request`
+# annotation, which is imported inside a method.
 import asyncio
 import logging
 import os
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import Conversation, SamplingParams, build_engine
+
+if TYPE_CHECKING:
+    from ray.serve import Application
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +66,7 @@ def parse_chat_request(body: Any, served_model_name: str) -> tuple[Conversation,
     if body.get("model") not in (None, served_model_name):
         message = f"model {body['model']!r} is not served here; use {served_model_name!r}"
         raise RequestError(message, "model", status=404, code="model_not_found")
-    max_tokens = body.get("max_completion_tokens")
-    key = "max_tokens" if max_tokens is None else "max_completion_tokens"
+    key = "max_tokens" if body.get("max_completion_tokens") is None else "max_completion_tokens"
     params = SamplingParams(
         temperature=_read_number(body, "temperature", 1.0, " in [0, 2]", lambda v: 0 <= v <= 2),
         top_p=_read_number(body, "top_p", 1.0, " in (0, 1]", lambda v: 0 < v <= 1),
@@ -103,7 +106,14 @@ def _read_text(message: dict, param: str) -> str:
     return content
 
 
-def _read_number(body: dict, key: str, default: Any, rule="", valid=None, integer=False) -> Any:
+def _read_number(
+    body: dict,
+    key: str,
+    default: Any,
+    rule: str = "",
+    valid: Callable[[Any], bool] | None = None,
+    integer: bool = False,
+) -> Any:
     value = body.get(key)
     if value is None:
         return default
@@ -127,13 +137,15 @@ def build_chat_response(
         served_model_name: reported as ``model``.
         answers: one text per choice.
         prompt_tokens: tokens in the templated prompt (0 if unknown).
-        completion_tokens: tokens of each answer (0 if unknown); an answer that reaches
-            ``max_new_tokens`` is reported with ``finish_reason`` ``length``.
+        completion_tokens: tokens of each answer (0 if unknown), capped at ``max_new_tokens``
+            since re-encoded text can count more tokens than were generated; an answer at the cap
+            is reported with ``finish_reason`` ``length``.
         max_new_tokens: the request's token limit.
 
     Returns:
         The response body.
     """
+    completion_tokens = [min(tokens, max_new_tokens) for tokens in completion_tokens]
     choices = [
         {
             "index": i,
@@ -214,7 +226,7 @@ class ChatServer:
             answers: the generated texts.
 
         Returns:
-            The prompt's token count and each answer's.
+            The prompt's token count and each answer's (re-encoded, so approximate).
         """
         tokenizer = getattr(self.engine, "tokenizer", None)  # the hf and vllm engines have one
         if tokenizer is None:
@@ -228,7 +240,7 @@ class ChatServer:
         ]
 
 
-def build_app(config: ModelConfig, served_model_name: str):
+def build_app(config: ModelConfig, served_model_name: str) -> "Application":
     """The Serve application: ``config.num_replicas`` replicas of :class:`ChatServer`.
 
     Args:

@@ -44,3 +44,25 @@ def test_choice_logprobs_match_the_hf_engine(engine):
     for v_row, h_row in zip(vllm_scores, hf_scores, strict=True):
         assert all(math.isfinite(x) and x < 0 for x in v_row)
         assert v_row == pytest.approx(h_row, abs=2e-2)
+
+
+def test_a_judge_on_vllm_gives_text_and_logprob_verdicts(engine):
+    from moaa_ray.core.judging import (
+        parse_verdict,
+        probability_from_orders,
+        render_judge_prompt,
+        verdict_from_logprobs,
+    )
+
+    prompt = [{"role": "user", "content": "Name a color."}]
+    requests = [
+        render_judge_prompt(prompt, "red", "blue", ["accuracy"]),  # order ab
+        render_judge_prompt(prompt, "blue", "red", ["accuracy"]),  # order ba
+    ]
+    texts = engine.chat(requests, SamplingParams(temperature=0.0, max_new_tokens=16))
+    assert all(parse_verdict(t[0]) in (None, "A", "B", "tie") for t in texts)
+    p_ab, p_ba = (
+        verdict_from_logprobs(*lp)
+        for lp in engine.choice_logprobs(requests, "Verdict: ", ["A", "B"])
+    )
+    assert 0.0 < probability_from_orders(p_ab, p_ba) < 1.0

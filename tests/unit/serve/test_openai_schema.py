@@ -86,7 +86,7 @@ def test_another_models_name_is_404_model_not_found():
 
 
 def test_chat_response_has_the_openai_shape():
-    response = build_chat_response(NAME, ["a b", "c"], 10, [2, 4], max_new_tokens=4)
+    response = build_chat_response(NAME, ["a b", "c"], 10, [2, 5], max_new_tokens=4)
     assert response["object"] == "chat.completion"
     assert response["id"].startswith("chatcmpl-")
     assert response["model"] == NAME

@@ -1,0 +1,187 @@
+"""Ray Data steps of the preference stage: sample, select criteria, judge, aggregate, or reward-score.
+
+Each step is a picklable callable over a batch of tournament states (:mod:`moaa_ray.core.tournament`)
+that submits all of its engine calls before collecting any, so every pool involved works at once.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from moaa_ray.config import PreferencesConfig, SamplingConfig
+from moaa_ray.core.criteria import Criterion, render_criteria_prompt, select_criteria_or_default
+from moaa_ray.core.judging import render_judge_prompt, verdict_from_logprobs
+from moaa_ray.core.pairing import anchor_pairs, round_robin_pairs
+from moaa_ray.core.tournament import (
+    AGGREGATOR,
+    aggregator_requests,
+    judge_requests,
+    record_judgment,
+    record_samples,
+    shown,
+)
+from moaa_ray.engines.base import SamplingParams
+from moaa_ray.pipeline.pools import Completion, ModelPool
+
+VERDICT_PREFIX = "Verdict: "
+
+
+def pairs_for(state: dict, pairing: str) -> list[tuple[int, int]]:
+    """The pairs judged for a row's (deduplicated) samples."""
+    k = len(state["samples"])
+    if k < 2:
+        return []
+    return round_robin_pairs(k) if pairing == "round_robin" else anchor_pairs(k)
+
+
+def _params(sampling: SamplingConfig, n: int = 1, salt: str = "") -> SamplingParams:
+    seed = sampling.seed + zlib.crc32(salt.encode()) % 100_000
+    return SamplingParams(sampling.temperature, sampling.top_p, sampling.max_new_tokens, n, seed)
+
+
+@dataclass(frozen=True)
+class SampleStep:
+    """K on-policy answers per prompt from the policy pool."""
+
+    pool: ModelPool
+    config: PreferencesConfig
+
+    def __call__(self, states: list[dict]) -> None:
+        params = _params(self.config.sampling, n=self.config.num_samples)
+        completions = self.pool.chat([s["prompt"] for s in states], params)
+        for state, completion in zip(states, completions, strict=True):
+            if completion.output is None:
+                state["error"] = f"sampling failed: {completion.error}"
+            else:
+                record_samples(state, completion.output)
+
+
+@dataclass(frozen=True)
+class CriteriaStep:
+    """Dynamic criteria filtering: the selector picks the k most relevant criteria per prompt."""
+
+    pool: ModelPool | None
+    criteria: tuple[Criterion, ...]
+    config: PreferencesConfig
+
+    def __call__(self, states: list[dict]) -> None:
+        live = [s for s in states if not s["error"]]
+        k, default = self.config.num_criteria, self.config.default_criteria
+        if self.pool is None:
+            for state in live:
+                state["criteria"] = list(default)
+            return
+        prompts = [render_criteria_prompt(s["prompt"], list(self.criteria), k) for s in live]
+        completions = self.pool.chat(prompts, _params(self.config.judge_sampling))
+        for state, completion in zip(live, completions, strict=True):
+            text = completion.output[0] if completion.output else None
+            names, fell_back = select_criteria_or_default(text, list(self.criteria), k, default)
+            state["criteria"] = names
+            state["counts"]["criteria_fallback"] += int(fell_back)
+
+
+def _call_judges(
+    pools: dict[str, ModelPool], requests: list[tuple[str, list]], config: PreferencesConfig
+) -> list[Completion]:
+    """Submit (judge, conversation) requests to each judge's pool; results in request order."""
+    by_judge: dict[str, list[int]] = {}
+    for index, (judge, _) in enumerate(requests):
+        by_judge.setdefault(judge, []).append(index)
+    submitted = {}
+    for judge, indices in by_judge.items():
+        conversations = [requests[i][1] for i in indices]
+        if config.verdict_mode == "logprob":
+            args: tuple = ("choice_logprobs", conversations, VERDICT_PREFIX, ["A", "B"])
+        else:
+            args = ("chat", conversations, _params(config.judge_sampling, salt=judge))
+        submitted[judge] = pools[judge].submit(*args)
+    results: list[Completion] = [Completion(None)] * len(requests)
+    for judge, refs in submitted.items():
+        for index, completion in zip(by_judge[judge], pools[judge].collect(refs), strict=True):
+            results[index] = completion
+    return results
+
+
+def _record(state: dict, judge: str, pair, order: str, completion: Completion, mode: str) -> None:
+    if completion.output is None:
+        record_judgment(state, judge, pair, order)  # failed call: an abstain
+    elif mode == "logprob":
+        record_judgment(state, judge, pair, order, p_a=verdict_from_logprobs(*completion.output))
+    else:
+        record_judgment(state, judge, pair, order, text=completion.output[0])
+
+
+@dataclass(frozen=True)
+class JudgeStep:
+    """Every judge compares every pair in both orders."""
+
+    pools: dict[str, ModelPool]
+    config: PreferencesConfig
+
+    def __call__(self, states: list[dict]) -> None:
+        calls = []
+        for state in states:
+            requests = judge_requests(
+                state, pairs_for(state, self.config.pairing), self.config.judges
+            )
+            calls += [(state, judge, pair, order, conv) for judge, pair, order, conv in requests]
+        completions = _call_judges(self.pools, [(c[1], c[4]) for c in calls], self.config)
+        for (state, judge, pair, order, _), completion in zip(calls, completions, strict=True):
+            _record(state, judge, pair, order, completion, self.config.verdict_mode)
+
+
+@dataclass(frozen=True)
+class AggregateStep:
+    """The aggregator judge reads the judges' evaluations and gives the final verdict per order."""
+
+    pool: ModelPool
+    config: PreferencesConfig
+
+    def __call__(self, states: list[dict]) -> None:
+        calls = []
+        for state in states:
+            requests = aggregator_requests(state, pairs_for(state, self.config.pairing))
+            calls += [(state, pair, order, conv) for pair, order, conv in requests]
+        pools = {AGGREGATOR: self.pool}
+        completions = _call_judges(pools, [(AGGREGATOR, c[3]) for c in calls], self.config)
+        for (state, pair, order, _), completion in zip(calls, completions, strict=True):
+            _record(state, AGGREGATOR, pair, order, completion, self.config.verdict_mode)
+
+
+@dataclass(frozen=True)
+class RewardModelStep:
+    """Scalar RM: score each sample. Pairwise ranker: mean margin over all ordered pairs."""
+
+    pool: ModelPool
+    config: PreferencesConfig
+
+    def __call__(self, states: list[dict]) -> None:
+        live = [s for s in states if not s["error"]]
+        items: list[list[dict[str, str]]] = []
+        owners: list[tuple[dict, int, int | None]] = []
+        for state in live:
+            if self.config.reward == "scalar_rm":
+                for i, sample in enumerate(state["samples"]):
+                    items.append(state["prompt"] + [{"role": "assistant", "content": sample}])
+                    owners.append((state, i, None))
+            else:
+                for x, y in round_robin_pairs(len(state["samples"])):
+                    for first, second in ((x, y), (y, x)):
+                        a, b = shown(state, (first, second), "ab")
+                        criteria = state["criteria"] or self.config.default_criteria
+                        prompt = render_judge_prompt(state["prompt"], a, b, criteria)
+                        items.append(prompt)
+                        owners.append((state, first, second))
+        completions = self.pool.collect(self.pool.submit("score", items))
+        totals: dict[int, list[float]] = {}
+        for (state, i, j), completion in zip(owners, completions, strict=True):
+            rewards = totals.setdefault(id(state), [0.0] * len(state["samples"]))
+            value = completion.output if completion.output is not None else 0.0
+            rewards[i] += value
+            if j is not None:
+                rewards[j] -= value
+        for state in live:
+            k = len(state["samples"])
+            scale = 1 if self.config.reward == "scalar_rm" else 2 * (k - 1)
+            state["rewards"] = [r / scale for r in totals.get(id(state), [0.0] * k)]

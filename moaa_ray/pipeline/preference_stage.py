@@ -1,0 +1,204 @@
+"""The preference stage: on-policy samples ranked by MoA-as-reward-model into TRL DPO pairs.
+
+Writes, under ``<run_dir>/<stage>/``: ``part-*.parquet`` (prompt / chosen / rejected conversations plus
+scores), ``dropped/`` (prompts without a clear winner, with the reason), ``judgments/`` (the audit table
+of every judgment), ``rejects.jsonl`` and ``stats.json``. A rerun processes only prompts not yet kept
+or dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from moaa_ray.config import MoaaConfig, PreferencesConfig, dump_config
+from moaa_ray.core.criteria import load_criteria
+from moaa_ray.core.pairing import count_judge_calls
+from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, new_tournament, rank_samples
+from moaa_ray.pipeline.inputs import Reject, fingerprint_input, load_states
+from moaa_ray.pipeline.pools import start_pool, stop_pool
+from moaa_ray.pipeline.preference_graph import (
+    AggregateStep,
+    CriteriaStep,
+    JudgeStep,
+    RewardModelStep,
+    SampleStep,
+    pairs_for,
+)
+from moaa_ray.pipeline.runs import RunDir, StageDir
+from moaa_ray.pipeline.sft_generation import connect
+from moaa_ray.pipeline.streaming import StreamStep, stream_states
+from moaa_ray.records import dropped_schema, judgment_schema, preference_schema
+
+logger = logging.getLogger(__name__)
+
+
+def build_preferences(
+    config: MoaaConfig, run_dir: str | Path, stage_name: str = "preferences"
+) -> dict:
+    """Sample K answers per prompt, judge them, and write DPO pairs; a rerun resumes.
+
+    Returns:
+        Run statistics: pairs kept, drops by reason, judge agreement, position-bias and abstain rates.
+    """
+    prefs = _require_section(config)
+    started = time.monotonic()
+    # 1. Open the run directory and read the prompts (bad rows become rejects).
+    run = RunDir(run_dir)
+    inputs = {f"{stage_name}.inputs.{i}": fingerprint_input(c) for i, c in enumerate(prefs.inputs)}
+    run.record_start(dump_config(config), inputs)
+    stage = run.stage(stage_name)
+    dropped, audit = StageDir(stage.path / "dropped"), StageDir(stage.path / "judgments")
+    states, rejects = load_states(prefs.inputs)
+    # 2. Resume: skip prompts already kept or dropped.
+    done = stage.done_ids() | dropped.done_ids()
+    todo = [_tournament(s) for s in states if s["row_id"] not in done]
+    run.update_stage(
+        stage_name, status="running", rows_total=len(states), rows_done_before=len(done)
+    )
+    # 3. Stream the prompts through sampling, criteria, judges and the aggregator judge.
+    if todo:
+        connect(config)
+        pools = {name: start_pool(name, config.models[name]) for name in _models(prefs)}
+        try:
+            for batch in stream_states(todo, _steps(prefs, pools), prefs.batch_size):
+                _write_batch(batch, prefs, stage, dropped, audit, rejects)
+        finally:
+            for pool in pools.values():
+                stop_pool(pool)
+    # 4. Statistics over everything the stage has written, rejects, and status.
+    stage.write_rejects(rejects)
+    stats = _stage_stats(stage, dropped, prefs)
+    stats.update(rows_rejected=len(rejects), seconds=round(time.monotonic() - started, 1))
+    (stage.path / "stats.json").write_text(json.dumps(stats, indent=2))
+    run.update_stage(stage_name, status="done", **stats)
+    return stats
+
+
+def _require_section(config: MoaaConfig) -> PreferencesConfig:
+    if config.preferences is None:
+        raise ValueError("config has no 'preferences' section")
+    return config.preferences
+
+
+def _tournament(state: dict) -> dict:
+    prompt = list(state["messages"])
+    while prompt and prompt[-1]["role"] == "assistant":  # the samples answer the last user turn
+        prompt.pop()
+    return new_tournament(state["row_id"], prompt, state["source"])
+
+
+def _models(prefs: PreferencesConfig) -> list[str]:
+    """Distinct models of the stage: a model in several roles gets one pool."""
+    if prefs.reward == "llm_judges":
+        roles = [prefs.policy, prefs.criteria_selector, *prefs.judges, prefs.aggregator_judge]
+    else:
+        roles = [prefs.policy, prefs.reward_model]
+    return list(dict.fromkeys(r for r in roles if r is not None))
+
+
+def _steps(prefs: PreferencesConfig, pools: dict) -> list[StreamStep]:
+    steps = [StreamStep(SampleStep(pools[prefs.policy], prefs), "sample")]
+    if prefs.reward != "llm_judges":
+        reward_step = RewardModelStep(pools[str(prefs.reward_model)], prefs)
+        return steps + [StreamStep(reward_step, prefs.reward)]
+    criteria = tuple(load_criteria(prefs.criteria_file))
+    selector = pools[prefs.criteria_selector] if prefs.criteria_selector else None
+    steps.append(StreamStep(CriteriaStep(selector, criteria, prefs), "select_criteria"))
+    steps.append(StreamStep(JudgeStep(pools, prefs), "judges", 2 * max(1, len(prefs.judges))))
+    if prefs.aggregator_judge:
+        steps.append(
+            StreamStep(AggregateStep(pools[prefs.aggregator_judge], prefs), "aggregate_judges")
+        )
+    return steps
+
+
+def _write_batch(
+    batch, prefs, stage: StageDir, dropped: StageDir, audit: StageDir, rejects
+) -> None:
+    kept, drops, judgments = [], [], []
+    final_judge = AGGREGATOR if prefs.aggregator_judge else None
+    for state in batch:
+        if state["error"] and state["error"].startswith("sampling failed"):
+            rejects.append(Reject(state["source"], -1, state["error"], state["row_id"]))
+            continue  # an engine failure: retried by the next run
+        pairs = pairs_for(state, prefs.pairing)
+        stats = json.dumps(judgment_stats(state, pairs, final_judge) | state["counts"])
+        if state["error"]:
+            drops.append({"row_id": state["row_id"], "reason": state["error"], "stats": stats})
+            continue
+        scores, outcome = rank_samples(state, pairs, final_judge, prefs.ranking, prefs.min_margin)
+        judgments += [_audit_row(state, j) for j in state["judgments"]]
+        if isinstance(outcome, str):
+            drops.append({"row_id": state["row_id"], "reason": outcome, "stats": stats})
+            continue
+        chosen, rejected = outcome
+        kept.append(
+            {
+                "row_id": state["row_id"],
+                "prompt": state["prompt"],
+                "chosen": [{"role": "assistant", "content": state["samples"][chosen]}],
+                "rejected": [{"role": "assistant", "content": state["samples"][rejected]}],
+                "score_chosen": scores[chosen],
+                "score_rejected": scores[rejected],
+                "samples": state["samples"],
+                "scores": scores,
+                "criteria": state["criteria"],
+                "source": state["source"],
+                "stats": stats,
+            }
+        )
+    audit.write_shard(judgments, judgment_schema())
+    dropped.write_shard(drops, dropped_schema())
+    stage.write_shard(kept, preference_schema())
+
+
+def _audit_row(state: dict, judgment: dict) -> dict:
+    return {
+        "row_id": state["row_id"],
+        "judge": judgment["judge"],
+        "sample_x": judgment["pair"][0],
+        "sample_y": judgment["pair"][1],
+        "order": judgment["order"],
+        "criteria": state["criteria"],
+        "verdict": judgment["verdict"],
+        "p_a": judgment["p_a"],
+        "raw": judgment["raw"],
+    }
+
+
+def _stage_stats(stage: StageDir, dropped: StageDir, prefs: PreferencesConfig) -> dict:
+    """Pairs kept and dropped (by reason), judge agreement, position-bias and abstain rates."""
+    kept, drops = stage.read(), dropped.read()
+    rows = (kept.to_pylist() if kept is not None else []) + (
+        drops.to_pylist() if drops is not None else []
+    )
+    totals: Counter = Counter()
+    for row in rows:
+        totals.update(json.loads(row["stats"]))
+    reasons = Counter(r["reason"] for r in (drops.to_pylist() if drops is not None else []))
+    num_pairs = len(pairs_for({"samples": [0] * prefs.num_samples}, prefs.pairing))
+    judges = len(prefs.judges) if prefs.reward == "llm_judges" else 0
+    return {
+        "pairs_kept": kept.num_rows if kept is not None else 0,
+        "prompts_dropped": dict(reasons),
+        "judge_calls_per_prompt": count_judge_calls(
+            num_pairs,
+            judges,
+            with_aggregator=prefs.aggregator_judge is not None,
+            with_criteria_selection=prefs.criteria_selector is not None,
+        ),
+        "judge_agreement": _rate(totals["orders_with_agreement"], totals["orders_judged"]),
+        "position_bias_rate": _rate(totals["position_flips"], totals["pairs"]),
+        "abstain_rate": _rate(totals["abstains"], totals["judgments"]),
+        "empty_samples": totals["empty_samples"],
+        "duplicate_samples": totals["duplicate_samples"],
+        "criteria_fallbacks": totals["criteria_fallback"],
+    }
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None

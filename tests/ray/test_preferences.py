@@ -1,0 +1,96 @@
+"""The preference stage end to end on a local Ray cluster with the real hf engine on tiny models."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from moaa_ray.config import load_config
+from moaa_ray.pipeline.preference_stage import build_preferences
+from moaa_ray.pipeline.runs import RunDir
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+
+
+def make_config(tmp_path, **preferences):
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": f"Tell me about topic {i}."} for i in range(4)] + [{"prompt": 7}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = {"engine": "hf", "num_cpus": 0.25, "max_batch_size": 8}
+    raw = {
+        "run_dir": str(tmp_path / "run"),
+        "models": {
+            "policy": {"path": "tiny:llama-a", **model},
+            "j1": {"path": "tiny:qwen2-b", **model},
+            "j2": {"path": "tiny:llama-c", **model},
+            "rm": {"path": "tiny:reward-e", **model, "engine": "hf_reward"},
+        },
+        "preferences": {
+            "inputs": [{"path": str(prompts)}],
+            "policy": "policy",
+            "num_samples": 3,
+            "sampling": {"temperature": 1.0, "max_new_tokens": 8},
+            "judges": ["j1", "j2"],
+            "aggregator_judge": "j1",  # j1 is judge and aggregator: one pool
+            "criteria_selector": "j2",
+            "judge_sampling": {"temperature": 0.0, "max_new_tokens": 8},
+            **preferences,
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
+
+
+def test_logprob_verdicts_rank_samples_into_trl_pairs(ray_cluster, tmp_path):
+    config = make_config(tmp_path, verdict_mode="logprob")
+    stats = build_preferences(config, config.run_dir)
+    assert stats["pairs_kept"] == 4 and stats["rows_rejected"] == 1
+    assert stats["abstain_rate"] == 0.0 and stats["criteria_fallbacks"] == 4  # tiny models babble
+    assert stats["judge_calls_per_prompt"] == 3 * 2 * 3 + 1
+    stage = tmp_path / "run" / "preferences"
+    rows = pq.read_table(sorted(stage.glob("part-*.parquet"))[0]).to_pylist()
+    row = rows[0]
+    assert row["prompt"][-1]["role"] == "user"
+    assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
+    assert row["score_chosen"] > row["score_rejected"]
+    audit = pq.read_table(stage / "judgments").to_pylist()
+    assert len(audit) == 4 * 3 * 2 * 3  # prompts x pairs x orders x (2 judges + aggregator)
+    assert {a["judge"] for a in audit} == {"j1", "j2", "aggregator"}
+    assert all(0.0 <= a["p_a"] <= 1.0 for a in audit)
+
+    # TRL's DPO data path reads the pairs as conversational preference data.
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl.data_utils import apply_chat_template, is_conversational
+
+    from moaa_ray.testing.tiny_models import resolve_model_path
+
+    dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    assert is_conversational(dataset[0])
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("tiny:llama-a"))
+    example = apply_chat_template(dataset[0], tokenizer)
+    assert example["prompt"].endswith("<|im_start|>assistant\n")
+    assert example["chosen"].startswith(row["chosen"][0]["content"])
+
+    again = build_preferences(config, config.run_dir)
+    assert again["pairs_kept"] == 4  # resumed: nothing re-judged or duplicated
+    assert len(pq.read_table(stage / "judgments").to_pylist()) == len(audit)
+
+
+def test_unparseable_text_verdicts_abstain_and_drop_prompts(ray_cluster, tmp_path):
+    config = make_config(tmp_path, verdict_mode="text", aggregator_judge=None)
+    stats = build_preferences(config, config.run_dir)
+    assert stats["pairs_kept"] == 0
+    assert stats["abstain_rate"] == 1.0
+    assert stats["prompts_dropped"] == {"no valid judgments": 4}
+
+
+@pytest.mark.parametrize("reward", ["scalar_rm", "pairwise_ranker"])
+def test_reward_model_sources(ray_cluster, tmp_path, reward):
+    config = make_config(tmp_path, reward=reward, reward_model="rm")
+    stats = build_preferences(config, config.run_dir)
+    assert stats["pairs_kept"] == 4
+    rows = RunDir(config.run_dir).stage("preferences").read().select(["scores"]).to_pylist()
+    assert all(len(set(r["scores"])) == 3 for r in rows)  # every sample scored distinctly

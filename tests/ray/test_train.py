@@ -1,0 +1,178 @@
+"""SFT and DPO as Ray Train runs on a local CPU cluster: 2 gloo workers, DeepSpeed ZeRO-2 and ZeRO-3.
+
+Three fits in all (Ray Train has a fixed overhead per fit): SFT stopped after 3 steps, the same SFT
+run again with more steps (it must resume), then DPO from the SFT model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moaa_ray.config import MoaaConfig, ModelConfig
+from moaa_ray.engines.base import SamplingParams
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
+
+QUESTIONS = [f"What color is thing number {i}?" for i in range(8)]
+ANSWERS = [f"Thing {i} is blue." for i in range(8)]
+SURE = "Yes, I am sure."
+SFT = {
+    "model": "a",
+    "learning_rate": 5e-3,
+    "global_batch_size": 4,
+    "micro_batch_size": 1,
+    "num_epochs": 8,  # 2 steps per epoch: 16 steps
+    "max_seq_len": 128,
+    "num_workers": [2, 2],
+    "cpus_per_worker": 1,
+    "zero_stage": 2,
+    "checkpoint_every_steps": 2,
+    "max_failures": 0,
+}
+DPO = {
+    "learning_rate": 2e-3,
+    "beta": 0.5,
+    "global_batch_size": 4,
+    "micro_batch_size": 1,
+    "num_epochs": 2,  # 2 steps per epoch: 4 steps
+    "warmup_ratio": 0.0,
+    "max_seq_len": 128,
+    "num_workers": [2, 2],
+    "zero_stage": 3,
+    "max_failures": 0,
+}
+
+
+def _config(run_dir, **sections) -> MoaaConfig:
+    return MoaaConfig.model_validate(
+        {"run_dir": str(run_dir), "models": {"a": {"path": "tiny:llama-a"}}, **sections}
+    )
+
+
+def _write(directory, rows) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), directory / "part-00000.parquet")
+
+
+def _scalars(run_dir, stage: str, key: str) -> dict[int, float]:
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(str(run_dir / "tensorboard" / stage))
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars(f"{stage}/{key}")}
+
+
+def _chat(model_dir, question: str) -> str:
+    from moaa_ray.engines.hf import HFEngine
+
+    engine = HFEngine(ModelConfig(path=str(model_dir)))
+    params = SamplingParams(temperature=0, max_new_tokens=12)
+    return engine.chat([[{"role": "user", "content": question}]], params)[0][0]
+
+
+@pytest.fixture(scope="module")
+def sft_run(ray_cluster, tmp_path_factory):
+    from moaa_ray.train.sft import train_sft
+
+    run_dir = tmp_path_factory.mktemp("run")
+    _write(
+        run_dir / "sft_data",
+        [
+            {
+                "row_id": str(i),
+                "messages": [
+                    {"role": "system", "content": "Answer briefly."},
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": answer},
+                    {"role": "user", "content": "Are you sure?"},
+                    {"role": "assistant", "content": SURE},
+                ],
+            }
+            for i, (question, answer) in enumerate(zip(QUESTIONS, ANSWERS, strict=True))
+        ],
+    )
+    first = train_sft(_config(run_dir, sft={**SFT, "max_steps": 3}), run_dir)
+    second = train_sft(_config(run_dir, sft=SFT), run_dir)
+    return run_dir, first, second
+
+
+@pytest.fixture(scope="module")
+def dpo_run(sft_run):
+    from moaa_ray.train.dpo import train_dpo
+
+    run_dir = sft_run[0]
+    _write(
+        run_dir / "preferences",
+        [
+            {
+                "prompt": [{"role": "user", "content": question}],
+                "chosen": [{"role": "assistant", "content": answer}],
+                "rejected": [{"role": "assistant", "content": "I refuse to say."}],
+            }
+            for question, answer in zip(QUESTIONS, ANSWERS, strict=True)
+        ],
+    )
+    return run_dir, train_dpo(_config(run_dir, dpo=DPO), run_dir)
+
+
+def test_sft_run_resumes_from_its_last_checkpoint(sft_run):
+    run_dir, first, second = sft_run
+    assert first["steps"] == 3 and first["metrics"]["resumed_from_step"] == 0
+    assert second["steps"] == 16 and second["metrics"]["resumed_from_step"] == 3
+    assert second["checkpoint"].endswith("step-00000016")
+    assert sorted(_scalars(run_dir, "sft", "loss")) == list(range(1, 17))  # no step done twice
+    stage = json.loads((run_dir / "manifest.json").read_text())["stages"]["sft"]
+    assert stage["status"] == "done" and stage["steps"] == 16
+
+
+def test_sft_loss_falls_and_metrics_are_reported(sft_run):
+    run_dir, _, second = sft_run
+    losses = _scalars(run_dir, "sft", "loss")
+    assert losses[16] < 0.5 * losses[1]
+    assert second["final_loss"] == pytest.approx(losses[16])
+    metrics = second["metrics"]
+    assert metrics["tokens_per_s"] > 0 and metrics["world_size"] == 2
+    assert 0 < metrics["learning_rate"] < SFT["learning_rate"]  # cosine decay
+
+
+def test_finished_sft_is_skipped_when_run_again(sft_run):
+    from moaa_ray.train.sft import train_sft
+
+    run_dir, _, second = sft_run
+    again = train_sft(_config(run_dir, sft=SFT), run_dir)
+    assert again["skipped"] is True and again["steps"] == second["steps"]
+
+
+def test_sft_model_loads_in_the_hf_engine_and_answers_as_trained(sft_run):
+    run_dir = sft_run[0]
+    # The random-init model babbles; after SFT it answers with a trained assistant turn.
+    assert _chat(run_dir / "sft_model", QUESTIONS[2]).strip() in {*ANSWERS, SURE}
+
+
+def test_dpo_from_the_sft_model_raises_the_reward_margin(dpo_run):
+    run_dir, summary = dpo_run
+    margins = _scalars(run_dir, "dpo", "reward_margin")
+    accuracy = _scalars(run_dir, "dpo", "reward_accuracy")
+    assert sorted(margins) == [1, 2, 3, 4] and summary["steps"] == 4
+    # Step 1 runs on the SFT weights, which are the reference: no margin yet.
+    assert margins[1] == pytest.approx(0.0, abs=1e-4) and accuracy[1] == 0.0
+    assert margins[4] > 0.5 and accuracy[4] == 1.0
+    chosen, rejected = (_scalars(run_dir, "dpo", k) for k in ("chosen_logps", "rejected_logps"))
+    assert chosen[4] - rejected[4] > chosen[1] - rejected[1]
+
+
+def test_dpo_model_is_gathered_from_zero3_and_generates(dpo_run):
+    from safetensors.torch import load_file
+
+    run_dir, summary = dpo_run
+    assert summary["model_path"] == str(run_dir / "dpo_model")
+    dpo = load_file(run_dir / "dpo_model" / "model.safetensors")
+    sft = load_file(run_dir / "sft_model" / "model.safetensors")
+    assert dpo.keys() == sft.keys()
+    assert all(dpo[k].shape == sft[k].shape for k in sft)  # full tensors, not ZeRO-3 shards
+    assert any(not dpo[k].equal(sft[k]) for k in sft)
+    assert _chat(run_dir / "dpo_model", QUESTIONS[0]).strip()

@@ -1,0 +1,100 @@
+import pytest
+
+from moaa_ray.core.pairing import round_robin_pairs
+from moaa_ray.core.tournament import (
+    AGGREGATOR,
+    aggregator_requests,
+    judge_requests,
+    judgment_stats,
+    new_tournament,
+    pair_comparisons,
+    rank_samples,
+    record_judgment,
+    record_samples,
+)
+
+PROMPT = [{"role": "user", "content": "Name a color."}]
+
+
+def tournament(samples):
+    state = new_tournament("id", PROMPT, "src")
+    record_samples(state, samples)
+    state["criteria"] = ["accuracy", "clarity"]
+    return state
+
+
+def test_empty_and_identical_samples_are_counted_not_kept():
+    state = tournament(["red", "", "red ", "blue", "  "])
+    assert state["samples"] == ["red", "blue"]
+    assert state["counts"] == {"empty_samples": 2, "duplicate_samples": 1, "criteria_fallback": 0}
+
+
+def test_fewer_than_two_distinct_samples_is_an_error():
+    assert "fewer than two" in tournament(["same", "same"])["error"]
+
+
+def test_each_pair_is_judged_in_both_orders_by_every_judge():
+    state = tournament(["r", "g", "b"])
+    requests = judge_requests(state, round_robin_pairs(3), ["j1", "j2"])
+    assert len(requests) == 3 * 2 * 2
+    (judge, pair, order, conversation), swapped = requests[0], requests[2]
+    assert (judge, pair, order, swapped[2]) == ("j1", (0, 1), "ab", "ba")
+    text = conversation[-1]["content"]
+    assert text.index("r") < text.index("[Answer B]") and "accuracy" in text
+
+
+def test_a_consistent_winner_across_orders_is_chosen():
+    state = tournament(["good", "bad"])
+    record_judgment(state, "j", (0, 1), "ab", text="Verdict: A")
+    record_judgment(state, "j", (0, 1), "ba", text="Verdict: B")  # swapped: B is sample 0
+    scores, outcome = rank_samples(state, [(0, 1)], None, "wins", 0.0)
+    assert outcome == (0, 1) and scores[0] > scores[1]
+
+
+def test_pure_position_bias_cancels_into_a_tie_and_is_counted():
+    state = tournament(["x", "y"])
+    record_judgment(state, "j", (0, 1), "ab", text="Verdict: A")
+    record_judgment(state, "j", (0, 1), "ba", text="Verdict: A")
+    assert pair_comparisons(state, [(0, 1)], None)[0].score_i == 0.5
+    _, outcome = rank_samples(state, [(0, 1)], None, "bradley_terry", 0.0)
+    assert isinstance(outcome, str)
+    assert judgment_stats(state, [(0, 1)], None)["position_flips"] == 1
+
+
+def test_all_abstain_drops_the_prompt_with_a_reason():
+    state = tournament(["x", "y"])
+    record_judgment(state, "j", (0, 1), "ab", text="no idea")
+    record_judgment(state, "j", (0, 1), "ba")
+    _, outcome = rank_samples(state, [(0, 1)], None, "wins", 0.0)
+    assert outcome == "no valid judgments"
+    assert judgment_stats(state, [(0, 1)], None)["abstains"] == 2
+
+
+def test_the_aggregator_judge_decides_over_the_judges():
+    state = tournament(["x", "y"])
+    for order, verdict in (("ab", "Verdict: A"), ("ba", "Verdict: B")):
+        record_judgment(state, "j1", (0, 1), order, text=verdict)  # judges prefer x
+    requests = aggregator_requests(state, [(0, 1)])
+    assert len(requests) == 2 and "Verdict: A" in requests[0][2][-1]["content"]
+    record_judgment(state, AGGREGATOR, (0, 1), "ab", p_a=0.2)  # aggregator prefers y
+    record_judgment(state, AGGREGATOR, (0, 1), "ba", p_a=0.8)
+    assert pair_comparisons(state, [(0, 1)], AGGREGATOR)[0].score_i == pytest.approx(0.2)
+    _, outcome = rank_samples(state, [(0, 1)], AGGREGATOR, "wins", 0.0)
+    assert outcome == (1, 0)
+
+
+def test_judge_agreement_counts_orders_where_judges_agree():
+    state = tournament(["x", "y"])
+    record_judgment(state, "j1", (0, 1), "ab", text="Verdict: A")
+    record_judgment(state, "j2", (0, 1), "ab", text="Verdict: A")
+    record_judgment(state, "j1", (0, 1), "ba", text="Verdict: A")
+    record_judgment(state, "j2", (0, 1), "ba", text="Verdict: B")
+    stats = judgment_stats(state, [(0, 1)], None)
+    assert (stats["orders_with_agreement"], stats["orders_judged"]) == (1, 2)
+
+
+def test_reward_model_scores_rank_directly():
+    state = tournament(["a", "b", "c"])
+    state["rewards"] = [0.1, 2.0, -1.0]
+    scores, outcome = rank_samples(state, [], None, "wins", 0.5)
+    assert outcome == (1, 2) and scores == [0.1, 2.0, -1.0]

@@ -1,0 +1,135 @@
+"""Tests for moaa_ray.train.dpo's objective: every reference mode scores the starting weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from moaa_ray.config import DPOConfig, LoraConfig
+from moaa_ray.testing.tiny_models import resolve_model_path
+from moaa_ray.train.dpo import REFERENCE_FILE, DPOObjective
+from moaa_ray.train.losses import sequence_logprobs, token_logprobs
+from moaa_ray.train.worker import WorkerSpec, load_causal_lm, load_tokenizer
+from tests.unit.train.conftest import FakeEngine
+
+BETA = 0.5
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = tmp_path_factory.mktemp("preferences")
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Name color {i}."}],
+            "chosen": [{"role": "assistant", "content": f"Blue number {i}."}],
+            "rejected": [{"role": "assistant", "content": "I do not know."}],
+        }
+        for i in range(3)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), directory / "part-0.parquet")
+    return directory
+
+
+def _spec(pairs_dir, **train) -> WorkerSpec:
+    return WorkerSpec(
+        stage="dpo",
+        train=DPOConfig(beta=BETA, micro_batch_size=2, **train),
+        model_path=resolve_model_path("tiny:llama-a"),
+        trust_remote_code=False,
+        data_path=str(pairs_dir),
+        output_dir="unused",
+        log_dir="unused",
+    )
+
+
+def _policy(spec: WorkerSpec):
+    model = load_causal_lm(spec, gpu=False)
+    if spec.train.lora is not None:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+
+        lora = spec.train.lora
+        model = get_peft_model(
+            model, PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=["q_proj"])
+        )
+    return model
+
+
+def _mean_chosen_logps(model, item) -> float:
+    rows, batch = item
+    with torch.no_grad():
+        logps = token_logprobs(model(**batch.inputs).logits, batch.targets)
+    return (
+        sequence_logprobs(logps, batch.targets, batch.segment_ids, 2 * len(rows))[: len(rows)]
+        .mean()
+        .item()
+    )
+
+
+@pytest.mark.parametrize(
+    "train",
+    [
+        {"precompute_ref_logprobs": True},
+        {"precompute_ref_logprobs": False},
+        {"precompute_ref_logprobs": False, "lora": LoraConfig(r=4, alpha=8, dropout=0.0)},
+    ],
+    ids=["precomputed", "frozen-copy", "lora-disabled"],
+)
+def test_reference_stays_the_starting_model_while_the_policy_moves(
+    pairs_dir, train, process_group, tmp_path
+):
+    spec = _spec(pairs_dir, **train)
+    objective = DPOObjective(spec, load_tokenizer(spec))
+    engine = FakeEngine(_policy(spec))
+    item = objective.make_batch([0, 1, 2])
+    start = _mean_chosen_logps(load_causal_lm(spec, gpu=False), item)
+    objective.prepare(engine, None)
+    # At the start the policy is its own reference: zero margin, loss log 2.
+    loss, metrics = objective.loss(engine, item, objective.counts(item))
+    assert metrics["reward_margin"].item() == pytest.approx(0.0, abs=1e-5)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-5)
+    with torch.no_grad():  # one "training step" moves the policy
+        for param in engine.module.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.05)
+    loss, metrics = objective.loss(engine, item, objective.counts(item))
+    reference = (metrics["chosen_logps"] - metrics["chosen_rewards"] / BETA).item()
+    assert reference == pytest.approx(start, abs=1e-3)
+    assert metrics["chosen_logps"].item() != pytest.approx(start, abs=1e-3)
+    loss.backward()
+    assert any(p.grad is not None for p in engine.module.parameters() if p.requires_grad)
+
+
+def test_precomputed_reference_is_saved_and_reloaded_not_recomputed(
+    pairs_dir, process_group, tmp_path
+):
+    spec = _spec(pairs_dir)
+    objective = DPOObjective(spec, load_tokenizer(spec))
+    objective.prepare(FakeEngine(_policy(spec)), None)
+    objective.save(str(tmp_path))
+    assert (tmp_path / REFERENCE_FILE).exists()
+    resumed = DPOObjective(spec, load_tokenizer(spec))
+    moved = _policy(spec)
+    with torch.no_grad():
+        for param in moved.parameters():
+            param.add_(0.1)
+    resumed.prepare(FakeEngine(moved), str(tmp_path))  # weights moved: recomputing would differ
+    assert torch.equal(resumed.reference, objective.reference)
+    assert objective.reference.shape == (3, 2) and (objective.reference < 0).all()
+
+
+def test_sft_loss_weight_adds_the_chosen_answers_nll(pairs_dir, process_group):
+    spec = _spec(pairs_dir, sft_loss_weight=2.0)
+    objective = DPOObjective(spec, load_tokenizer(spec))
+    engine = FakeEngine(_policy(spec))
+    objective.prepare(engine, None)
+    item = objective.make_batch([0, 1])
+    loss, metrics = objective.loss(engine, item, objective.counts(item))
+    assert metrics["sft_loss"].item() > 0
+    expected = metrics["dpo_loss"] + 2.0 * metrics["sft_loss"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
