@@ -106,19 +106,10 @@ class GenerateConfig(_Section):
     batch_size: int = Field(8, description="rows per Ray Data batch")
 
 
-class PreferencesConfig(_Section):
-    """On-policy samples ranked by "MoA as reward model" into DPO pairs (MoAA, arXiv 2505.03059)."""
+class JudgingConfig(_Section):
+    """The judge ensemble: "MoA as reward model" (MoAA, arXiv 2505.03059), also used by evaluation."""
 
-    inputs: list[InputConfig] = Field(description="preference prompt sources, concatenated")
-    policy: str = Field(description="model name that samples (in `moaa run`: the SFT model)")
-    num_samples: int = Field(5, ge=2, description="K answers per prompt")
-    sampling: SamplingConfig = SamplingConfig(max_new_tokens=1024)
-    reward: Literal["llm_judges", "scalar_rm", "pairwise_ranker"] = Field(
-        "llm_judges", description="llm_judges: judges (+ aggregator judge); or a reward model"
-    )
-    judges: list[str] = Field(
-        [], description="judge model names; one judge = single-judge ablation"
-    )
+    judges: list[str] = Field(description="judge model names; one judge = single-judge ablation")
     aggregator_judge: str | None = Field(None, description="reads the judges' evaluations")
     criteria_selector: str | None = Field(
         None, description="picks criteria per prompt; None: defaults"
@@ -133,19 +124,10 @@ class PreferencesConfig(_Section):
     verdict_mode: Literal["text", "logprob"] = Field(
         "text", description="parse a written verdict, or read P(A) vs P(B) at the verdict token"
     )
-    judge_sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=512)
-    pairing: Literal["round_robin", "anchor"] = Field("round_robin", description="pairs judged")
-    ranking: Literal["bradley_terry", "wins"] = Field("bradley_terry", description="sample scores")
-    min_margin: float = Field(0.0, ge=0, description="best - worst score must exceed this")
-    reward_model: str | None = Field(None, description="scalar_rm / pairwise_ranker model name")
-    batch_size: int = Field(4, ge=1, description="prompts per Ray Data batch")
+    sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=512)
 
     @model_validator(mode="after")
-    def _reward_source_is_complete(self) -> PreferencesConfig:
-        if self.reward == "llm_judges" and not self.judges:
-            raise ValueError("reward 'llm_judges' needs at least one model in 'judges'")
-        if self.reward != "llm_judges" and self.reward_model is None:
-            raise ValueError(f"reward {self.reward!r} needs 'reward_model'")
+    def _defaults_are_known_criteria(self) -> JudgingConfig:
         from moaa_ray.core.criteria import load_criteria
 
         known = {c.name for c in load_criteria(self.criteria_file)}
@@ -154,6 +136,37 @@ class PreferencesConfig(_Section):
             raise ValueError(
                 f"default_criteria {unknown} are not in the criteria list {sorted(known)}"
             )
+        return self
+
+    def models(self) -> list[str]:
+        """Every model the ensemble uses."""
+        roles = [self.criteria_selector, *self.judges, self.aggregator_judge]
+        return [r for r in roles if r is not None]
+
+
+class PreferencesConfig(_Section):
+    """On-policy samples ranked by a reward source into DPO pairs (MoAA, arXiv 2505.03059)."""
+
+    inputs: list[InputConfig] = Field(description="preference prompt sources, concatenated")
+    policy: str = Field(description="model name that samples (in `moaa run`: the SFT model)")
+    num_samples: int = Field(5, ge=2, description="K answers per prompt")
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=1024)
+    reward: Literal["llm_judges", "scalar_rm", "pairwise_ranker"] = Field(
+        "llm_judges", description="llm_judges: the judging ensemble; or a reward model"
+    )
+    judging: JudgingConfig | None = Field(None, description="the ensemble, for reward llm_judges")
+    reward_model: str | None = Field(None, description="scalar_rm / pairwise_ranker model name")
+    pairing: Literal["round_robin", "anchor"] = Field("round_robin", description="pairs judged")
+    ranking: Literal["bradley_terry", "wins"] = Field("bradley_terry", description="sample scores")
+    min_margin: float = Field(0.0, ge=0, description="best - worst score must exceed this")
+    batch_size: int = Field(4, ge=1, description="prompts per Ray Data batch")
+
+    @model_validator(mode="after")
+    def _reward_source_is_complete(self) -> PreferencesConfig:
+        if self.reward == "llm_judges" and self.judging is None:
+            raise ValueError("reward 'llm_judges' needs a 'judging' section")
+        if self.reward != "llm_judges" and self.reward_model is None:
+            raise ValueError(f"reward {self.reward!r} needs 'reward_model'")
         return self
 
 
@@ -303,14 +316,22 @@ class MoaaConfig(_Section):
         if self.preferences:
             prefs = self.preferences
             refs.append(("preferences.policy", prefs.policy))
-            refs += [(f"preferences.judges.{i}", m) for i, m in enumerate(prefs.judges)]
-            for key in ("aggregator_judge", "criteria_selector", "reward_model"):
-                if getattr(prefs, key) is not None:
-                    refs.append((f"preferences.{key}", getattr(prefs, key)))
+            if prefs.reward_model is not None:
+                refs.append(("preferences.reward_model", prefs.reward_model))
+            if prefs.judging is not None:
+                refs += _judging_references("preferences.judging", prefs.judging)
         for key, section in (("sft", self.sft), ("dpo", self.dpo)):
             if section is not None and section.model is not None:
                 refs.append((f"{key}.model", section.model))
         return refs
+
+
+def _judging_references(key: str, judging: JudgingConfig) -> list[tuple[str, str]]:
+    refs = [(f"{key}.judges.{i}", m) for i, m in enumerate(judging.judges)]
+    for role in ("aggregator_judge", "criteria_selector"):
+        if getattr(judging, role) is not None:
+            refs.append((f"{key}.{role}", getattr(judging, role)))
+    return refs
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> MoaaConfig:

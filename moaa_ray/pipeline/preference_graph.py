@@ -9,7 +9,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from moaa_ray.config import PreferencesConfig, SamplingConfig
+from moaa_ray.config import JudgingConfig, SamplingConfig
 from moaa_ray.core.criteria import Criterion, render_criteria_prompt, select_criteria_or_default
 from moaa_ray.core.judging import render_judge_prompt, verdict_from_logprobs
 from moaa_ray.core.pairing import anchor_pairs, round_robin_pairs
@@ -45,10 +45,11 @@ class SampleStep:
     """K on-policy answers per prompt from the policy pool."""
 
     pool: ModelPool
-    config: PreferencesConfig
+    num_samples: int
+    sampling: SamplingConfig
 
     def __call__(self, states: list[dict]) -> None:
-        params = _params(self.config.sampling, n=self.config.num_samples)
+        params = _params(self.sampling, n=self.num_samples)
         completions = self.pool.chat([s["prompt"] for s in states], params)
         for state, completion in zip(states, completions, strict=True):
             if completion.output is None:
@@ -63,17 +64,17 @@ class CriteriaStep:
 
     pool: ModelPool | None
     criteria: tuple[Criterion, ...]
-    config: PreferencesConfig
+    judging: JudgingConfig
 
     def __call__(self, states: list[dict]) -> None:
         live = [s for s in states if not s["error"]]
-        k, default = self.config.num_criteria, self.config.default_criteria
+        k, default = self.judging.num_criteria, self.judging.default_criteria
         if self.pool is None:
             for state in live:
                 state["criteria"] = list(default)
             return
         prompts = [render_criteria_prompt(s["prompt"], list(self.criteria), k) for s in live]
-        completions = self.pool.chat(prompts, _params(self.config.judge_sampling))
+        completions = self.pool.chat(prompts, _params(self.judging.sampling))
         for state, completion in zip(live, completions, strict=True):
             text = completion.output[0] if completion.output else None
             names, fell_back = select_criteria_or_default(text, list(self.criteria), k, default)
@@ -82,7 +83,7 @@ class CriteriaStep:
 
 
 def _call_judges(
-    pools: dict[str, ModelPool], requests: list[tuple[str, list]], config: PreferencesConfig
+    pools: dict[str, ModelPool], requests: list[tuple[str, list]], judging: JudgingConfig
 ) -> list[Completion]:
     """Submit (judge, conversation) requests to each judge's pool; results in request order."""
     by_judge: dict[str, list[int]] = {}
@@ -91,10 +92,10 @@ def _call_judges(
     submitted = {}
     for judge, indices in by_judge.items():
         conversations = [requests[i][1] for i in indices]
-        if config.verdict_mode == "logprob":
+        if judging.verdict_mode == "logprob":
             args: tuple = ("choice_logprobs", conversations, VERDICT_PREFIX, ["A", "B"])
         else:
-            args = ("chat", conversations, _params(config.judge_sampling, salt=judge))
+            args = ("chat", conversations, _params(judging.sampling, salt=judge))
         submitted[judge] = pools[judge].submit(*args)
     results: list[Completion] = [Completion(None)] * len(requests)
     for judge, refs in submitted.items():
@@ -117,18 +118,17 @@ class JudgeStep:
     """Every judge compares every pair in both orders."""
 
     pools: dict[str, ModelPool]
-    config: PreferencesConfig
+    judging: JudgingConfig
+    pairing: str
 
     def __call__(self, states: list[dict]) -> None:
         calls = []
         for state in states:
-            requests = judge_requests(
-                state, pairs_for(state, self.config.pairing), self.config.judges
-            )
+            requests = judge_requests(state, pairs_for(state, self.pairing), self.judging.judges)
             calls += [(state, judge, pair, order, conv) for judge, pair, order, conv in requests]
-        completions = _call_judges(self.pools, [(c[1], c[4]) for c in calls], self.config)
+        completions = _call_judges(self.pools, [(c[1], c[4]) for c in calls], self.judging)
         for (state, judge, pair, order, _), completion in zip(calls, completions, strict=True):
-            _record(state, judge, pair, order, completion, self.config.verdict_mode)
+            _record(state, judge, pair, order, completion, self.judging.verdict_mode)
 
 
 @dataclass(frozen=True)
@@ -136,17 +136,18 @@ class AggregateStep:
     """The aggregator judge reads the judges' evaluations and gives the final verdict per order."""
 
     pool: ModelPool
-    config: PreferencesConfig
+    judging: JudgingConfig
+    pairing: str
 
     def __call__(self, states: list[dict]) -> None:
         calls = []
         for state in states:
-            requests = aggregator_requests(state, pairs_for(state, self.config.pairing))
+            requests = aggregator_requests(state, pairs_for(state, self.pairing))
             calls += [(state, pair, order, conv) for pair, order, conv in requests]
         pools = {AGGREGATOR: self.pool}
-        completions = _call_judges(pools, [(AGGREGATOR, c[3]) for c in calls], self.config)
+        completions = _call_judges(pools, [(AGGREGATOR, c[3]) for c in calls], self.judging)
         for (state, pair, order, _), completion in zip(calls, completions, strict=True):
-            _record(state, AGGREGATOR, pair, order, completion, self.config.verdict_mode)
+            _record(state, AGGREGATOR, pair, order, completion, self.judging.verdict_mode)
 
 
 @dataclass(frozen=True)
@@ -154,14 +155,15 @@ class RewardModelStep:
     """Scalar RM: score each sample. Pairwise ranker: mean margin over all ordered pairs."""
 
     pool: ModelPool
-    config: PreferencesConfig
+    kind: str  # "scalar_rm" or "pairwise_ranker"
+    criteria: tuple[str, ...]  # shown to the pairwise ranker
 
     def __call__(self, states: list[dict]) -> None:
         live = [s for s in states if not s["error"]]
         items: list[list[dict[str, str]]] = []
         owners: list[tuple[dict, int, int | None]] = []
         for state in live:
-            if self.config.reward == "scalar_rm":
+            if self.kind == "scalar_rm":
                 for i, sample in enumerate(state["samples"]):
                     items.append(state["prompt"] + [{"role": "assistant", "content": sample}])
                     owners.append((state, i, None))
@@ -169,8 +171,7 @@ class RewardModelStep:
                 for x, y in round_robin_pairs(len(state["samples"])):
                     for first, second in ((x, y), (y, x)):
                         a, b = shown(state, (first, second), "ab")
-                        criteria = state["criteria"] or self.config.default_criteria
-                        prompt = render_judge_prompt(state["prompt"], a, b, criteria)
+                        prompt = render_judge_prompt(state["prompt"], a, b, self.criteria)
                         items.append(prompt)
                         owners.append((state, first, second))
         completions = self.pool.collect(self.pool.submit("score", items))
@@ -183,5 +184,5 @@ class RewardModelStep:
                 rewards[j] -= value
         for state in live:
             k = len(state["samples"])
-            scale = 1 if self.config.reward == "scalar_rm" else 2 * (k - 1)
+            scale = 1 if self.kind == "scalar_rm" else 2 * (k - 1)
             state["rewards"] = [r / scale for r in totals.get(id(state), [0.0] * k)]

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from moaa_ray.config import MoaaConfig, PreferencesConfig, dump_config
+from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig, dump_config
 from moaa_ray.core.criteria import load_criteria
 from moaa_ray.core.pairing import count_judge_calls
 from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, new_tournament, rank_samples
@@ -93,26 +93,34 @@ def _tournament(state: dict) -> dict:
 
 def _models(prefs: PreferencesConfig) -> list[str]:
     """Distinct models of the stage: a model in several roles gets one pool."""
-    if prefs.reward == "llm_judges":
-        roles = [prefs.policy, prefs.criteria_selector, *prefs.judges, prefs.aggregator_judge]
-    else:
-        roles = [prefs.policy, prefs.reward_model]
+    roles = [prefs.policy, prefs.reward_model] + (prefs.judging.models() if prefs.judging else [])
     return list(dict.fromkeys(r for r in roles if r is not None))
 
 
 def _steps(prefs: PreferencesConfig, pools: dict) -> list[StreamStep]:
-    steps = [StreamStep(SampleStep(pools[prefs.policy], prefs), "sample")]
+    steps = [
+        StreamStep(SampleStep(pools[prefs.policy], prefs.num_samples, prefs.sampling), "sample")
+    ]
     if prefs.reward != "llm_judges":
-        reward_step = RewardModelStep(pools[str(prefs.reward_model)], prefs)
+        default = JudgingConfig.model_fields["default_criteria"].default
+        criteria = tuple(prefs.judging.default_criteria if prefs.judging else default)
+        reward_step = RewardModelStep(pools[str(prefs.reward_model)], prefs.reward, criteria)
         return steps + [StreamStep(reward_step, prefs.reward)]
-    criteria = tuple(load_criteria(prefs.criteria_file))
-    selector = pools[prefs.criteria_selector] if prefs.criteria_selector else None
-    steps.append(StreamStep(CriteriaStep(selector, criteria, prefs), "select_criteria"))
-    steps.append(StreamStep(JudgeStep(pools, prefs), "judges", 2 * max(1, len(prefs.judges))))
-    if prefs.aggregator_judge:
-        steps.append(
-            StreamStep(AggregateStep(pools[prefs.aggregator_judge], prefs), "aggregate_judges")
-        )
+    assert prefs.judging is not None  # checked by the config schema
+    return steps + judging_steps(pools, prefs.judging, prefs.pairing)
+
+
+def judging_steps(pools: dict, judging: JudgingConfig, pairing: str) -> list[StreamStep]:
+    """Criteria selection, the judges (both orders) and the aggregator judge, as stream steps."""
+    criteria = tuple(load_criteria(judging.criteria_file))
+    selector = pools[judging.criteria_selector] if judging.criteria_selector else None
+    steps = [
+        StreamStep(CriteriaStep(selector, criteria, judging), "select_criteria"),
+        StreamStep(JudgeStep(pools, judging, pairing), "judges", 2 * len(judging.judges)),
+    ]
+    if judging.aggregator_judge:
+        aggregate = AggregateStep(pools[judging.aggregator_judge], judging, pairing)
+        steps.append(StreamStep(aggregate, "aggregate_judges"))
     return steps
 
 
@@ -120,7 +128,7 @@ def _write_batch(
     batch, prefs, stage: StageDir, dropped: StageDir, audit: StageDir, rejects
 ) -> None:
     kept, drops, judgments = [], [], []
-    final_judge = AGGREGATOR if prefs.aggregator_judge else None
+    final_judge = AGGREGATOR if prefs.judging and prefs.judging.aggregator_judge else None
     for state in batch:
         if state["error"] and state["error"].startswith("sampling failed"):
             rejects.append(Reject(state["source"], -1, state["error"], state["row_id"]))
@@ -181,15 +189,15 @@ def _stage_stats(stage: StageDir, dropped: StageDir, prefs: PreferencesConfig) -
         totals.update(json.loads(row["stats"]))
     reasons = Counter(r["reason"] for r in (drops.to_pylist() if drops is not None else []))
     num_pairs = len(pairs_for({"samples": [0] * prefs.num_samples}, prefs.pairing))
-    judges = len(prefs.judges) if prefs.reward == "llm_judges" else 0
+    judging = prefs.judging if prefs.reward == "llm_judges" else None
     return {
         "pairs_kept": kept.num_rows if kept is not None else 0,
         "prompts_dropped": dict(reasons),
         "judge_calls_per_prompt": count_judge_calls(
             num_pairs,
-            judges,
-            with_aggregator=prefs.aggregator_judge is not None,
-            with_criteria_selection=prefs.criteria_selector is not None,
+            len(judging.judges) if judging else 0,
+            with_aggregator=bool(judging and judging.aggregator_judge),
+            with_criteria_selection=bool(judging and judging.criteria_selector),
         ),
         "judge_agreement": _rate(totals["orders_with_agreement"], totals["orders_judged"]),
         "position_bias_rate": _rate(totals["position_flips"], totals["pairs"]),

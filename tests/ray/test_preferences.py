@@ -13,7 +13,8 @@ from moaa_ray.pipeline.runs import RunDir
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 
-def make_config(tmp_path, **preferences):
+def make_config(tmp_path, judging=(), **preferences):
+    judging = dict(judging)
     prompts = tmp_path / "prompts.jsonl"
     rows = [{"prompt": f"Tell me about topic {i}."} for i in range(4)] + [{"prompt": 7}]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -31,10 +32,13 @@ def make_config(tmp_path, **preferences):
             "policy": "policy",
             "num_samples": 3,
             "sampling": {"temperature": 1.0, "max_new_tokens": 8},
-            "judges": ["j1", "j2"],
-            "aggregator_judge": "j1",  # j1 is judge and aggregator: one pool
-            "criteria_selector": "j2",
-            "judge_sampling": {"temperature": 0.0, "max_new_tokens": 8},
+            "judging": {
+                "judges": ["j1", "j2"],
+                "aggregator_judge": "j1",  # j1 is judge and aggregator: one pool
+                "criteria_selector": "j2",
+                "sampling": {"temperature": 0.0, "max_new_tokens": 8},
+                **judging,
+            },
             **preferences,
         },
     }
@@ -44,7 +48,7 @@ def make_config(tmp_path, **preferences):
 
 
 def test_logprob_verdicts_rank_samples_into_trl_pairs(ray_cluster, tmp_path):
-    config = make_config(tmp_path, verdict_mode="logprob")
+    config = make_config(tmp_path, judging={"verdict_mode": "logprob"})
     stats = build_preferences(config, config.run_dir)
     assert stats["pairs_kept"] == 4 and stats["rows_rejected"] == 1
     assert stats["abstain_rate"] == 0.0 and stats["criteria_fallbacks"] == 4  # tiny models babble
@@ -80,7 +84,7 @@ def test_logprob_verdicts_rank_samples_into_trl_pairs(ray_cluster, tmp_path):
 
 
 def test_unparseable_text_verdicts_abstain_and_drop_prompts(ray_cluster, tmp_path):
-    config = make_config(tmp_path, verdict_mode="text", aggregator_judge=None)
+    config = make_config(tmp_path, judging={"verdict_mode": "text", "aggregator_judge": None})
     stats = build_preferences(config, config.run_dir)
     assert stats["pairs_kept"] == 0
     assert stats["abstain_rate"] == 1.0
