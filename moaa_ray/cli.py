@@ -23,6 +23,10 @@ STAGES = {
         "sample K answers per prompt, rank them with the judge ensemble, write DPO pairs",
         "moaa_ray.pipeline.preference_stage:build_preferences",
     ),
+    "run": (
+        "the whole pipeline: MoA SFT data, SFT, rounds of sample/judge/DPO, evaluation",
+        "moaa_ray.pipeline.moaa_pipeline:run_pipeline",
+    ),
     "train-sft": (
         "fine-tune the target model on the MoA dataset (Ray Train + DeepSpeed)",
         "moaa_ray.train.sft:train_sft",
@@ -109,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.run_dir or config.run_dir
     module, function = STAGES[args.command][1].split(":")
     summary = getattr(importlib.import_module(module), function)(config, run_dir)
+    if args.command == "run":
+        from moaa_ray.pipeline.moaa_pipeline import format_summary
+
+        print(format_summary(summary))
+        return 0
     print(json.dumps({"stage": args.command, "run_dir": run_dir, **summary}, indent=2))
     return 0
 

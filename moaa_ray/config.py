@@ -293,6 +293,7 @@ class MoaaConfig(_Section):
         "runs/demo", description="where every stage writes; shared storage on multi-node"
     )
     ray: RayConfig = RayConfig()
+    iterations: int = Field(1, ge=1, description="rounds of sample/judge/DPO in `moaa run`")
     models: dict[str, ModelConfig]
     generate: GenerateConfig | None = None
     preferences: PreferencesConfig | None = None

@@ -37,9 +37,16 @@ logger = logging.getLogger(__name__)
 
 
 def build_preferences(
-    config: MoaaConfig, run_dir: str | Path, stage_name: str = "preferences"
+    config: MoaaConfig,
+    run_dir: str | Path,
+    stage_name: str = "preferences",
+    slice_index: int = 0,
+    num_slices: int = 1,
 ) -> dict:
     """Sample K answers per prompt, judge them, and write DPO pairs; a rerun resumes.
+
+    ``slice_index`` of ``num_slices`` picks one contiguous slice of the prompts (iterative DPO takes
+    a fresh slice each round).
 
     Returns:
         Run statistics: pairs kept, drops by reason, judge agreement, position-bias and abstain rates.
@@ -53,6 +60,8 @@ def build_preferences(
     stage = run.stage(stage_name)
     dropped, audit = StageDir(stage.path / "dropped"), StageDir(stage.path / "judgments")
     states, rejects = load_states(prefs.inputs)
+    size = -(-len(states) // num_slices)
+    states = states[slice_index * size : (slice_index + 1) * size]
     # 2. Resume: skip prompts already kept or dropped.
     done = stage.done_ids() | dropped.done_ids()
     todo = [_tournament(s) for s in states if s["row_id"] not in done]

@@ -61,11 +61,23 @@ def restore_checkpoint(engine: Any, directory: str | None, world_size: int, zero
         logger.warning(
             "checkpoint written by %d workers, resuming on %d", state["world_size"], world_size
         )
+    # The LR schedule follows the current config (a rerun with more steps stretches it), so the
+    # scheduler is placed at the step rather than restored with the old schedule's state.
     engine.load_checkpoint(
-        directory, tag=TAG, load_optimizer_states=same_workers or zero_stage == 0
+        directory,
+        tag=TAG,
+        load_optimizer_states=same_workers or zero_stage == 0,
+        load_lr_scheduler_states=False,
     )
-    logger.info("resumed from %s after step %d", directory, state["step"])
-    return int(state["step"])
+    step = int(state["step"])
+    scheduler = engine.lr_scheduler
+    scheduler.last_epoch = step
+    for group, base_lr, factor in zip(
+        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base_lr * factor(step)
+    logger.info("resumed from %s after step %d", directory, step)
+    return step
 
 
 def merge_lora(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:

@@ -139,6 +139,7 @@ def build_engine(spec: WorkerSpec, total_steps: int, num_micro_batches: int, wor
         # DeepSpeed's CPU comm backend JIT-builds a shared-memory all-reduce op when it starts
         # (~75 s on 2 cores, raced by every worker); gloo collectives are enough on CPU.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend=dist.get_backend())  # wraps Ray Train's group
     model = load_causal_lm(spec, gpu, ds_config)
     if cfg.lora is not None:
         from peft import LoraConfig, get_peft_model

@@ -1,0 +1,104 @@
+"""The whole MoAA pipeline: MoA SFT data -> SFT -> (sample, judge, DPO) x iterations -> evaluate.
+
+Every stage resumes on its own (finished rows, checkpoints and models are kept), so rerunning the same
+command continues where a stopped run left off. Round ``r`` of sample/judge/DPO lives in
+``<run_dir>/round-<r>/``; its policy is the previous round's model (round 1: the SFT model), and it
+reads the r-th slice of the preference prompts (Snorkel / SPPO-style iterative DPO).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from moaa_ray.config import MoaaConfig, ModelConfig
+
+logger = logging.getLogger(__name__)
+
+TRAINED_POLICY = "trained-policy"  # the model entry each round points at its starting checkpoint
+
+
+def with_trained_policy(config: MoaaConfig, model_path: str) -> MoaaConfig:
+    """The config with the policy, DPO start/reference and evaluated model set to ``model_path``."""
+    base = config.models[config.sft.model] if config.sft else ModelConfig(path=model_path)
+    policy = base.model_copy(update={"path": model_path})
+    models = {**config.models, TRAINED_POLICY: policy}
+    update: dict = {"models": models}
+    if config.preferences:
+        update["preferences"] = config.preferences.model_copy(update={"policy": TRAINED_POLICY})
+    if config.dpo:
+        update["dpo"] = config.dpo.model_copy(update={"model": TRAINED_POLICY})
+    if config.evaluate:
+        update["evaluate"] = config.evaluate.model_copy(update={"model": TRAINED_POLICY})
+    return config.model_copy(update=update)
+
+
+def run_pipeline(config: MoaaConfig, run_dir: str | Path) -> dict:
+    """Run every stage in order; finished stages are skipped, unfinished ones resume.
+
+    Returns:
+        Per stage: its summary and seconds; plus ``final_model`` and ``run_dir``.
+    """
+    from moaa_ray.pipeline.evaluation import evaluate
+    from moaa_ray.pipeline.preference_stage import build_preferences
+    from moaa_ray.pipeline.sft_generation import generate_sft
+    from moaa_ray.train.dpo import train_dpo
+    from moaa_ray.train.sft import train_sft
+
+    root = Path(run_dir)
+    stages: dict[str, dict] = {}
+
+    def timed(name: str, function, *args, **kwargs) -> dict:
+        started = time.monotonic()
+        logger.info("stage %s", name)
+        stages[name] = {
+            **function(*args, **kwargs),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        return stages[name]
+
+    # 1. MoA SFT data, then SFT of the target model.
+    timed("sft_data", generate_sft, config, root)
+    model_path = timed("sft", train_sft, config, root)["model_path"]
+    # 2. Rounds of on-policy sampling, judging and DPO, each from the last round's model.
+    for round_index in range(config.iterations):
+        round_dir = root / f"round-{round_index + 1}"
+        round_config = with_trained_policy(config, model_path)
+        timed(
+            f"round-{round_index + 1}/preferences",
+            build_preferences,
+            round_config,
+            round_dir,
+            slice_index=round_index,
+            num_slices=config.iterations,
+        )
+        model_path = timed(f"round-{round_index + 1}/dpo", train_dpo, round_config, round_dir)[
+            "model_path"
+        ]
+    # 3. Evaluate the final model against the baseline.
+    if config.evaluate:
+        timed("eval", evaluate, with_trained_policy(config, model_path), root)
+    return {"stages": stages, "final_model": model_path, "run_dir": str(root)}
+
+
+def format_summary(summary: dict) -> str:
+    """A plain-text table of the pipeline summary: one line per stage, key figures, seconds."""
+    keys = (
+        "rows_total", "rows_rejected", "pairs_kept", "prompts_dropped", "final_loss", "steps",
+        "win_rate", "lc_win_rate",
+    )  # fmt: skip
+    lines = [f"{'stage':<22} {'seconds':>8}  figures", "-" * 72]
+    for name, stage in summary["stages"].items():
+        figures = ", ".join(f"{k}={_short(stage[k])}" for k in keys if stage.get(k) is not None)
+        lines.append(f"{name:<22} {stage.get('seconds', 0):>8.1f}  {figures}")
+    lines += [
+        "-" * 72,
+        f"run directory: {summary['run_dir']}",
+        f"final model:   {summary['final_model']}",
+    ]
+    return "\n".join(lines)
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
