@@ -35,6 +35,10 @@ STAGES = {
         "DPO from the SFT model on the preference pairs (Ray Train + DeepSpeed)",
         "moaa_ray.train.dpo:train_dpo",
     ),
+    "evaluate": (
+        "judge the model against a baseline: win rates, LC win rate, BT score, MT-Bench grades",
+        "moaa_ray.pipeline.evaluation:evaluate",
+    ),
 }
 
 

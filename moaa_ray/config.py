@@ -170,6 +170,70 @@ class PreferencesConfig(_Section):
         return self
 
 
+class BenchmarkConfig(_Section):
+    """A benchmark question file in its native format (read by moaa_ray.eval.benchmarks)."""
+
+    path: str = Field(description="MT-Bench / Arena-Hard question.jsonl or an AlpacaEval JSON file")
+    name: str | None = Field(None, description="key in results.json; None: the file name's stem")
+    format: Literal["auto", "mt_bench", "arena_hard", "alpaca_eval"] = Field(
+        "auto", description="auto: detected from the first row"
+    )
+    reference_answers_path: str | None = Field(
+        None, description="mt_bench: reference answers shown to the grader"
+    )
+    baseline_answers_path: str | None = Field(
+        None, description="arena_hard: the baseline model's answers (model_answer/<name>.jsonl)"
+    )
+    baseline: Literal["model", "answers"] | None = Field(
+        None,
+        description="model: evaluate.baseline_model answers; answers: the file's baseline answers "
+        "(questions without one are skipped); None: model if baseline_model is set",
+    )
+    limit: int | None = Field(None, ge=1, description="evaluate the first N questions")
+
+    def key(self) -> str:
+        """The benchmark's name in results and row ids."""
+        return self.name or Path(self.path).stem
+
+
+class EvaluateConfig(_Section):
+    """The model against a baseline, judged by the ensemble: win rates, LC win rate, BT score, grades."""
+
+    benchmarks: list[BenchmarkConfig] = Field(min_length=1, description="question files")
+    model: str = Field(description="model name evaluated (in `moaa run`: the trained model)")
+    baseline_model: str | None = Field(
+        None, description="model name answering as the baseline; None: the files' answers"
+    )
+    sampling: SamplingConfig = Field(
+        SamplingConfig(temperature=0.0), description="answers of the model and baseline model"
+    )
+    judging: JudgingConfig = Field(description="the judges, each answer pair in both orders")
+    grader: str | None = Field(None, description="MT-Bench 1-10 grader; None: the first judge")
+    grading_mode: Literal["text", "logprob"] = Field(
+        "text", description="parse 'Rating: [[N]]', or the expected grade from P(1..10)"
+    )
+    bootstrap_rounds: int = Field(100, ge=1, description="resamples for the BT score's 95% CI")
+    batch_size: int = Field(4, ge=1, description="questions per Ray Data batch")
+
+    @model_validator(mode="after")
+    def _baselines_are_defined(self) -> EvaluateConfig:
+        if self.baseline_model is not None and self.baseline_model == self.model:
+            raise ValueError(f"baseline_model is the evaluated model {self.model!r}")
+        keys = [b.key() for b in self.benchmarks]
+        if len(set(keys)) < len(keys):
+            raise ValueError(f"benchmark names must be unique, got {keys}; set 'name'")
+        for bench in self.benchmarks:
+            if self.baseline_of(bench) == "model" and self.baseline_model is None:
+                raise ValueError(
+                    f"benchmark {bench.key()!r}: baseline 'model' but no baseline_model"
+                )
+        return self
+
+    def baseline_of(self, bench: BenchmarkConfig) -> Literal["model", "answers"]:
+        """Who answers as the baseline on a benchmark."""
+        return bench.baseline or ("model" if self.baseline_model else "answers")
+
+
 class RayConfig(_Section):
     """How to reach Ray."""
 
@@ -299,6 +363,7 @@ class MoaaConfig(_Section):
     preferences: PreferencesConfig | None = None
     sft: SFTConfig | None = None
     dpo: DPOConfig | None = None
+    evaluate: EvaluateConfig | None = None
 
     @field_validator("models")
     @classmethod
@@ -324,6 +389,13 @@ class MoaaConfig(_Section):
         for key, section in (("sft", self.sft), ("dpo", self.dpo)):
             if section is not None and section.model is not None:
                 refs.append((f"{key}.model", section.model))
+        if self.evaluate:
+            ev = self.evaluate
+            refs.append(("evaluate.model", ev.model))
+            for role in ("baseline_model", "grader"):
+                if getattr(ev, role) is not None:
+                    refs.append((f"evaluate.{role}", getattr(ev, role)))
+            refs += _judging_references("evaluate.judging", ev.judging)
         return refs
 
 
@@ -394,6 +466,8 @@ def _describe(error: Any, raw: dict) -> str:
             close = difflib.get_close_matches(str(error["loc"][-1]), siblings.model_fields, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"unknown key{hint}"
+    if error["type"] == "value_error":  # our own validators say what is wrong
+        return str(error["msg"]).removeprefix("Value error, ")
     return f"{error['msg']} (got {error.get('input')!r})"
 
 

@@ -92,6 +92,13 @@ def format_summary(summary: dict) -> str:
     for name, stage in summary["stages"].items():
         figures = ", ".join(f"{k}={_short(stage[k])}" for k in keys if stage.get(k) is not None)
         lines.append(f"{name:<22} {stage.get('seconds', 0):>8.1f}  {figures}")
+        for bench, result in stage.get("benchmarks", {}).items():
+            bt = result.get("bt") or {}
+            lines.append(
+                f"  {bench:<20} {'':>8}  win_rate={_short(result.get('win_rate'))}, "
+                f"lc_win_rate={_short(result.get('lc_win_rate'))}, bt={_short(bt.get('score'))} "
+                f"[{_short(bt.get('lower'))}, {_short(bt.get('upper'))}] vs {result.get('baseline')}"
+            )
     lines += [
         "-" * 72,
         f"run directory: {summary['run_dir']}",

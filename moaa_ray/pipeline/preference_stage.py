@@ -148,7 +148,7 @@ def _write_batch(
             drops.append({"row_id": state["row_id"], "reason": state["error"], "stats": stats})
             continue
         scores, outcome = rank_samples(state, pairs, final_judge, prefs.ranking, prefs.min_margin)
-        judgments += [_audit_row(state, j) for j in state["judgments"]]
+        judgments += [audit_row(state, j) for j in state["judgments"]]
         if isinstance(outcome, str):
             drops.append({"row_id": state["row_id"], "reason": outcome, "stats": stats})
             continue
@@ -173,7 +173,8 @@ def _write_batch(
     stage.write_shard(kept, preference_schema())
 
 
-def _audit_row(state: dict, judgment: dict) -> dict:
+def audit_row(state: dict, judgment: dict) -> dict:
+    """One row of the judgment audit table (shared with the evaluation stage)."""
     return {
         "row_id": state["row_id"],
         "judge": judgment["judge"],

@@ -17,14 +17,14 @@ from moaa_ray.engines.base import SamplingParams
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
 QUESTIONS = [f"What color is thing number {i}?" for i in range(8)]
-ANSWERS = [f"Thing {i} is blue." for i in range(8)]
+ANSWER = "It is blue."
 SURE = "Yes, I am sure."
 SFT = {
     "model": "a",
     "learning_rate": 5e-3,
     "global_batch_size": 4,
     "micro_batch_size": 1,
-    "num_epochs": 8,  # 2 steps per epoch: 16 steps
+    "num_epochs": 16,  # 2 steps per epoch: 32 steps
     "max_seq_len": 128,
     "num_workers": [2, 2],
     "cpus_per_worker": 1,
@@ -88,12 +88,12 @@ def sft_run(ray_cluster, tmp_path_factory):
                 "messages": [
                     {"role": "system", "content": "Answer briefly."},
                     {"role": "user", "content": question},
-                    {"role": "assistant", "content": answer},
+                    {"role": "assistant", "content": ANSWER},
                     {"role": "user", "content": "Are you sure?"},
                     {"role": "assistant", "content": SURE},
                 ],
             }
-            for i, (question, answer) in enumerate(zip(QUESTIONS, ANSWERS, strict=True))
+            for i, question in enumerate(QUESTIONS)
         ],
     )
     first = train_sft(_config(run_dir, sft={**SFT, "max_steps": 3}), run_dir)
@@ -111,10 +111,10 @@ def dpo_run(sft_run):
         [
             {
                 "prompt": [{"role": "user", "content": question}],
-                "chosen": [{"role": "assistant", "content": answer}],
+                "chosen": [{"role": "assistant", "content": ANSWER}],
                 "rejected": [{"role": "assistant", "content": "I refuse to say."}],
             }
-            for question, answer in zip(QUESTIONS, ANSWERS, strict=True)
+            for question in QUESTIONS
         ],
     )
     return run_dir, train_dpo(_config(run_dir, dpo=DPO), run_dir)
@@ -123,25 +123,25 @@ def dpo_run(sft_run):
 def test_sft_run_resumes_from_its_last_checkpoint(sft_run):
     run_dir, first, second = sft_run
     assert first["steps"] == 3 and first["metrics"]["resumed_from_step"] == 0
-    assert second["steps"] == 16 and second["metrics"]["resumed_from_step"] == 3
-    assert second["checkpoint"].endswith("step-00000016")
-    assert sorted(_scalars(run_dir, "sft", "loss")) == list(range(1, 17))  # no step done twice
+    assert second["steps"] == 32 and second["metrics"]["resumed_from_step"] == 3
+    assert second["checkpoint"].endswith("step-00000032")
+    assert sorted(_scalars(run_dir, "sft", "loss")) == list(range(1, 33))  # no step done twice
     stage = json.loads((run_dir / "manifest.json").read_text())["stages"]["sft"]
-    assert stage["status"] == "done" and stage["steps"] == 16
+    assert stage["status"] == "done" and stage["steps"] == 32
 
 
 def test_sft_loss_falls_and_metrics_are_reported(sft_run):
     run_dir, _, second = sft_run
     losses = _scalars(run_dir, "sft", "loss")
-    assert losses[16] < 0.5 * losses[1]
-    assert second["final_loss"] == pytest.approx(losses[16])
+    assert losses[32] < 0.1 * losses[1]
+    assert second["final_loss"] == pytest.approx(losses[32])
     metrics = second["metrics"]
     assert metrics["tokens_per_s"] > 0 and metrics["world_size"] == 2
-    # Cosine decay over the 16 steps of the resumed plan, continued at its own step 4.
+    # Cosine decay over the 32 steps of the resumed plan, continued at its own step 4.
     rates = _scalars(run_dir, "sft", "learning_rate")
     assert rates[1] == pytest.approx(SFT["learning_rate"])
-    assert rates[4] == pytest.approx(SFT["learning_rate"] * 0.5 * (1 + math.cos(math.pi * 3 / 16)))
-    assert rates[16] < rates[8] < rates[4]
+    assert rates[4] == pytest.approx(SFT["learning_rate"] * 0.5 * (1 + math.cos(math.pi * 3 / 32)))
+    assert rates[32] < rates[16] < rates[4]
 
 
 def test_finished_sft_is_skipped_when_run_again(sft_run):
@@ -154,8 +154,8 @@ def test_finished_sft_is_skipped_when_run_again(sft_run):
 
 def test_sft_model_loads_in_the_hf_engine_and_answers_as_trained(sft_run):
     run_dir = sft_run[0]
-    # The random-init model babbles; after SFT it answers like the trained assistant turns.
-    assert _chat(run_dir / "sft_model", QUESTIONS[2]).startswith(("Thing", "Yes"))
+    # The random-init model babbles; after SFT it gives the trained answer.
+    assert _chat(run_dir / "sft_model", QUESTIONS[2]) == ANSWER
 
 
 def test_dpo_from_the_sft_model_raises_the_reward_margin(dpo_run):

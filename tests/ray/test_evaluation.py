@@ -1,0 +1,94 @@
+"""The evaluation stage end to end on a local Ray cluster with the real hf engine on tiny models."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from moaa_ray.config import load_config
+from moaa_ray.pipeline.evaluation import evaluate
+from moaa_ray.pipeline.runs import RunDir
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+
+
+def make_config(tmp_path):
+    mt_bench = tmp_path / "mt_bench.jsonl"
+    questions = [
+        {"question_id": 1, "category": "writing", "turns": ["Write a poem.", "Now shorter."]},
+        {"question_id": 2, "category": "math", "turns": ["2 + 2?", "Times 3?"], "reference": ["4", "12"]},
+    ]  # fmt: skip
+    mt_bench.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    alpaca = tmp_path / "alpaca.json"
+    rows = [
+        {"instruction": "Name a color.", "output": "Blue.", "generator": "g", "dataset": "d"},
+        {"instruction": "Name a fruit.", "output": None, "generator": "g", "dataset": "d"},
+        {"instruction": "Name a tree.", "output": "An oak.", "generator": "g", "dataset": "d"},
+    ]
+    alpaca.write_text(json.dumps(rows))
+    model = {"engine": "hf", "num_cpus": 0.25, "max_batch_size": 8}
+    raw = {
+        "run_dir": str(tmp_path / "run"),
+        "models": {
+            "policy": {"path": "tiny:llama-a", **model},
+            "j1": {"path": "tiny:qwen2-b", **model},
+            "j2": {"path": "tiny:llama-c", **model},
+        },
+        "evaluate": {
+            "benchmarks": [
+                {"path": str(mt_bench), "baseline": "model"},
+                {"path": str(alpaca), "baseline": "answers"},
+            ],
+            "model": "policy",
+            "baseline_model": "j2",  # also a judge: one pool
+            "sampling": {"temperature": 0.0, "max_new_tokens": 8},
+            "judging": {
+                "judges": ["j1", "j2"],
+                "aggregator_judge": "j1",
+                "verdict_mode": "logprob",
+                "sampling": {"temperature": 0.0, "max_new_tokens": 8},
+            },
+            "grading_mode": "logprob",
+            "bootstrap_rounds": 20,
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
+
+
+def test_evaluation_writes_results_and_resumes_without_rejudging(ray_cluster, tmp_path):
+    config = make_config(tmp_path)
+    summary = evaluate(config, config.run_dir)
+    stage = tmp_path / "run" / "eval"
+    results = json.loads((stage / "results.json").read_text())
+    assert results == summary and summary["rows_failed"] == 0
+    mt, alpaca = results["benchmarks"]["mt_bench"], results["benchmarks"]["alpaca"]
+
+    assert mt["wins"] + mt["ties"] + mt["losses"] == mt["judged"] == 2 and mt["abstained"] == 0
+    assert alpaca["wins"] + alpaca["ties"] + alpaca["losses"] == alpaca["judged"] == 2
+    assert alpaca["skipped_no_baseline"] == 1 and mt["skipped_no_baseline"] == 0
+    assert (mt["baseline"], alpaca["baseline"]) == ("j2", "alpaca-answers")
+    for bench in (mt, alpaca):
+        assert 0.0 <= bench["lc_win_rate"] <= 100.0
+        assert bench["bt"]["lower"] <= bench["bt"]["score"] <= bench["bt"]["upper"]
+    assert set(mt["mt_bench"]["per_turn"]) == {"1", "2"}
+    assert mt["mt_bench"]["num_graded"] == 4 and 1.0 <= mt["mt_bench"]["overall"] <= 10.0
+    assert alpaca["mt_bench"] is None  # only MT-Bench questions are graded
+
+    table = RunDir(config.run_dir).stage("eval").read().to_pylist()
+    rows = {(r["benchmark"], r["question_id"]): r for r in table}
+    assert set(rows) == {("mt_bench", "1"), ("mt_bench", "2"), ("alpaca", "0"), ("alpaca", "2")}
+    two_turns = rows["mt_bench", "1"]
+    assert len(two_turns["model_answers"]) == len(two_turns["baseline_answers"]) == 2
+    assert rows["alpaca", "0"]["baseline_answers"] == ["Blue."]  # the file's answer, not a model's
+    audit = pq.read_table(stage / "judgments").to_pylist()
+    assert len(audit) == 4 * 2 * 3  # questions x orders x (2 judges + aggregator)
+    assert {a["judge"] for a in audit} == {"j1", "j2", "aggregator"}
+    manifest = RunDir(config.run_dir).stage_status("eval")
+    assert manifest["status"] == "done" and manifest["benchmarks"] == results["benchmarks"]
+
+    again = evaluate(config, config.run_dir)
+    assert again["benchmarks"] == results["benchmarks"]  # resumed: the same questions and scores
+    assert len(pq.read_table(stage / "judgments").to_pylist()) == len(audit)

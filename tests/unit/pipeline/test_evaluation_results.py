@@ -1,0 +1,162 @@
+"""Evaluation without a cluster: result assembly, grade expectations, the answer and grade steps."""
+
+import json
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from moaa_ray.config import BenchmarkConfig, EvaluateConfig
+from moaa_ray.eval.benchmarks import EvalQuestion
+from moaa_ray.pipeline.evaluation import baseline_name, benchmark_results, question_row_id
+from moaa_ray.pipeline.evaluation_steps import (
+    AnswerStep,
+    GradeStep,
+    expected_grade,
+    new_question_state,
+)
+from moaa_ray.pipeline.pools import Completion
+
+STATS = json.dumps({"judgments": 6, "abstains": 0, "position_flips": 0, "pairs": 1})
+
+
+def row(score, model_answer="model answer", baseline_answer="baseline", grades=()):
+    return {
+        "score": score,
+        "model_answers": [model_answer],
+        "baseline_answers": [baseline_answer],
+        "grades": list(grades),
+        "stats": STATS,
+    }
+
+
+def test_results_count_every_question_and_rank_a_winning_model_above_the_anchor():
+    rows = [row(1.0), row(1.0), row(0.8), row(0.5), row(0.0), row(None)]
+    result = benchmark_results(rows, "policy", "base", num_skipped=2, bootstrap_rounds=50)
+    assert result["wins"] + result["ties"] + result["losses"] + result["abstained"] == 6
+    assert (result["wins"], result["ties"], result["losses"], result["abstained"]) == (3, 1, 1, 1)
+    assert result["judged"] == 6 and result["skipped_no_baseline"] == 2
+    assert result["win_rate"] == pytest.approx(100 * 3.3 / 5)
+    assert 50 < result["lc_win_rate"] < 100
+    bt = result["bt"]
+    assert 50 < bt["score"] and bt["lower"] <= bt["score"] <= bt["upper"]
+    assert result["mt_bench"] is None
+    assert result["abstain_rate"] == 0.0 and result["baseline"] == "base"
+
+
+def test_results_when_every_judge_abstained_are_none_not_nan_and_json_safe():
+    result = benchmark_results([row(None), row(None)], "policy", "base", 0, bootstrap_rounds=10)
+    assert result["abstained"] == 2
+    assert result["win_rate"] is None and result["lc_win_rate"] is None and result["bt"] is None
+    assert json.loads(json.dumps(result, allow_nan=False)) == result
+
+
+def test_length_control_discounts_wins_bought_with_longer_answers():
+    # The model wins exactly when its answer is the longer one.
+    rows = [row(1.0, "x" * 400) for _ in range(5)] + [row(0.0, "x") for _ in range(5)]
+    result = benchmark_results(rows, "policy", "base", 0, bootstrap_rounds=10)
+    assert result["win_rate"] == pytest.approx(50.0)
+    rows = [row(1.0, "x" * 400) for _ in range(8)] + [row(0.0, "x") for _ in range(2)]
+    biased = benchmark_results(rows, "policy", "base", 0, bootstrap_rounds=10)
+    assert biased["lc_win_rate"] < biased["win_rate"] == pytest.approx(80.0)
+
+
+def test_mt_bench_grades_are_summarised_per_turn_with_missing_grades_counted():
+    grades = [{"turn": 1, "score": 8.0}, {"turn": 2, "score": 6.0}, {"turn": 2, "score": None}]
+    result = benchmark_results([row(0.5, grades=grades)], "policy", "base", 0, 10)
+    assert result["mt_bench"]["per_turn"] == {"1": 8.0, "2": 6.0}
+    assert result["mt_bench"]["overall"] == 7.0 and result["mt_bench"]["num_missing"] == 1
+
+
+def test_expected_grade_from_choice_logprobs():
+    certain_seven = [-math.inf] * 10
+    certain_seven[6] = 0.0
+    assert expected_grade(certain_seven, None) == pytest.approx(7.0)
+    assert expected_grade([0.0] * 9 + [-math.inf], None) == pytest.approx(5.0)  # uniform over 1..9
+    # Digit-splitting tokenizers: "10" scores as "1"; the next token decides between 1 and 10.
+    shared = [0.0] + [-math.inf] * 8 + [0.0]
+    assert expected_grade(shared, [0.0, -math.inf]) == pytest.approx(10.0)
+    assert expected_grade(shared, [-math.inf, 0.0]) == pytest.approx(1.0)
+    assert expected_grade(shared, None) == pytest.approx(1.0)
+    assert expected_grade([-math.inf] * 10, None) is None
+
+
+def test_row_ids_are_stable_and_differ_by_benchmark():
+    assert question_row_id("mt_bench", "81") == question_row_id("mt_bench", "81")
+    assert question_row_id("mt_bench", "81") != question_row_id("arena_hard", "81")
+
+
+def test_evaluate_config_resolves_and_checks_baselines():
+    judging = {"judges": ["j"]}
+    mt = BenchmarkConfig(path="q/mt_bench.jsonl")
+    alpaca = BenchmarkConfig(path="alpaca.json", baseline="answers")
+    mt_on_model = BenchmarkConfig(path="q/mt_bench.jsonl", baseline="model")
+    ev = EvaluateConfig(benchmarks=[mt, alpaca], model="m", baseline_model="b", judging=judging)
+    assert ev.baseline_of(mt) == "model" and ev.baseline_of(alpaca) == "answers"
+    assert baseline_name(ev, mt) == "b" and baseline_name(ev, alpaca) == "alpaca-answers"
+    assert EvaluateConfig(benchmarks=[mt], model="m", judging=judging).baseline_of(mt) == "answers"
+    with pytest.raises(ValidationError, match="baseline 'model' but no baseline_model"):
+        EvaluateConfig(benchmarks=[mt_on_model], model="m", judging=judging)
+    with pytest.raises(ValidationError, match="names must be unique"):
+        EvaluateConfig(benchmarks=[mt, mt], model="m", baseline_model="b", judging=judging)
+
+
+class FakePool:
+    """Answers at once: ``reply(method, item, *args)`` per item; remembers every call."""
+
+    def __init__(self, reply):
+        self.reply, self.calls = reply, []
+
+    def submit(self, method, items, *args):
+        self.calls.append((method, items))
+        return [self.reply(method, item, *args) for item in items]
+
+    def collect(self, submitted):
+        return [Completion(output) for output in submitted]
+
+    def chat(self, conversations, params):
+        return self.collect(self.submit("chat", conversations, params))
+
+
+def two_turn_state(baseline=None, row_id="q"):
+    question = EvalQuestion("1", ["first question", "second question"])
+    return new_question_state(row_id, question, "bench#1", baseline, graded=True)
+
+
+def test_answer_steps_carry_each_sides_own_history_and_pair_the_last_answers():
+    model = FakePool(lambda method, conversation, params: [f"model says {len(conversation)}"])
+    base = FakePool(lambda method, conversation, params: [f"base says {len(conversation)}"])
+    from_model, from_file = two_turn_state(), two_turn_state(["file 1", "file 2"], "r")
+    pools = {"model_answers": model, "baseline_answers": base}
+    sampling = EvaluateConfig.model_fields["sampling"].default
+    for turn in (0, 1):
+        AnswerStep(pools, turn, sampling)([from_model, from_file])
+    assert model.calls[1][1][0] == [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "model says 1"},
+        {"role": "user", "content": "second question"},
+    ]
+    assert from_model["samples"] == ["model says 3", "base says 3"]
+    assert from_file["samples"] == ["model says 3", "file 2"]
+    assert all(len(items) == 1 for _, items in base.calls)  # the file's answers are not redone
+    assert from_model["prompt"] == [
+        {"role": "user", "content": "first question"},
+        {"role": "user", "content": "second question"},
+    ]
+
+
+@pytest.mark.parametrize("mode", ["text", "logprob"])
+def test_grade_step_grades_every_turn_of_the_model(mode):
+    def reply(method, conversation, *args):
+        if method == "chat":
+            return ["Fine answer. Rating: [[7]]"]
+        return [0.0 if choice == "7" else -math.inf for choice in args[1]]
+
+    state = two_turn_state(["b1", "b2"])
+    state["model_answers"] = ["m1", "m2"]
+    grader = FakePool(reply)
+    sampling = EvaluateConfig.model_fields["sampling"].default
+    GradeStep(grader, mode, sampling)([state, two_turn_state() | {"graded": False}])
+    assert [(g["turn"], g["score"]) for g in state["grades"]] == [(1, 7.0), (2, 7.0)]
+    request = grader.calls[0][1][1][0]["content"]
+    assert "first question" in request and "m1" in request and "m2" in request
