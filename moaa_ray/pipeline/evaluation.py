@@ -32,6 +32,7 @@ from moaa_ray.core.winrates import (
     win_tie_loss,
 )
 from moaa_ray.eval.benchmarks import detect_format, load_eval_questions
+from moaa_ray.pipeline.cluster import connect
 from moaa_ray.pipeline.evaluation_steps import (
     PAIR,
     AnswerStep,
@@ -42,7 +43,6 @@ from moaa_ray.pipeline.inputs import Reject, fingerprint_input
 from moaa_ray.pipeline.pools import start_pool, stop_pool
 from moaa_ray.pipeline.preference_stage import audit_row, judging_steps
 from moaa_ray.pipeline.runs import RunDir, StageDir
-from moaa_ray.pipeline.sft_generation import connect
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.records import judgment_schema
 

@@ -18,6 +18,7 @@ from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig, dump_c
 from moaa_ray.core.criteria import load_criteria
 from moaa_ray.core.pairing import count_judge_calls
 from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, new_tournament, rank_samples
+from moaa_ray.pipeline.cluster import connect
 from moaa_ray.pipeline.inputs import Reject, fingerprint_input, load_states
 from moaa_ray.pipeline.pools import start_pool, stop_pool
 from moaa_ray.pipeline.preference_graph import (
@@ -29,7 +30,6 @@ from moaa_ray.pipeline.preference_graph import (
     pairs_for,
 )
 from moaa_ray.pipeline.runs import RunDir, StageDir
-from moaa_ray.pipeline.sft_generation import connect
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.records import dropped_schema, judgment_schema, preference_schema
 

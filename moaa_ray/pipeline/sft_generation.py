@@ -7,10 +7,9 @@ import logging
 import time
 from pathlib import Path
 
-import ray
-
 from moaa_ray.config import GenerateConfig, MoaaConfig, dump_config
 from moaa_ray.core.moa import LayerPlan, finish_row, plan_layers
+from moaa_ray.pipeline.cluster import connect
 from moaa_ray.pipeline.inputs import Reject, fingerprint_input, load_states
 from moaa_ray.pipeline.moa_graph import Step, plan_steps, stream
 from moaa_ray.pipeline.pools import ModelPool, start_pool, stop_pool
@@ -19,12 +18,6 @@ from moaa_ray.records import sft_schema
 
 logger = logging.getLogger(__name__)
 STAGE = "sft_data"
-
-
-def connect(config: MoaaConfig) -> None:
-    """Join ``ray.address`` / ``$RAY_ADDRESS``, or start a local cluster (once per process)."""
-    if not ray.is_initialized():
-        ray.init(address=config.ray.address, num_cpus=config.ray.num_cpus, log_to_driver=True)
 
 
 def generate_sft(config: MoaaConfig, run_dir: str | Path) -> dict:

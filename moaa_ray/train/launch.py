@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from moaa_ray.config import DPOConfig, MoaaConfig, SFTConfig, dump_config
+from moaa_ray.pipeline.cluster import connect
 from moaa_ray.pipeline.runs import RunDir, StageDir
-from moaa_ray.pipeline.sft_generation import connect
 from moaa_ray.train.recipe import plan_steps
 from moaa_ray.train.worker import WorkerSpec
 
@@ -47,7 +47,7 @@ def run_training(
         config: the whole run's config (recorded in the manifest; Ray address).
         run_dir: the run directory.
         section: the stage's config section.
-        model: ``(path, trust_remote_code)`` of the starting weights.
+        model: ``(path, trust_remote_code)`` of the starting weights (local, hub or ``tiny:``).
         data_stage: the run's stage folder read when ``section.data_path`` is None.
         train_fn: the per-worker function, called with ``{"spec": WorkerSpec}``.
 
@@ -65,8 +65,12 @@ def run_training(
     if previous.get("status") == "done" and previous.get("config") == plan and output_dir.is_dir():
         logger.info("%s is done (%s); delete it to train again", stage, output_dir)
         return {**previous, "skipped": True}
-    # 2. Check the data against the batch plan before any worker starts.
-    data_path = section.data_path or str(root / data_stage)
+    # 2. Check the data against the batch plan before any worker starts. Workers run in their own
+    # directories, so local paths go to them absolute.
+    data_path = (
+        str(Path(section.data_path).resolve()) if section.data_path else str(root / data_stage)
+    )
+    model_path = str(Path(model[0]).resolve()) if Path(model[0]).exists() else model[0]
     total_steps = len(
         plan_steps(
             count_rows(data_path),
@@ -82,7 +86,7 @@ def run_training(
     spec = WorkerSpec(
         stage=stage,
         train=section,
-        model_path=model[0],
+        model_path=model_path,
         trust_remote_code=model[1],
         data_path=data_path,
         output_dir=str(output_dir),
