@@ -26,13 +26,13 @@ os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
 
 QUESTIONS = [f"What color is thing number {i}?" for i in range(8)]
 ANSWER = "It is blue."
-SURE = "Yes, I am sure."
+SYSTEM = {"role": "system", "content": "Answer briefly."}
 SFT = {
     "model": "a",
     "learning_rate": 5e-3,
     "global_batch_size": 4,
     "micro_batch_size": 1,
-    "num_epochs": 16,  # 2 steps per epoch: 32 steps
+    "num_epochs": 12,  # 2 steps per epoch: 24 steps
     "max_seq_len": 128,
     "num_workers": [2, 2],
     "cpus_per_worker": 1,
@@ -80,7 +80,7 @@ def _chat(model_dir, question: str) -> str:
 
     engine = HFEngine(ModelConfig(path=str(model_dir)))
     params = SamplingParams(temperature=0, max_new_tokens=12)
-    return engine.chat([[{"role": "user", "content": question}]], params)[0][0]
+    return engine.chat([[SYSTEM, {"role": "user", "content": question}]], params)[0][0]
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +94,11 @@ def sft_run(ray_cluster, tmp_path_factory):
             {
                 "row_id": str(i),
                 "messages": [
-                    {"role": "system", "content": "Answer briefly."},
+                    SYSTEM,
                     {"role": "user", "content": question},
                     {"role": "assistant", "content": ANSWER},
-                    {"role": "user", "content": "Are you sure?"},
-                    {"role": "assistant", "content": SURE},
+                    {"role": "user", "content": "Say it again."},
+                    {"role": "assistant", "content": ANSWER},
                 ],
             }
             for i, question in enumerate(QUESTIONS)
@@ -118,7 +118,7 @@ def dpo_run(sft_run):
         run_dir / "preferences",
         [
             {
-                "prompt": [{"role": "user", "content": question}],
+                "prompt": [SYSTEM, {"role": "user", "content": question}],
                 "chosen": [{"role": "assistant", "content": ANSWER}],
                 "rejected": [{"role": "assistant", "content": "I refuse to say."}],
             }
@@ -131,25 +131,25 @@ def dpo_run(sft_run):
 def test_sft_run_resumes_from_its_last_checkpoint(sft_run):
     run_dir, first, second = sft_run
     assert first["steps"] == 3 and first["metrics"]["resumed_from_step"] == 0
-    assert second["steps"] == 32 and second["metrics"]["resumed_from_step"] == 3
-    assert second["checkpoint"].endswith("step-00000032")
-    assert sorted(_scalars(run_dir, "sft", "loss")) == list(range(1, 33))  # no step done twice
+    assert second["steps"] == 24 and second["metrics"]["resumed_from_step"] == 3
+    assert second["checkpoint"].endswith("step-00000024")
+    assert sorted(_scalars(run_dir, "sft", "loss")) == list(range(1, 25))  # no step done twice
     stage = json.loads((run_dir / "manifest.json").read_text())["stages"]["sft"]
-    assert stage["status"] == "done" and stage["steps"] == 32
+    assert stage["status"] == "done" and stage["steps"] == 24
 
 
 def test_sft_loss_falls_and_metrics_are_reported(sft_run):
     run_dir, _, second = sft_run
     losses = _scalars(run_dir, "sft", "loss")
-    assert losses[32] < 0.1 * losses[1]
-    assert second["final_loss"] == pytest.approx(losses[32])
+    assert losses[24] < 0.2 * losses[1]
+    assert second["final_loss"] == pytest.approx(losses[24])
     metrics = second["metrics"]
     assert metrics["tokens_per_s"] > 0 and metrics["world_size"] == 2
-    # Cosine decay over the 32 steps of the resumed plan, continued at its own step 4.
+    # Cosine decay over the 24 steps of the resumed plan, continued at its own step 4.
     rates = _scalars(run_dir, "sft", "learning_rate")
     assert rates[1] == pytest.approx(SFT["learning_rate"])
-    assert rates[4] == pytest.approx(SFT["learning_rate"] * 0.5 * (1 + math.cos(math.pi * 3 / 32)))
-    assert rates[32] < rates[16] < rates[4]
+    assert rates[4] == pytest.approx(SFT["learning_rate"] * 0.5 * (1 + math.cos(math.pi * 3 / 24)))
+    assert rates[24] < rates[12] < rates[4]
 
 
 def test_finished_sft_is_skipped_when_run_again(sft_run):

@@ -1,0 +1,27 @@
+"""Both notebooks execute top to bottom on a small demo run (they are stored without outputs)."""
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+REPO = Path(__file__).resolve().parents[1]
+# A smaller demo: fewer prompts and tokens; every stage still runs.
+SMALL = (
+    "generate.inputs.0.limit=6 generate.inputs.1.limit=1 preferences.inputs.0.limit=4 "
+    "sft.max_steps=4 dpo.max_steps=4"
+)
+
+
+def test_notebooks_run_on_demo_outputs(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("MOAA_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("MOAA_DEMO_OVERRIDES", SMALL)
+    for name in ("01_quickstart.ipynb", "02_analysis.ipynb"):
+        notebook = nbformat.read(REPO / "notebooks" / name, as_version=4)
+        assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
+        NotebookClient(notebook, timeout=900, resources={"metadata": {"path": str(REPO)}}).execute()
+    assert (tmp_path / "run" / "eval" / "results.json").exists()
