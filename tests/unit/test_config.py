@@ -44,6 +44,42 @@ def test_paper_config_has_the_papers_moa(monkeypatch):
     assert all(m.engine == "vllm" and m.num_gpus >= 1 for m in config.models.values())
 
 
+def test_paper_config_has_the_papers_preferences_and_hyperparameters(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "configs" / "paper-llama31-8b.yaml")
+    prefs = config.preferences
+    assert prefs.num_samples == 5 and prefs.judging.num_criteria == 3
+    judges = {config.models[j].path for j in prefs.judging.judges}
+    assert judges == {
+        "meta-llama/Llama-3.1-70B-Instruct",
+        "google/gemma-2-27b-it",
+        "Qwen/Qwen2-72B-Instruct",
+    }
+    assert prefs.judging.aggregator_judge is not None
+    assert (config.sft.learning_rate, config.sft.global_batch_size) == (8e-6, 128)
+    dpo = config.dpo
+    assert (dpo.beta, dpo.learning_rate, dpo.num_epochs, dpo.global_batch_size) == (
+        0.01,
+        5e-7,
+        1,
+        128,
+    )
+    assert (dpo.lr_schedule, dpo.warmup_ratio, dpo.zero_stage) == ("cosine", 0.1, 3)
+
+
+def test_self_moa_config_teaches_gemma_with_small_models(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "configs" / "self-moa-gemma2-9b.yaml")
+    paths = [config.models[m].path for m in config.generate.proposers]
+    assert paths == [
+        "google/gemma-2-9b-it",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "mistralai/Mistral-7B-Instruct-v0.3",
+    ]
+    assert config.models[config.generate.aggregator].path == "google/gemma-2-9b-it"
+    assert config.models[config.sft.model].path == "google/gemma-2-9b-it"
+
+
 def test_overrides_set_nested_keys_and_list_items(write):
     config = load_config(
         write(MINIMAL),
