@@ -41,16 +41,32 @@ class EngineActor:
     def ready(self) -> str:
         return self.name
 
+    def _measured(self, method: str, conversations: list[Conversation], *args: Any) -> list:
+        from moaa_ray.pipeline.metrics import engine_metrics
+
+        counters, tags = engine_metrics(), {"model": self.name}
+        started = time.monotonic()
+        try:
+            out = getattr(self.engine, method)(conversations, *args)
+        except Exception:
+            counters["failures"].inc(tags=tags)
+            raise
+        seconds = time.monotonic() - started
+        counters["items"].inc(len(conversations), tags=tags)
+        counters["seconds"].inc(seconds, tags=tags)
+        counters["items_per_s"].set(len(conversations) / max(seconds, 1e-9), tags=tags)
+        return out
+
     def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[str]]:
-        return self.engine.chat(conversations, params)
+        return self._measured("chat", conversations, params)
 
     def choice_logprobs(
         self, conversations: list[Conversation], prefix: str, choices: list[str]
     ) -> list[list[float]]:
-        return self.engine.choice_logprobs(conversations, prefix, choices)
+        return self._measured("choice_logprobs", conversations, prefix, choices)
 
     def score(self, conversations: list[Conversation]) -> list[float]:
-        return self.engine.score(conversations)  # type: ignore[attr-defined]
+        return self._measured("score", conversations)
 
 
 @dataclass

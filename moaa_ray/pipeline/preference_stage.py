@@ -20,6 +20,7 @@ from moaa_ray.core.pairing import count_judge_calls
 from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, new_tournament, rank_samples
 from moaa_ray.pipeline.cluster import connect
 from moaa_ray.pipeline.inputs import Reject, fingerprint_input, load_states
+from moaa_ray.pipeline.metrics import count_rows
 from moaa_ray.pipeline.pools import start_pool, stop_pool
 from moaa_ray.pipeline.preference_graph import (
     AggregateStep,
@@ -171,6 +172,7 @@ def _write_batch(
     audit.write_shard(judgments, judgment_schema())
     dropped.write_shard(drops, dropped_schema())
     stage.write_shard(kept, preference_schema())
+    count_rows(stage.path.name, written=len(kept), dropped=len(drops))
 
 
 def audit_row(state: dict, judgment: dict) -> dict:

@@ -11,6 +11,7 @@ from moaa_ray.config import GenerateConfig, MoaaConfig, dump_config
 from moaa_ray.core.moa import LayerPlan, finish_row, plan_layers
 from moaa_ray.pipeline.cluster import connect
 from moaa_ray.pipeline.inputs import Reject, fingerprint_input, load_states
+from moaa_ray.pipeline.metrics import count_rows
 from moaa_ray.pipeline.moa_graph import Step, plan_steps, stream
 from moaa_ray.pipeline.pools import ModelPool, start_pool, stop_pool
 from moaa_ray.pipeline.runs import RunDir, StageDir
@@ -85,6 +86,7 @@ def _write_batch(stage: StageDir, states, plan, gen, rejects: list, counts: dict
         counts["dropped_references"] += row["dropped_references"]
     stage.write_shard(rows, sft_schema())
     counts["rows_written"] += len(rows)
+    count_rows(STAGE, written=len(rows), rejected=len(states) - len(rows))
 
 
 def _start_pools(config: MoaaConfig, names) -> dict[str, ModelPool]:
