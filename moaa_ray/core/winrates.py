@@ -14,6 +14,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 
+from moaa_ray.core.ranking import Comparison, bradley_terry
 from moaa_ray.core.templates import render_template
 
 Battle = tuple[str, str, float]
@@ -166,40 +167,15 @@ def _connected_models(battles: Sequence[Battle], anchor: str) -> set[str]:
 
 def _fit_bt_scores(battles: Sequence[Battle], anchor: str, anchor_score: float) -> dict[str, float]:
     """Bradley-Terry scores of the models connected to ``anchor`` (none when it is absent)."""
-    models = _connected_models(battles, anchor)
+    models = sorted(_connected_models(battles, anchor))
     if not models:
         return {}
-    # Each played pair gets one virtual tie so unbeaten or winless models keep a finite strength.
-    games: dict[frozenset[str], float] = {}
-    wins: dict[str, float] = defaultdict(float)
-    for model_a, model_b, score_a in battles:
-        if model_a in models:
-            pair = frozenset((model_a, model_b))
-            if pair not in games:
-                games[pair] = 1.0
-                wins[model_a] += 0.5
-                wins[model_b] += 0.5
-            games[pair] += 1.0
-            wins[model_a] += score_a
-            wins[model_b] += 1.0 - score_a
-    # Minorize-maximize updates (Hunter 2004, "MM algorithms for generalized Bradley-Terry models").
-    strength = dict.fromkeys(models, 1.0)
-    for _ in range(10_000):
-        denominators: dict[str, float] = defaultdict(float)
-        for pair, count in games.items():
-            model_a, model_b = tuple(pair)
-            shared = count / (strength[model_a] + strength[model_b])
-            denominators[model_a] += shared
-            denominators[model_b] += shared
-        updated = {m: wins[m] / denominators[m] for m in models}
-        norm = math.exp(statistics.fmean(math.log(s) for s in updated.values()))
-        updated = {m: s / norm for m, s in updated.items()}
-        change = max(abs(math.log(updated[m] / strength[m])) for m in models)
-        strength = updated
-        if change < 1e-10:
-            break
-    offset = math.log(anchor_score / (100.0 - anchor_score)) - math.log(strength[anchor])
-    scores = {m: 100.0 * _sigmoid(math.log(s) + offset) for m, s in strength.items()}
+    index = {model: i for i, model in enumerate(models)}
+    comparisons = [Comparison(index[a], index[b], s) for a, b, s in battles if a in index]
+    # One virtual tie per pair keeps unbeaten or winless models at a finite strength.
+    log_strengths = bradley_terry(comparisons, len(models), iterations=10_000, prior=1.0)
+    offset = math.log(anchor_score / (100.0 - anchor_score)) - log_strengths[index[anchor]]
+    scores = {m: 100.0 * _sigmoid(log_strengths[index[m]] + offset) for m in models}
     return dict(sorted(scores.items(), key=lambda item: -item[1]))
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 
@@ -16,13 +15,6 @@ from moaa_ray.config import MoaaConfig, ModelConfig
 from moaa_ray.engines.base import SamplingParams
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
-
-# The test cluster has no dashboard, so the state API cannot reach it. Ray Train's
-# PlacementGroupCleaner asks the state API whether the run's controller lives; with no address it
-# may find another local cluster's dashboard (parallel test sessions), miss the controller there and
-# remove the workers' placement group mid-run. An unreachable address makes it keep waiting instead.
-# Set at import, before the session's ray.init, so the cluster's processes inherit it.
-os.environ.setdefault("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
 
 QUESTIONS = [f"What color is thing number {i}?" for i in range(8)]
 ANSWER = "It is blue."

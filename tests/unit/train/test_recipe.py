@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -135,3 +137,9 @@ def test_deepspeed_accepts_the_config(stage, monkeypatch):
     assert parsed.zero_optimization_stage == stage
     assert parsed.train_batch_size == 6
     assert math.isclose(parsed.gradient_clipping, 1.0)
+
+
+def test_recipe_is_pure_python():
+    code = "import sys, moaa_ray.train.recipe\nprint([m for m in ('torch', 'ray') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
