@@ -22,7 +22,7 @@ def ray_cluster():
     """A local Ray cluster shared by every Ray test (8 logical CPUs so fractional actors fit)."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

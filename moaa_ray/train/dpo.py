@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from moaa_ray.config import MoaaConfig
+from moaa_ray.config import DPOConfig, MoaaConfig
 from moaa_ray.train.collate import Batch, collate, encode_preference
 from moaa_ray.train.launch import run_training
 from moaa_ray.train.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs, token_logprobs
@@ -36,6 +36,8 @@ class DPOObjective:
     """Preference loss (sigmoid/cDPO, IPO, robust) plus an optional NLL on the chosen answers."""
 
     def __init__(self, spec: WorkerSpec, tokenizer: Any):
+        if not isinstance(spec.train, DPOConfig):
+            raise TypeError(f"DPO needs a DPOConfig, got {type(spec.train).__name__}")
         self.spec, self.cfg, self.tokenizer = spec, spec.train, tokenizer
         self.rows = read_rows(spec.data_path, ["prompt", "chosen", "rejected"])
         self.lengths = [

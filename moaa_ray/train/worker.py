@@ -196,6 +196,9 @@ def run_step(engine: Any, objective: Objective, micro_batches: list[list[int]]) 
         sums.update({k: float(v) for k, v in metrics.items()})
     result = all_reduce_sums(dict(sums), engine.device)
     result["tokens_per_s"] = totals["tokens"] / (time.perf_counter() - started)
+    grad_norm = engine.get_global_grad_norm()  # before clipping; None where DeepSpeed skips it
+    if grad_norm is not None:
+        result["grad_norm"] = float(grad_norm)
     return result
 
 

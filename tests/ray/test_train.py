@@ -32,6 +32,16 @@ SFT = {
     "checkpoint_every_steps": 2,
     "max_failures": 0,
 }
+CONVERSATIONS = [  # multi-turn: both assistant turns are trained
+    [
+        SYSTEM,
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": ANSWER},
+        {"role": "user", "content": "Say it again."},
+        {"role": "assistant", "content": ANSWER},
+    ]
+    for question in QUESTIONS
+]
 DPO = {
     "learning_rate": 2e-3,
     "beta": 0.5,
@@ -82,19 +92,7 @@ def sft_run(ray_cluster, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     _write(
         run_dir / "sft_data",
-        [
-            {
-                "row_id": str(i),
-                "messages": [
-                    SYSTEM,
-                    {"role": "user", "content": question},
-                    {"role": "assistant", "content": ANSWER},
-                    {"role": "user", "content": "Say it again."},
-                    {"role": "assistant", "content": ANSWER},
-                ],
-            }
-            for i, question in enumerate(QUESTIONS)
-        ],
+        [{"row_id": str(i), "messages": chat} for i, chat in enumerate(CONVERSATIONS)],
     )
     first = train_sft(_config(run_dir, sft={**SFT, "max_steps": 3}), run_dir)
     second = train_sft(_config(run_dir, sft=SFT), run_dir)
@@ -142,6 +140,31 @@ def test_sft_loss_falls_and_metrics_are_reported(sft_run):
     assert rates[1] == pytest.approx(SFT["learning_rate"])
     assert rates[4] == pytest.approx(SFT["learning_rate"] * 0.5 * (1 + math.cos(math.pi * 3 / 24)))
     assert rates[24] < rates[12] < rates[4]
+
+
+def test_distributed_step_has_the_gradient_of_the_whole_global_batch(sft_run):
+    """2 workers x 2 micro-batches give exactly one process's gradient over the 4 rows of step 1."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from moaa_ray.testing.tiny_models import resolve_model_path
+    from moaa_ray.train.collate import collate, encode_conversation
+    from moaa_ray.train.losses import IGNORE_INDEX, token_logprobs
+    from moaa_ray.train.recipe import plan_steps
+
+    model_dir = resolve_model_path("tiny:llama-a")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    rows = plan_steps(len(CONVERSATIONS), SFT["global_batch_size"], 1, seed=0)[0]
+    examples = [encode_conversation(tokenizer, CONVERSATIONS[i], SFT["max_seq_len"]) for i in rows]
+    batch = collate(examples, tokenizer.pad_token_id, packed=False)
+    logps = token_logprobs(model(**batch.inputs, use_cache=False).logits, batch.targets)
+    loss = -logps.sum() / (batch.targets != IGNORE_INDEX).sum()
+    loss.backward()
+    grad_norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
+    run_dir = sft_run[0]
+    assert _scalars(run_dir, "sft", "loss")[1] == pytest.approx(loss.item(), rel=1e-5)
+    assert _scalars(run_dir, "sft", "grad_norm")[1] == pytest.approx(grad_norm.item(), rel=1e-4)
 
 
 def test_finished_sft_is_skipped_when_run_again(sft_run):

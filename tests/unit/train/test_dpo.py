@@ -80,9 +80,7 @@ def _mean_chosen_logps(model, item) -> float:
     ],
     ids=["precomputed", "frozen-copy", "lora-disabled"],
 )
-def test_reference_stays_the_starting_model_while_the_policy_moves(
-    pairs_dir, train, process_group, tmp_path
-):
+def test_reference_stays_the_starting_model_while_the_policy_moves(pairs_dir, train, process_group):
     spec = _spec(pairs_dir, **train)
     objective = DPOObjective(spec, load_tokenizer(spec))
     engine = FakeEngine(_policy(spec))
