@@ -9,8 +9,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1200)]
 REPO = Path(__file__).resolve().parents[1]
 # A smaller demo: fewer prompts and tokens; every stage still runs.
 SMALL = (
-    "generate.inputs.0.limit=6 generate.inputs.1.limit=1 preferences.inputs.0.limit=4 "
-    "sft.max_steps=4 dpo.max_steps=4"
+    "generate.inputs.0.limit=6 generate.inputs.1.limit=1 sft.global_batch_size=4 sft.max_steps=2 "
+    "preferences.inputs.0.limit=4 dpo.global_batch_size=2 dpo.max_steps=2"
 )
 
 

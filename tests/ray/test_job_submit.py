@@ -69,7 +69,11 @@ def test_generate_job_runs_under_ray_job_submit(head_node, tmp_path):
         "--config", "configs/demo.yaml", "--run-dir", str(run_dir),
         "generate.inputs.0.limit=3", "generate.inputs.1.limit=0", "generate.sampling.max_new_tokens=4",
     ]  # fmt: skip
-    out = subprocess.run(submit, cwd=REPO, env=env, capture_output=True, text=True, timeout=280)
+    for _ in range(10):  # the head's job agent comes up a little after the dashboard
+        out = subprocess.run(submit, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+        if "No available agent" not in out.stderr:
+            break
+        time.sleep(3)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in out.stdout + out.stderr
     manifest = json.loads((run_dir / "manifest.json").read_text())
