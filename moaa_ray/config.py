@@ -316,6 +316,15 @@ class TrainConfig(_Section):
             )
         return value
 
+    @model_validator(mode="after")
+    def _batch_covers_workers(self) -> TrainConfig:
+        if self.global_batch_size < self.num_workers[1]:
+            raise ValueError(
+                f"global_batch_size={self.global_batch_size} gives some of the up to "
+                f"{self.num_workers[1]} workers no rows: raise it or lower num_workers"
+            )
+        return self
+
     @field_validator("offload")
     @classmethod
     def _offload_needs_zero(cls, value: bool, info) -> bool:
@@ -451,7 +460,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> MoaaCon
 
 def _source(key: str, sources: dict[str, str], path: Path) -> str:
     for override_key, source in sources.items():
-        if key == override_key or key.startswith(override_key + "."):
+        related = key.startswith(override_key + ".") or override_key.startswith(key + ".")
+        if key == override_key or related:
             return source
     return str(path)
 

@@ -7,10 +7,10 @@ import pytest
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[1]
-# A smaller demo: fewer prompts and tokens; every stage still runs.
+# A smaller demo with two rounds of sample/judge/DPO, each on its own slice of the prompts.
 SMALL = (
     "generate.inputs.0.limit=6 generate.inputs.1.limit=1 sft.global_batch_size=4 sft.max_steps=2 "
-    "preferences.inputs.0.limit=4 dpo.global_batch_size=2 dpo.max_steps=2"
+    "iterations=2 preferences.inputs.0.limit=8 dpo.global_batch_size=2 dpo.max_steps=2"
 )
 
 
@@ -25,3 +25,9 @@ def test_notebooks_run_on_demo_outputs(tmp_path, monkeypatch):
         assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
         NotebookClient(notebook, timeout=900, resources={"metadata": {"path": str(REPO)}}).execute()
     assert (tmp_path / "run" / "eval" / "results.json").exists()
+    from moaa_ray.pipeline.runs import RunDir
+
+    rounds = [tmp_path / "run" / f"round-{r}" for r in (1, 2)]
+    ids = [set(RunDir(r).stage("preferences").read().column("row_id").to_pylist()) for r in rounds]
+    assert ids[0] and ids[1] and not ids[0] & ids[1]  # fresh prompts each round
+    assert (rounds[1] / "dpo_model" / "config.json").exists()

