@@ -13,4 +13,4 @@ export VLLM_CPU_KVCACHE_SPACE=1
 .venv/bin/ruff format --check moaa_ray jobs tests benchmarks
 .venv/bin/mypy
 .venv-vllm/bin/python -m pytest tests/vllm -m vllm -q -p no:cacheprovider
-.venv/bin/pytest tests -m "not vllm" -q -p no:cacheprovider "$@"
+.venv/bin/pytest tests --ignore=tests/vllm -q -p no:cacheprovider "$@"
