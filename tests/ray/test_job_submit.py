@@ -36,6 +36,10 @@ def head_node():
         str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
         "--dashboard-host=127.0.0.1", f"--port={gcs}", f"--dashboard-port={dashboard}",
         "--num-cpus=8", f"--temp-dir={temp_dir}",
+        # The session's other local cluster holds the default agent ports: pick free ones.
+        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
     ]  # fmt: skip
     head = subprocess.Popen(start, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dashboard}"
