@@ -25,7 +25,7 @@ STAGES = {
     ),
     "run": (
         "the whole pipeline: MoA SFT data, SFT, rounds of sample/judge/DPO, evaluation",
-        "moaa_ray.pipeline.moaa_pipeline:run_pipeline",
+        "moaa_ray.orchestrator:run_pipeline",
     ),
     "train-sft": (
         "fine-tune the target model on the MoA dataset (Ray Train + DeepSpeed)",
@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         stage = sub.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("--config", required=True, help="YAML config file")
         stage.add_argument("--run-dir", help="run directory (default: run_dir from the config)")
+        stage.add_argument(
+            "--fresh",
+            action="store_true",
+            help="redo stages whose config, models or inputs changed since they ran, moving their "
+            "earlier outputs to <run_dir>/superseded/ (without it such a rerun is refused)",
+        )
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     _add_serve_parser(sub)
     return parser
@@ -101,8 +107,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_ERROR = 1  # the stage failed (engine, cluster, stall); the message says why
+EXIT_USAGE = 2  # bad config, changed fingerprint without --fresh, run directory in use
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, load the config, run the stage and print its summary as JSON."""
+    """Parse arguments, load the config, run the stage and print its summary as JSON.
+
+    Returns:
+        0 when every row was written; 3 when rows failed (rerun to retry them); 4 when there was
+        work and nothing was written; 2 for usage errors; 1 when the stage failed.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command == "serve":
@@ -114,16 +129,29 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    from moaa_ray.engines.pools import EngineFailure
+    from moaa_ray.runs.rundir import RunLocked
+    from moaa_ray.runs.runner import EXIT_CODES, FingerprintMismatch, StageStalled
+
     run_dir = args.run_dir or config.run_dir
     module, function = STAGES[args.command][1].split(":")
-    summary = getattr(importlib.import_module(module), function)(config, run_dir)
+    try:
+        summary = getattr(importlib.import_module(module), function)(
+            config, run_dir, fresh=args.fresh
+        )
+    except (FingerprintMismatch, RunLocked) as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (EngineFailure, StageStalled, FileNotFoundError) as exc:
+        print(f"{args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     if args.command == "run":
-        from moaa_ray.pipeline.moaa_pipeline import format_summary
+        from moaa_ray.orchestrator import format_summary
 
         print(format_summary(summary))
-        return 0
-    print(json.dumps({"stage": args.command, "run_dir": run_dir, **summary}, indent=2))
-    return 0
+    else:
+        print(json.dumps({"stage": args.command, "run_dir": run_dir, **summary}, indent=2))
+    return EXIT_CODES[summary.get("status", "done")]
 
 
 if __name__ == "__main__":

@@ -32,24 +32,118 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+# Marks a key that changes how a stage runs but not what it writes (replicas, batch sizes, timeouts):
+# a stage's fingerprint leaves it out, so changing it never invalidates finished results.
+OPERATIONAL: dict[str, Any] = {"operational": True}
+
+
+class SimulatedConfig(_Section):
+    """The ``simulated`` engine: a test instrument with no model (orchestration tests, benchmarks).
+
+    It answers after a latency without using CPU, with deterministic text, verdicts and scores, and
+    injects faults.
+    """
+
+    latency_s: float = Field(0.0, ge=0, description="fixed seconds per engine call")
+    latency_per_token_s: float = Field(
+        0.0, ge=0, description="seconds per generated token (the batch's longest answer)"
+    )
+    answer_tokens: int | None = Field(
+        None, ge=1, description="words per answer; None: the call's max_new_tokens"
+    )
+    failure_rate: float = Field(
+        0.0, ge=0, le=1, description="probability that a call raises", json_schema_extra=OPERATIONAL
+    )
+    fail_first_n: int = Field(
+        0,
+        ge=0,
+        description="the first N calls of each replica raise",
+        json_schema_extra=OPERATIONAL,
+    )
+    hang_marker: str | None = Field(
+        None,
+        description="a call with a prompt containing it never returns",
+        json_schema_extra=OPERATIONAL,
+    )
+    crash_after_calls: int | None = Field(
+        None,
+        ge=1,
+        description="the replica's process exits on this call (its restart does not crash again)",
+        json_schema_extra=OPERATIONAL,
+    )
+    poison_marker: str | None = Field(
+        None,
+        description="a call with a prompt containing it raises",
+        json_schema_extra=OPERATIONAL,
+    )
+    seed: int = Field(0, description="varies the deterministic answers")
+
+
 class ModelConfig(_Section):
     """One model and the Ray actor pool that serves it."""
 
     path: str = Field(description="local directory, hub name, or tiny:<name> (built offline)")
-    engine: Literal["hf", "vllm", "openai_http", "hf_reward"] = Field(
-        "hf", description="inference backend; hf_reward: a sequence-classification reward model"
+    engine: Literal["hf", "vllm", "openai_http", "hf_reward", "simulated"] = Field(
+        "hf",
+        description="inference backend; hf_reward: a sequence-classification reward model; "
+        "simulated: no model, for tests and benchmarks",
     )
-    num_replicas: list[int] = Field([1, 1], description="[min, max] actors in the pool")
-    num_gpus: float = Field(0, description="GPUs per actor; for vllm, its tensor-parallel size")
-    num_cpus: float = Field(1, description="CPUs per actor")
-    max_batch_size: int = Field(16, description="conversations per engine call")
+    num_replicas: list[int] = Field(
+        [1, 1], description="[min, max] actors in the pool", json_schema_extra=OPERATIONAL
+    )
+    num_gpus: float = Field(
+        0,
+        description="GPUs per actor; for vllm, its tensor-parallel size",
+        json_schema_extra=OPERATIONAL,
+    )
+    num_cpus: float = Field(1, description="CPUs per actor", json_schema_extra=OPERATIONAL)
+    max_batch_size: int = Field(
+        16, ge=1, description="conversations per engine call", json_schema_extra=OPERATIONAL
+    )
     trust_remote_code: bool = Field(False, description="run code shipped with the model")
     dtype: str = Field("auto", description="torch dtype name; auto = bf16 on GPU, fp32 on CPU")
     engine_kwargs: dict[str, Any] = Field({}, description="passed through to the backend as is")
-    api_base: str | None = Field(None, description="openai_http: endpoint base URL")
-    api_key_env: str | None = Field(None, description="openai_http: env var holding the API key")
-    request_timeout_s: float = Field(600, description="longest wait for one engine call")
-    startup_timeout_s: float = Field(900, description="longest wait for the pool's min actors")
+    api_base: str | None = Field(
+        None, description="openai_http: endpoint base URL", json_schema_extra=OPERATIONAL
+    )
+    api_key_env: str | None = Field(
+        None, description="openai_http: env var holding the API key", json_schema_extra=OPERATIONAL
+    )
+    request_timeout_s: float = Field(
+        600,
+        gt=0,
+        description="longest run of one engine call on its replica (queueing not counted); a "
+        "call past it fails and its replica restarts",
+        json_schema_extra=OPERATIONAL,
+    )
+    startup_timeout_s: float = Field(
+        900,
+        gt=0,
+        description="longest wait for the pool's min actors, at start and after replica loss",
+        json_schema_extra=OPERATIONAL,
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="tries per item (other replicas first, with backoff) before it fails",
+        json_schema_extra=OPERATIONAL,
+    )
+    retry_backoff_s: float = Field(
+        1.0,
+        ge=0,
+        description="delay before a retry; doubles each time",
+        json_schema_extra=OPERATIONAL,
+    )
+    max_restarts: int = Field(
+        -1,
+        ge=-1,
+        description="restarts of a dead engine actor (-1: unbounded; the pool gives up when fewer "
+        "than min replicas are alive for startup_timeout_s)",
+        json_schema_extra=OPERATIONAL,
+    )
+    simulated: SimulatedConfig = Field(
+        SimulatedConfig(), description="settings of the simulated engine"
+    )
 
     @field_validator("num_replicas")
     @classmethod
@@ -100,10 +194,20 @@ class GenerateConfig(_Section):
     num_layers: int = Field(2, ge=2, description="proposer layers + the aggregator layer")
     sampling: SamplingConfig = SamplingConfig()
     aggregate_template: str = Field("aggregate.txt", description="prompts/ file or own path")
-    mode: Literal["streaming", "staged"] = Field(
-        "streaming", description="staged = one model on the cluster at a time"
+    min_references: int | None = Field(
+        None,
+        ge=1,
+        description="fewest previous-layer answers an aggregating layer may use; None: all of them "
+        "(a row with fewer fails and is retried by the next run)",
     )
-    batch_size: int = Field(8, description="rows per Ray Data batch")
+    mode: Literal["streaming", "staged"] = Field(
+        "streaming",
+        description="staged = one model on the cluster at a time",
+        json_schema_extra=OPERATIONAL,
+    )
+    batch_size: int = Field(
+        8, ge=1, description="rows per Ray Data batch", json_schema_extra=OPERATIONAL
+    )
 
 
 class JudgingConfig(_Section):
@@ -159,7 +263,9 @@ class PreferencesConfig(_Section):
     pairing: Literal["round_robin", "anchor"] = Field("round_robin", description="pairs judged")
     ranking: Literal["bradley_terry", "wins"] = Field("bradley_terry", description="sample scores")
     min_margin: float = Field(0.0, ge=0, description="best - worst score must exceed this")
-    batch_size: int = Field(4, ge=1, description="prompts per Ray Data batch")
+    batch_size: int = Field(
+        4, ge=1, description="prompts per Ray Data batch", json_schema_extra=OPERATIONAL
+    )
 
     @model_validator(mode="after")
     def _reward_source_is_complete(self) -> PreferencesConfig:
@@ -213,7 +319,9 @@ class EvaluateConfig(_Section):
         "text", description="parse 'Rating: [[N]]', or the expected grade from P(1..10)"
     )
     bootstrap_rounds: int = Field(100, ge=1, description="resamples for the BT score's 95% CI")
-    batch_size: int = Field(4, ge=1, description="questions per Ray Data batch")
+    batch_size: int = Field(
+        4, ge=1, description="questions per Ray Data batch", json_schema_extra=OPERATIONAL
+    )
 
     @model_validator(mode="after")
     def _baselines_are_defined(self) -> EvaluateConfig:
@@ -239,6 +347,14 @@ class RayConfig(_Section):
 
     address: str | None = Field(None, description="None: $RAY_ADDRESS or a new local cluster")
     num_cpus: int | None = Field(None, description="logical CPUs of a new local cluster")
+    stall_timeout_s: float = Field(
+        1800,
+        gt=0,
+        description="a stage that finishes no batch for this long fails, naming what is pending",
+    )
+    train_start_timeout_s: float = Field(
+        900, gt=0, description="longest wait for Ray Train's workers to be placed"
+    )
 
 
 class LoraConfig(_Section):
@@ -276,18 +392,29 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm; 0 = off")
     num_workers: list[int] = Field(
-        [1, 1], description="[min, max] Ray Train workers; elastic when min < max"
+        [1, 1],
+        description="[min, max] Ray Train workers; elastic when min < max",
+        json_schema_extra=OPERATIONAL,
     )
     gpus_per_worker: float = Field(0, ge=0, description="0: CPU workers (gloo, fp32); else bf16")
-    cpus_per_worker: float = Field(1, gt=0, description="logical CPUs per worker")
+    cpus_per_worker: float = Field(
+        1, gt=0, description="logical CPUs per worker", json_schema_extra=OPERATIONAL
+    )
     zero_stage: Literal[0, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
     offload: bool = Field(False, description="optimizer state (ZeRO-3: also params) in CPU memory")
     lora: LoraConfig | None = Field(None, description="train LoRA adapters, not all weights")
     checkpoint_every_steps: int = Field(
-        100, ge=1, description="checkpoint interval; also at the end"
+        100,
+        ge=1,
+        description="checkpoint interval; also at the end",
+        json_schema_extra=OPERATIONAL,
     )
-    num_checkpoints_to_keep: int = Field(2, ge=1, description="older checkpoints are deleted")
-    max_failures: int = Field(3, ge=0, description="worker failures survived by resuming")
+    num_checkpoints_to_keep: int = Field(
+        2, ge=1, description="older checkpoints are deleted", json_schema_extra=OPERATIONAL
+    )
+    max_failures: int = Field(
+        3, ge=0, description="worker failures survived by resuming", json_schema_extra=OPERATIONAL
+    )
     seed: int = Field(0, description="data order and initialization seed")
 
     @field_validator("learning_rate", "weight_decay", mode="before")

@@ -8,9 +8,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A row a stage did not write, and why; one line of ``<stage>/rejects.jsonl``.
+
+    ``failed`` marks an engine failure that outlived its retries: not data about the row, so the
+    next run of the same command tries the row again. Other rejects (bad input, unusable output)
+    stay rejected.
+    """
+
+    source: str
+    index: int
+    reason: str
+    row_id: str | None = None
+    failed: bool = False
+
+
+def mark_failed(state: dict, reason: str) -> None:
+    """Mark a row state whose engine call failed after its retries (``error`` and ``failed``).
+
+    Later steps skip it (``error`` is set), and the stage writes it as a failed :class:`Reject`,
+    never as data: no made-up score, verdict or reference stands in for the missing answer.
+    """
+    state["error"] = state.get("error") or reason
+    state["failed"] = True
 
 
 class RowError(ValueError):

@@ -25,7 +25,7 @@ def test_notebooks_run_on_demo_outputs(tmp_path, monkeypatch):
         assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
         NotebookClient(notebook, timeout=900, resources={"metadata": {"path": str(REPO)}}).execute()
     assert (tmp_path / "run" / "eval" / "results.json").exists()
-    from moaa_ray.pipeline.runs import RunDir
+    from moaa_ray.runs.rundir import RunDir
 
     rounds = [tmp_path / "run" / f"round-{r}" for r in (1, 2)]
     ids = [set(RunDir(r).stage("preferences").read().column("row_id").to_pylist()) for r in rounds]

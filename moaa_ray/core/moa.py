@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from moaa_ray.core.templates import render_template
+from moaa_ray.records import mark_failed
+
+EMPTY_OUTPUT = "empty output"  # the model answered with nothing: an answer, not a failed call
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def record_output(
 ) -> None:
     """Store one model's answer (or its failure) for a turn, layer and slot; empty text is a failure."""
     if content is not None and not content.strip():
-        content, error = None, "empty output"
+        content, error = None, EMPTY_OUTPUT
     state["outputs"].append(
         {
             "turn": turn,
@@ -127,31 +130,73 @@ def with_references(
     return [{"role": "system", "content": instruction}] + context
 
 
+def is_failed_call(output: dict) -> bool:
+    """Whether a recorded output is an engine call that failed (not an empty answer)."""
+    return output["content"] is None and output["error"] != EMPTY_OUTPUT
+
+
 def layer_requests(
-    state: dict, plan: LayerPlan, turn: int, layer: int, template: str
+    state: dict,
+    plan: LayerPlan,
+    turn: int,
+    layer: int,
+    template: str,
+    min_references: int | None = None,
 ) -> list[tuple[int, str, list[dict[str, str]]]]:
     """The (slot, model, conversation) calls one layer makes for one turn of a row.
 
-    Returns an empty list when the row has no such turn or already failed. Marks the row failed when
-    every reference of the previous layer failed, since an aggregator without references is no MoA.
+    Args:
+        state: the row's state.
+        plan: the MoA plan.
+        turn: the target turn (0-based).
+        layer: the layer (0-based).
+        template: the aggregate-and-synthesize template.
+        min_references: fewest previous-layer answers an aggregating layer may use; None: a failed
+            previous-layer call fails the row (empty answers are dropped and counted).
+
+    Returns:
+        The calls; none when the row has no such turn or already failed. The row is marked failed
+        (retried by the next run) when failed calls leave too few references, and rejected when
+        the previous layer's answers are all empty, since an aggregator without references is no MoA.
     """
     if state["error"] is not None or turn >= len(state["targets"]):
         return []
-    context = turn_context(state, turn, last_layer=len(plan.layers) - 1)
+    last = len(plan.layers) - 1
+    if turn > 0 and any(is_failed_call(o) for o in layer_outputs(state, turn - 1, last)):
+        mark_failed(state, f"turn {turn - 1}: the aggregator's call failed")
+        return []
+    context = turn_context(state, turn, last_layer=last)
     if context is None:
         state["error"] = f"turn {turn - 1}: the aggregator gave no answer"
         return []
     if layer > 0:
-        references = [o["content"] for o in layer_outputs(state, turn, layer - 1) if o["content"]]
-        if not references:
-            state["error"] = f"turn {turn} layer {layer + 1}: every previous-layer answer failed"
+        previous = layer_outputs(state, turn, layer - 1)
+        references = [o["content"] for o in previous if o["content"]]
+        failed = [o for o in previous if is_failed_call(o)]
+        needed = len(previous) if min_references is None else min_references
+        if failed and len(references) < needed:
+            mark_failed(
+                state,
+                f"turn {turn} layer {layer + 1}: {len(failed)} of {len(previous)} previous-layer "
+                f"calls failed ({failed[0]['error']})",
+            )
+            return []
+        if len(references) < max(1, min_references or 1):
+            state["error"] = (
+                f"turn {turn} layer {layer + 1}: {len(references)} usable previous-layer answers"
+            )
             return []
         context = with_references(context, references, template)
     return [(slot, model, context) for slot, model in enumerate(plan.layers[layer])]
 
 
 def finish_row(state: dict, plan: LayerPlan) -> dict:
-    """The SFT record of a completed row (or raise ``ValueError`` with the reason it failed)."""
+    """The SFT record of a completed row.
+
+    Raises:
+        ValueError: the row has no answer, with the reason; ``state["failed"]`` is set when an engine
+            call failed (the next run retries the row) rather than the model answering nothing.
+    """
     if state["error"] is not None:
         raise ValueError(state["error"])
     last = len(plan.layers) - 1
@@ -160,6 +205,8 @@ def finish_row(state: dict, plan: LayerPlan) -> dict:
         final = layer_outputs(state, turn, last)
         if not final or final[0]["content"] is None:
             error = final[0]["error"] if final else "not generated"
+            if final and is_failed_call(final[0]):
+                mark_failed(state, f"turn {turn}: aggregator call failed: {error}")
             raise ValueError(f"turn {turn}: aggregator failed: {error}")
         answer = {"role": "assistant", "content": final[0]["content"]}
         if position < len(messages):

@@ -57,4 +57,8 @@ def build_engine(config: ModelConfig) -> Engine:
         from moaa_ray.engines.openai_http import OpenAIHTTPEngine
 
         return OpenAIHTTPEngine(config)
+    if config.engine == "simulated":
+        from moaa_ray.engines.simulated import SimulatedEngine
+
+        return SimulatedEngine(config)
     raise ValueError(f"unknown engine {config.engine!r}")

@@ -18,11 +18,11 @@ import hashlib
 import json
 import logging
 import math
-import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
-from moaa_ray.config import BenchmarkConfig, EvaluateConfig, InputConfig, MoaaConfig, dump_config
+from moaa_ray.config import BenchmarkConfig, EvaluateConfig, InputConfig, MoaaConfig
 from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, pair_comparisons
 from moaa_ray.core.winrates import (
     bootstrap_ci,
@@ -31,20 +31,21 @@ from moaa_ray.core.winrates import (
     mt_bench_summary,
     win_tie_loss,
 )
+from moaa_ray.engines.pools import PoolSet
 from moaa_ray.eval.benchmarks import detect_format, load_eval_questions
-from moaa_ray.pipeline.cluster import connect
 from moaa_ray.pipeline.evaluation_steps import (
     PAIR,
     AnswerStep,
     GradeStep,
     new_question_state,
 )
-from moaa_ray.pipeline.inputs import Reject, fingerprint_input
-from moaa_ray.pipeline.pools import start_pool, stop_pool
+from moaa_ray.pipeline.inputs import fingerprint_input
 from moaa_ray.pipeline.preference_stage import audit_row, judging_steps
-from moaa_ray.pipeline.runs import RunDir, StageDir
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
-from moaa_ray.records import judgment_schema
+from moaa_ray.records import Reject, judgment_schema
+from moaa_ray.runs.fingerprint import config_identity, models_identity
+from moaa_ray.runs.rundir import RunDir, StageDir
+from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
 logger = logging.getLogger(__name__)
 
@@ -55,83 +56,98 @@ _STATE_COLUMNS = (
 )  # fmt: skip
 
 
-def evaluate(config: MoaaConfig, run_dir: str | Path, stage_name: str = "eval") -> dict:
+def evaluate(
+    config: MoaaConfig, run_dir: str | Path, stage_name: str = "eval", fresh: bool = False
+) -> dict:
     """Answer, judge and grade every benchmark question, and write ``results.json``; a rerun resumes.
 
     Args:
         config: the run's config; needs an ``evaluate`` section.
         run_dir: the run directory.
         stage_name: the stage's folder and manifest entry.
+        fresh: if the evaluated model, judges, config or benchmark files changed, move the earlier
+            results aside and start over (otherwise such a rerun is refused).
 
     Returns:
-        ``{"benchmarks": {name: results}, "rows_failed", "seconds"}``, as in ``results.json``.
+        The runner's summary plus ``benchmarks``: ``{name: results}``, as in ``results.json``.
     """
-    ev = _require_section(config)
-    started = time.monotonic()
-    # 1. Open the run directory and read the questions; those without a baseline answer are skipped.
-    run = RunDir(run_dir)
-    inputs = {
-        f"{stage_name}.benchmarks.{b.key()}": fingerprint_input(InputConfig(path=b.path))
-        for b in ev.benchmarks
-    }
-    run.record_start(dump_config(config), inputs)
-    stage = run.stage(stage_name)
-    audit = StageDir(stage.path / "judgments")
-    states, skipped = _question_states(ev)
-    # 2. Resume: skip questions already written.
-    done = stage.done_ids()
-    todo = [s for s in states if s["row_id"] not in done]
-    logger.info(
-        "%d questions (%d without a baseline answer skipped), %d already judged, %d to do",
-        len(states) + sum(skipped.values()),
-        sum(skipped.values()),
-        len(done),
-        len(todo),
-    )
-    run.update_stage(
-        stage_name, status="running", rows_total=len(states), rows_done_before=len(done)
-    )
-    # 3. Stream the questions through answering, the judges, the aggregator judge and the grader.
-    rejects: list[Reject] = []
-    if todo:
-        connect(config)
-        pools = {name: start_pool(name, config.models[name]) for name in _models(ev, todo)}
-        try:
-            for batch in stream_states(todo, _steps(ev, pools, todo), ev.batch_size):
-                _write_batch(batch, ev, stage, audit, rejects)
-        finally:
-            for pool in pools.values():
-                stop_pool(pool)
-    # 4. Results over every question written, per benchmark; rejects and status.
-    stage.write_rejects(rejects)
-    table = stage.read()
-    wanted = {s["row_id"] for s in states}
-    rows = [r for r in (table.to_pylist() if table is not None else []) if r["row_id"] in wanted]
-    results = {
-        bench.key(): benchmark_results(
-            [r for r in rows if r["benchmark"] == bench.key()],
-            ev.model,
-            baseline_name(ev, bench),
-            skipped[bench.key()],
-            ev.bootstrap_rounds,
-            seed=ev.sampling.seed,
-        )
-        for bench in ev.benchmarks
-    }
-    summary = {
-        "benchmarks": results,
-        "rows_failed": len(rejects),
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    (stage.path / "results.json").write_text(json.dumps(summary, indent=2))
-    run.update_stage(stage_name, status="done" if not rejects else "partial", **summary)
-    return summary
-
-
-def _require_section(config: MoaaConfig) -> EvaluateConfig:
     if config.evaluate is None:
         raise ValueError("config has no 'evaluate' section")
-    return config.evaluate
+    stage = EvaluationStage(config, config.evaluate, RunDir(run_dir), stage_name)
+    return run_row_stage(stage, config, fresh)
+
+
+class EvaluationStage:
+    """Answering, judging and grading of every benchmark question that has a baseline."""
+
+    def __init__(self, config: MoaaConfig, ev: EvaluateConfig, run: RunDir, name: str):
+        self.config, self.ev, self.name = config, ev, name
+        self.stage = run.stage(name)
+        self.audit = StageDir(self.stage.path / "judgments")
+        self.skipped: Counter = Counter()
+        self.wanted: set[str] = set()
+
+    def fingerprint(self) -> dict:
+        """The evaluate section, every model it names, and the benchmark files' content."""
+        ev = self.ev
+        roles = [ev.model, ev.baseline_model, *ev.judging.models(), _grader(ev)]
+        files = {
+            f"benchmarks.{b.key()}.{key}": fingerprint_input(InputConfig(path=path))
+            for b in ev.benchmarks
+            for key, path in (
+                ("questions", b.path),
+                ("references", b.reference_answers_path),
+                ("baseline_answers", b.baseline_answers_path),
+            )
+            if path is not None
+        }
+        return {
+            **config_identity(ev, "evaluate"),
+            **models_identity(self.config.models, [r for r in roles if r is not None]),
+            **files,
+        }
+
+    def load(self) -> tuple[list[dict], list[Reject]]:
+        """Question states; questions without a baseline answer are skipped and counted."""
+        states, self.skipped = _question_states(self.ev)
+        self.wanted = {s["row_id"] for s in states}
+        return states, []
+
+    def done_ids(self) -> set[str]:
+        """Questions already judged."""
+        return self.stage.done_ids()
+
+    def batches(self, todo: list[dict], pools: PoolSet) -> Iterator[list[dict]]:
+        """Answered, judged and graded questions, batch by batch."""
+        steps = _steps(self.ev, pools.start(_models(self.ev, todo)), todo)
+        return stream_states(todo, steps, self.ev.batch_size)
+
+    def write(self, batch: list[dict]) -> BatchOutcome:
+        """Write judged questions and their judgments; failed ones become rejects."""
+        return _write_batch(batch, self.ev, self.stage, self.audit)
+
+    def summarize(self) -> dict:
+        """Results per benchmark over every question written; also saved as ``results.json``."""
+        ev = self.ev
+        table = self.stage.read()
+        rows = [
+            r
+            for r in (table.to_pylist() if table is not None else [])
+            if r["row_id"] in self.wanted
+        ]
+        results = {
+            bench.key(): benchmark_results(
+                [r for r in rows if r["benchmark"] == bench.key()],
+                ev.model,
+                baseline_name(ev, bench),
+                self.skipped[bench.key()],
+                ev.bootstrap_rounds,
+                seed=ev.sampling.seed,
+            )
+            for bench in ev.benchmarks
+        }
+        (self.stage.path / "results.json").write_text(json.dumps({"benchmarks": results}, indent=2))
+        return {"benchmarks": results}
 
 
 def question_row_id(benchmark: str, question_id: str) -> str:
@@ -203,13 +219,14 @@ def _steps(ev: EvaluateConfig, pools: dict, todo: list[dict]) -> list[StreamStep
 
 
 def _write_batch(
-    batch: list[dict], ev: EvaluateConfig, stage: StageDir, audit: StageDir, rejects: list
-) -> None:
+    batch: list[dict], ev: EvaluateConfig, stage: StageDir, audit: StageDir
+) -> BatchOutcome:
     final_judge = AGGREGATOR if ev.judging.aggregator_judge else None
-    rows, judgments = [], []
+    rows, judgments, rejects = [], [], []
     for state in batch:
-        if state["error"]:  # an engine failure while answering: retried by the next run
-            rejects.append(Reject(state["source"], -1, state["error"], state["row_id"]))
+        if state["error"]:  # an engine failure: retried by the next run
+            failed = bool(state.get("failed"))
+            rejects.append(Reject(state["source"], -1, state["error"], state["row_id"], failed))
             continue
         [comparison] = pair_comparisons(state, [PAIR], final_judge)
         stats = judgment_stats(state, [PAIR], final_judge)
@@ -223,6 +240,7 @@ def _write_batch(
         judgments += [audit_row(state, j) for j in state["judgments"]]
     audit.write_shard(judgments, judgment_schema())
     stage.write_shard(rows, question_schema())
+    return BatchOutcome(len(rows), rejects)
 
 
 def question_schema():

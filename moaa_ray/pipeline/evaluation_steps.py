@@ -15,8 +15,9 @@ from moaa_ray.config import SamplingConfig
 from moaa_ray.core.tournament import new_tournament
 from moaa_ray.core.winrates import parse_grade, render_grade_prompt
 from moaa_ray.engines.base import SamplingParams
+from moaa_ray.engines.pools import ModelPool
 from moaa_ray.eval.benchmarks import EvalQuestion
-from moaa_ray.pipeline.pools import ModelPool
+from moaa_ray.records import mark_failed
 
 PAIR = (0, 1)  # samples[0] is the model's answer, samples[1] the baseline's
 GRADE_PREFIX = "Rating: [["
@@ -122,7 +123,7 @@ class AnswerStep:
         for side, (live, refs) in submitted.items():
             for state, completion in zip(live, self.pools[side].collect(refs), strict=True):
                 if completion.output is None:
-                    state["error"] = f"answering failed: {completion.error}"
+                    mark_failed(state, f"answering failed: {completion.error}")
                 else:
                     state[side].append(completion.output[0])
         for state in states:
@@ -158,11 +159,16 @@ class GradeStep:
             )
             pairs = zip(self.pool.collect(first), self.pool.collect(split), strict=True)
             for (state, turn), (grade, ten) in zip(items, pairs, strict=True):
-                score = None if grade.output is None else expected_grade(grade.output, ten.output)
+                if grade.output is None or ten.output is None:
+                    mark_failed(state, f"grading failed: {grade.error or ten.error}")
+                    continue
+                score = expected_grade(grade.output, ten.output)
                 state["grades"].append({"turn": turn + 1, "score": score, "raw": None})
             return
         completions = self.pool.chat(conversations, _params(self.sampling))
         for (state, turn), completion in zip(items, completions, strict=True):
-            text = completion.output[0] if completion.output else None
-            score = parse_grade(text) if text is not None else None
-            state["grades"].append({"turn": turn + 1, "score": score, "raw": text})
+            if completion.output is None:  # a failed call is not an ungradable answer
+                mark_failed(state, f"grading failed: {completion.error}")
+                continue
+            text = completion.output[0]
+            state["grades"].append({"turn": turn + 1, "score": parse_grade(text), "raw": text})

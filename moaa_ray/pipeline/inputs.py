@@ -5,22 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moaa_ray.config import InputConfig
-from moaa_ray.records import RowError, compute_row_id, conversation_from_row
-
-
-@dataclass(frozen=True)
-class Reject:
-    """A row that cannot be used, and why."""
-
-    source: str
-    index: int
-    reason: str
-    row_id: str | None = None
+from moaa_ray.records import Reject, RowError, compute_row_id, conversation_from_row
 
 
 def detect_format(config: InputConfig) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from moaa_ray.config import GenerateConfig
 from moaa_ray.core.moa import LayerPlan, layer_requests, record_output
 from moaa_ray.engines.base import SamplingParams
-from moaa_ray.pipeline.pools import ModelPool
+from moaa_ray.engines.pools import ModelPool
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,12 @@ class LayerStep:
         calls: dict[tuple[str, int], list[tuple[int, list]]] = defaultdict(list)
         for i, state in enumerate(states):
             for slot, model, conversation in layer_requests(
-                state, self.plan, step.turn, step.layer, self.config.aggregate_template
+                state,
+                self.plan,
+                step.turn,
+                step.layer,
+                self.config.aggregate_template,
+                self.config.min_references,
             ):
                 if step.model is None or model == step.model:
                     calls[(model, slot)].append((i, conversation))

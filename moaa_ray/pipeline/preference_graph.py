@@ -22,7 +22,8 @@ from moaa_ray.core.tournament import (
     shown,
 )
 from moaa_ray.engines.base import SamplingParams
-from moaa_ray.pipeline.pools import Completion, ModelPool
+from moaa_ray.engines.pools import Completion, ModelPool
+from moaa_ray.records import mark_failed
 
 VERDICT_PREFIX = "Verdict: "
 
@@ -53,7 +54,7 @@ class SampleStep:
         completions = self.pool.chat([s["prompt"] for s in states], params)
         for state, completion in zip(states, completions, strict=True):
             if completion.output is None:
-                state["error"] = f"sampling failed: {completion.error}"
+                mark_failed(state, f"sampling failed: {completion.error}")
             else:
                 record_samples(state, completion.output)
 
@@ -76,7 +77,10 @@ class CriteriaStep:
         prompts = [render_criteria_prompt(s["prompt"], list(self.criteria), k) for s in live]
         completions = self.pool.chat(prompts, _params(self.judging.sampling))
         for state, completion in zip(live, completions, strict=True):
-            text = completion.output[0] if completion.output else None
+            if completion.output is None:
+                mark_failed(state, f"criteria selection failed: {completion.error}")
+                continue
+            text = completion.output[0]
             names, fell_back = select_criteria_or_default(text, list(self.criteria), k, default)
             state["criteria"] = names
             state["counts"]["criteria_fallback"] += int(fell_back)
@@ -105,8 +109,8 @@ def _call_judges(
 
 
 def _record(state: dict, judge: str, pair, order: str, completion: Completion, mode: str) -> None:
-    if completion.output is None:
-        record_judgment(state, judge, pair, order)  # failed call: an abstain
+    if completion.output is None:  # a failed call is no abstain: the row waits for the next run
+        mark_failed(state, f"judge {judge} failed: {completion.error}")
     elif mode == "logprob":
         record_judgment(state, judge, pair, order, p_a=verdict_from_logprobs(*completion.output))
     else:
@@ -177,12 +181,16 @@ class RewardModelStep:
         completions = self.pool.collect(self.pool.submit("score", items))
         totals: dict[int, list[float]] = {}
         for (state, i, j), completion in zip(owners, completions, strict=True):
+            if completion.output is None:  # never a made-up 0.0 reward
+                mark_failed(state, f"reward model failed: {completion.error}")
+                continue
             rewards = totals.setdefault(id(state), [0.0] * len(state["samples"]))
-            value = completion.output if completion.output is not None else 0.0
-            rewards[i] += value
+            rewards[i] += completion.output
             if j is not None:
-                rewards[j] -= value
+                rewards[j] -= completion.output
         for state in live:
+            if state.get("failed"):
+                continue
             k = len(state["samples"])
             scale = 1 if self.kind == "scalar_rm" else 2 * (k - 1)
             state["rewards"] = [r / scale for r in totals.get(id(state), [0.0] * k)]

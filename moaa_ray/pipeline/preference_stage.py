@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
-from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig, dump_config
+from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig
 from moaa_ray.core.criteria import load_criteria
 from moaa_ray.core.pairing import count_judge_calls
 from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, new_tournament, rank_samples
-from moaa_ray.pipeline.cluster import connect
-from moaa_ray.pipeline.inputs import Reject, fingerprint_input, load_states
-from moaa_ray.pipeline.metrics import count_rows
-from moaa_ray.pipeline.pools import start_pool, stop_pool
+from moaa_ray.engines.pools import PoolSet
+from moaa_ray.metrics import count_rows
+from moaa_ray.pipeline.inputs import fingerprint_input, load_states
 from moaa_ray.pipeline.preference_graph import (
     AggregateStep,
     CriteriaStep,
@@ -30,9 +29,11 @@ from moaa_ray.pipeline.preference_graph import (
     SampleStep,
     pairs_for,
 )
-from moaa_ray.pipeline.runs import RunDir, StageDir
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
-from moaa_ray.records import dropped_schema, judgment_schema, preference_schema
+from moaa_ray.records import Reject, dropped_schema, judgment_schema, preference_schema
+from moaa_ray.runs.fingerprint import config_identity, models_identity
+from moaa_ray.runs.rundir import RunDir, StageDir
+from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
 logger = logging.getLogger(__name__)
 
@@ -43,55 +44,83 @@ def build_preferences(
     stage_name: str = "preferences",
     slice_index: int = 0,
     num_slices: int = 1,
+    fresh: bool = False,
 ) -> dict:
     """Sample K answers per prompt, judge them, and write DPO pairs; a rerun resumes.
 
-    ``slice_index`` of ``num_slices`` picks one contiguous slice of the prompts (iterative DPO takes
-    a fresh slice each round).
+    Args:
+        config: the run's config; needs a ``preferences`` section.
+        run_dir: the run directory.
+        stage_name: the stage's folder and manifest entry.
+        slice_index: which of ``num_slices`` contiguous slices of the prompts to use (iterative
+            DPO takes a fresh slice each round).
+        num_slices: how many slices the prompts are cut into.
+        fresh: if the stage's config, models or inputs changed, move its outputs aside and start
+            over (otherwise such a rerun is refused).
 
     Returns:
-        Run statistics: pairs kept, drops by reason, judge agreement, position-bias and abstain rates.
+        The runner's summary plus pairs kept, drops by reason, judge agreement, position-bias and
+        abstain rates.
     """
-    prefs = _require_section(config)
-    started = time.monotonic()
-    # 1. Open the run directory and read the prompts (bad rows become rejects).
-    run = RunDir(run_dir)
-    inputs = {f"{stage_name}.inputs.{i}": fingerprint_input(c) for i, c in enumerate(prefs.inputs)}
-    run.record_start(dump_config(config), inputs)
-    stage = run.stage(stage_name)
-    dropped, audit = StageDir(stage.path / "dropped"), StageDir(stage.path / "judgments")
-    states, rejects = load_states(prefs.inputs)
-    size = -(-len(states) // num_slices)
-    states = states[slice_index * size : (slice_index + 1) * size]
-    # 2. Resume: skip prompts already kept or dropped.
-    done = stage.done_ids() | dropped.done_ids()
-    todo = [_tournament(s) for s in states if s["row_id"] not in done]
-    run.update_stage(
-        stage_name, status="running", rows_total=len(states), rows_done_before=len(done)
-    )
-    # 3. Stream the prompts through sampling, criteria, judges and the aggregator judge.
-    if todo:
-        connect(config)
-        pools = {name: start_pool(name, config.models[name]) for name in _models(prefs)}
-        try:
-            for batch in stream_states(todo, _steps(prefs, pools), prefs.batch_size):
-                _write_batch(batch, prefs, stage, dropped, audit, rejects)
-        finally:
-            for pool in pools.values():
-                stop_pool(pool)
-    # 4. Statistics over everything the stage has written, rejects, and status.
-    stage.write_rejects(rejects)
-    stats = _stage_stats(stage, dropped, prefs)
-    stats.update(rows_rejected=len(rejects), seconds=round(time.monotonic() - started, 1))
-    (stage.path / "stats.json").write_text(json.dumps(stats, indent=2))
-    run.update_stage(stage_name, status="done", **stats)
-    return stats
-
-
-def _require_section(config: MoaaConfig) -> PreferencesConfig:
     if config.preferences is None:
         raise ValueError("config has no 'preferences' section")
-    return config.preferences
+    stage = PreferenceStage(
+        config, config.preferences, RunDir(run_dir), stage_name, (slice_index, num_slices)
+    )
+    return run_row_stage(stage, config, fresh)
+
+
+class PreferenceStage:
+    """Sampling, criteria, judges and the aggregator judge (or a reward model) over the prompts."""
+
+    def __init__(
+        self,
+        config: MoaaConfig,
+        prefs: PreferencesConfig,
+        run: RunDir,
+        name: str,
+        prompt_slice: tuple[int, int],
+    ):
+        self.config, self.prefs, self.name = config, prefs, name
+        self.prompt_slice = prompt_slice
+        self.stage = run.stage(name)
+        self.dropped = StageDir(self.stage.path / "dropped")
+        self.audit = StageDir(self.stage.path / "judgments")
+
+    def fingerprint(self) -> dict:
+        """The preferences section, its models, its input files and the prompt slice."""
+        return {
+            **config_identity(self.prefs, "preferences"),
+            **models_identity(self.config.models, _models(self.prefs)),
+            **{f"inputs.{i}": fingerprint_input(c) for i, c in enumerate(self.prefs.inputs)},
+            "prompt_slice": list(self.prompt_slice),
+        }
+
+    def load(self) -> tuple[list[dict], list[Reject]]:
+        """This round's slice of the prompts as tournaments; bad rows become rejects."""
+        states, rejects = load_states(self.prefs.inputs)
+        index, count = self.prompt_slice
+        size = -(-len(states) // count)
+        return [_tournament(s) for s in states[index * size : (index + 1) * size]], rejects
+
+    def done_ids(self) -> set[str]:
+        """Prompts already kept or dropped."""
+        return self.stage.done_ids() | self.dropped.done_ids()
+
+    def batches(self, todo: list[dict], pools: PoolSet) -> Iterator[list[dict]]:
+        """Judged tournaments, batch by batch."""
+        steps = _steps(self.prefs, pools.start(_models(self.prefs)))
+        return stream_states(todo, steps, self.prefs.batch_size)
+
+    def write(self, batch: list[dict]) -> BatchOutcome:
+        """Write kept pairs, dropped prompts and the judgment audit."""
+        return _write_batch(batch, self.prefs, self.stage, self.dropped, self.audit)
+
+    def summarize(self) -> dict:
+        """Statistics over everything the stage has written; also saved as ``stats.json``."""
+        stats = _stage_stats(self.stage, self.dropped, self.prefs)
+        (self.stage.path / "stats.json").write_text(json.dumps(stats, indent=2))
+        return stats
 
 
 def _tournament(state: dict) -> dict:
@@ -134,15 +163,13 @@ def judging_steps(pools: dict, judging: JudgingConfig, pairing: str) -> list[Str
     return steps
 
 
-def _write_batch(
-    batch, prefs, stage: StageDir, dropped: StageDir, audit: StageDir, rejects
-) -> None:
-    kept, drops, judgments = [], [], []
+def _write_batch(batch, prefs, stage: StageDir, dropped: StageDir, audit: StageDir) -> BatchOutcome:
+    kept, drops, judgments, rejects = [], [], [], []
     final_judge = AGGREGATOR if prefs.judging and prefs.judging.aggregator_judge else None
     for state in batch:
-        if state["error"] and state["error"].startswith("sampling failed"):
-            rejects.append(Reject(state["source"], -1, state["error"], state["row_id"]))
-            continue  # an engine failure: retried by the next run
+        if state.get("failed"):  # an engine failure: retried by the next run
+            rejects.append(Reject(state["source"], -1, state["error"], state["row_id"], True))
+            continue
         pairs = pairs_for(state, prefs.pairing)
         stats = json.dumps(judgment_stats(state, pairs, final_judge) | state["counts"])
         if state["error"]:
@@ -172,7 +199,8 @@ def _write_batch(
     audit.write_shard(judgments, judgment_schema())
     dropped.write_shard(drops, dropped_schema())
     stage.write_shard(kept, preference_schema())
-    count_rows(stage.path.name, written=len(kept), dropped=len(drops))
+    count_rows(stage.path.name, written=len(kept), dropped=len(drops), rejected=len(rejects))
+    return BatchOutcome(len(kept) + len(drops), rejects)
 
 
 def audit_row(state: dict, judgment: dict) -> dict:

@@ -3,6 +3,9 @@
 A step is a picklable callable that updates a batch of states in place (it calls model pools); every
 step becomes one Ray Data operator, so with streaming execution all pools work at once. States travel
 as JSON strings, which keeps Arrow schemas stable however many samples or judgments a row has.
+
+Steps only wait on engine actors, so their tasks reserve no CPU: an engine actor can hold every CPU
+of the cluster (2 cores, four 0.5-CPU tiny models) and the steps still run.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import ray
-
-STEP_NUM_CPUS = 0.1  # steps only wait on engine actors
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ def stream_states(
             _batch_function(step),
             batch_size=batch_size,
             batch_format="numpy",
-            num_cpus=STEP_NUM_CPUS,
-            concurrency=max(1, step.concurrency),
+            num_cpus=0,
+            compute=ray.data.TaskPoolStrategy(size=max(1, step.concurrency)),
         )
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
         yield [json.loads(s) for s in batch["state"]]

@@ -165,8 +165,11 @@ def _dpo_worker(loop_config: dict) -> None:
     train_worker(loop_config["spec"], DPOObjective)
 
 
-def train_dpo(config: MoaaConfig, run_dir: str | Path) -> dict:
+def train_dpo(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -> dict:
     """DPO on ``<run_dir>/preferences`` from ``dpo.model`` or ``<run_dir>/sft_model``.
+
+    ``fresh``: if the section, the starting model or the pairs changed, move the earlier checkpoints
+    (with their reference log-probs) and model aside and train again (otherwise refused).
 
     The model is saved to ``<run_dir>/dpo_model``.
 
@@ -185,4 +188,4 @@ def train_dpo(config: MoaaConfig, run_dir: str | Path) -> dict:
             raise FileNotFoundError(f"{sft_model} does not exist: run train-sft or set dpo.model")
         trust = config.models[config.sft.model].trust_remote_code if config.sft else False
         start = (str(sft_model), trust)
-    return run_training(STAGE, config, run_dir, config.dpo, start, INPUT_STAGE, _dpo_worker)
+    return run_training(STAGE, config, run_dir, config.dpo, start, INPUT_STAGE, _dpo_worker, fresh)

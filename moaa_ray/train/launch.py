@@ -1,8 +1,9 @@
 """The driver side of a training stage: one Ray Train ``TorchTrainer`` run, its manifest entry, a summary.
 
 Checkpoints live under ``<run_dir>/<stage>/`` (Ray Train's ``storage_path`` and ``name``); running the
-same command again resumes from the latest of them. A stage recorded as done with the same section and
-a saved model is skipped.
+same command again resumes from the latest of them. The stage's fingerprint covers its section, the
+starting weights and the training data, so a stage recorded as done with the same fingerprint is
+skipped, and checkpoints of another fingerprint (e.g. the pairs changed) are never resumed.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from moaa_ray.config import DPOConfig, MoaaConfig, SFTConfig, dump_config
-from moaa_ray.pipeline.cluster import connect
-from moaa_ray.pipeline.runs import RunDir, StageDir
+from moaa_ray.runs.cluster import connect
+from moaa_ray.runs.fingerprint import config_identity, digest_path
+from moaa_ray.runs.rundir import RunDir, StageDir
+from moaa_ray.runs.runner import stage_run
 from moaa_ray.train.recipe import plan_steps
 from moaa_ray.train.worker import WorkerSpec
 
@@ -39,6 +42,7 @@ def run_training(
     model: tuple[str, bool],
     data_stage: str,
     train_fn: Any,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Train one stage with Ray Train and record it in the run manifest.
 
@@ -50,66 +54,96 @@ def run_training(
         model: ``(path, trust_remote_code)`` of the starting weights (local, hub or ``tiny:``).
         data_stage: the run's stage folder read when ``section.data_path`` is None.
         train_fn: the per-worker function, called with ``{"spec": WorkerSpec}``.
+        fresh: if the section, starting weights or data changed, move the earlier checkpoints and
+            model aside and train again (otherwise such a rerun is refused).
 
     Returns:
         ``steps``, ``final_loss``, ``metrics`` (the last step's), ``model_path``, ``checkpoint``,
-        ``seconds``; or the recorded summary plus ``skipped: True``.
+        ``seconds``, ``status``; or the recorded summary plus ``skipped: True``.
     """
     started = time.monotonic()
     root = Path(run_dir).resolve()
     run = RunDir(root)
     output_dir = root / f"{stage}_model"
-    plan = section.model_dump(mode="json")
-    # 1. Skip a stage that already finished with this very section.
-    previous = run.stage_status(stage)
-    if previous.get("status") == "done" and previous.get("config") == plan and output_dir.is_dir():
-        logger.info("%s is done (%s); delete it to train again", stage, output_dir)
-        return {**previous, "skipped": True}
-    # 2. Check the data against the batch plan before any worker starts. Workers run in their own
-    # directories, so local paths go to them absolute.
+    # Workers run in their own directories, so local paths go to them absolute.
     data_path = (
         str(Path(section.data_path).resolve()) if section.data_path else str(root / data_stage)
     )
     model_path = str(Path(model[0]).resolve()) if Path(model[0]).exists() else model[0]
-    total_steps = len(
-        plan_steps(
-            count_rows(data_path),
-            section.global_batch_size,
-            section.num_epochs,
-            section.seed,
-            section.max_steps,
-        )
-    )
-    run.record_start(dump_config(config))
-    run.update_stage(stage, status="running", config=plan, steps_total=total_steps)
-    # 3. Train; Ray Train restarts failed workers from the last checkpoint.
-    spec = WorkerSpec(
-        stage=stage,
-        train=section,
-        model_path=model_path,
-        trust_remote_code=model[1],
-        data_path=data_path,
-        output_dir=str(output_dir),
-        log_dir=str(root / "tensorboard" / stage),
-    )
-    connect(config)
-    try:
-        result = _build_trainer(train_fn, spec, root).fit()
-    except Exception as exc:
-        run.update_stage(stage, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-    # 4. Record the outcome.
-    metrics = dict(result.metrics or {})
-    summary = {
-        "steps": metrics.get("step"),
-        "final_loss": metrics.get("loss"),
-        "metrics": metrics,
-        "model_path": str(output_dir),
-        "checkpoint": result.checkpoint.path if result.checkpoint else None,
-        "seconds": round(time.monotonic() - started, 1),
+    fingerprint = {
+        **config_identity(section, stage),
+        "model.path": model_path,
+        "model.content": digest_path(model_path),
+        "data.content": digest_path(data_path),
     }
-    run.update_stage(stage, status="done", **summary)
-    return summary
+    outputs = [root / stage, output_dir, root / "tensorboard" / stage]
+    # 1. Skip a stage that already finished with this very fingerprint.
+    previous = run.stage_status(stage)
+    done = previous.get("status") == "done" and previous.get("fingerprint") == fingerprint
+    if done and output_dir.is_dir():
+        logger.info("%s is done (%s); nothing to do", stage, output_dir)
+        return {**previous, "skipped": True}
+    with stage_run(run, stage, fingerprint, outputs, fresh) as record:
+        # 2. Check the data against the batch plan before any worker starts.
+        total_steps = len(
+            plan_steps(
+                count_rows(data_path),
+                section.global_batch_size,
+                section.num_epochs,
+                section.seed,
+                section.max_steps,
+            )
+        )
+        run.record_start(dump_config(config))
+        record.update(steps_total=total_steps)
+        # 3. Train; Ray Train restarts failed workers from the last checkpoint.
+        spec = WorkerSpec(
+            stage=stage,
+            train=section,
+            model_path=model_path,
+            trust_remote_code=model[1],
+            data_path=data_path,
+            output_dir=str(output_dir),
+            log_dir=str(root / "tensorboard" / stage),
+        )
+        connect(config)
+        wait_for_workers(section, config.ray.train_start_timeout_s)
+        result = _build_trainer(train_fn, spec, root).fit()
+        # 4. Record the outcome.
+        metrics = dict(result.metrics or {})
+        summary = {
+            "steps": metrics.get("step"),
+            "final_loss": metrics.get("loss"),
+            "metrics": metrics,
+            "model_path": str(output_dir),
+            "checkpoint": result.checkpoint.path if result.checkpoint else None,
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        return record.finish(summary, todo=0, written=0, failed=0)
+
+
+def wait_for_workers(section: SFTConfig | DPOConfig, timeout_s: float) -> None:
+    """Wait until the cluster holds the minimum workers' resources (an autoscaler may add nodes).
+
+    Raises:
+        RuntimeError: the resources did not appear within ``timeout_s``; names what is missing.
+    """
+    import ray
+
+    low = section.num_workers[0]
+    needed = {"CPU": section.cpus_per_worker * low, "GPU": section.gpus_per_worker * low}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        have = ray.cluster_resources()
+        missing = {k: v for k, v in needed.items() if v and have.get(k, 0) < v}
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"Ray Train needs {needed} for {low} workers; the cluster has {have} after "
+                f"ray.train_start_timeout_s={timeout_s:g}"
+            )
+        time.sleep(5)
 
 
 def _build_trainer(train_fn: Any, spec: WorkerSpec, root: Path):

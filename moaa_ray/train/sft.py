@@ -57,8 +57,11 @@ def _sft_worker(loop_config: dict) -> None:
     train_worker(loop_config["spec"], SFTObjective)
 
 
-def train_sft(config: MoaaConfig, run_dir: str | Path) -> dict:
+def train_sft(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -> dict:
     """Fine-tune ``sft.model`` on ``<run_dir>/sft_data`` and save it to ``<run_dir>/sft_model``.
+
+    ``fresh``: if the section, the starting model or the data changed, move the earlier checkpoints
+    and model aside and train again (otherwise such a rerun is refused).
 
     Returns:
         Steps, final loss, the last step's metrics, model path, checkpoint, seconds.
@@ -74,4 +77,5 @@ def train_sft(config: MoaaConfig, run_dir: str | Path) -> dict:
         (model.path, model.trust_remote_code),
         INPUT_STAGE,
         _sft_worker,
+        fresh,
     )

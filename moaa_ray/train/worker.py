@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from moaa_ray.config import DPOConfig, SFTConfig
-from moaa_ray.pipeline.runs import StageDir
+from moaa_ray.runs.rundir import StageDir
 from moaa_ray.testing.tiny_models import resolve_model_path
 from moaa_ray.train.checkpoints import restore_checkpoint, save_checkpoint, save_hf_model
 from moaa_ray.train.recipe import (

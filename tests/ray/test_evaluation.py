@@ -8,7 +8,7 @@ import yaml
 
 from moaa_ray.config import load_config
 from moaa_ray.pipeline.evaluation import evaluate
-from moaa_ray.pipeline.runs import RunDir
+from moaa_ray.runs.rundir import RunDir
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

@@ -52,11 +52,12 @@ def test_references_create_a_system_message_when_none_exists():
     assert out[0]["role"] == "system" and "1. r" in out[0]["content"]
 
 
-def run_layers(state, plan, answer):
+def run_layers(state, plan, answer, min_references=None):
     """Drive a state through every turn and layer with a fake answer function."""
     for turn in range(len(state["targets"])):
         for layer in range(len(plan.layers)):
-            for slot, model, conversation in layer_requests(state, plan, turn, layer, TEMPLATE):
+            requests = layer_requests(state, plan, turn, layer, TEMPLATE, min_references)
+            for slot, model, conversation in requests:
                 text, error = answer(turn, layer, slot, model, conversation)
                 record_output(state, turn, layer, slot, model, text, error)
 
@@ -87,7 +88,23 @@ def test_multi_turn_context_uses_earlier_regenerated_turns():
     )
 
 
-def test_failed_and_empty_proposals_are_dropped_from_references_and_counted():
+def test_a_failed_proposer_call_fails_the_row_for_a_retry_by_default():
+    plan = plan_layers(["p1", "p2"], "agg", 2)
+    state = new_state("id", [{"role": "user", "content": "Q"}], "src")
+    called = []
+
+    def answer(turn, layer, slot, model, conversation):
+        called.append(layer)
+        return ("good", None) if model == "p1" else (None, "timeout")
+
+    run_layers(state, plan, answer)
+    assert 1 not in called  # the aggregator never sees a reduced set of references
+    assert state["failed"]
+    with pytest.raises(ValueError, match="1 of 2 previous-layer calls failed"):
+        finish_row(state, plan)
+
+
+def test_min_references_allows_an_answer_with_fewer_references_and_counts_the_drops():
     plan = plan_layers(["p1", "p2", "p3"], "agg", 2)
     state = new_state("id", [{"role": "user", "content": "Q"}], "src")
     aggregator_prompts = []
@@ -98,18 +115,36 @@ def test_failed_and_empty_proposals_are_dropped_from_references_and_counted():
             return "final", None
         return {"p1": ("good", None), "p2": (None, "timeout"), "p3": ("  ", None)}[model]
 
-    run_layers(state, plan, answer)
+    run_layers(state, plan, answer, min_references=1)
     row = finish_row(state, plan)
     assert row["dropped_references"] == 2
     assert "1. good" in aggregator_prompts[0] and "2." not in aggregator_prompts[0]
+    assert not state.get("failed")
+
+
+def test_empty_answers_are_dropped_without_failing_the_row():
+    plan = plan_layers(["p1", "p2"], "agg", 2)
+    state = new_state("id", [{"role": "user", "content": "Q"}], "src")
+    run_layers(state, plan, lambda t, layer, s, model, c: ("x" if model != "p2" else "", None))
+    assert finish_row(state, plan)["dropped_references"] == 1
+
+
+def test_row_is_rejected_not_retried_when_every_proposal_is_empty():
+    plan = plan_layers(["p1"], "agg", 2)
+    state = new_state("id", [{"role": "user", "content": "Q"}], "src")
+    run_layers(state, plan, lambda *a: ("", None))
+    with pytest.raises(ValueError, match="0 usable previous-layer answers"):
+        finish_row(state, plan)
+    assert not state.get("failed")
 
 
 def test_row_fails_when_every_proposal_failed():
     plan = plan_layers(["p1"], "agg", 2)
     state = new_state("id", [{"role": "user", "content": "Q"}], "src")
     run_layers(state, plan, lambda *a: (None, "boom"))
-    with pytest.raises(ValueError, match="every previous-layer answer failed"):
+    with pytest.raises(ValueError, match="1 of 1 previous-layer calls failed"):
         finish_row(state, plan)
+    assert state["failed"]
 
 
 def test_row_fails_when_the_aggregator_failed():
@@ -118,3 +153,4 @@ def test_row_fails_when_the_aggregator_failed():
     run_layers(state, plan, lambda turn, layer, *a: ("x", None) if layer == 0 else (None, "oom"))
     with pytest.raises(ValueError, match="aggregator failed: oom"):
         finish_row(state, plan)
+    assert state["failed"]

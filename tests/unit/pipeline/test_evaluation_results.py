@@ -15,7 +15,7 @@ from moaa_ray.pipeline.evaluation_steps import (
     expected_grade,
     new_question_state,
 )
-from moaa_ray.pipeline.pools import Completion
+from moaa_ray.engines.pools import Completion
 
 STATS = json.dumps({"judgments": 6, "abstains": 0, "position_flips": 0, "pairs": 1})
 

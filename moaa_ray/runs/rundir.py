@@ -2,7 +2,8 @@
 
 Shards are written whole (temporary file, then rename), each holding finished rows keyed by ``row_id``;
 a resubmitted stage reads the ids already written and processes only the others, so a crash loses at
-most the batches in flight and never duplicates a row.
+most the batches in flight and never duplicates a row. One driver at a time holds a run directory
+(:class:`RunLock`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +24,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+LOCK = ".moaa.lock"
+SUPERSEDED = "superseded"
 TRACKED_PACKAGES = (
     "moaa-ray", "ray", "torch", "transformers", "vllm", "deepspeed", "trl", "peft", "datasets",
     "pyarrow",
@@ -55,12 +60,106 @@ def git_sha() -> str | None:
         return None
 
 
+class RunLocked(RuntimeError):
+    """Another live driver holds the run directory."""
+
+
+class RunLock:
+    """One driver per run directory: ``.moaa.lock`` records host, pid and start time.
+
+    Re-entrant within a process (``moaa run`` holds it around stages that take it again). A lock
+    whose process is gone on this host is stale and taken over with a warning; a lock held from
+    another host cannot be checked, so the error says how to remove it.
+    """
+
+    _held: Counter = Counter()  # lock path -> depth, in this process
+
+    def __init__(self, root: Path):
+        self.path = root / LOCK
+
+    def __enter__(self) -> RunLock:
+        key = str(self.path.resolve())
+        if not self._held[key]:
+            self._acquire()
+        self._held[key] += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        key = str(self.path.resolve())
+        self._held[key] -= 1
+        if not self._held[key]:
+            del self._held[key]
+            self.path.unlink(missing_ok=True)
+
+    def _acquire(self) -> None:
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._break_if_stale()
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(me, handle)
+            return
+        raise RunLocked(f"could not take {self.path}")
+
+    def _break_if_stale(self) -> None:
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            holder = {}
+        host, pid = holder.get("host"), holder.get("pid")
+        if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+            logger.warning("taking over the stale lock of pid %s (no longer running)", pid)
+            self.path.unlink(missing_ok=True)
+            return
+        if not holder:  # being written right now, or unreadable: give the writer a moment
+            time.sleep(0.2)
+            return
+        raise RunLocked(
+            f"{self.path.parent} is in use by pid {pid} on {host} since {holder.get('since')}; "
+            f"wait for that driver, or use another run directory. If that driver is gone, "
+            f"delete {self.path}."
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
 class RunDir:
     """A run's directory and its ``manifest.json``."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def lock(self) -> RunLock:
+        """The run directory's driver lock (a context manager)."""
+        return RunLock(self.root)
+
+    def move_aside(self, paths: list[Path]) -> Path | None:
+        """Move existing ``paths`` into ``superseded/<time>/``; never deletes. Returns the folder."""
+        existing = [p for p in paths if p.exists()]
+        if not existing:
+            return None
+        target = self.root / SUPERSEDED / time.strftime("%Y%m%d-%H%M%S")
+        target.mkdir(parents=True, exist_ok=True)
+        for path in existing:
+            os.replace(path, target / path.relative_to(self.root).as_posix().replace("/", "__"))
+        logger.warning("moved earlier outputs %s to %s", [p.name for p in existing], target)
+        return target
 
     def manifest(self) -> dict[str, Any]:
         """The manifest, or an empty one."""
@@ -78,12 +177,26 @@ class RunDir:
         """What the manifest says of a stage (empty if it never ran)."""
         return self.manifest()["stages"].get(stage, {})
 
-    def update_stage(self, stage: str, **fields: Any) -> None:
-        """Merge fields (status, counts, timings) into a stage's manifest entry."""
+    def update_stage(self, stage: str, reset: bool = False, **fields: Any) -> None:
+        """Merge fields (status, counts, timings) into a stage's manifest entry (``reset``: replace)."""
         manifest = self.manifest()
+        if reset:
+            manifest["stages"].pop(stage, None)
         entry = manifest["stages"].setdefault(stage, {})
-        entry.update(fields, updated_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        entry.update(fields, updated_at=_now())
         _write_atomically(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+
+    def remove_temp_files(self, path: Path) -> int:
+        """Delete leftovers of interrupted atomic writes (``.*.tmp``) under ``path``; returns how many.
+
+        Only the lock holder calls this, so no other writer's temporary file is in flight.
+        """
+        if not path.exists():
+            return 0
+        leftovers = [p for p in path.rglob(".*.tmp") if p.is_file()]
+        for leftover in leftovers:
+            leftover.unlink()
+        return len(leftovers)
 
     def stage(self, name: str) -> StageDir:
         """The folder of one stage."""

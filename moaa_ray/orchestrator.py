@@ -1,7 +1,8 @@
 """The whole MoAA pipeline: MoA SFT data -> SFT -> (sample, judge, DPO) x iterations -> evaluate.
 
 Every stage resumes on its own (finished rows, checkpoints and models are kept), so rerunning the same
-command continues where a stopped run left off. Round ``r`` of sample/judge/DPO lives in
+command continues where a stopped run left off. A stage that did not finish every row stops the run
+there (its status says why), so no later stage trains or evaluates on incomplete data. Round ``r`` of sample/judge/DPO lives in
 ``<run_dir>/round-<r>/``; its policy is the previous round's model (round 1: the SFT model), and it
 reads the r-th slice of the preference prompts (Snorkel / SPPO-style iterative DPO).
 """
@@ -34,15 +35,26 @@ def with_trained_policy(config: MoaaConfig, model_path: str) -> MoaaConfig:
     return config.model_copy(update=update)
 
 
-def run_pipeline(config: MoaaConfig, run_dir: str | Path) -> dict:
+class StageIncomplete(Exception):
+    """A stage ended without every row; the run stops there."""
+
+
+def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -> dict:
     """Run every stage in order; finished stages are skipped, unfinished ones resume.
 
+    Args:
+        config: the run's config.
+        run_dir: the run directory (round ``r`` in ``round-<r>/``).
+        fresh: stages whose fingerprint changed start over (earlier outputs moved aside).
+
     Returns:
-        Per stage: its summary and seconds; plus ``final_model`` and ``run_dir``.
+        Per stage: its summary and seconds; plus ``final_model``, ``run_dir`` and ``status``
+        (``done``, or the status of the stage the run stopped at).
     """
     from moaa_ray.pipeline.evaluation import evaluate
     from moaa_ray.pipeline.preference_stage import build_preferences
     from moaa_ray.pipeline.sft_generation import generate_sft
+    from moaa_ray.runs.rundir import RunDir
     from moaa_ray.train.dpo import train_dpo
     from moaa_ray.train.sft import train_sft
 
@@ -52,34 +64,45 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path) -> dict:
     def timed(name: str, function, *args, **kwargs) -> dict:
         started = time.monotonic()
         logger.info("stage %s", name)
-        stages[name] = {
-            **function(*args, **kwargs),
-            "seconds": round(time.monotonic() - started, 1),
-        }
+        summary = function(*args, fresh=fresh, **kwargs)
+        stages[name] = {**summary, "seconds": round(time.monotonic() - started, 1)}
+        if summary.get("status", "done") != "done":
+            raise StageIncomplete(name)
         return stages[name]
 
-    # 1. MoA SFT data, then SFT of the target model.
-    timed("sft_data", generate_sft, config, root)
-    model_path = timed("sft", train_sft, config, root)["model_path"]
-    # 2. Rounds of on-policy sampling, judging and DPO, each from the last round's model.
-    for round_index in range(config.iterations):
-        round_dir = root / f"round-{round_index + 1}"
-        round_config = with_trained_policy(config, model_path)
-        timed(
-            f"round-{round_index + 1}/preferences",
-            build_preferences,
-            round_config,
-            round_dir,
-            slice_index=round_index,
-            num_slices=config.iterations,
-        )
-        model_path = timed(f"round-{round_index + 1}/dpo", train_dpo, round_config, round_dir)[
-            "model_path"
-        ]
-    # 3. Evaluate the final model against the baseline.
-    if config.evaluate:
-        timed("eval", evaluate, with_trained_policy(config, model_path), root)
-    return {"stages": stages, "final_model": model_path, "run_dir": str(root)}
+    model_path = None
+    with RunDir(root).lock():
+        try:
+            # 1. MoA SFT data, then SFT of the target model.
+            timed("sft_data", generate_sft, config, root)
+            model_path = timed("sft", train_sft, config, root)["model_path"]
+            # 2. Rounds of on-policy sampling, judging and DPO, each from the last round's model.
+            for index in range(config.iterations):
+                round_config = with_trained_policy(config, model_path)
+                round_dir = root / f"round-{index + 1}"
+                timed(
+                    f"round-{index + 1}/preferences",
+                    build_preferences,
+                    round_config,
+                    round_dir,
+                    slice_index=index,
+                    num_slices=config.iterations,
+                )
+                dpo = timed(f"round-{index + 1}/dpo", train_dpo, round_config, round_dir)
+                model_path = dpo["model_path"]
+            # 3. Evaluate the final model against the baseline.
+            if config.evaluate:
+                timed("eval", evaluate, with_trained_policy(config, model_path), root)
+        except StageIncomplete as stop:
+            status = stages[str(stop)]["status"]
+            logger.error("stopped after %s (%s): rerun the same command to retry", stop, status)
+            return {
+                "stages": stages,
+                "final_model": model_path,
+                "run_dir": str(root),
+                "status": status,
+            }
+    return {"stages": stages, "final_model": model_path, "run_dir": str(root), "status": "done"}
 
 
 def format_summary(summary: dict) -> str:
@@ -90,7 +113,10 @@ def format_summary(summary: dict) -> str:
     )  # fmt: skip
     lines = [f"{'stage':<22} {'seconds':>8}  figures", "-" * 72]
     for name, stage in summary["stages"].items():
-        figures = ", ".join(f"{k}={_short(stage[k])}" for k in keys if stage.get(k) is not None)
+        shown = [f"{k}={_short(stage[k])}" for k in keys if stage.get(k) is not None]
+        if stage.get("status", "done") != "done":  # say it first: the stage is not complete
+            shown.insert(0, f"{stage['status'].upper()}: rows_failed={stage.get('rows_failed')}")
+        figures = ", ".join(shown)
         lines.append(f"{name:<22} {stage.get('seconds', 0):>8.1f}  {figures}")
         for bench, result in stage.get("benchmarks", {}).items():
             bt = result.get("bt") or {}

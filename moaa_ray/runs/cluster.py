@@ -13,6 +13,8 @@ def connect(config: MoaaConfig) -> None:
     """Join the configured or submitting cluster, or start a local one (once per process).
 
     ``ray.num_cpus`` only sizes a new local cluster; an existing cluster reports its own resources.
+    ``address="local"`` always starts a new one, so a stale ``ray_current_cluster`` file left by an
+    earlier ``ray start`` or a crashed run is never mistaken for a cluster to join.
     """
     if ray.is_initialized():
         return
@@ -20,4 +22,4 @@ def connect(config: MoaaConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=config.ray.num_cpus, log_to_driver=True)
+        ray.init(address="local", num_cpus=config.ray.num_cpus, log_to_driver=True)

@@ -1,0 +1,341 @@
+"""One Ray actor pool per distinct model, shared by every stage step that uses the model.
+
+A pool asks Ray for ``max`` engine actors (each on ``num_gpus`` GPUs) and starts work once ``min`` of
+them are up; on an autoscaling cluster the pending ones make Ray add nodes, and join the pool once
+placed (one that fails to load is dropped with a log line).
+
+Failures are handled here, so stages see only final outcomes:
+- a dead replica (OOM, lost node) is restarted by Ray (``max_restarts``) and its calls go to live ones;
+  the pool fails only when none is usable for ``startup_timeout_s``;
+- a failing chunk is split until the failing items are isolated; an item is retried with backoff, on
+  another replica first, up to ``max_attempts`` times, and then reported as failed, never as output;
+- ``request_timeout_s`` bounds a call's own run on its replica (calls queue on the replica's lock
+  without the clock running); a call past it fails, and the replica restarts, since the engine thread
+  that hangs cannot be stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from moaa_ray.config import ModelConfig
+from moaa_ray.engines.base import Conversation, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+MAX_DOWN_S = 30.0  # longest pause before a lost replica is tried again
+
+
+class EngineFailure(RuntimeError):
+    """A model's pool cannot serve: it failed to load, or no replica was usable for too long."""
+
+
+class EngineTimeout(RuntimeError):
+    """An engine call ran past ``request_timeout_s`` on its replica."""
+
+
+@ray.remote
+class EngineActor:
+    """Holds one engine (one model replica) and answers batched calls one at a time."""
+
+    def __init__(self, name: str, config: ModelConfig):
+        from moaa_ray.engines.base import build_engine
+
+        self.name = name
+        self.timeout_s = config.request_timeout_s
+        self.engine = build_engine(config)
+        self.broken = False
+
+    async def ready(self) -> str:
+        return self.name
+
+    async def call(self, method: str, items: list, *args: Any) -> list:
+        """Run an engine method; the timeout starts when the call gets the engine, not when queued."""
+        from moaa_ray.metrics import engine_metrics
+
+        if not hasattr(self, "lock"):
+            self.lock = asyncio.Lock()  # bound to the actor's event loop, so created in it
+        counters, tags = engine_metrics(), {"model": self.name}
+        async with self.lock:
+            if self.broken:
+                raise EngineTimeout(f"{self.name}: replica is restarting after a timed-out call")
+            started = time.monotonic()
+            work = asyncio.to_thread(getattr(self.engine, method), items, *args)
+            try:
+                out = await asyncio.wait_for(work, self.timeout_s)
+            except asyncio.TimeoutError:
+                counters["failures"].inc(tags=tags)
+                self.broken = True
+                # The engine's thread cannot be stopped: exit, and Ray restarts a fresh replica.
+                asyncio.get_running_loop().call_later(1.0, os._exit, 1)
+                raise EngineTimeout(
+                    f"{self.name}: no answer within request_timeout_s={self.timeout_s:g}; "
+                    "restarting the replica"
+                ) from None
+            except Exception:
+                counters["failures"].inc(tags=tags)
+                raise
+        seconds = time.monotonic() - started
+        counters["items"].inc(len(items), tags=tags)
+        counters["seconds"].inc(seconds, tags=tags)
+        counters["items_per_s"].set(len(items) / max(seconds, 1e-9), tags=tags)
+        return out
+
+
+@dataclass
+class Completion:
+    """One item's engine output (answers, choice logprobs or a score), or why there is none."""
+
+    output: Any
+    error: str | None = None
+
+
+@dataclass
+class _Chunk:
+    """Items sent together; ``attempt`` counts failed tries of a single item."""
+
+    indices: list[int]
+    attempt: int = 0
+    not_before: float = 0.0
+    avoid: Any = None  # the replica that failed it last
+
+
+@dataclass
+class PoolCall:
+    """One engine method over many items, in flight on a pool (see :meth:`ModelPool.submit`)."""
+
+    method: str
+    items: list
+    args: tuple
+    queued: list[_Chunk]
+    in_flight: dict = field(default_factory=dict)  # ObjectRef -> (chunk, actor)
+    results: dict[int, Completion] = field(default_factory=dict)
+
+
+@dataclass
+class ModelPool:
+    """Handles to one model's engine actors; picklable, so Ray Data steps carry it."""
+
+    name: str
+    config: ModelConfig
+    actors: list[Any]
+    pending: list[Any] = field(default_factory=list)  # (ready ref, actor) not up yet
+    _turn: Any = field(default=None, repr=False)
+    _down: dict = field(default_factory=dict, repr=False)  # actor id -> (until, pause)
+    _unusable_since: float | None = field(default=None, repr=False)
+
+    def submit(self, method: str, items: list, *args: Any) -> PoolCall:
+        """Start an engine method over ``items`` in chunks of ``max_batch_size`` across replicas.
+
+        Submitting every model's work before collecting any lets a MoA layer's models run at once.
+        """
+        size = self.config.max_batch_size
+        chunks = [
+            _Chunk(list(range(i, min(i + size, len(items))))) for i in range(0, len(items), size)
+        ]
+        call = PoolCall(method, items, args, chunks)
+        self._dispatch(call)
+        return call
+
+    def collect(self, call: PoolCall) -> list[Completion]:
+        """Wait for every item of ``call``, retrying failures; a completion per item, in order.
+
+        Raises:
+            EngineFailure: no replica was usable for ``startup_timeout_s``.
+        """
+        while call.queued or call.in_flight:
+            self._dispatch(call)
+            if not call.in_flight:
+                time.sleep(0.2)  # every chunk waits for a backoff or a usable replica
+                continue
+            ready, _ = ray.wait(list(call.in_flight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                self._settle(call, ref)
+        return [call.results[i] for i in range(len(call.items))]
+
+    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[Completion]:
+        """Sample answers for each conversation."""
+        return self.collect(self.submit("chat", conversations, params))
+
+    def _dispatch(self, call: PoolCall) -> None:
+        now = time.monotonic()
+        waiting = []
+        for chunk in call.queued:
+            actor = self._pick(chunk.avoid) if chunk.not_before <= now else None
+            if actor is None:
+                waiting.append(chunk)
+                continue
+            batch = [call.items[i] for i in chunk.indices]
+            call.in_flight[actor.call.remote(call.method, batch, *call.args)] = (chunk, actor)
+        call.queued = waiting
+
+    def _pick(self, avoid: Any) -> Any:
+        """A usable replica, round robin, preferring one other than ``avoid``; None if none is."""
+        if self.pending:
+            self._admit_ready()
+        if self._turn is None:
+            self._turn = itertools.count(random.randrange(1 << 16))
+        now = time.monotonic()
+        usable = [a for a in self.actors if self._down.get(a._actor_id, (0, 0))[0] <= now]
+        if not usable:
+            self._unusable_since = self._unusable_since or now
+            if now - self._unusable_since > self.config.startup_timeout_s:
+                raise EngineFailure(
+                    f"model {self.name!r}: no usable replica for startup_timeout_s="
+                    f"{self.config.startup_timeout_s:g} (replicas lost and not restarted); "
+                    f"cluster has {ray.available_resources()} free of {ray.cluster_resources()}"
+                )
+            return None
+        self._unusable_since = None
+        preferred = [a for a in usable if a is not avoid] or usable
+        return preferred[next(self._turn) % len(preferred)]
+
+    def _admit_ready(self) -> None:
+        """Replicas placed since the last call (e.g. on autoscaled nodes) join the rotation."""
+        ready, _ = ray.wait(
+            [ref for ref, _ in self.pending], num_returns=len(self.pending), timeout=0
+        )
+        for ref, actor in [p for p in self.pending if p[0] in ready]:
+            self.pending.remove((ref, actor))
+            try:
+                ray.get(ref)
+            except (RayActorError, RayTaskError) as exc:
+                logger.warning(
+                    "model %s: a pending replica failed to load, dropped: %s", self.name, exc
+                )
+                ray.kill(actor)
+                continue
+            logger.info("model %s: a pending replica joined the pool", self.name)
+            self.actors.append(actor)
+
+    def _settle(self, call: PoolCall, ref: Any) -> None:
+        chunk, actor = call.in_flight.pop(ref)
+        try:
+            outputs = ray.get(ref)
+        except RayActorError as exc:  # the replica died or is restarting: try it again later
+            until, pause = self._down.get(actor._actor_id, (0.0, 0.5))
+            pause = min(2 * pause, MAX_DOWN_S)
+            self._down[actor._actor_id] = (time.monotonic() + pause, pause)
+            logger.warning(
+                "model %s: replica lost (%s); retrying elsewhere", self.name, type(exc).__name__
+            )
+            self._retry(call, chunk, actor, f"{self.name}: replica lost: {exc}")
+            return
+        except RayTaskError as exc:
+            error = f"{self.name}: {type(exc.cause).__name__}: {exc.cause}"
+            logger.warning("engine call failed (%d items): %s", len(chunk.indices), error)
+            self._retry(call, chunk, actor, error)
+            return
+        self._down.pop(actor._actor_id, None)
+        for index, output in zip(chunk.indices, outputs, strict=True):
+            call.results[index] = Completion(output)
+
+    def _retry(self, call: PoolCall, chunk: _Chunk, actor: Any, error: str) -> None:
+        """Split a failed chunk to isolate failing items; retry a single item with backoff."""
+        if len(chunk.indices) > 1:
+            half = len(chunk.indices) // 2
+            call.queued += [_Chunk(chunk.indices[:half]), _Chunk(chunk.indices[half:])]
+            return
+        attempt = chunk.attempt + 1
+        if attempt >= self.config.max_attempts:
+            call.results[chunk.indices[0]] = Completion(None, f"{error} (after {attempt} tries)")
+            return
+        delay = self.config.retry_backoff_s * 2 ** (attempt - 1)
+        call.queued.append(_Chunk(chunk.indices, attempt, time.monotonic() + delay, actor))
+
+
+def start_pool(name: str, config: ModelConfig) -> ModelPool:
+    """Request ``max`` actors for a model and return once ``min`` are up.
+
+    Raises:
+        EngineFailure: the model failed to load, or ``min`` actors were not placed in time.
+    """
+    low, high = config.num_replicas
+    options = {
+        "num_gpus": config.num_gpus,
+        "num_cpus": config.num_cpus,
+        "max_restarts": config.max_restarts,
+        "max_task_retries": 0,  # the pool retries, on another replica and with backoff
+    }
+    actors = [EngineActor.options(**options).remote(name, config) for _ in range(high)]  # type: ignore[attr-defined]
+    refs = {a.ready.remote(): a for a in actors}
+    ready, _ = ray.wait(list(refs), num_returns=low, timeout=config.startup_timeout_s)
+    up = []
+    for ref in ready:
+        try:
+            ray.get(ref)
+        except (RayActorError, RayTaskError) as exc:
+            stop_actors(actors)
+            raise EngineFailure(f"model {name!r} ({config.path}) failed to load: {exc}") from exc
+        up.append(refs[ref])
+    if len(up) < low:
+        stop_actors(actors)
+        raise EngineFailure(
+            f"model {name!r}: {len(up)}/{low} actors started within startup_timeout_s="
+            f"{config.startup_timeout_s:g}; each needs num_gpus={config.num_gpus}, "
+            f"num_cpus={config.num_cpus}; cluster has {ray.available_resources()} free of "
+            f"{ray.cluster_resources()}"
+        )
+    logger.info("pool %s: %d actors up, %d pending", name, len(up), high - len(up))
+    pending = [(ref, actor) for ref, actor in refs.items() if actor not in up]
+    return ModelPool(name, config, up, pending)
+
+
+def stop_actors(actors: list[Any]) -> None:
+    """Kill actors for good (frees their GPUs for the next model in staged mode)."""
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+
+
+class PoolSet:
+    """The pools of one stage, started on demand and all stopped on exit (a context manager)."""
+
+    def __init__(self, models: dict[str, ModelConfig]):
+        self.models = models
+        self.pools: dict[str, ModelPool] = {}
+
+    def __enter__(self) -> PoolSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in list(self.pools):
+            self.stop(name)
+
+    def start(self, names: list[str] | tuple[str, ...]) -> dict[str, ModelPool]:
+        """The pools of ``names``, starting those not running yet."""
+        for name in names:
+            if name not in self.pools:
+                self.pools[name] = start_pool(name, self.models[name])
+        return {name: self.pools[name] for name in names}
+
+    def only(self, name: str) -> ModelPool:
+        """The pool of ``name`` with every other pool stopped (staged mode: one model at a time)."""
+        for other in [n for n in self.pools if n != name]:
+            self.stop(other)
+        return self.start([name])[name]
+
+    def stop(self, name: str) -> None:
+        """Stop one pool, pending replicas included."""
+        pool = self.pools.pop(name)
+        stop_actors(pool.actors + [actor for _, actor in pool.pending])
+
+    def describe(self) -> str:
+        """The pools and the cluster's free resources, for stall and failure messages."""
+        pools = ", ".join(
+            f"{name}: {len(p.actors)} up, {len(p.pending)} pending"
+            for name, p in self.pools.items()
+        )
+        return (
+            f"pools: {pools or 'none'}; cluster has {ray.available_resources()} free of "
+            f"{ray.cluster_resources()}"
+        )

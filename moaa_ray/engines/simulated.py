@@ -1,0 +1,158 @@
+"""Simulated backend: no model, deterministic answers after a sleep, and injected faults.
+
+A test instrument for orchestration tests and benchmarks, not a backend to serve with. It imports
+nothing heavy, so a pool of these starts in milliseconds and uses no CPU while "generating".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import threading
+import time
+
+from moaa_ray.config import ModelConfig
+from moaa_ray.engines.base import Conversation, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+# Neutral filler: none of these words can be read as a verdict ("A", "answer ... better") or a grade.
+_WORDS = (
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut "
+    "labore et dolore magna aliqua enim minim veniam quis nostrud exercitation ullamco laboris"
+).split()
+_VERDICTS = ("[[A]]", "[[B]]", "[[tie]]")
+
+
+def _digest(*parts: object) -> bytes:
+    # sha256 rather than hash(): the same inputs give the same answer in every process and run.
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
+
+
+def _unit(*parts: object) -> float:
+    """A deterministic float in [0, 1) from the parts."""
+    return int.from_bytes(_digest(*parts)[:8], "big") / 2**64
+
+
+def _was_restarted() -> bool:
+    """Whether this process is a Ray actor that Ray has restarted (False outside Ray)."""
+    # A Ray worker has imported ray already; and get_runtime_context() would start a local cluster
+    # in a process that is not connected to one.
+    if "ray" not in sys.modules:
+        return False
+    try:
+        import ray
+
+        return ray.is_initialized() and bool(
+            ray.get_runtime_context().was_current_actor_reconstructed
+        )
+    except Exception:
+        return False
+
+
+class SimulatedEngine:
+    """An engine with no model: deterministic text, log-probabilities and scores after a sleep.
+
+    Its faults (``config.simulated``) let tests and benchmarks exercise retries, timeouts, poison
+    isolation and replica restarts without a real model.
+
+    Args:
+        config: the model's config; ``config.simulated`` holds latency, answer length and faults.
+    """
+
+    def __init__(self, config: ModelConfig):
+        self.path = config.path
+        self.settings = config.simulated
+        self.calls = 0  # calls of any method on this instance; faults are counted by it
+
+    def _check_faults(self, conversations: list[Conversation]) -> None:
+        self.calls += 1
+        s, k = self.settings, self.calls
+        if s.crash_after_calls is not None and k == s.crash_after_calls and not _was_restarted():
+            logger.error("simulated crash on call %d of %s", k, self.path)
+            os._exit(1)  # like a segfault or OOM kill: no cleanup, no exception to catch
+        texts = [m.get("content", "") for c in conversations for m in c]
+        if s.hang_marker is not None and any(s.hang_marker in t for t in texts):
+            logger.warning("simulated hang on call %d of %s", k, self.path)
+            threading.Event().wait()  # blocks forever without spinning a core
+        if s.poison_marker is not None and any(s.poison_marker in t for t in texts):
+            raise ValueError(f"poisoned prompt: contains {s.poison_marker!r}")
+        if k <= s.fail_first_n:
+            raise RuntimeError(f"simulated failure: call {k} of the first {s.fail_first_n}")
+        # Seeded by (seed, call) so a rerun of the same test fails on the same calls.
+        if s.failure_rate > 0 and random.Random(f"{s.seed}:{k}").random() < s.failure_rate:
+            raise RuntimeError("simulated failure")
+
+    def _answer(self, conversation: Conversation, index: int, seed: int | None, words: int) -> str:
+        key = (self.settings.seed, self.path, json.dumps(conversation), index, seed)
+        rng = random.Random(_digest(*key))
+        verdict = rng.choice(_VERDICTS)
+        tail = ["Verdict:", verdict, "Rating:", f"[[{rng.randint(1, 10)}]]"]
+        filler = [rng.choice(_WORDS) for _ in range(max(0, words - len(tail)))]
+        # A budget below the tail's four words cuts the tail: the word count is the contract.
+        return " ".join((filler + tail)[:words])
+
+    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[str]]:
+        """Return ``params.n`` deterministic answers per conversation after a simulated latency.
+
+        Args:
+            conversations: chat messages, one list per conversation.
+            params: ``n``, ``seed`` and ``max_new_tokens`` are used (the latter when
+                ``answer_tokens`` is unset); temperature and top_p are ignored.
+
+        Returns:
+            For each conversation, ``params.n`` answers of exactly the word budget, ending with
+            ``Verdict: [[A|B|tie]] Rating: [[N]]`` when the budget leaves room for it.
+        """
+        self._check_faults(conversations)
+        words = self.settings.answer_tokens or params.max_new_tokens
+        # One sleep per call: a batch generates in parallel, as on a GPU.
+        time.sleep(self.settings.latency_s + self.settings.latency_per_token_s * words)
+        return [
+            [self._answer(c, i, params.seed, words) for i in range(params.n)] for c in conversations
+        ]
+
+    def choice_logprobs(
+        self, conversations: list[Conversation], prefix: str, choices: list[str]
+    ) -> list[list[float]]:
+        """Deterministic log-probabilities of each choice after ``prefix``.
+
+        Args:
+            conversations: chat messages, one list per conversation.
+            prefix: text already in the assistant turn.
+            choices: candidate next tokens.
+
+        Returns:
+            Per conversation, one negative log-probability per choice; their probabilities sum to
+            less than 1 (the rest is mass on other tokens).
+        """
+        self._check_faults(conversations)
+        time.sleep(self.settings.latency_s)
+        result = []
+        for c in conversations:
+            key = (self.settings.seed, self.path, json.dumps(c), prefix)
+            # Weights in (0, 1]; the extra 1 in the total stands for every other token.
+            weights = [1.0 - _unit(*key, choice) for choice in choices]
+            total = sum(weights) + 1.0
+            result.append([math.log(w / total) for w in weights])
+        return result
+
+    def score(self, conversations: list[Conversation]) -> list[float]:
+        """Deterministic reward-model scores.
+
+        Args:
+            conversations: chat messages, one list per conversation (answer last).
+
+        Returns:
+            One float in [-1, 1] per conversation.
+        """
+        self._check_faults(conversations)
+        time.sleep(self.settings.latency_s)
+        return [
+            2.0 * _unit(self.settings.seed, self.path, json.dumps(c)) - 1.0 for c in conversations
+        ]
