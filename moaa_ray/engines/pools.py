@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import Conversation, SamplingParams
@@ -42,6 +42,14 @@ class EngineFailure(RuntimeError):
 
 class EngineTimeout(RuntimeError):
     """An engine call ran past ``request_timeout_s`` on its replica."""
+
+
+class EngineError(RuntimeError):
+    """An engine call raised; the message names the original exception."""
+
+
+class ReplicaRestarting(RuntimeError):
+    """The replica is about to restart; the call was not tried (no fault of its items)."""
 
 
 @ray.remote
@@ -68,7 +76,7 @@ class EngineActor:
         counters, tags = engine_metrics(), {"model": self.name}
         async with self.lock:
             if self.broken:
-                raise EngineTimeout(f"{self.name}: replica is restarting after a timed-out call")
+                raise ReplicaRestarting(f"{self.name}: replica restarts after a timed-out call")
             started = time.monotonic()
             work = asyncio.to_thread(getattr(self.engine, method), items, *args)
             try:
@@ -82,9 +90,11 @@ class EngineActor:
                     f"{self.name}: no answer within request_timeout_s={self.timeout_s:g}; "
                     "restarting the replica"
                 ) from None
-            except Exception:
+            except Exception as exc:
                 counters["failures"].inc(tags=tags)
-                raise
+                # Re-raised as a plain error: a client library's exception (e.g. openai's
+                # APIStatusError) may not unpickle on the caller, which would hide the reason.
+                raise EngineError(f"{type(exc).__name__}: {exc}") from None
         seconds = time.monotonic() - started
         counters["items"].inc(len(items), tags=tags)
         counters["seconds"].inc(seconds, tags=tags)
@@ -222,23 +232,30 @@ class ModelPool:
         chunk, actor = call.in_flight.pop(ref)
         try:
             outputs = ray.get(ref)
-        except RayActorError as exc:  # the replica died or is restarting: try it again later
-            until, pause = self._down.get(actor._actor_id, (0.0, 0.5))
-            pause = min(2 * pause, MAX_DOWN_S)
-            self._down[actor._actor_id] = (time.monotonic() + pause, pause)
-            logger.warning(
-                "model %s: replica lost (%s); retrying elsewhere", self.name, type(exc).__name__
-            )
-            self._retry(call, chunk, actor, f"{self.name}: replica lost: {exc}")
+        except (ActorUnavailableError, RayTaskError) as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(exc, RayTaskError) and not isinstance(cause, ReplicaRestarting):
+                error = f"{self.name}: {cause}"
+                logger.warning("engine call failed (%d items): %s", len(chunk.indices), error)
+                self._retry(call, chunk, actor, error)
+                return
+            self._set_down(actor)  # restarting: no fault of these items, send them again
+            call.queued.append(chunk)
             return
-        except RayTaskError as exc:
-            error = f"{self.name}: {type(exc.cause).__name__}: {exc.cause}"
-            logger.warning("engine call failed (%d items): %s", len(chunk.indices), error)
-            self._retry(call, chunk, actor, error)
+        except RayActorError as exc:  # died: OOM, a lost node, or a crash these items caused
+            self._set_down(actor)
+            logger.warning("model %s: replica lost (%s); retrying", self.name, type(exc).__name__)
+            self._retry(call, chunk, actor, f"{self.name}: replica lost: {exc}")
             return
         self._down.pop(actor._actor_id, None)
         for index, output in zip(chunk.indices, outputs, strict=True):
             call.results[index] = Completion(output)
+
+    def _set_down(self, actor: Any) -> None:
+        """Leave a lost or restarting replica alone for a while (doubling up to ``MAX_DOWN_S``)."""
+        _, pause = self._down.get(actor._actor_id, (0.0, 0.25))
+        pause = min(2 * pause, MAX_DOWN_S)
+        self._down[actor._actor_id] = (time.monotonic() + pause, pause)
 
     def _retry(self, call: PoolCall, chunk: _Chunk, actor: Any, error: str) -> None:
         """Split a failed chunk to isolate failing items; retry a single item with backoff."""

@@ -166,11 +166,13 @@ class RunDir:
         path = self.root / MANIFEST
         return json.loads(path.read_text()) if path.exists() else {"stages": {}}
 
-    def record_start(self, config: dict[str, Any], inputs: dict[str, str] | None = None) -> None:
-        """Store the resolved config, versions, git sha and input hashes (no secrets live in config)."""
+    def record_start(self, config: dict[str, Any]) -> None:
+        """Store the resolved config, versions and git sha (no secrets live in config).
+
+        Input hashes are part of each stage's fingerprint, under ``stages.<stage>.fingerprint``.
+        """
         manifest = self.manifest()
         manifest.update(config=config, versions=package_versions(), git_sha=git_sha())
-        manifest.setdefault("inputs", {}).update(inputs or {})
         _write_atomically(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
 
     def stage_status(self, stage: str) -> dict[str, Any]:
@@ -230,6 +232,7 @@ class StageDir:
 
         if not rows:
             return None
+        self.path.mkdir(parents=True, exist_ok=True)  # again: --fresh may have moved it aside
         path = self.path / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = path.with_name(f".{path.name}.tmp")
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
@@ -250,5 +253,6 @@ class StageDir:
             json.dumps(asdict(r) if hasattr(r, "__dataclass_fields__") else r) for r in rejects
         ]
         path = self.path / name
+        self.path.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, "".join(line + "\n" for line in lines))
         return path

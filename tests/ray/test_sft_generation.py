@@ -84,29 +84,30 @@ def test_streaming_stage_writes_trl_conversations_with_provenance(ray_cluster, t
     manifest = RunDir(config.run_dir).manifest()
     assert manifest["stages"]["sft_data"]["status"] == "done"
     assert manifest["config"]["generate"]["aggregator"] == "d"
-    assert manifest["versions"]["ray"] and "generate.inputs.0" in manifest["inputs"]
+    assert manifest["versions"]["ray"] and manifest["stages"]["sft_data"]["fingerprint"]["inputs.0"]
 
 
 def test_interrupted_run_resumes_without_losing_or_duplicating_rows(
     ray_cluster, tmp_path, monkeypatch
 ):
     config = make_config(tmp_path)
-    real_write = sft_generation._write_batch
+    real_write = sft_generation.GenerateStage.write
     calls = []
 
-    def crash_after_first_shard(*args, **kwargs):
+    def crash_after_first_shard(self, batch):
         if calls:
             raise KeyboardInterrupt("simulated crash")
         calls.append(1)
-        real_write(*args, **kwargs)
+        return real_write(self, batch)
 
-    monkeypatch.setattr(sft_generation, "_write_batch", crash_after_first_shard)
+    monkeypatch.setattr(sft_generation.GenerateStage, "write", crash_after_first_shard)
     with pytest.raises(KeyboardInterrupt):
         sft_generation.generate_sft(config, config.run_dir)
     first = read_rows(config.run_dir)
     assert 0 < len(first) < 7
+    assert RunDir(config.run_dir).stage_status("sft_data")["status"] == "failed"
 
-    monkeypatch.setattr(sft_generation, "_write_batch", real_write)
+    monkeypatch.setattr(sft_generation.GenerateStage, "write", real_write)
     summary = sft_generation.generate_sft(config, config.run_dir)
     rows = read_rows(config.run_dir)
     assert summary["rows_written"] == 7 - len(first)
