@@ -97,6 +97,11 @@ class ModelConfig(_Section):
         json_schema_extra=OPERATIONAL,
     )
     num_cpus: float = Field(1, description="CPUs per actor", json_schema_extra=OPERATIONAL)
+    resources: dict[str, float] = Field(
+        {},
+        description="custom Ray resources per actor (e.g. to keep a model on labelled nodes)",
+        json_schema_extra=OPERATIONAL,
+    )
     max_batch_size: int = Field(
         16, ge=1, description="conversations per engine call", json_schema_extra=OPERATIONAL
     )

@@ -13,4 +13,6 @@ export VLLM_CPU_KVCACHE_SPACE=1
 .venv/bin/ruff format --check moaa_ray jobs tests benchmarks
 .venv/bin/mypy
 .venv-vllm/bin/python -m pytest tests/vllm -m vllm -q -p no:cacheprovider
-.venv/bin/pytest tests --ignore=tests/vllm -q -p no:cacheprovider "$@"
+# The README's cluster flow takes Ray's default ports and ends with `ray stop`: its own process first.
+.venv/bin/pytest tests/ray/test_readme_cluster.py -q -p no:cacheprovider
+.venv/bin/pytest tests --ignore=tests/vllm --ignore=tests/ray/test_readme_cluster.py -q -p no:cacheprovider "$@"

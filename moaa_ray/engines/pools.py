@@ -34,6 +34,8 @@ from moaa_ray.engines.base import Conversation, SamplingParams
 logger = logging.getLogger(__name__)
 
 MAX_DOWN_S = 30.0  # longest pause before a lost replica is tried again
+PING_AFTER_S = 5.0  # with no answer for this long, check that replicas with calls in flight live
+PING_TIMEOUT_S = 10.0  # a replica that does not answer a ping in this time is taken as lost
 
 
 class EngineFailure(RuntimeError):
@@ -163,6 +165,7 @@ class ModelPool:
         Raises:
             EngineFailure: no replica was usable for ``startup_timeout_s``.
         """
+        last_answer = time.monotonic()
         while call.queued or call.in_flight:
             self._dispatch(call)
             if not call.in_flight:
@@ -171,7 +174,36 @@ class ModelPool:
             ready, _ = ray.wait(list(call.in_flight), num_returns=1, timeout=1.0)
             for ref in ready:
                 self._settle(call, ref)
+            if ready:
+                last_answer = time.monotonic()
+            elif time.monotonic() - last_answer > PING_AFTER_S:
+                self._requeue_from_lost_replicas(call)
+                last_answer = time.monotonic()
         return [call.results[i] for i in range(len(call.items))]
+
+    def _requeue_from_lost_replicas(self, call: PoolCall) -> None:
+        """Calls on a replica that no longer answers (its node is gone, it waits to be placed again)
+        would wait forever: send them to other replicas. A replica busy with a long call still
+        answers, since pings do not wait for the engine."""
+        actors = {a._actor_id: a for _, a in call.in_flight.values()}
+        pings = {a.ready.remote(): actor_id for actor_id, a in actors.items()}
+        answered, _ = ray.wait(list(pings), num_returns=len(pings), timeout=PING_TIMEOUT_S)
+        alive = set()
+        for ref in answered:
+            try:
+                ray.get(ref)
+                alive.add(pings[ref])
+            except (RayActorError, RayTaskError):
+                pass
+        for ref, (chunk, actor) in list(call.in_flight.items()):
+            if actor._actor_id in alive:
+                continue
+            logger.warning(
+                "model %s: a replica stopped answering; its calls go elsewhere", self.name
+            )
+            del call.in_flight[ref]
+            self._set_down(actor)
+            call.queued.append(chunk)
 
     def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[Completion]:
         """Sample answers for each conversation."""
@@ -281,6 +313,7 @@ def start_pool(name: str, config: ModelConfig) -> ModelPool:
     options = {
         "num_gpus": config.num_gpus,
         "num_cpus": config.num_cpus,
+        "resources": config.resources,
         "max_restarts": config.max_restarts,
         "max_task_retries": 0,  # the pool retries, on another replica and with backoff
     }

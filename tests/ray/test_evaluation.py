@@ -63,7 +63,7 @@ def test_evaluation_writes_results_and_resumes_without_rejudging(ray_cluster, tm
     summary = evaluate(config, config.run_dir)
     stage = tmp_path / "run" / "eval"
     results = json.loads((stage / "results.json").read_text())
-    assert results == summary and summary["rows_failed"] == 0
+    assert results["benchmarks"] == summary["benchmarks"] and summary["rows_failed"] == 0
     mt, alpaca = results["benchmarks"]["mt_bench"], results["benchmarks"]["alpaca"]
 
     assert mt["wins"] + mt["ties"] + mt["losses"] == mt["judged"] == 2 and mt["abstained"] == 0

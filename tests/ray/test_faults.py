@@ -242,3 +242,26 @@ def test_evaluating_another_model_in_the_same_run_dir_is_refused(ray_cluster, tm
     assert first["benchmarks"]["alpaca"]["judged"] == 3
     with pytest.raises(FingerprintMismatch, match='evaluate.model: "a" -> "c"'):
         evaluate(load_config(path, ["evaluate.model=c"]), config.run_dir)
+
+
+def test_a_pending_replica_that_fails_to_load_is_dropped_and_the_pool_goes_on(
+    ray_cluster, tmp_path
+):
+    import ray
+
+    from moaa_ray.config import ModelConfig
+    from moaa_ray.engines.base import SamplingParams
+    from moaa_ray.engines.pools import EngineActor, start_pool, stop_actors
+
+    pool = start_pool("p", ModelConfig(path="p", engine="simulated", num_cpus=0))
+    not_a_model = ModelConfig(path=str(tmp_path), engine="hf", num_cpus=0)
+    broken = EngineActor.options(num_cpus=0).remote("p", not_a_model)
+    ready_ref = broken.ready.remote()
+    ray.wait([ready_ref], timeout=120)
+    pool.pending.append((ready_ref, broken))
+    try:
+        completions = pool.chat([[{"role": "user", "content": "hi"}]] * 6, SamplingParams())
+    finally:
+        stop_actors(pool.actors)
+    assert all(c.output for c in completions)
+    assert pool.pending == [] and len(pool.actors) == 1

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from moaa_ray.config import load_config
-from moaa_ray.pipeline import sft_generation
 from moaa_ray.engines.pools import EngineFailure, start_pool
+from moaa_ray.pipeline import sft_generation
 from moaa_ray.runs.rundir import RunDir
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]

@@ -1,7 +1,7 @@
 """SFT and DPO as Ray Train runs on a local CPU cluster: 2 gloo workers, DeepSpeed ZeRO-2 and ZeRO-3.
 
-Three fits in all (Ray Train has a fixed overhead per fit): SFT stopped after 3 steps, the same SFT
-run again with more steps (it must resume), then DPO from the SFT model.
+Two fits in all (Ray Train has a fixed overhead per fit): SFT with one worker killed mid-epoch (it
+must resume from its checkpoint), then DPO from the SFT model.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ SFT = {
     "cpus_per_worker": 1,
     "zero_stage": 2,
     "checkpoint_every_steps": 2,
-    "max_failures": 0,
+    "max_failures": 2,
 }
 CONVERSATIONS = [  # multi-turn: both assistant turns are trained
     [
@@ -88,8 +88,24 @@ def _chat(model_dir, question: str) -> str:
     return engine.chat([[SYSTEM, {"role": "user", "content": question}]], params)[0][0]
 
 
+def _kill_a_worker_after(checkpoint: str, run_dir: Path, killed: list) -> None:
+    """SIGKILL one Ray Train worker once ``checkpoint`` exists (mid-epoch: 2 steps per epoch)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + 600
+    while not (run_dir / "sft" / checkpoint).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    processes = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    workers = [int(p.split()[0]) for p in processes.splitlines() if "ray::RayTrainWorker" in p]
+    os.kill(workers[-1], signal.SIGKILL)
+    killed.append(workers[-1])
+
+
 @pytest.fixture(scope="module")
 def sft_run(ray_cluster, tmp_path_factory):
+    import threading
+
     from moaa_ray.train.sft import train_sft
 
     run_dir = tmp_path_factory.mktemp("run")
@@ -97,9 +113,12 @@ def sft_run(ray_cluster, tmp_path_factory):
         run_dir / "sft_data",
         [{"row_id": str(i), "messages": chat} for i, chat in enumerate(CONVERSATIONS)],
     )
-    first = train_sft(_config(run_dir, sft={**SFT, "max_steps": 3}), run_dir)
-    second = train_sft(_config(run_dir, sft=SFT), run_dir)
-    return run_dir, first, second
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_a_worker_after, args=("step-00000004", run_dir, killed))
+    killer.start()
+    summary = train_sft(_config(run_dir, sft=SFT), run_dir)
+    killer.join()
+    return run_dir, killed, summary
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +140,12 @@ def dpo_run(sft_run):
     return run_dir, train_dpo(_config(run_dir, dpo=DPO), run_dir)
 
 
-def test_sft_run_resumes_from_its_last_checkpoint(sft_run):
-    run_dir, first, second = sft_run
-    assert first["steps"] == 3 and first["metrics"]["resumed_from_step"] == 0
-    assert second["steps"] == 24 and second["metrics"]["resumed_from_step"] == 3
+def test_sft_resumes_from_its_checkpoint_after_a_worker_is_killed(sft_run):
+    run_dir, killed, second = sft_run
+    assert killed  # a worker was killed mid-epoch
+    assert second["steps"] == 24 and second["metrics"]["resumed_from_step"] >= 4
     assert second["checkpoint"].endswith("step-00000024")
-    assert sorted(_scalars(run_dir, "sft", "loss")) == list(range(1, 25))  # no step done twice
+    assert set(_scalars(run_dir, "sft", "loss")) == set(range(1, 25))
     stage = json.loads((run_dir / "manifest.json").read_text())["stages"]["sft"]
     assert stage["status"] == "done" and stage["steps"] == 24
 
@@ -138,10 +157,11 @@ def test_sft_loss_falls_and_metrics_are_reported(sft_run):
     assert second["final_loss"] == pytest.approx(losses[24])
     metrics = second["metrics"]
     assert metrics["tokens_per_s"] > 0 and metrics["world_size"] == 2
-    # Cosine decay over the 24 steps of the resumed plan, continued at its own step 4.
+    # Cosine decay over the 24 steps, continued across the restart.
     rates = _scalars(run_dir, "sft", "learning_rate")
     assert rates[1] == pytest.approx(SFT["learning_rate"])
     assert rates[4] == pytest.approx(SFT["learning_rate"] * 0.5 * (1 + math.cos(math.pi * 3 / 24)))
+    assert rates[8] == pytest.approx(SFT["learning_rate"] * 0.5 * (1 + math.cos(math.pi * 7 / 24)))
     assert rates[24] < rates[12] < rates[4]
 
 
@@ -170,12 +190,22 @@ def test_distributed_step_has_the_gradient_of_the_whole_global_batch(sft_run):
     assert _scalars(run_dir, "sft", "grad_norm")[1] == pytest.approx(grad_norm.item(), rel=1e-4)
 
 
-def test_finished_sft_is_skipped_when_run_again(sft_run):
+def test_finished_sft_is_skipped_when_run_again_and_refused_when_the_data_changed(sft_run):
+    from moaa_ray.runs.runner import FingerprintMismatch
     from moaa_ray.train.sft import train_sft
 
     run_dir, _, second = sft_run
     again = train_sft(_config(run_dir, sft=SFT), run_dir)
     assert again["skipped"] is True and again["steps"] == second["steps"]
+    with pytest.raises(FingerprintMismatch, match="sft.learning_rate"):
+        train_sft(_config(run_dir, sft={**SFT, "learning_rate": 1e-4}), run_dir)
+    extra = run_dir / "sft_data" / "part-00001.parquet"
+    extra.write_bytes((run_dir / "sft_data" / "part-00000.parquet").read_bytes())
+    try:
+        with pytest.raises(FingerprintMismatch, match="data.content"):
+            train_sft(_config(run_dir, sft=SFT), run_dir)
+    finally:
+        extra.unlink()
 
 
 def test_sft_model_loads_in_the_hf_engine_and_answers_as_trained(sft_run):

@@ -21,3 +21,32 @@ def test_cli_help_loads_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_imports_point_downward_between_packages():
+    """``pipeline`` and ``train`` never import each other; run-dir and pool code sit below both."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "moaa_ray"
+    forbidden = {
+        "pipeline": ("moaa_ray.train", "moaa_ray.orchestrator", "moaa_ray.cli"),
+        "train": ("moaa_ray.pipeline", "moaa_ray.orchestrator", "moaa_ray.cli"),
+        "runs": ("moaa_ray.pipeline", "moaa_ray.train", "moaa_ray.orchestrator"),
+        "engines": (
+            "moaa_ray.pipeline",
+            "moaa_ray.train",
+            "moaa_ray.runs",
+            "moaa_ray.orchestrator",
+        ),
+        "core": ("moaa_ray.pipeline", "moaa_ray.train", "moaa_ray.runs", "moaa_ray.engines"),
+    }
+    wrong = []
+    for folder, banned in forbidden.items():
+        for path in (package / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                wrong += [f"{path.name}: {n}" for n in names if n.startswith(banned)]
+    assert wrong == []

@@ -66,3 +66,12 @@ def test_a_judge_on_vllm_gives_text_and_logprob_verdicts(engine):
         for lp in engine.choice_logprobs(requests, "Verdict: ", ["A", "B"])
     )
     assert 0.0 < probability_from_orders(p_ab, p_ba) < 1.0
+
+
+def test_chat_answers_from_a_worker_thread_as_engine_actors_call_it(engine):
+    """Engine actors run each call in a thread (so a timeout can fire while it runs)."""
+    import asyncio
+
+    params = SamplingParams(temperature=0.0, max_new_tokens=8)
+    in_thread = asyncio.run(asyncio.to_thread(engine.chat, CONVERSATIONS, params))
+    assert in_thread == engine.chat(CONVERSATIONS, params)

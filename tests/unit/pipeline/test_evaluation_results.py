@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from moaa_ray.config import BenchmarkConfig, EvaluateConfig
+from moaa_ray.engines.pools import Completion
 from moaa_ray.eval.benchmarks import EvalQuestion
 from moaa_ray.pipeline.evaluation import baseline_name, benchmark_results, question_row_id
 from moaa_ray.pipeline.evaluation_steps import (
@@ -15,7 +16,6 @@ from moaa_ray.pipeline.evaluation_steps import (
     expected_grade,
     new_question_state,
 )
-from moaa_ray.engines.pools import Completion
 
 STATS = json.dumps({"judgments": 6, "abstains": 0, "position_flips": 0, "pairs": 1})
 
