@@ -74,7 +74,7 @@ def run_training(
         **config_identity(section, stage),
         "model.path": model_path,
         "model.content": digest_path(model_path),
-        "data.content": digest_path(data_path),
+        "data.content": digest_path(data_path, "part-*.parquet"),  # the rows, nothing else
     }
     outputs = [root / stage, output_dir, root / "tensorboard" / stage]
     # 1. Skip a stage that already finished with this very fingerprint.

@@ -143,7 +143,7 @@ def dpo_run(sft_run):
 def test_sft_resumes_from_its_checkpoint_after_a_worker_is_killed(sft_run):
     run_dir, killed, second = sft_run
     assert killed  # a worker was killed mid-epoch
-    assert second["steps"] == 24 and second["metrics"]["resumed_from_step"] >= 4
+    assert second["steps"] == 24 and second["metrics"]["resumed_from_step"] >= 2  # a checkpoint
     assert second["checkpoint"].endswith("step-00000024")
     assert set(_scalars(run_dir, "sft", "loss")) == set(range(1, 25))
     stage = json.loads((run_dir / "manifest.json").read_text())["stages"]["sft"]
