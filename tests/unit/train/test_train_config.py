@@ -64,3 +64,17 @@ def test_shipped_configs_train(name, monkeypatch):
         )
         assert config.sft.zero_stage == config.dpo.zero_stage == 3
         assert config.sft.num_workers == [8, 8] and config.sft.gpus_per_worker == 1
+
+
+def test_training_waits_a_bounded_time_for_its_workers_and_names_what_is_missing(monkeypatch):
+    import ray
+
+    from moaa_ray.config import SFTConfig
+    from moaa_ray.train.launch import wait_for_workers
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1.0})
+    section = SFTConfig(model="a", num_workers=[2, 2], cpus_per_worker=1, global_batch_size=4)
+    with pytest.raises(RuntimeError, match=r"needs \{'CPU': 2.*has \{'CPU': 1.0\}"):
+        wait_for_workers(section, timeout_s=0)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    wait_for_workers(section, timeout_s=0)

@@ -1,0 +1,44 @@
+"""The exit codes of ``moaa <stage>``: they tell the truth about rows (no cluster: the stage is faked)."""
+
+from pathlib import Path
+
+import pytest
+
+from moaa_ray import cli
+from moaa_ray.pipeline import sft_generation
+from moaa_ray.runs.runner import FingerprintMismatch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "code"),
+    [
+        ({"status": "done"}, 0),
+        ({"status": "partial", "rows_failed": 2}, 3),
+        ({"status": "empty", "rows_failed": 8}, 4),
+        (FingerprintMismatch("changed: generate.aggregator"), 2),
+    ],
+)
+def test_exit_code_says_whether_every_row_was_written(monkeypatch, tmp_path, capsys, outcome, code):
+    def fake_stage(config, run_dir, fresh):
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sft_generation, "generate_sft", fake_stage)
+    argv = ["generate", "--config", "configs/demo.yaml", "--run-dir", str(tmp_path)]
+    assert cli.main(argv) == code
+    if code == 2:
+        assert "generate.aggregator" in capsys.readouterr().err
+
+
+def test_fresh_reaches_the_stage(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(
+        sft_generation, "generate_sft", lambda c, r, fresh: seen.update(fresh=fresh) or {}
+    )
+    cli.main(["generate", "--config", "configs/demo.yaml", "--run-dir", str(tmp_path), "--fresh"])
+    assert seen == {"fresh": True}
