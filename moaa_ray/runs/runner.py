@@ -1,0 +1,258 @@
+"""The one stage runner: fingerprint, run-dir lock, manifest status, pools, resume, summary, exit code.
+
+Every stage runs inside :func:`stage_run`, which refuses to reuse outputs produced by another
+fingerprint, holds the run directory's lock, and records the stage as running, then done / partial /
+empty / failed. Row stages (MoA data, preferences, evaluation) go through :func:`run_row_stage`, which
+adds resume bookkeeping (only ids not yet written), the stage's model pools, a stall watchdog and the
+rejects file; the stage itself only says what to load, which pools to start, how to process a batch
+and how to write it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from moaa_ray.runs.fingerprint import describe_change, fingerprint_hash
+from moaa_ray.runs.rundir import RunDir, StageDir
+
+logger = logging.getLogger(__name__)
+
+# Exit codes of a stage's command (0: every row written).
+EXIT_FAILED_ROWS = 3  # some rows failed after their retries; rerunning the command retries them
+EXIT_NOTHING_WRITTEN = 4  # there was work, and no row was written
+EXIT_CODES = {"done": 0, "partial": EXIT_FAILED_ROWS, "empty": EXIT_NOTHING_WRITTEN}
+
+
+class FingerprintMismatch(RuntimeError):
+    """A stage's earlier outputs were produced by another config, model or input."""
+
+
+class StageStalled(RuntimeError):
+    """A stage made no progress for ``ray.stall_timeout_s``."""
+
+
+@dataclass
+class StageRecord:
+    """The manifest entry of a running stage; :meth:`finish` sets its final status."""
+
+    run: RunDir
+    name: str
+
+    def update(self, **fields: Any) -> None:
+        """Merge fields into the stage's manifest entry."""
+        self.run.update_stage(self.name, **fields)
+
+    def finish(self, summary: dict, *, todo: int, written: int, failed: int) -> dict:
+        """Record the outcome and return ``summary`` with its ``status``.
+
+        Args:
+            summary: the stage's figures.
+            todo: rows this run set out to process.
+            written: rows it wrote.
+            failed: rows whose engine calls failed after retries (retried by the next run).
+
+        Returns:
+            The summary plus ``status``: ``done``, ``partial`` (rows failed) or ``empty`` (there
+            was work and nothing was written).
+        """
+        status = "done"
+        if failed:
+            status = "partial"
+        if todo and not written:
+            status = "empty"
+        summary = {**summary, "status": status, "rows_failed": failed}
+        self.update(**summary)
+        if status != "done":
+            logger.error(
+                "stage %s: %s (%d of %d rows written this run, %d failed)",
+                self.name, status, written, todo, failed,
+            )  # fmt: skip
+        return summary
+
+
+@contextmanager
+def stage_run(
+    run: RunDir, name: str, fingerprint: dict[str, Any], outputs: list[Path], fresh: bool
+) -> Iterator[StageRecord]:
+    """Hold the run directory for one stage whose results are keyed by ``fingerprint``.
+
+    Args:
+        run: the run directory.
+        name: the stage's manifest entry.
+        fingerprint: everything that determines the stage's outputs (flat, JSON-able).
+        outputs: the stage's files and folders, moved aside when ``fresh`` redoes the stage.
+        fresh: when the recorded fingerprint differs, move the old outputs aside and start over
+            (instead of refusing).
+
+    Raises:
+        FingerprintMismatch: earlier outputs came from another fingerprint and ``fresh`` is off;
+            raised before anything loads.
+        RunLocked: another driver holds the run directory.
+    """
+    with run.lock():
+        _check_fingerprint(run, name, fingerprint, outputs, fresh)
+        for path in outputs:
+            if path.is_dir() and (removed := run.remove_temp_files(path)):
+                logger.info("removed %d temporary files of an interrupted run in %s", removed, path)
+        record = StageRecord(run, name)
+        record.update(
+            status="running", fingerprint=fingerprint, fingerprint_hash=fingerprint_hash(fingerprint)
+        )
+        try:
+            yield record
+        except BaseException as exc:
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+
+
+def _check_fingerprint(
+    run: RunDir, name: str, fingerprint: dict, outputs: list[Path], fresh: bool
+) -> None:
+    recorded = run.stage_status(name).get("fingerprint")
+    has_outputs = any(p.is_file() or any(f.is_file() for f in p.rglob("*")) for p in outputs)
+    if recorded == fingerprint or (recorded is None and not has_outputs):
+        return
+    change = (
+        describe_change(recorded, fingerprint)
+        if recorded is not None
+        else "  (outputs exist but no fingerprint was recorded for them)"
+    )
+    if not fresh:
+        raise FingerprintMismatch(
+            f"stage {name!r} in {run.root} holds results of another configuration; changed:\n"
+            f"{change}\nEither use a new --run-dir, or add --fresh to move this stage's earlier "
+            f"outputs to {run.root / 'superseded'}/ and run it again."
+        )
+    logger.warning("stage %s: configuration changed, starting over:\n%s", name, change)
+    run.move_aside(outputs)
+    run.update_stage(name, reset=True, status="superseded")
+
+
+class RowStage(Protocol):
+    """What a row stage supplies to :func:`run_row_stage`."""
+
+    name: str
+    stage: StageDir  # where its rows are written
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that determines the stage's outputs."""
+        ...
+
+    def load(self) -> tuple[list[dict], list]:
+        """Every row state the stage should end up with, and the input rejects."""
+        ...
+
+    def done_ids(self) -> set[str]:
+        """Ids of rows already written (kept or permanently dropped)."""
+        ...
+
+    def batches(self, todo: list[dict], pools: Any) -> Iterator[list[dict]]:
+        """Process the rows to do with the pools (a :class:`~moaa_ray.engines.pools.PoolSet`)."""
+        ...
+
+    def write(self, batch: list[dict]) -> BatchOutcome:
+        """Write one processed batch."""
+        ...
+
+    def summarize(self) -> dict:
+        """The stage's figures over everything it has written."""
+        ...
+
+
+@dataclass
+class BatchOutcome:
+    """What writing one batch did: rows written, and the rows that were not (with reasons)."""
+
+    written: int = 0
+    rejects: list = field(default_factory=list)  # records.Reject; ``failed`` ones are retried
+
+
+def run_row_stage(stage: RowStage, config: Any, fresh: bool = False) -> dict:
+    """Run a row stage to completion: only rows not yet written, every failure recorded.
+
+    Args:
+        stage: the stage.
+        config: the run's config (models, Ray settings).
+        fresh: redo the stage if its fingerprint changed (earlier outputs moved aside).
+
+    Returns:
+        The stage's summary with ``rows_total``, ``rows_written``, ``rows_rejected``,
+        ``rows_failed``, ``seconds`` and ``status``.
+    """
+    from moaa_ray.config import dump_config
+    from moaa_ray.engines.pools import PoolSet
+    from moaa_ray.runs.cluster import connect
+
+    started = time.monotonic()
+    run = RunDir(stage.stage.path.parent)
+    with stage_run(run, stage.name, stage.fingerprint(), [stage.stage.path], fresh) as record:
+        run.record_start(dump_config(config))
+        # 1. Rows to do: every valid row not written by an earlier run.
+        states, rejects = stage.load()
+        done = stage.done_ids()
+        todo = [s for s in states if s["row_id"] not in done]
+        record.update(rows_total=len(states), rows_done_before=len(done))
+        logger.info("%s: %d rows, %d already done, %d to do", stage.name, len(states), len(done), len(todo))
+        # 2. Process them through the stage's pools, writing batch by batch.
+        written = 0
+        if todo:
+            connect(config)
+            with PoolSet(config.models) as pools:
+                batches = stage.batches(todo, pools)
+                for batch in watch_progress(batches, config.ray.stall_timeout_s, pools.describe):
+                    outcome = stage.write(batch)
+                    written += outcome.written
+                    rejects += outcome.rejects
+        # 3. Rejects (bad input, unusable output, failed rows) and the outcome.
+        stage.stage.write_rejects(rejects)
+        failed = sum(1 for r in rejects if r.failed)
+        summary = {
+            **stage.summarize(),
+            "rows_total": len(stage.done_ids()),
+            "rows_written": written,
+            "rows_rejected": len(rejects) - failed,
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        return record.finish(summary, todo=len(todo), written=written, failed=failed)
+
+
+def watch_progress(
+    batches: Iterator[list[dict]], stall_timeout_s: float, describe: Any
+) -> Iterator[list[dict]]:
+    """Yield ``batches``; fail when none arrives for ``stall_timeout_s``.
+
+    The batches are produced on a thread, so a hang anywhere below (a lost task, resources that
+    never free up) surfaces as :class:`StageStalled` with ``describe()``'s account of the cluster.
+    """
+    done = object()
+    handoff: queue.Queue = queue.Queue(maxsize=2)
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                handoff.put(batch)
+            handoff.put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            handoff.put(exc)
+
+    threading.Thread(target=produce, name="stage-batches", daemon=True).start()
+    while True:
+        try:
+            item = handoff.get(timeout=stall_timeout_s)
+        except queue.Empty:
+            raise StageStalled(
+                f"no batch finished in {stall_timeout_s:g} s (ray.stall_timeout_s); {describe()}"
+            ) from None
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item

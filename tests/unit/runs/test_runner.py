@@ -1,0 +1,129 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from moaa_ray.runs.rundir import RunDir, RunLocked
+from moaa_ray.runs.runner import FingerprintMismatch, stage_run, watch_progress
+
+
+def test_a_second_driver_on_the_run_dir_fails_at_once(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], stdout=subprocess.DEVNULL
+    )
+    try:
+        lock = {"host": os.uname().nodename, "pid": holder.pid, "since": "now"}
+        (tmp_path / ".moaa.lock").write_text(json.dumps(lock))
+        with pytest.raises(RunLocked, match=f"in use by pid {holder.pid}"):
+            with RunDir(tmp_path).lock():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = {"host": os.uname().nodename, "pid": int(dead.stdout), "since": "then"}
+    (tmp_path / ".moaa.lock").write_text(json.dumps(lock))
+    run = RunDir(tmp_path)
+    with run.lock():
+        with run.lock():  # re-entrant in one driver
+            assert json.loads((tmp_path / ".moaa.lock").read_text())["pid"] == os.getpid()
+        assert (tmp_path / ".moaa.lock").exists()
+    assert not (tmp_path / ".moaa.lock").exists()
+
+
+def test_a_changed_fingerprint_is_refused_naming_the_key_and_the_ways_on(tmp_path):
+    run = RunDir(tmp_path)
+    outputs = [tmp_path / "eval"]
+    with stage_run(run, "eval", {"evaluate.model": "llama-a"}, outputs, fresh=False) as record:
+        (tmp_path / "eval").mkdir()
+        (tmp_path / "eval" / "part-1.parquet").write_text("rows of llama-a")
+        record.finish({}, todo=1, written=1, failed=0)
+    with pytest.raises(FingerprintMismatch) as error:
+        with stage_run(run, "eval", {"evaluate.model": "llama-c"}, outputs, fresh=False):
+            pass
+    message = str(error.value)
+    assert '"llama-a" -> "llama-c"' in message and "--run-dir" in message and "--fresh" in message
+    assert (tmp_path / "eval" / "part-1.parquet").exists()  # nothing deleted
+    assert run.stage_status("eval")["status"] == "done"
+
+
+def test_fresh_moves_earlier_outputs_aside_and_never_deletes(tmp_path):
+    run = RunDir(tmp_path)
+    outputs = [tmp_path / "eval"]
+    with stage_run(run, "eval", {"k": 1}, outputs, fresh=False) as record:
+        (tmp_path / "eval").mkdir()
+        (tmp_path / "eval" / "part-1.parquet").write_text("old")
+        record.finish({}, todo=1, written=1, failed=0)
+    with stage_run(run, "eval", {"k": 2}, outputs, fresh=True) as record:
+        assert not (tmp_path / "eval").exists()
+        assert record.run.stage_status("eval")["fingerprint"] == {"k": 2}
+    [moved] = (tmp_path / "superseded").glob("*/eval/part-1.parquet")
+    assert moved.read_text() == "old"
+
+
+def test_outputs_without_a_recorded_fingerprint_are_not_reused(tmp_path):
+    (tmp_path / "sft_data").mkdir()
+    (tmp_path / "sft_data" / "part-1.parquet").write_text("unknown origin")
+    with pytest.raises(FingerprintMismatch, match="no fingerprint was recorded"):
+        with stage_run(RunDir(tmp_path), "sft_data", {"k": 1}, [tmp_path / "sft_data"], False):
+            pass
+
+
+def test_a_failing_stage_is_recorded_failed_with_its_error(tmp_path):
+    run = RunDir(tmp_path)
+    with pytest.raises(RuntimeError):
+        with stage_run(run, "sft", {"k": 1}, [], fresh=False):
+            raise RuntimeError("out of memory")
+    entry = run.stage_status("sft")
+    assert entry["status"] == "failed" and "out of memory" in entry["error"]
+    assert not (tmp_path / ".moaa.lock").exists()
+
+
+@pytest.mark.parametrize(
+    ("todo", "written", "failed", "status"),
+    [(4, 4, 0, "done"), (4, 3, 1, "partial"), (4, 0, 4, "empty"), (0, 0, 0, "done")],
+)
+def test_the_status_tells_the_truth_about_rows(tmp_path, todo, written, failed, status):
+    run = RunDir(tmp_path)
+    with stage_run(run, "s", {}, [], fresh=False) as record:
+        summary = record.finish({}, todo=todo, written=written, failed=failed)
+    assert summary["status"] == status == run.stage_status("s")["status"]
+    assert summary["rows_failed"] == failed
+
+
+def test_leftover_temporary_files_of_a_killed_driver_are_removed(tmp_path):
+    stage = tmp_path / "sft_data"
+    with stage_run(RunDir(tmp_path), "sft_data", {"k": 1}, [stage], fresh=False):
+        stage.mkdir()
+        (stage / "part-0.parquet").write_text("whole")
+        (stage / ".part-1.parquet.tmp").write_text("half")  # the driver is killed here
+    with stage_run(RunDir(tmp_path), "sft_data", {"k": 1}, [stage], fresh=False):
+        assert [p.name for p in stage.iterdir()] == ["part-0.parquet"]
+
+
+def test_a_stalled_stage_fails_with_what_is_pending():
+    def never():
+        import time
+
+        time.sleep(60)
+        yield []
+
+    with pytest.raises(Exception, match="no batch finished in 0.3 s.*2 rows in flight"):
+        list(watch_progress(never(), 0.3, lambda: "2 rows in flight"))
+
+
+def test_errors_of_the_batches_reach_the_consumer():
+    def broken():
+        yield [1]
+        raise ValueError("engine gone")
+
+    got = []
+    with pytest.raises(ValueError, match="engine gone"):
+        for batch in watch_progress(broken(), 5, str):
+            got.append(batch)
+    assert got == [[1]]
