@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    from ray.exceptions import RayError
+
     from moaa_ray.engines.pools import EngineFailure
     from moaa_ray.runs.rundir import RunLocked
     from moaa_ray.runs.runner import EXIT_CODES, FingerprintMismatch, StageStalled
@@ -145,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     except (EngineFailure, StageStalled, FileNotFoundError) as exc:
         print(f"{args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except RayError as exc:  # raised in a Ray Data task: the original arrives as traceback text
+        reason = _moaa_error_line(str(exc))
+        if reason is None:
+            raise
+        print(f"{args.command} failed: {reason}", file=sys.stderr)
+        return EXIT_ERROR
     if args.command == "run":
         from moaa_ray.orchestrator import format_summary
 
@@ -152,6 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(json.dumps({"stage": args.command, "run_dir": run_dir, **summary}, indent=2))
     return EXIT_CODES[summary.get("status", "done")]
+
+
+def _moaa_error_line(text: str) -> str | None:
+    """The last ``moaa_ray.<module>.<Error>: message`` line of a remote traceback, if any."""
+    lines = [line for line in text.splitlines() if line.startswith("moaa_ray.")]
+    if not lines:
+        return None
+    name, _, message = lines[-1].partition(": ")
+    return f"{name.rsplit('.', 1)[-1]}: {message}"
 
 
 if __name__ == "__main__":

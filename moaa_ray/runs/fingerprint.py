@@ -103,9 +103,6 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-
-
-
 def models_identity(models: dict[str, Any], names: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """The result-shaping settings of the named models, plus a digest of each local model folder.
 

@@ -104,7 +104,9 @@ def stage_run(
                 logger.info("removed %d temporary files of an interrupted run in %s", removed, path)
         record = StageRecord(run, name)
         record.update(
-            status="running", fingerprint=fingerprint, fingerprint_hash=fingerprint_hash(fingerprint)
+            status="running",
+            fingerprint=fingerprint,
+            fingerprint_hash=fingerprint_hash(fingerprint),
         )
         try:
             yield record
@@ -200,7 +202,9 @@ def run_row_stage(stage: RowStage, config: Any, fresh: bool = False) -> dict:
         done = stage.done_ids()
         todo = [s for s in states if s["row_id"] not in done]
         record.update(rows_total=len(states), rows_done_before=len(done))
-        logger.info("%s: %d rows, %d already done, %d to do", stage.name, len(states), len(done), len(todo))
+        logger.info(
+            "%s: %d rows, %d already done, %d to do", stage.name, len(states), len(done), len(todo)
+        )
         # 2. Process them through the stage's pools, writing batch by batch.
         written = 0
         if todo:

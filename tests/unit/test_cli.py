@@ -42,3 +42,26 @@ def test_fresh_reaches_the_stage(monkeypatch, tmp_path):
     )
     cli.main(["generate", "--config", "configs/demo.yaml", "--run-dir", str(tmp_path), "--fresh"])
     assert seen == {"fresh": True}
+
+
+def test_an_engine_failure_inside_a_ray_task_is_said_in_one_line(monkeypatch, tmp_path, capsys):
+    from ray.exceptions import RayError
+
+    class RemoteFailure(RayError):
+        def __str__(self):
+            return (
+                "ray::MapBatches(judges)() (pid=1)\n  File x, line 3\n"
+                "moaa_ray.engines.pools.EngineFailure: model 'j': no usable replica\n"
+                "To change retry attempts, configure DataContext."
+            )
+
+    def fake_stage(config, run_dir, fresh):
+        raise RemoteFailure()
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sft_generation, "generate_sft", fake_stage)
+    argv = ["generate", "--config", "configs/demo.yaml", "--run-dir", str(tmp_path)]
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err.strip() == (
+        "generate failed: EngineFailure: model 'j': no usable replica"
+    )

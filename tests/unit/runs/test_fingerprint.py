@@ -55,7 +55,7 @@ def test_digest_changes_when_a_file_is_rewritten_with_the_same_size(tmp_path):
 def test_describe_change_names_old_and_new_values():
     text = describe_change({"evaluate.model": "llama-a"}, {"evaluate.model": "llama-c", "x": 1})
     assert 'evaluate.model: "llama-a" -> "llama-c"' in text
-    assert "x: \"(absent)\" -> 1" in text
+    assert 'x: "(absent)" -> 1' in text
 
 
 def test_a_pattern_limits_the_digest_to_the_rows(tmp_path):

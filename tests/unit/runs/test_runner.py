@@ -25,7 +25,9 @@ def test_a_second_driver_on_the_run_dir_fails_at_once(tmp_path):
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     lock = {"host": os.uname().nodename, "pid": int(dead.stdout), "since": "then"}
     (tmp_path / ".moaa.lock").write_text(json.dumps(lock))
     run = RunDir(tmp_path)
