@@ -79,7 +79,7 @@ def run_moaa(config_path: Path, run_dir: Path) -> float:
     import ray
 
     from moaa_ray.config import load_config
-    from moaa_ray.pipeline.sft_generation import generate_sft
+    from moaa_ray.pipeline.generate import generate_sft
 
     started = time.monotonic()
     summary = generate_sft(load_config(config_path), run_dir)

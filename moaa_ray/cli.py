@@ -11,33 +11,34 @@ import importlib
 import json
 import logging
 import sys
-import threading
+
+from moaa_ray.serve.command import add_serve_parser, serve
 
 # subcommand: (what it does, "module:function" taking (config, run_dir) and returning a summary)
 STAGES = {
     "generate": (
         "write the MoA SFT dataset (layered proposers + aggregator) from prompts",
-        "moaa_ray.pipeline.sft_generation:generate_sft",
+        "moaa_ray.pipeline.generate:generate_sft",
     ),
     "preferences": (
         "sample K answers per prompt, rank them with the judge ensemble, write DPO pairs",
-        "moaa_ray.pipeline.preference_stage:build_preferences",
+        "moaa_ray.pipeline.preferences:build_preferences",
     ),
     "run": (
         "the whole pipeline: MoA SFT data, SFT, rounds of sample/judge/DPO, evaluation",
         "moaa_ray.orchestrator:run_pipeline",
     ),
-    "train-sft": (
+    "sft": (
         "fine-tune the target model on the MoA dataset (Ray Train + DeepSpeed)",
         "moaa_ray.train.sft:train_sft",
     ),
-    "train-dpo": (
+    "dpo": (
         "DPO from the SFT model on the preference pairs (Ray Train + DeepSpeed)",
         "moaa_ray.train.dpo:train_dpo",
     ),
     "evaluate": (
         "judge the model against a baseline: win rates, LC win rate, BT score, MT-Bench grades",
-        "moaa_ray.pipeline.evaluation:evaluate",
+        "moaa_ray.pipeline.evaluate:evaluate",
     ),
 }
 
@@ -57,55 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
             "earlier outputs to <run_dir>/superseded/ (without it such a rerun is refused)",
         )
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    _add_serve_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 
-def _add_serve_parser(sub) -> None:
-    help_text = "serve a trained model over OpenAI-compatible HTTP (Ray Serve) until Ctrl-C"
-    serve = sub.add_parser("serve", help=help_text, description=help_text)
-    serve.add_argument("--model", required=True, help="model directory or tiny:<name>")
-    serve.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="hf: CPU; vllm: GPU")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--num-replicas", type=int, default=1, help="model copies behind the route")
-    serve.add_argument("--num-gpus", type=float, help="GPUs per replica (default: 1 vllm, 0 hf)")
-    serve.add_argument("--served-model-name", help="name clients pass as model (default: --model)")
-    serve.add_argument("--trust-remote-code", action="store_true", help="run the model's code")
-
-
-def _serve(args: argparse.Namespace) -> int:
-    """Deploy the model, print the base URL and serve until Ctrl-C."""
-    from pydantic import ValidationError
-
-    from moaa_ray.config import ModelConfig
-
-    num_gpus = args.num_gpus if args.num_gpus is not None else float(args.engine == "vllm")
-    try:
-        config = ModelConfig(
-            path=args.model,
-            engine=args.engine,
-            num_replicas=[args.num_replicas, args.num_replicas],
-            num_gpus=num_gpus,
-            trust_remote_code=args.trust_remote_code,
-        )
-    except ValidationError as exc:
-        print(f"serve: {exc.errors()[0]['msg']}", file=sys.stderr)
-        return 2
-    from ray import serve
-
-    from moaa_ray.serve.openai_app import APP_NAME, run_server
-
-    name = args.served_model_name or args.model
-    url = run_server(config, name, args.host, args.port)
-    print(f"serving {name} at {url} (Ctrl-C to stop)", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        print("stopping", file=sys.stderr)
-    serve.delete(APP_NAME)
-    return 0
-
+# Earlier names of subcommands, still accepted but not listed.
+ALIASES = {"train-sft": "sft", "train-dpo": "dpo"}
 
 EXIT_ERROR = 1  # the stage failed (engine, cluster, stall); the message says why
 EXIT_USAGE = 2  # bad config, changed fingerprint without --fresh, run directory in use
@@ -118,10 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         0 when every row was written; 3 when rows failed (rerun to retry them); 4 when there was
         work and nothing was written; 2 for usage errors; 1 when the stage failed.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ALIASES:
+        argv[0] = ALIASES[argv[0]]
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command == "serve":
-        return _serve(args)
+        return serve(args)
     from moaa_ray.config import ConfigError, load_config
 
     try:

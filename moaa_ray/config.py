@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from moaa_ray.testing.tiny_models import TINY_MODELS, TINY_PREFIX
+from moaa_ray.tiny_models import TINY_MODELS, TINY_PREFIX
 
 
 class ConfigError(ValueError):
@@ -282,7 +282,7 @@ class PreferencesConfig(_Section):
 
 
 class BenchmarkConfig(_Section):
-    """A benchmark question file in its native format (read by moaa_ray.eval.benchmarks)."""
+    """A benchmark question file in its native format (read by moaa_ray.core.benchmarks)."""
 
     path: str = Field(description="MT-Bench / Arena-Hard question.jsonl or an AlpacaEval JSON file")
     name: str | None = Field(None, description="key in results.json; None: the file name's stem")
@@ -476,7 +476,7 @@ class DPOConfig(TrainConfig):
     """DPO from the SFT model (also the reference) on the MoA-judged preference pairs."""
 
     model: str | None = Field(
-        None, description="model name under 'models'; None: the run's sft_model"
+        None, description="model name under 'models'; None: the run's sft/model"
     )
     learning_rate: float = Field(5e-7, gt=0, description="peak learning rate")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="fraction of steps of linear warmup")

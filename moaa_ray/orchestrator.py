@@ -51,9 +51,9 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
         Per stage: its summary and seconds; plus ``final_model``, ``run_dir`` and ``status``
         (``done``, or the status of the stage the run stopped at).
     """
-    from moaa_ray.pipeline.evaluation import evaluate
-    from moaa_ray.pipeline.preference_stage import build_preferences
-    from moaa_ray.pipeline.sft_generation import generate_sft
+    from moaa_ray.pipeline.evaluate import evaluate
+    from moaa_ray.pipeline.generate import generate_sft
+    from moaa_ray.pipeline.preferences import build_preferences
     from moaa_ray.runs.rundir import RunDir
     from moaa_ray.train.dpo import train_dpo
     from moaa_ray.train.sft import train_sft
@@ -74,7 +74,7 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
     with RunDir(root).lock():
         try:
             # 1. MoA SFT data, then SFT of the target model.
-            timed("sft_data", generate_sft, config, root)
+            timed("generate", generate_sft, config, root)
             model_path = timed("sft", train_sft, config, root)["model_path"]
             # 2. Rounds of on-policy sampling, judging and DPO, each from the last round's model.
             for index in range(config.iterations):
@@ -92,7 +92,7 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
                 model_path = dpo["model_path"]
             # 3. Evaluate the final model against the baseline.
             if config.evaluate:
-                timed("eval", evaluate, with_trained_policy(config, model_path), root)
+                timed("evaluate", evaluate, with_trained_policy(config, model_path), root)
         except StageIncomplete as stop:
             status = stages[str(stop)]["status"]
             logger.error("stopped after %s (%s): rerun the same command to retry", stop, status)

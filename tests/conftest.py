@@ -30,6 +30,6 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def tiny_model_dirs():
     """Paths of every tiny offline model (built on first use, cached across runs)."""
-    from moaa_ray.testing.tiny_models import TINY_MODELS, resolve_model_path
+    from moaa_ray.tiny_models import TINY_MODELS, resolve_model_path
 
     return {name: resolve_model_path(f"tiny:{name}") for name in TINY_MODELS}

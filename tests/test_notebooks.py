@@ -24,10 +24,10 @@ def test_notebooks_run_on_demo_outputs(tmp_path, monkeypatch):
         notebook = nbformat.read(REPO / "notebooks" / name, as_version=4)
         assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
         NotebookClient(notebook, timeout=900, resources={"metadata": {"path": str(REPO)}}).execute()
-    assert (tmp_path / "run" / "eval" / "results.json").exists()
+    assert (tmp_path / "run" / "evaluate" / "results.json").exists()
     from moaa_ray.runs.rundir import RunDir
 
     rounds = [tmp_path / "run" / f"round-{r}" for r in (1, 2)]
     ids = [set(RunDir(r).stage("preferences").read().column("row_id").to_pylist()) for r in rounds]
     assert ids[0] and ids[1] and not ids[0] & ids[1]  # fresh prompts each round
-    assert (rounds[1] / "dpo_model" / "config.json").exists()
+    assert (rounds[1] / "dpo" / "model" / "config.json").exists()

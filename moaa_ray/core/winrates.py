@@ -341,3 +341,30 @@ def render_grade_prompt(
         "grade_single.txt", question=question, answer=answer_turns[-1], reference=reference_block
     )
     return [{"role": "user", "content": content}]
+
+
+def expected_grade(logprobs: list[float], ten_split: list[float] | None) -> float | None:
+    """Expected 1-10 grade, ``sum_g P(g) * g``, from log-probabilities of "1".."10" after the prefix.
+
+    Args:
+        logprobs: of "1".."10" right after ``Rating: [[``. Digit-splitting tokenizers give "10" the
+            first token of "1", hence the same value.
+        ten_split: of "0" and "]" right after ``Rating: [[1``; it divides the mass of "1" between 10
+            and 1 when the two share a token. None: all of it counts as 1.
+
+    Returns:
+        The expected grade, or None when every choice is impossible (e.g. not in an API's top-k).
+    """
+    shared = logprobs[9] == logprobs[0]
+    values = logprobs[:9] if shared else logprobs
+    top = max(values)
+    if top == -math.inf:
+        return None
+    weights = [math.exp(v - top) for v in values]
+    probs = [w / sum(weights) for w in weights]
+    if shared:
+        p_zero = 0.0
+        if ten_split is not None and max(ten_split) > -math.inf:
+            p_zero = 1.0 / (1.0 + math.exp(ten_split[1] - ten_split[0]))
+        probs = [probs[0] * (1.0 - p_zero), *probs[1:], probs[0] * p_zero]
+    return sum(p * grade for p, grade in zip(probs, range(1, 11), strict=True))

@@ -8,7 +8,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import Conversation
 from moaa_ray.engines.hf import resolve_dtype
-from moaa_ray.testing.tiny_models import resolve_model_path
+from moaa_ray.tiny_models import resolve_model_path
 
 
 class HFRewardEngine:

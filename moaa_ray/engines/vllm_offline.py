@@ -6,7 +6,7 @@ import vllm
 
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import Conversation, SamplingParams
-from moaa_ray.testing.tiny_models import resolve_model_path
+from moaa_ray.tiny_models import resolve_model_path
 
 
 class VLLMEngine:

@@ -19,7 +19,7 @@ from moaa_ray.config import DPOConfig, MoaaConfig
 from moaa_ray.train.collate import Batch, collate, encode_preference
 from moaa_ray.train.launch import run_training
 from moaa_ray.train.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs, token_logprobs
-from moaa_ray.train.worker import WorkerSpec, load_causal_lm, read_rows, train_worker
+from moaa_ray.train.worker import WorkerSpec, load_causal_lm, read_training_rows, train_worker
 
 STAGE = "dpo"
 INPUT_STAGE = "preferences"
@@ -39,7 +39,7 @@ class DPOObjective:
         if not isinstance(spec.train, DPOConfig):
             raise TypeError(f"DPO needs a DPOConfig, got {type(spec.train).__name__}")
         self.spec, self.cfg, self.tokenizer = spec, spec.train, tokenizer
-        self.rows = read_rows(spec.data_path, ["prompt", "chosen", "rejected"])
+        self.rows = read_training_rows(spec.data_path, ["prompt", "chosen", "rejected"])
         self.lengths = [
             _chars(r["prompt"]) + _chars(r["chosen"]) + _chars(r["rejected"]) for r in self.rows
         ]
@@ -166,12 +166,12 @@ def _dpo_worker(loop_config: dict) -> None:
 
 
 def train_dpo(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -> dict:
-    """DPO on ``<run_dir>/preferences`` from ``dpo.model`` or ``<run_dir>/sft_model``.
+    """DPO on ``<run_dir>/preferences`` from ``dpo.model`` or ``<run_dir>/sft/model``.
 
     ``fresh``: if the section, the starting model or the pairs changed, move the earlier checkpoints
     (with their reference log-probs) and model aside and train again (otherwise refused).
 
-    The model is saved to ``<run_dir>/dpo_model``.
+    The model is saved to ``<run_dir>/dpo/model``.
 
     Returns:
         Steps, final loss, the last step's metrics (reward accuracy, margin, log-probs), model path,
@@ -183,9 +183,9 @@ def train_dpo(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -> d
         model = config.models[config.dpo.model]
         start = (model.path, model.trust_remote_code)
     else:
-        sft_model = Path(run_dir).resolve() / "sft_model"
+        sft_model = Path(run_dir).resolve() / "sft" / "model"
         if not (sft_model / "config.json").exists():
-            raise FileNotFoundError(f"{sft_model} does not exist: run train-sft or set dpo.model")
+            raise FileNotFoundError(f"{sft_model} does not exist: run `moaa sft` or set dpo.model")
         trust = config.models[config.sft.model].trust_remote_code if config.sft else False
         start = (str(sft_model), trust)
     return run_training(STAGE, config, run_dir, config.dpo, start, INPUT_STAGE, _dpo_worker, fresh)

@@ -18,13 +18,13 @@ from moaa_ray.runs.cluster import connect
 from moaa_ray.runs.fingerprint import config_identity, digest_path
 from moaa_ray.runs.rundir import RunDir, StageDir
 from moaa_ray.runs.runner import stage_run
-from moaa_ray.train.recipe import plan_steps
+from moaa_ray.train.recipe import plan_batches
 from moaa_ray.train.worker import WorkerSpec
 
 logger = logging.getLogger(__name__)
 
 
-def count_rows(data_path: str) -> int:
+def count_parquet_rows(data_path: str) -> int:
     """Rows in a stage's Parquet shards (from the file footers)."""
     import pyarrow.parquet as pq
 
@@ -47,7 +47,8 @@ def run_training(
     """Train one stage with Ray Train and record it in the run manifest.
 
     Args:
-        stage: ``sft`` or ``dpo``; names the checkpoint folder, ``<stage>_model`` and the manifest entry.
+        stage: ``sft`` or ``dpo``; names the stage folder (Ray Train's checkpoints, ``model/``,
+            ``tensorboard/``) and the manifest entry.
         config: the whole run's config (recorded in the manifest; Ray address).
         run_dir: the run directory.
         section: the stage's config section.
@@ -64,7 +65,7 @@ def run_training(
     started = time.monotonic()
     root = Path(run_dir).resolve()
     run = RunDir(root)
-    output_dir = root / f"{stage}_model"
+    output_dir = root / stage / "model"
     # Workers run in their own directories, so local paths go to them absolute.
     data_path = (
         str(Path(section.data_path).resolve()) if section.data_path else str(root / data_stage)
@@ -76,7 +77,7 @@ def run_training(
         "model.content": digest_path(model_path),
         "data.content": digest_path(data_path, "part-*.parquet"),  # the rows, nothing else
     }
-    outputs = [root / stage, output_dir, root / "tensorboard" / stage]
+    outputs = [root / stage]  # Ray Train checkpoints, model/ and tensorboard/
     # 1. Skip a stage that already finished with this very fingerprint.
     previous = run.stage_status(stage)
     done = previous.get("status") == "done" and previous.get("fingerprint") == fingerprint
@@ -86,8 +87,8 @@ def run_training(
     with stage_run(run, stage, fingerprint, outputs, fresh) as record:
         # 2. Check the data against the batch plan before any worker starts.
         total_steps = len(
-            plan_steps(
-                count_rows(data_path),
+            plan_batches(
+                count_parquet_rows(data_path),
                 section.global_batch_size,
                 section.num_epochs,
                 section.seed,
@@ -104,7 +105,7 @@ def run_training(
             trust_remote_code=model[1],
             data_path=data_path,
             output_dir=str(output_dir),
-            log_dir=str(root / "tensorboard" / stage),
+            log_dir=str(root / stage / "tensorboard"),
         )
         connect(config)
         wait_for_workers(section, config.ray.train_start_timeout_s)

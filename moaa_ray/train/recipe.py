@@ -12,7 +12,7 @@ import random
 from typing import Any, Literal
 
 
-def plan_steps(
+def plan_batches(
     num_rows: int, global_batch_size: int, num_epochs: int, seed: int, max_steps: int | None = None
 ) -> list[list[int]]:
     """Row indices of every optimizer step.

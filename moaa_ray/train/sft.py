@@ -11,10 +11,10 @@ from moaa_ray.config import MoaaConfig
 from moaa_ray.train.collate import Batch, collate, encode_conversation
 from moaa_ray.train.launch import run_training
 from moaa_ray.train.losses import IGNORE_INDEX, token_logprobs
-from moaa_ray.train.worker import WorkerSpec, read_rows, train_worker
+from moaa_ray.train.worker import WorkerSpec, read_training_rows, train_worker
 
 STAGE = "sft"
-INPUT_STAGE = "sft_data"
+INPUT_STAGE = "generate"
 
 
 class SFTObjective:
@@ -23,7 +23,7 @@ class SFTObjective:
     def __init__(self, spec: WorkerSpec, tokenizer: Any):
         self.tokenizer = tokenizer
         self.cfg = spec.train
-        self.rows = [row["messages"] for row in read_rows(spec.data_path, ["messages"])]
+        self.rows = [row["messages"] for row in read_training_rows(spec.data_path, ["messages"])]
         self.lengths = [sum(len(m["content"]) for m in messages) for messages in self.rows]
 
     def make_batch(self, rows: list[int]) -> Batch:
@@ -58,7 +58,7 @@ def _sft_worker(loop_config: dict) -> None:
 
 
 def train_sft(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -> dict:
-    """Fine-tune ``sft.model`` on ``<run_dir>/sft_data`` and save it to ``<run_dir>/sft_model``.
+    """Fine-tune ``sft.model`` on ``<run_dir>/generate`` and save it to ``<run_dir>/sft/model``.
 
     ``fresh``: if the section, the starting model or the data changed, move the earlier checkpoints
     and model aside and train again (otherwise such a rerun is refused).

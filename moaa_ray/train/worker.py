@@ -25,13 +25,13 @@ import torch.distributed as dist
 
 from moaa_ray.config import DPOConfig, SFTConfig
 from moaa_ray.runs.rundir import StageDir
-from moaa_ray.testing.tiny_models import resolve_model_path
+from moaa_ray.tiny_models import resolve_model_path
 from moaa_ray.train.checkpoints import restore_checkpoint, save_checkpoint, save_hf_model
 from moaa_ray.train.recipe import (
     accumulation_steps,
     build_deepspeed_config,
     lr_factor,
-    plan_steps,
+    plan_batches,
     split_step,
     warmup_steps,
 )
@@ -73,7 +73,7 @@ class Objective(Protocol):
         """Add the objective's own state to a checkpoint (rank 0)."""
 
 
-def read_rows(data_path: str, columns: list[str]) -> list[dict[str, Any]]:
+def read_training_rows(data_path: str, columns: list[str]) -> list[dict[str, Any]]:
     """All rows of a stage's Parquet shards, in shard-name order (every worker gets the same list)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -120,7 +120,9 @@ def load_causal_lm(spec: WorkerSpec, gpu: bool, ds_config: dict | None = None) -
     return model
 
 
-def build_engine(spec: WorkerSpec, total_steps: int, num_micro_batches: int, world_size: int):
+def build_deepspeed_engine(
+    spec: WorkerSpec, total_steps: int, num_micro_batches: int, world_size: int
+):
     """The DeepSpeed engine: model (+ LoRA), torch AdamW, the LR schedule, the run's ZeRO config."""
     import deepspeed
 
@@ -217,12 +219,12 @@ def train_worker(spec: WorkerSpec, make_objective) -> None:
     # 1. Data and the step plan (the same on every worker, whatever the worker count).
     tokenizer = load_tokenizer(spec)
     objective = make_objective(spec, tokenizer)
-    steps = plan_steps(
+    steps = plan_batches(
         len(objective.lengths), cfg.global_batch_size, cfg.num_epochs, cfg.seed, cfg.max_steps
     )
     num_micro = accumulation_steps(cfg.global_batch_size, cfg.micro_batch_size, world_size)
     # 2. The engine from the starting weights.
-    engine = build_engine(spec, len(steps), num_micro, world_size)
+    engine = build_deepspeed_engine(spec, len(steps), num_micro, world_size)
     # 3. Objective set-up on the starting weights, then resume from the last checkpoint, if any.
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as checkpoint_dir:

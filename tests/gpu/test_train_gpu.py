@@ -54,7 +54,7 @@ def test_sft_and_dpo_train_in_bf16_with_zero3(gpu_cluster, tmp_path):
 
     questions = [f"What color is thing number {i}?" for i in range(8)]
     _write(
-        tmp_path / "sft_data",
+        tmp_path / "generate",
         [
             {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": ANSWER}]}
             for q in questions
@@ -83,14 +83,14 @@ def test_sft_and_dpo_train_in_bf16_with_zero3(gpu_cluster, tmp_path):
     dpo = train_dpo(config, tmp_path)
     assert sft["steps"] == 16 and sft["final_loss"] < 2.0
     assert dpo["metrics"]["reward_margin"] > 0 and dpo["metrics"]["reward_accuracy"] == 1.0
-    for name in ("sft_model", "dpo_model"):
-        saved = json.loads((tmp_path / name / "config.json").read_text())
+    for name in ("sft", "dpo"):
+        saved = json.loads((tmp_path / name / "model" / "config.json").read_text())
         assert saved["dtype"] == "bfloat16"
 
     from moaa_ray.config import ModelConfig
     from moaa_ray.engines.base import SamplingParams
     from moaa_ray.engines.hf import HFEngine
 
-    engine = HFEngine(ModelConfig(path=str(tmp_path / "dpo_model")))
+    engine = HFEngine(ModelConfig(path=str(tmp_path / "dpo" / "model")))
     params = SamplingParams(temperature=0, max_new_tokens=8)
     assert engine.chat([[{"role": "user", "content": questions[0]}]], params)[0][0].strip()

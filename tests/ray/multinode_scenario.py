@@ -17,7 +17,7 @@ import yaml
 from ray.cluster_utils import Cluster
 
 from moaa_ray.config import load_config
-from moaa_ray.pipeline.sft_generation import generate_sft
+from moaa_ray.pipeline.generate import generate_sft
 
 NUM_PROMPTS = 60
 
@@ -49,7 +49,7 @@ def write_config(workdir: Path, num_prompts: int, p1_replicas: list[int]) -> Pat
 
 
 def wait_for_rows(run_dir: Path) -> None:
-    while not list((run_dir / "sft_data").glob("part-*.parquet")):
+    while not list((run_dir / "generate").glob("part-*.parquet")):
         time.sleep(0.1)
 
 
@@ -85,7 +85,7 @@ def main(kind: str, workdir: Path) -> None:
     [summary] = outcome
     per_replica = calls_per_replica()
     rows = []
-    for shard in sorted((run_dir / "sft_data").glob("part-*.parquet")):
+    for shard in sorted((run_dir / "generate").glob("part-*.parquet")):
         rows += pq.read_table(shard).to_pylist()
     print(
         json.dumps(

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from moaa_ray.config import load_config
-from moaa_ray.pipeline.evaluation import evaluate
-from moaa_ray.pipeline.preference_stage import build_preferences
-from moaa_ray.pipeline.sft_generation import generate_sft
+from moaa_ray.pipeline.evaluate import evaluate
+from moaa_ray.pipeline.generate import generate_sft
+from moaa_ray.pipeline.preferences import build_preferences
 from moaa_ray.runs.rundir import RunDir
 from moaa_ray.runs.runner import FingerprintMismatch
 
@@ -53,12 +53,12 @@ def moa_models(**aggregator_faults):
 MOA = {"proposers": ["p1", "p2"], "aggregator": "agg", "sampling": {"max_new_tokens": 6}}
 
 
-def rows_of(run_dir, stage="sft_data"):
+def rows_of(run_dir, stage="generate"):
     table = RunDir(run_dir).stage(stage).read()
     return table.to_pylist() if table is not None else []
 
 
-def rejects_of(run_dir, stage="sft_data"):
+def rejects_of(run_dir, stage="generate"):
     text = (RunDir(run_dir).root / stage / "rejects.jsonl").read_text()
     return [json.loads(line) for line in text.splitlines()]
 
@@ -219,7 +219,7 @@ def test_results_of_another_config_are_never_returned_under_a_new_name(ray_clust
     redo = generate_sft(changed, config.run_dir, fresh=True)
     assert redo["rows_written"] == 4
     assert {r["models"][-1] for r in rows_of(config.run_dir)} == {"other"}
-    assert list((tmp_path / "run" / "superseded").glob("*/sft_data/part-*.parquet"))
+    assert list((tmp_path / "run" / "superseded").glob("*/generate/part-*.parquet"))
 
 
 def test_evaluating_another_model_in_the_same_run_dir_is_refused(ray_cluster, tmp_path):

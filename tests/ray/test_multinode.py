@@ -69,7 +69,7 @@ def test_a_driver_killed_mid_stage_resumes_with_every_row_once(tmp_path):
         )
     )
     command = [sys.executable, "-m", "moaa_ray.cli", "generate", "--config", str(config)]
-    stage = tmp_path / "run" / "sft_data"
+    stage = tmp_path / "run" / "generate"
     driver = subprocess.Popen(command, cwd=REPO, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 180

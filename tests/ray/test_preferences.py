@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from moaa_ray.config import load_config
-from moaa_ray.pipeline.preference_stage import build_preferences
+from moaa_ray.pipeline.preferences import build_preferences
 from moaa_ray.runs.rundir import RunDir
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -69,7 +69,7 @@ def test_logprob_verdicts_rank_samples_into_trl_pairs(ray_cluster, tmp_path):
     from transformers import AutoTokenizer
     from trl.data_utils import apply_chat_template, is_conversational
 
-    from moaa_ray.testing.tiny_models import resolve_model_path
+    from moaa_ray.tiny_models import resolve_model_path
 
     dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     assert is_conversational(dataset[0])

@@ -52,5 +52,5 @@ def test_readme_cluster_flow_runs_as_written(tmp_path):
     assert out.returncode == 0, log[-6000:]
     assert "succeeded" in log, log[-6000:]
     manifest = json.loads((checkout / "runs" / "job" / "manifest.json").read_text())
-    stage = manifest["stages"]["sft_data"]
+    stage = manifest["stages"]["generate"]
     assert stage["status"] == "done" and stage["rows_written"] == stage["rows_total"] > 0

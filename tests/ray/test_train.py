@@ -75,7 +75,7 @@ def _write(directory, rows) -> None:
 
 def _scalars(run_dir, stage: str, key: str) -> dict[int, float]:
     accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    events = accumulator.EventAccumulator(str(run_dir / "tensorboard" / stage))
+    events = accumulator.EventAccumulator(str(run_dir / stage / "tensorboard"))
     events.Reload()
     return {e.step: e.value for e in events.Scalars(f"{stage}/{key}")}
 
@@ -110,7 +110,7 @@ def sft_run(ray_cluster, tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("run")
     _write(
-        run_dir / "sft_data",
+        run_dir / "generate",
         [{"row_id": str(i), "messages": chat} for i, chat in enumerate(CONVERSATIONS)],
     )
     killed: list[int] = []
@@ -170,15 +170,15 @@ def test_distributed_step_has_the_gradient_of_the_whole_global_batch(sft_run):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from moaa_ray.testing.tiny_models import resolve_model_path
+    from moaa_ray.tiny_models import resolve_model_path
     from moaa_ray.train.collate import collate, encode_conversation
     from moaa_ray.train.losses import IGNORE_INDEX, token_logprobs
-    from moaa_ray.train.recipe import plan_steps
+    from moaa_ray.train.recipe import plan_batches
 
     model_dir = resolve_model_path("tiny:llama-a")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    rows = plan_steps(len(CONVERSATIONS), SFT["global_batch_size"], 1, seed=0)[0]
+    rows = plan_batches(len(CONVERSATIONS), SFT["global_batch_size"], 1, seed=0)[0]
     examples = [encode_conversation(tokenizer, CONVERSATIONS[i], SFT["max_seq_len"]) for i in rows]
     batch = collate(examples, tokenizer.pad_token_id, packed=False)
     logps = token_logprobs(model(**batch.inputs, use_cache=False).logits, batch.targets)
@@ -199,8 +199,8 @@ def test_finished_sft_is_skipped_when_run_again_and_refused_when_the_data_change
     assert again["skipped"] is True and again["steps"] == second["steps"]
     with pytest.raises(FingerprintMismatch, match="sft.learning_rate"):
         train_sft(_config(run_dir, sft={**SFT, "learning_rate": 1e-4}), run_dir)
-    extra = run_dir / "sft_data" / "part-00001.parquet"
-    extra.write_bytes((run_dir / "sft_data" / "part-00000.parquet").read_bytes())
+    extra = run_dir / "generate" / "part-00001.parquet"
+    extra.write_bytes((run_dir / "generate" / "part-00000.parquet").read_bytes())
     try:
         with pytest.raises(FingerprintMismatch, match="data.content"):
             train_sft(_config(run_dir, sft=SFT), run_dir)
@@ -211,7 +211,7 @@ def test_finished_sft_is_skipped_when_run_again_and_refused_when_the_data_change
 def test_sft_model_loads_in_the_hf_engine_and_answers_as_trained(sft_run):
     run_dir = sft_run[0]
     # The random-init model babbles; after SFT it gives the trained answer.
-    assert _chat(run_dir / "sft_model", QUESTIONS[2]) == ANSWER
+    assert _chat(run_dir / "sft" / "model", QUESTIONS[2]) == ANSWER
 
 
 def test_dpo_from_the_sft_model_raises_the_reward_margin(dpo_run):
@@ -230,13 +230,13 @@ def test_dpo_model_is_gathered_from_zero3_and_generates(dpo_run):
     from safetensors.torch import load_file
 
     run_dir, summary = dpo_run
-    assert summary["model_path"] == str(run_dir / "dpo_model")
-    dpo = load_file(run_dir / "dpo_model" / "model.safetensors")
-    sft = load_file(run_dir / "sft_model" / "model.safetensors")
+    assert summary["model_path"] == str(run_dir / "dpo" / "model")
+    dpo = load_file(run_dir / "dpo" / "model" / "model.safetensors")
+    sft = load_file(run_dir / "sft" / "model" / "model.safetensors")
     assert dpo.keys() == sft.keys()
     assert all(dpo[k].shape == sft[k].shape for k in sft)  # full tensors, not ZeRO-3 shards
     assert any(not dpo[k].equal(sft[k]) for k in sft)
-    assert _chat(run_dir / "dpo_model", QUESTIONS[0]).strip()
+    assert _chat(run_dir / "dpo" / "model", QUESTIONS[0]).strip()
 
 
 VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
@@ -259,7 +259,7 @@ def test_sft_model_loads_in_the_vllm_engine_and_answers_as_trained(sft_run, tmp_
     script = tmp_path / "vllm_chat.py"
     script.write_text(VLLM_CHAT)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    args = [str(script), str(sft_run[0] / "sft_model"), SYSTEM["content"], QUESTIONS[2]]
+    args = [str(script), str(sft_run[0] / "sft" / "model"), SYSTEM["content"], QUESTIONS[2]]
     out = subprocess.run(
         [str(VLLM_PYTHON), *args], capture_output=True, text=True, timeout=400, env=env
     )

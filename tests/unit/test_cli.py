@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from moaa_ray import cli
-from moaa_ray.pipeline import sft_generation
+from moaa_ray.pipeline import generate
 from moaa_ray.runs.runner import FingerprintMismatch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ def test_exit_code_says_whether_every_row_was_written(monkeypatch, tmp_path, cap
         return outcome
 
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr(sft_generation, "generate_sft", fake_stage)
+    monkeypatch.setattr(generate, "generate_sft", fake_stage)
     argv = ["generate", "--config", "configs/demo.yaml", "--run-dir", str(tmp_path)]
     assert cli.main(argv) == code
     if code == 2:
@@ -38,7 +38,7 @@ def test_fresh_reaches_the_stage(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(
-        sft_generation, "generate_sft", lambda c, r, fresh: seen.update(fresh=fresh) or {}
+        generate, "generate_sft", lambda c, r, fresh: seen.update(fresh=fresh) or {}
     )
     cli.main(["generate", "--config", "configs/demo.yaml", "--run-dir", str(tmp_path), "--fresh"])
     assert seen == {"fresh": True}
@@ -59,7 +59,7 @@ def test_an_engine_failure_inside_a_ray_task_is_said_in_one_line(monkeypatch, tm
         raise RemoteFailure()
 
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr(sft_generation, "generate_sft", fake_stage)
+    monkeypatch.setattr(generate, "generate_sft", fake_stage)
     argv = ["generate", "--config", "configs/demo.yaml", "--run-dir", str(tmp_path)]
     assert cli.main(argv) == 1
     assert capsys.readouterr().err.strip() == (

@@ -23,24 +23,24 @@ def test_each_round_samples_trains_and_is_evaluated_from_the_given_model(monkeyp
 def test_summary_table_lists_stages_figures_and_artifacts():
     summary = {
         "stages": {
-            "sft_data": {"rows_total": 36, "rows_rejected": 1, "seconds": 12.0},
-            "eval": {
+            "generate": {"rows_total": 36, "rows_rejected": 1, "seconds": 12.0},
+            "evaluate": {
                 "seconds": 3.0,
                 "benchmarks": {"mt": {"win_rate": 61.5, "lc_win_rate": 58.25, "baseline": "b"}},
             },
         },
         "run_dir": "runs/x",
-        "final_model": "runs/x/round-1/dpo_model",
+        "final_model": "runs/x/round-1/dpo/model",
     }
     table = format_summary(summary)
-    assert "sft_data" in table and "rows_total=36" in table and "rows_rejected=1" in table
+    assert "generate" in table and "rows_total=36" in table and "rows_rejected=1" in table
     assert "win_rate=61.5" in table and "lc_win_rate=58.25" in table and "vs b" in table
-    assert table.splitlines()[-1].endswith("runs/x/round-1/dpo_model")
+    assert table.splitlines()[-1].endswith("runs/x/round-1/dpo/model")
 
 
 def test_summary_table_says_first_that_a_stage_is_incomplete():
     summary = {
-        "stages": {"sft_data": {"rows_total": 30, "rows_failed": 6, "status": "partial"}},
+        "stages": {"generate": {"rows_total": 30, "rows_failed": 6, "status": "partial"}},
         "run_dir": "runs/x",
         "final_model": None,
     }

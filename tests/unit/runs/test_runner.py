@@ -40,39 +40,39 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path):
 
 def test_a_changed_fingerprint_is_refused_naming_the_key_and_the_ways_on(tmp_path):
     run = RunDir(tmp_path)
-    outputs = [tmp_path / "eval"]
-    with stage_run(run, "eval", {"evaluate.model": "llama-a"}, outputs, fresh=False) as record:
-        (tmp_path / "eval").mkdir()
-        (tmp_path / "eval" / "part-1.parquet").write_text("rows of llama-a")
+    outputs = [tmp_path / "evaluate"]
+    with stage_run(run, "evaluate", {"evaluate.model": "llama-a"}, outputs, fresh=False) as record:
+        (tmp_path / "evaluate").mkdir()
+        (tmp_path / "evaluate" / "part-1.parquet").write_text("rows of llama-a")
         record.finish({}, todo=1, written=1, failed=0)
     with pytest.raises(FingerprintMismatch) as error:
-        with stage_run(run, "eval", {"evaluate.model": "llama-c"}, outputs, fresh=False):
+        with stage_run(run, "evaluate", {"evaluate.model": "llama-c"}, outputs, fresh=False):
             pass
     message = str(error.value)
     assert '"llama-a" -> "llama-c"' in message and "--run-dir" in message and "--fresh" in message
-    assert (tmp_path / "eval" / "part-1.parquet").exists()  # nothing deleted
-    assert run.stage_status("eval")["status"] == "done"
+    assert (tmp_path / "evaluate" / "part-1.parquet").exists()  # nothing deleted
+    assert run.stage_status("evaluate")["status"] == "done"
 
 
 def test_fresh_moves_earlier_outputs_aside_and_never_deletes(tmp_path):
     run = RunDir(tmp_path)
-    outputs = [tmp_path / "eval"]
-    with stage_run(run, "eval", {"k": 1}, outputs, fresh=False) as record:
-        (tmp_path / "eval").mkdir()
-        (tmp_path / "eval" / "part-1.parquet").write_text("old")
+    outputs = [tmp_path / "evaluate"]
+    with stage_run(run, "evaluate", {"k": 1}, outputs, fresh=False) as record:
+        (tmp_path / "evaluate").mkdir()
+        (tmp_path / "evaluate" / "part-1.parquet").write_text("old")
         record.finish({}, todo=1, written=1, failed=0)
-    with stage_run(run, "eval", {"k": 2}, outputs, fresh=True) as record:
-        assert not (tmp_path / "eval").exists()
-        assert record.run.stage_status("eval")["fingerprint"] == {"k": 2}
-    [moved] = (tmp_path / "superseded").glob("*/eval/part-1.parquet")
+    with stage_run(run, "evaluate", {"k": 2}, outputs, fresh=True) as record:
+        assert not (tmp_path / "evaluate").exists()
+        assert record.run.stage_status("evaluate")["fingerprint"] == {"k": 2}
+    [moved] = (tmp_path / "superseded").glob("*/evaluate/part-1.parquet")
     assert moved.read_text() == "old"
 
 
 def test_outputs_without_a_recorded_fingerprint_are_not_reused(tmp_path):
-    (tmp_path / "sft_data").mkdir()
-    (tmp_path / "sft_data" / "part-1.parquet").write_text("unknown origin")
+    (tmp_path / "generate").mkdir()
+    (tmp_path / "generate" / "part-1.parquet").write_text("unknown origin")
     with pytest.raises(FingerprintMismatch, match="no fingerprint was recorded"):
-        with stage_run(RunDir(tmp_path), "sft_data", {"k": 1}, [tmp_path / "sft_data"], False):
+        with stage_run(RunDir(tmp_path), "generate", {"k": 1}, [tmp_path / "generate"], False):
             pass
 
 
@@ -99,12 +99,12 @@ def test_the_status_tells_the_truth_about_rows(tmp_path, todo, written, failed, 
 
 
 def test_leftover_temporary_files_of_a_killed_driver_are_removed(tmp_path):
-    stage = tmp_path / "sft_data"
-    with stage_run(RunDir(tmp_path), "sft_data", {"k": 1}, [stage], fresh=False):
+    stage = tmp_path / "generate"
+    with stage_run(RunDir(tmp_path), "generate", {"k": 1}, [stage], fresh=False):
         stage.mkdir()
         (stage / "part-0.parquet").write_text("whole")
         (stage / ".part-1.parquet.tmp").write_text("half")  # the driver is killed here
-    with stage_run(RunDir(tmp_path), "sft_data", {"k": 1}, [stage], fresh=False):
+    with stage_run(RunDir(tmp_path), "generate", {"k": 1}, [stage], fresh=False):
         assert [p.name for p in stage.iterdir()] == ["part-0.parquet"]
 
 

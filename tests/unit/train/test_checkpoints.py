@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from moaa_ray.config import LoraConfig
-from moaa_ray.testing.tiny_models import resolve_model_path
+from moaa_ray.tiny_models import resolve_model_path
 from moaa_ray.train.checkpoints import merge_lora, save_hf_model
 from tests.unit.train.conftest import FakeEngine
 
@@ -57,7 +57,7 @@ def test_saved_lora_model_loads_as_a_plain_model_with_the_same_outputs(
     lora = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"])
     model = _lora_model(model_dir, lora)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    out = tmp_path / "dpo_model"
+    out = tmp_path / "model"
     out.mkdir()  # an older model in the way is replaced
     save_hf_model(FakeEngine(model), tokenizer, str(out), lora, rank=0)
     loaded = AutoModelForCausalLM.from_pretrained(out).eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moaa_ray.testing.tiny_models import CHAT_TEMPLATE, resolve_model_path
+from moaa_ray.tiny_models import CHAT_TEMPLATE, resolve_model_path
 from moaa_ray.train.collate import (
     assistant_mask,
     collate,

@@ -12,14 +12,14 @@ from moaa_ray.train.recipe import (
     accumulation_steps,
     build_deepspeed_config,
     lr_factor,
-    plan_steps,
+    plan_batches,
     split_step,
     warmup_steps,
 )
 
 
 def test_each_epoch_visits_every_row_at_most_once_in_full_batches():
-    steps = plan_steps(10, 4, num_epochs=2, seed=0)
+    steps = plan_batches(10, 4, num_epochs=2, seed=0)
     assert len(steps) == 4  # 2 full batches per epoch, the 2 leftover rows dropped
     assert all(len(step) == 4 for step in steps)
     for epoch in (steps[:2], steps[2:]):
@@ -28,20 +28,20 @@ def test_each_epoch_visits_every_row_at_most_once_in_full_batches():
 
 
 def test_plan_is_seeded_and_reshuffled_every_epoch():
-    assert plan_steps(12, 4, 2, seed=3) == plan_steps(12, 4, 2, seed=3)
-    assert plan_steps(12, 4, 1, seed=3) != plan_steps(12, 4, 1, seed=4)
-    first, second = plan_steps(12, 12, 2, seed=3)
+    assert plan_batches(12, 4, 2, seed=3) == plan_batches(12, 4, 2, seed=3)
+    assert plan_batches(12, 4, 1, seed=3) != plan_batches(12, 4, 1, seed=4)
+    first, second = plan_batches(12, 12, 2, seed=3)
     assert sorted(first) == sorted(second) and first != second
 
 
 def test_max_steps_cuts_the_plan_and_keeps_its_prefix():
-    full = plan_steps(16, 4, 3, seed=1)
-    assert plan_steps(16, 4, 3, seed=1, max_steps=5) == full[:5]
+    full = plan_batches(16, 4, 3, seed=1)
+    assert plan_batches(16, 4, 3, seed=1, max_steps=5) == full[:5]
 
 
 def test_too_few_rows_for_one_batch_is_an_error():
     with pytest.raises(ValueError, match="fewer than global_batch_size"):
-        plan_steps(3, 4, 1, seed=0)
+        plan_batches(3, 4, 1, seed=0)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ def _load(tmp_path, text: str, overrides=None):
 def test_sections_default_to_the_papers_recipe(tmp_path):
     config = _load(tmp_path, "sft: {model: a}\ndpo: {}\n")
     assert config.sft.learning_rate == 8e-6 and config.sft.global_batch_size == 128
-    assert config.dpo.model is None  # the run's sft_model
+    assert config.dpo.model is None  # the run's sft/model
     assert config.dpo.lr_schedule == "cosine" and config.dpo.warmup_ratio == 0.1
     assert config.dpo.precompute_ref_logprobs is True
 

@@ -8,7 +8,7 @@ import yaml
 
 from moaa_ray.config import load_config
 from moaa_ray.engines.pools import EngineFailure, start_pool
-from moaa_ray.pipeline import sft_generation
+from moaa_ray.pipeline import generate
 from moaa_ray.runs.rundir import RunDir
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -54,15 +54,15 @@ def make_config(tmp_path, **generate):
     return load_config(path)
 
 
-def read_rows(run_dir):
-    table = RunDir(run_dir).stage("sft_data").read()
+def read_generated(run_dir):
+    table = RunDir(run_dir).stage("generate").read()
     return table.to_pylist() if table is not None else []
 
 
 def test_streaming_stage_writes_trl_conversations_with_provenance(ray_cluster, tmp_path):
     config = make_config(tmp_path)
-    summary = sft_generation.generate_sft(config, config.run_dir)
-    rows = read_rows(config.run_dir)
+    summary = generate.generate_sft(config, config.run_dir)
+    rows = read_generated(config.run_dir)
     assert summary["rows_written"] == len(rows) == 7 and summary["rows_rejected"] == 1
     assert len({r["row_id"] for r in rows}) == 7
     chat = next(r for r in rows if r["messages"][0]["role"] == "system")
@@ -79,19 +79,19 @@ def test_streaming_stage_writes_trl_conversations_with_provenance(ray_cluster, t
     assert [p["model"] for p in chat["proposals"] if p["turn"] == 0] == ["a", "b", "a", "d"]
     slots = [p["content"] for p in chat["proposals"] if p["turn"] == 0 and p["model"] == "a"]
     assert slots[0] != slots[1]  # one model in two slots samples twice with different seeds
-    rejects = (tmp_path / "run" / "sft_data" / "rejects.jsonl").read_text().splitlines()
+    rejects = (tmp_path / "run" / "generate" / "rejects.jsonl").read_text().splitlines()
     assert "empty text" in json.loads(rejects[0])["reason"]
     manifest = RunDir(config.run_dir).manifest()
-    assert manifest["stages"]["sft_data"]["status"] == "done"
+    assert manifest["stages"]["generate"]["status"] == "done"
     assert manifest["config"]["generate"]["aggregator"] == "d"
-    assert manifest["versions"]["ray"] and manifest["stages"]["sft_data"]["fingerprint"]["inputs.0"]
+    assert manifest["versions"]["ray"] and manifest["stages"]["generate"]["fingerprint"]["inputs.0"]
 
 
 def test_interrupted_run_resumes_without_losing_or_duplicating_rows(
     ray_cluster, tmp_path, monkeypatch
 ):
     config = make_config(tmp_path)
-    real_write = sft_generation.GenerateStage.write
+    real_write = generate.GenerateStage.write
     calls = []
 
     def crash_after_first_shard(self, batch):
@@ -100,30 +100,30 @@ def test_interrupted_run_resumes_without_losing_or_duplicating_rows(
         calls.append(1)
         return real_write(self, batch)
 
-    monkeypatch.setattr(sft_generation.GenerateStage, "write", crash_after_first_shard)
+    monkeypatch.setattr(generate.GenerateStage, "write", crash_after_first_shard)
     with pytest.raises(KeyboardInterrupt):
-        sft_generation.generate_sft(config, config.run_dir)
-    first = read_rows(config.run_dir)
+        generate.generate_sft(config, config.run_dir)
+    first = read_generated(config.run_dir)
     assert 0 < len(first) < 7
-    assert RunDir(config.run_dir).stage_status("sft_data")["status"] == "failed"
+    assert RunDir(config.run_dir).stage_status("generate")["status"] == "failed"
 
-    monkeypatch.setattr(sft_generation.GenerateStage, "write", real_write)
-    summary = sft_generation.generate_sft(config, config.run_dir)
-    rows = read_rows(config.run_dir)
+    monkeypatch.setattr(generate.GenerateStage, "write", real_write)
+    summary = generate.generate_sft(config, config.run_dir)
+    rows = read_generated(config.run_dir)
     assert summary["rows_written"] == 7 - len(first)
     assert sorted(r["row_id"] for r in rows) == sorted(set(r["row_id"] for r in rows))
     assert len(rows) == 7
 
-    again = sft_generation.generate_sft(config, config.run_dir)
-    assert again["rows_written"] == 0 and len(read_rows(config.run_dir)) == 7
+    again = generate.generate_sft(config, config.run_dir)
+    assert again["rows_written"] == 0 and len(read_generated(config.run_dir)) == 7
 
 
 def test_staged_mode_gives_the_same_rows_one_model_at_a_time(ray_cluster, tmp_path):
     config = make_config(tmp_path, mode="staged")
-    summary = sft_generation.generate_sft(config, config.run_dir)
-    rows = read_rows(config.run_dir)
+    summary = generate.generate_sft(config, config.run_dir)
+    rows = read_generated(config.run_dir)
     assert summary["rows_written"] == 7 and len(rows) == 7
-    steps = sorted((tmp_path / "run" / "sft_data" / "_staged").iterdir())
+    steps = sorted((tmp_path / "run" / "generate" / "_staged").iterdir())
     # per turn: layer 1 has models a and b (a appears twice: one step), layer 2 has d; 2 turns
     assert len(steps) == 6
     first_step = pq.read_table(next(steps[0].glob("part-*.parquet"))).to_pylist()

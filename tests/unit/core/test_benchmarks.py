@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from moaa_ray.eval.benchmarks import (
+from moaa_ray.core.benchmarks import (
     EvalQuestion,
     load_alpaca_eval,
     load_arena_hard,

@@ -1,6 +1,6 @@
 import json
 
-from moaa_ray.testing.tiny_models import TINY_MODELS, resolve_model_path
+from moaa_ray.tiny_models import TINY_MODELS, resolve_model_path
 
 
 def test_tiny_models_are_deterministic_and_distinct(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from moaa_ray.config import load_config
-from moaa_ray.pipeline.evaluation import evaluate
+from moaa_ray.pipeline.evaluate import evaluate
 from moaa_ray.runs.rundir import RunDir
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -61,7 +61,7 @@ def make_config(tmp_path):
 def test_evaluation_writes_results_and_resumes_without_rejudging(ray_cluster, tmp_path):
     config = make_config(tmp_path)
     summary = evaluate(config, config.run_dir)
-    stage = tmp_path / "run" / "eval"
+    stage = tmp_path / "run" / "evaluate"
     results = json.loads((stage / "results.json").read_text())
     assert results["benchmarks"] == summary["benchmarks"] and summary["rows_failed"] == 0
     mt, alpaca = results["benchmarks"]["mt_bench"], results["benchmarks"]["alpaca"]
@@ -77,7 +77,7 @@ def test_evaluation_writes_results_and_resumes_without_rejudging(ray_cluster, tm
     assert mt["mt_bench"]["num_graded"] == 4 and 1.0 <= mt["mt_bench"]["overall"] <= 10.0
     assert alpaca["mt_bench"] is None  # only MT-Bench questions are graded
 
-    table = RunDir(config.run_dir).stage("eval").read().to_pylist()
+    table = RunDir(config.run_dir).stage("evaluate").read().to_pylist()
     rows = {(r["benchmark"], r["question_id"]): r for r in table}
     assert set(rows) == {("mt_bench", "1"), ("mt_bench", "2"), ("alpaca", "0"), ("alpaca", "2")}
     two_turns = rows["mt_bench", "1"]
@@ -86,7 +86,7 @@ def test_evaluation_writes_results_and_resumes_without_rejudging(ray_cluster, tm
     audit = pq.read_table(stage / "judgments").to_pylist()
     assert len(audit) == 4 * 2 * 3  # questions x orders x (2 judges + aggregator)
     assert {a["judge"] for a in audit} == {"j1", "j2", "aggregator"}
-    manifest = RunDir(config.run_dir).stage_status("eval")
+    manifest = RunDir(config.run_dir).stage_status("evaluate")
     assert manifest["status"] == "done" and manifest["benchmarks"] == results["benchmarks"]
 
     again = evaluate(config, config.run_dir)

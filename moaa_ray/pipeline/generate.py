@@ -19,11 +19,11 @@ from moaa_ray.runs.rundir import RunDir, StageDir
 from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
 logger = logging.getLogger(__name__)
-STAGE = "sft_data"
+STAGE = "generate"
 
 
 def generate_sft(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -> dict:
-    """Write the MoA SFT dataset into ``<run_dir>/sft_data``; a rerun resumes where it stopped.
+    """Write the MoA SFT dataset into ``<run_dir>/generate``; a rerun resumes where it stopped.
 
     Args:
         config: the run's config; needs a ``generate`` section.

@@ -1,8 +1,8 @@
 """Sample K answers per prompt from the policy, rank them with the judge ensemble, write DPO pairs.
 
 Run as:
-    python jobs/build_preferences.py --config configs/demo.yaml [--run-dir DIR] [key=value ...]
-    ray job submit --working-dir . -- python jobs/build_preferences.py --config configs/demo.yaml
+    python jobs/preferences.py --config configs/demo.yaml [--run-dir DIR] [key=value ...]
+    ray job submit --working-dir . -- python jobs/preferences.py --config configs/demo.yaml
 """
 
 import sys

@@ -1,8 +1,8 @@
 """Fine-tune the target model on the MoA SFT dataset (Ray Train + DeepSpeed).
 
 Run as:
-    python jobs/train_sft.py --config configs/demo.yaml [--run-dir DIR] [key=value ...]
-    ray job submit --working-dir . -- python jobs/train_sft.py --config configs/demo.yaml
+    python jobs/sft.py --config configs/demo.yaml [--run-dir DIR] [key=value ...]
+    ray job submit --working-dir . -- python jobs/sft.py --config configs/demo.yaml
 """
 
 import sys

@@ -7,14 +7,16 @@ import pytest
 from pydantic import ValidationError
 
 from moaa_ray.config import BenchmarkConfig, EvaluateConfig
+from moaa_ray.core.benchmarks import EvalQuestion
 from moaa_ray.engines.pools import Completion
-from moaa_ray.eval.benchmarks import EvalQuestion
-from moaa_ray.pipeline.evaluation import baseline_name, benchmark_results, question_row_id
-from moaa_ray.pipeline.evaluation_steps import (
+from moaa_ray.pipeline.evaluate import (
     AnswerStep,
     GradeStep,
+    baseline_name,
+    benchmark_results,
     expected_grade,
     new_question_state,
+    question_row_id,
 )
 
 STATS = json.dumps({"judgments": 6, "abstains": 0, "position_flips": 0, "pairs": 1})

@@ -1,8 +1,8 @@
 """The whole MoAA pipeline: MoA SFT data -> SFT -> rounds of sample/judge/DPO -> evaluation.
 
 Run as:
-    python jobs/pipeline.py --config configs/demo.yaml [--run-dir DIR] [key=value ...]
-    ray job submit --working-dir . -- python jobs/pipeline.py --config configs/paper-llama31-8b.yaml
+    python jobs/run.py --config configs/demo.yaml [--run-dir DIR] [key=value ...]
+    ray job submit --working-dir . -- python jobs/run.py --config configs/paper-llama31-8b.yaml
 """
 
 import sys

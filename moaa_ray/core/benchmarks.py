@@ -270,7 +270,7 @@ def load_alpaca_eval(path: str | Path) -> list[EvalQuestion]:
     return _read_questions(Path(path), _alpaca_eval_question)
 
 
-def detect_format(path: Path) -> str:
+def detect_benchmark_format(path: Path) -> str:
     """Name the benchmark format of a question file from its first row."""
     line, row = next(_read_rows(path), (0, {}))
     if not row:
@@ -302,7 +302,7 @@ def load_eval_questions(
     Returns:
         The questions in file order.
     """
-    name = detect_format(Path(path)) if format == "auto" else format
+    name = detect_benchmark_format(Path(path)) if format == "auto" else format
     if name not in FORMATS:
         raise ValueError(
             f"unknown benchmark format {format!r}; expected 'auto' or one of {FORMATS}"

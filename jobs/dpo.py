@@ -1,8 +1,8 @@
 """DPO from the SFT model on the MoA-judged preference pairs (Ray Train + DeepSpeed).
 
 Run as:
-    python jobs/train_dpo.py --config configs/demo.yaml [--run-dir DIR] [key=value ...]
-    ray job submit --working-dir . -- python jobs/train_dpo.py --config configs/demo.yaml
+    python jobs/dpo.py --config configs/demo.yaml [--run-dir DIR] [key=value ...]
+    ray job submit --working-dir . -- python jobs/dpo.py --config configs/demo.yaml
 """
 
 import sys

@@ -1,8 +1,8 @@
 """Write the MoA SFT dataset.
 
 Run as:
-    python jobs/generate_sft.py --config configs/demo.yaml [--run-dir DIR] [key=value ...]
-    ray job submit --working-dir . -- python jobs/generate_sft.py --config configs/demo.yaml
+    python jobs/generate.py --config configs/demo.yaml [--run-dir DIR] [key=value ...]
+    ray job submit --working-dir . -- python jobs/generate.py --config configs/demo.yaml
 """
 
 import sys

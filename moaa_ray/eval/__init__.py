@@ -1,1 +1,0 @@
-"""Evaluation against a baseline: benchmark questions, judging and reports."""
