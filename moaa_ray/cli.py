@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import sys
+from pathlib import Path
 
 from moaa_ray.serve.command import add_serve_parser, serve
 
@@ -57,9 +57,44 @@ def build_parser() -> argparse.ArgumentParser:
             help="redo stages whose config, models or inputs changed since they ran, moving their "
             "earlier outputs to <run_dir>/superseded/ (without it such a rerun is refused)",
         )
+        stage.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="also show Ray's, the libraries' and the actors' log lines (always in <run_dir>/logs/)",
+        )
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     add_serve_parser(sub)
+    _add_config_parser(sub)
     return parser
+
+
+def _add_config_parser(sub) -> None:
+    help_text = "print every config key (type, default, description), or a config as loaded"
+    command = sub.add_parser("config", help=help_text, description=help_text)
+    shown = command.add_mutually_exclusive_group(required=True)
+    shown.add_argument("--schema", action="store_true", help="every key the config accepts")
+    shown.add_argument("--config", help="print this config with its overrides and defaults applied")
+    command.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    from moaa_ray.config import ConfigError, dump_config, load_config
+
+    if args.schema:
+        from moaa_ray.config_reference import config_keys, format_reference
+
+        print(format_reference(config_keys()))
+        return 0
+    import yaml
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(yaml.safe_dump(dump_config(config), sort_keys=False), end="")
+    return 0
 
 
 # Earlier names of subcommands, still accepted but not listed.
@@ -80,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ALIASES:
         argv[0] = ALIASES[argv[0]]
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "config":
+        return _show_config(args)
     if args.command == "serve":
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
         return serve(args)
     from moaa_ray.config import ConfigError, load_config
 
@@ -92,16 +131,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ray.exceptions import RayError
 
+    from moaa_ray import console
     from moaa_ray.engines.pools import EngineFailure
     from moaa_ray.runs.rundir import RunLocked
     from moaa_ray.runs.runner import EXIT_CODES, FingerprintMismatch, StageStalled
 
-    run_dir = args.run_dir or config.run_dir
+    run_dir = Path(args.run_dir or config.run_dir)
+    log_file = console.setup(run_dir, args.verbose)
+    console.say(f"moaa {args.command} · run directory {run_dir.resolve()} · log {log_file}")
     module, function = STAGES[args.command][1].split(":")
+    stage = getattr(importlib.import_module(module), function)
+    console.route_library_logs()  # the stage's imports brought Ray's and Ray Data's handlers
     try:
-        summary = getattr(importlib.import_module(module), function)(
-            config, run_dir, fresh=args.fresh
-        )
+        summary = stage(config, run_dir, fresh=args.fresh)
     except (FingerprintMismatch, RunLocked) as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -114,12 +156,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{args.command} failed: {reason}", file=sys.stderr)
         return EXIT_ERROR
-    if args.command == "run":
-        from moaa_ray.orchestrator import format_summary
-
-        print(format_summary(summary))
-    else:
-        print(json.dumps({"stage": args.command, "run_dir": run_dir, **summary}, indent=2))
+    if args.command != "run":  # one stage: a table of one line
+        stages = {args.command: summary}
+        summary = {
+            "stages": stages,
+            "run_dir": str(run_dir),
+            "final_model": summary.get("model_path"),
+            **summary,
+        }
+    table = console.format_table(summary)
+    (run_dir / "summary.txt").write_text(table + "\n")
+    console.say(table)
     return EXIT_CODES[summary.get("status", "done")]
 
 

@@ -172,7 +172,9 @@ class InputConfig(_Section):
     """A prompt source: JSONL or Parquet file (or directory of them), or a datasets name/path."""
 
     path: str = Field(description="file, directory, or datasets hub name")
-    format: Literal["auto", "jsonl", "parquet", "datasets"] = "auto"
+    format: Literal["auto", "jsonl", "parquet", "datasets"] = Field(
+        "auto", description="auto: from the file suffix; otherwise a datasets name"
+    )
     split: str = Field("train", description="datasets split")
     prompt_column: str = Field("prompt", description="single-turn prompt text (UltraFeedback)")
     messages_column: str | None = Field(None, description="conversation column (UltraChat)")
@@ -184,10 +186,10 @@ class InputConfig(_Section):
 class SamplingConfig(_Section):
     """Sampling for one engine call."""
 
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_new_tokens: int = 2048
-    seed: int = 0
+    temperature: float = Field(0.7, description="0: greedy")
+    top_p: float = Field(1.0, description="nucleus sampling mass")
+    max_new_tokens: int = Field(2048, description="longest answer, in tokens")
+    seed: int = Field(0, description="random seed of the engine calls")
 
 
 class GenerateConfig(_Section):

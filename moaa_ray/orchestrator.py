@@ -63,7 +63,6 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
 
     def timed(name: str, function, *args, **kwargs) -> dict:
         started = time.monotonic()
-        logger.info("stage %s", name)
         summary = function(*args, fresh=fresh, **kwargs)
         stages[name] = {**summary, "seconds": round(time.monotonic() - started, 1)}
         if summary.get("status", "done") != "done":
@@ -103,35 +102,3 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
                 "status": status,
             }
     return {"stages": stages, "final_model": model_path, "run_dir": str(root), "status": "done"}
-
-
-def format_summary(summary: dict) -> str:
-    """A plain-text table of the pipeline summary: one line per stage, key figures, seconds."""
-    keys = (
-        "rows_total", "rows_rejected", "pairs_kept", "prompts_dropped", "final_loss", "steps",
-        "win_rate", "lc_win_rate",
-    )  # fmt: skip
-    lines = [f"{'stage':<22} {'seconds':>8}  figures", "-" * 72]
-    for name, stage in summary["stages"].items():
-        shown = [f"{k}={_short(stage[k])}" for k in keys if stage.get(k) is not None]
-        if stage.get("status", "done") != "done":  # say it first: the stage is not complete
-            shown.insert(0, f"{stage['status'].upper()}: rows_failed={stage.get('rows_failed')}")
-        figures = ", ".join(shown)
-        lines.append(f"{name:<22} {stage.get('seconds', 0):>8.1f}  {figures}")
-        for bench, result in stage.get("benchmarks", {}).items():
-            bt = result.get("bt") or {}
-            lines.append(
-                f"  {bench:<20} {'':>8}  win_rate={_short(result.get('win_rate'))}, "
-                f"lc_win_rate={_short(result.get('lc_win_rate'))}, bt={_short(bt.get('score'))} "
-                f"[{_short(bt.get('lower'))}, {_short(bt.get('upper'))}] vs {result.get('baseline')}"
-            )
-    lines += [
-        "-" * 72,
-        f"run directory: {summary['run_dir']}",
-        f"final model:   {summary['final_model']}",
-    ]
-    return "\n".join(lines)
-
-
-def _short(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

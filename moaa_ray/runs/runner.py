@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from moaa_ray.console import Progress
 from moaa_ray.runs.fingerprint import describe_change, fingerprint_hash
 from moaa_ray.runs.rundir import RunDir, StageDir
 
@@ -206,15 +207,21 @@ def run_row_stage(stage: RowStage, config: Any, fresh: bool = False) -> dict:
             "%s: %d rows, %d already done, %d to do", stage.name, len(states), len(done), len(todo)
         )
         # 2. Process them through the stage's pools, writing batch by batch.
-        written = 0
+        written = processed = failed = 0
         if todo:
             connect(config)
-            with PoolSet(config.models) as pools:
+            with (
+                PoolSet(config.models) as pools,
+                Progress(stage_label(run, stage.name), len(todo)) as bar,
+            ):
                 batches = stage.batches(todo, pools)
                 for batch in watch_progress(batches, config.ray.stall_timeout_s, pools.describe):
                     outcome = stage.write(batch)
                     written += outcome.written
                     rejects += outcome.rejects
+                    processed += len(batch)
+                    failed += sum(1 for r in outcome.rejects if r.failed)
+                    bar.update(processed, failed=failed)
         # 3. Rejects (bad input, unusable output, failed rows) and the outcome.
         stage.stage.write_rejects(rejects)
         failed = sum(1 for r in rejects if r.failed)
@@ -226,6 +233,11 @@ def run_row_stage(stage: RowStage, config: Any, fresh: bool = False) -> dict:
             "seconds": round(time.monotonic() - started, 1),
         }
         return record.finish(summary, todo=len(todo), written=written, failed=failed)
+
+
+def stage_label(run: RunDir, name: str) -> str:
+    """How the console names a stage: ``preferences``, or ``round-2/preferences`` inside a round."""
+    return f"{run.root.name}/{name}" if run.root.name.startswith("round-") else name
 
 
 def watch_progress(

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from moaa_ray.config import DPOConfig, MoaaConfig, SFTConfig, dump_config
+from moaa_ray.console import Progress, follow_file
 from moaa_ray.runs.cluster import connect
 from moaa_ray.runs.fingerprint import config_identity, digest_path
 from moaa_ray.runs.rundir import RunDir, StageDir
-from moaa_ray.runs.runner import stage_run
+from moaa_ray.runs.runner import stage_label, stage_run
 from moaa_ray.train.recipe import plan_batches
 from moaa_ray.train.worker import WorkerSpec
 
@@ -106,10 +107,19 @@ def run_training(
             data_path=data_path,
             output_dir=str(output_dir),
             log_dir=str(root / stage / "tensorboard"),
+            progress_file=str(root / stage / "progress.json"),
         )
         connect(config)
         wait_for_workers(section, config.ray.train_start_timeout_s)
-        result = _build_trainer(train_fn, spec, root).fit()
+        with Progress(stage_label(run, stage), total_steps, unit="steps") as bar:
+
+            def show(progress: dict) -> None:
+                figures = {k: progress.get(k) for k in ("loss", "tokens_per_s")}
+                bar.update(progress.get("step") or 0, **figures)
+
+            with follow_file(Path(spec.progress_file), show):
+                result = _build_trainer(train_fn, spec, root).fit()
+            show(dict(result.metrics or {}))
         # 4. Record the outcome.
         metrics = dict(result.metrics or {})
         summary = {

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from moaa_ray.config import DPOConfig, SFTConfig
+from moaa_ray.console import write_json_atomically
 from moaa_ray.runs.rundir import StageDir
 from moaa_ray.tiny_models import resolve_model_path
 from moaa_ray.train.checkpoints import restore_checkpoint, save_checkpoint, save_hf_model
@@ -50,6 +51,9 @@ class WorkerSpec:
     data_path: str  # directory of part-*.parquet shards
     output_dir: str  # the final HF model
     log_dir: str  # TensorBoard
+    progress_file: (
+        str  # rank 0 writes step, steps_total, loss, tokens_per_s here; the driver shows it
+    )
 
 
 class Objective(Protocol):
@@ -246,6 +250,9 @@ def train_worker(spec: WorkerSpec, make_objective) -> None:
         if writer is not None:
             for key, value in metrics.items():
                 writer.add_scalar(f"{spec.stage}/{key}", value, step + 1)
+        if rank == 0:
+            progress = {k: metrics.get(k) for k in ("step", "loss", "tokens_per_s")}
+            write_json_atomically(Path(spec.progress_file), {**progress, "steps_total": len(steps)})
         if (step + 1) % cfg.checkpoint_every_steps == 0 or step + 1 == len(steps):
             save_checkpoint(engine, objective, step + 1, metrics, rank)
         else:

@@ -44,6 +44,7 @@ def _spec(pairs_dir, **train) -> WorkerSpec:
         data_path=str(pairs_dir),
         output_dir="unused",
         log_dir="unused",
+        progress_file="unused",
     )
 
 
