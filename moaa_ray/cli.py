@@ -80,6 +80,7 @@ def _add_config_parser(sub) -> None:
 
 def _show_config(args: argparse.Namespace) -> int:
     from moaa_ray.config import ConfigError, dump_config, load_config
+    from moaa_ray.redact import redact
 
     if args.schema:
         from moaa_ray.config_reference import config_keys, format_reference
@@ -91,9 +92,8 @@ def _show_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(yaml.safe_dump(dump_config(config), sort_keys=False), end="")
+        return _fail(f"config error: {exc}", EXIT_USAGE)
+    print(yaml.safe_dump(redact(dump_config(config)), sort_keys=False), end="")
     return 0
 
 
@@ -105,7 +105,7 @@ EXIT_USAGE = 2  # bad config, changed fingerprint without --fresh, run directory
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, load the config, run the stage and print its summary as JSON.
+    """Parse arguments, load the config, run the stage and print its summary table.
 
     Returns:
         0 when every row was written; 3 when rows failed (rerun to retry them); 4 when there was
@@ -122,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
         return serve(args)
-    from moaa_ray.config import ConfigError, load_config
+    from moaa_ray.config import ConfigError, dump_config, load_config
+    from moaa_ray.redact import register_secrets
 
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"config error: {exc}", EXIT_USAGE)
+    register_secrets(dump_config(config))
     from ray.exceptions import RayError
 
     from moaa_ray import console
@@ -145,17 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = stage(config, run_dir, fresh=args.fresh)
     except (FingerprintMismatch, RunLocked) as exc:
-        print(f"{args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(f"{args.command}: {exc}", EXIT_USAGE)
     except (EngineFailure, StageStalled, FileNotFoundError) as exc:
-        print(f"{args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(f"{args.command} failed: {type(exc).__name__}: {exc}", EXIT_ERROR)
     except RayError as exc:  # raised in a Ray Data task: the original arrives as traceback text
         reason = _moaa_error_line(str(exc))
         if reason is None:
             raise
-        print(f"{args.command} failed: {reason}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(f"{args.command} failed: {reason}", EXIT_ERROR)
     if args.command != "run":  # one stage: a table of one line
         stages = {args.command: summary}
         summary = {
@@ -168,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     (run_dir / "summary.txt").write_text(table + "\n")
     console.say(table)
     return EXIT_CODES[summary.get("status", "done")]
+
+
+def _fail(message: str, code: int) -> int:
+    """Say why on stderr, credentials masked; return the exit code."""
+    from moaa_ray.redact import scrub
+
+    print(scrub(message), file=sys.stderr)
+    return code
 
 
 def _moaa_error_line(text: str) -> str | None:

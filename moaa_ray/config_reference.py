@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 from moaa_ray.config import OPERATIONAL, MoaaConfig
 
@@ -75,9 +74,7 @@ def _first_line(text: str | None) -> str:
 
 
 def _default(field: Any) -> Any:
-    if field.default_factory is not None:
-        return field.default_factory()
-    return None if field.default is PydanticUndefined else field.default
+    return None if field.is_required() else field.get_default(call_default_factory=True)
 
 
 def _show(value: Any) -> str:

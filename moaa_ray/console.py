@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from moaa_ray.redact import RedactingFilter
+
 LOG_FILE = "moaa.log"
 # Loggers that libraries give console handlers of their own; their records go to the log file.
 LIBRARY_LOGGERS = (
@@ -53,6 +55,8 @@ def setup(run_dir: str | Path, verbose: bool) -> Path:
     to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     to_console = logging.StreamHandler(sys.stderr)
     to_console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for handler in (to_file, to_console):
+        handler.addFilter(RedactingFilter())
     if not verbose:
         to_console.setLevel(logging.WARNING)
         to_console.addFilter(lambda record: record.name.startswith("moaa_ray"))

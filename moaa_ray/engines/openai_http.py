@@ -38,7 +38,7 @@ class OpenAIHTTPEngine:
             messages=conversation,
             temperature=params.temperature,
             top_p=params.top_p,
-            max_tokens=params.max_new_tokens,
+            max_completion_tokens=params.max_new_tokens,
             n=params.n,
             seed=params.seed,
             **self.extra,

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from moaa_ray.redact import redact
+
 _MISSING = object()
 
 
@@ -26,7 +28,8 @@ def config_identity(section: BaseModel, prefix: str) -> dict[str, Any]:
         prefix: the section's dotted key, e.g. ``generate`` or ``models.llama-a``.
 
     Returns:
-        ``{dotted key: JSON value}`` without the fields marked operational.
+        ``{dotted key: JSON value}`` without the fields marked operational; credentials are
+        masked (a new API key is no new result).
     """
     flat: dict[str, Any] = {}
     for name, field in type(section).model_fields.items():
@@ -34,7 +37,7 @@ def config_identity(section: BaseModel, prefix: str) -> dict[str, Any]:
         if isinstance(extra, dict) and extra.get("operational"):
             continue
         flat.update(_flatten(getattr(section, name), f"{prefix}.{name}"))
-    return flat
+    return {key: redact(value, key) for key, value in flat.items()}
 
 
 def _flatten(value: Any, key: str) -> dict[str, Any]:

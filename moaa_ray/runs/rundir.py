@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from moaa_ray.redact import redact, register_secrets
+
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -167,13 +169,14 @@ class RunDir:
         return json.loads(path.read_text()) if path.exists() else {"stages": {}}
 
     def record_start(self, config: dict[str, Any]) -> None:
-        """Store the resolved config, versions and git sha (no secrets live in config).
+        """Store the resolved config, versions and git sha; credentials are masked (:mod:`redact`).
 
         Input hashes are part of each stage's fingerprint, under ``stages.<stage>.fingerprint``.
         """
+        register_secrets(config)
         manifest = self.manifest()
         manifest.update(config=config, versions=package_versions(), git_sha=git_sha())
-        _write_atomically(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        self._write_manifest(manifest)
 
     def stage_status(self, stage: str) -> dict[str, Any]:
         """What the manifest says of a stage (empty if it never ran)."""
@@ -186,7 +189,11 @@ class RunDir:
             manifest["stages"].pop(stage, None)
         entry = manifest["stages"].setdefault(stage, {})
         entry.update(fields, updated_at=_now())
-        _write_atomically(self.root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        self._write_manifest(manifest)
+
+    def _write_manifest(self, manifest: dict[str, Any]) -> None:
+        text = json.dumps(redact(manifest), indent=2, sort_keys=True)
+        _write_atomically(self.root / MANIFEST, text)
 
     def remove_temp_files(self, path: Path) -> int:
         """Delete leftovers of interrupted atomic writes (``.*.tmp``) under ``path``; returns how many.
@@ -250,7 +257,8 @@ class StageDir:
     def write_rejects(self, rejects: list[Any], name: str = "rejects.jsonl") -> Path:
         """Write the stage's rejects (dataclasses or dicts) as JSONL, replacing an earlier file."""
         lines = [
-            json.dumps(asdict(r) if hasattr(r, "__dataclass_fields__") else r) for r in rejects
+            json.dumps(redact(asdict(r) if hasattr(r, "__dataclass_fields__") else r))
+            for r in rejects
         ]
         path = self.path / name
         self.path.mkdir(parents=True, exist_ok=True)
