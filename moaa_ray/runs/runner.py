@@ -232,7 +232,8 @@ def run_row_stage(stage: RowStage, config: Any, fresh: bool = False) -> dict:
             "rows_rejected": len(rejects) - failed,
             "seconds": round(time.monotonic() - started, 1),
         }
-        return record.finish(summary, todo=len(todo), written=written, failed=failed)
+        result = record.finish(summary, todo=len(todo), written=written, failed=failed)
+        return {**result, "skipped": True} if not todo else result
 
 
 def stage_label(run: RunDir, name: str) -> str:
