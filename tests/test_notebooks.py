@@ -1,5 +1,7 @@
-"""Both notebooks execute top to bottom on a small demo run (they are stored without outputs)."""
+"""Both notebooks execute top to bottom on a small demo run (they are stored without outputs), and
+every cell that plots shows its figure."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,25 @@ SMALL = (
     "generate.inputs.0.limit=6 generate.inputs.1.limit=1 sft.global_batch_size=4 sft.max_steps=2 "
     "iterations=2 preferences.inputs.0.limit=8 dpo.global_batch_size=2 dpo.max_steps=2"
 )
+PLOTS = re.compile(r"\bplt\.|\.plot\b|\bax\.")  # matplotlib, pandas plotting, an Axes
 
 
-def test_notebooks_run_on_demo_outputs(tmp_path, monkeypatch):
+def cells_without_their_plot(notebook) -> list[str]:
+    """The sources of code cells that plot but have no PNG among their outputs."""
+    return [
+        cell.source
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        and PLOTS.search(cell.source)
+        and not any("image/png" in out.get("data", {}) for out in cell.outputs)
+    ]
+
+
+def plotting_cells(notebook) -> int:
+    return sum(1 for c in notebook.cells if c.cell_type == "code" and PLOTS.search(c.source))
+
+
+def test_notebooks_run_on_demo_outputs_and_show_their_plots(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
 
@@ -24,6 +42,8 @@ def test_notebooks_run_on_demo_outputs(tmp_path, monkeypatch):
         notebook = nbformat.read(REPO / "notebooks" / name, as_version=4)
         assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
         NotebookClient(notebook, timeout=900, resources={"metadata": {"path": str(REPO)}}).execute()
+        assert plotting_cells(notebook) > 0, f"{name} plots nothing"
+        assert cells_without_their_plot(notebook) == [], f"{name}: figures not shown"
     assert (tmp_path / "run" / "evaluate" / "results.json").exists()
     from moaa_ray.runs.rundir import RunDir
 

@@ -12,6 +12,11 @@ Failures are handled here, so stages see only final outcomes:
 - ``request_timeout_s`` bounds a call's own run on its replica (calls queue on the replica's lock
   without the clock running); a call past it fails, and the replica restarts, since the engine thread
   that hangs cannot be stopped.
+
+Each engine actor is named after its model and replica (``llama-a/0``), so the dashboard's Actors page
+tells the pools apart; every pool start gets a namespace of its own (``moaa-pool-<hex>``), so a pool
+started again while Ray still kills the last one's actors, or another run on the same cluster, never
+finds its names taken. A restarted replica keeps its name.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +36,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import Conversation, SamplingParams
+from moaa_ray.redact import register_secrets, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +65,22 @@ class ReplicaRestarting(RuntimeError):
 class EngineActor:
     """Holds one engine (one model replica) and answers batched calls one at a time."""
 
-    def __init__(self, name: str, config: ModelConfig):
+    def __init__(self, name: str, config: ModelConfig, replica: int = 0):
         from moaa_ray.engines.base import build_engine
 
         self.name = name
+        self.replica = replica
+        self.engine_name = config.engine
+        self.path = config.path
         self.timeout_s = config.request_timeout_s
+        register_secrets(config.model_dump(mode="json"))  # so this process's errors mask them
         self.engine = build_engine(config)
         self.broken = False
+
+    def __repr__(self) -> str:
+        """What the dashboard shows for this actor (and in its task names)."""
+        replica = replica_name(self.name, self.replica)
+        return f"EngineActor({replica}, engine={self.engine_name}, path={self.path})"
 
     async def ready(self) -> str:
         return self.name
@@ -96,7 +112,7 @@ class EngineActor:
                 counters["failures"].inc(tags=tags)
                 # Re-raised as a plain error: a client library's exception (e.g. openai's
                 # APIStatusError) may not unpickle on the caller, which would hide the reason.
-                raise EngineError(f"{type(exc).__name__}: {exc}") from None
+                raise EngineError(scrub(f"{type(exc).__name__}: {exc}")) from None
         seconds = time.monotonic() - started
         counters["items"].inc(len(items), tags=tags)
         counters["seconds"].inc(seconds, tags=tags)
@@ -303,6 +319,21 @@ class ModelPool:
         call.queued.append(_Chunk(chunk.indices, attempt, time.monotonic() + delay, actor))
 
 
+def replica_name(model: str, replica: int) -> str:
+    """An engine actor's name: its model and replica index, e.g. ``llama-a/0``."""
+    return f"{model}/{replica}"
+
+
+def start_actors(name: str, config: ModelConfig, options: dict) -> list[Any]:
+    """One named engine actor per replica, in a namespace of their own (see the module docstring)."""
+    namespace = f"moaa-pool-{uuid.uuid4().hex[:12]}"
+    remote = EngineActor.options  # type: ignore[attr-defined]
+    return [
+        remote(**options, name=replica_name(name, i), namespace=namespace).remote(name, config, i)
+        for i in range(config.num_replicas[1])
+    ]
+
+
 def start_pool(name: str, config: ModelConfig) -> ModelPool:
     """Request ``max`` actors for a model and return once ``min`` are up.
 
@@ -317,7 +348,7 @@ def start_pool(name: str, config: ModelConfig) -> ModelPool:
         "max_restarts": config.max_restarts,
         "max_task_retries": 0,  # the pool retries, on another replica and with backoff
     }
-    actors = [EngineActor.options(**options).remote(name, config) for _ in range(high)]  # type: ignore[attr-defined]
+    actors = start_actors(name, config, options)
     refs = {a.ready.remote(): a for a in actors}
     ready, _ = ray.wait(list(refs), num_returns=low, timeout=config.startup_timeout_s)
     up = []
