@@ -9,30 +9,38 @@ from moaa_ray.engines.base import Conversation, SamplingParams
 from moaa_ray.tiny_models import resolve_model_path
 
 
+def vllm_engine_args(config: ModelConfig) -> dict:
+    """Keyword arguments of ``vllm.LLM`` and ``AsyncEngineArgs``: ``engine_kwargs`` unchanged, the
+    model's dtype, and tensor parallelism over the actor's GPUs unless ``engine_kwargs`` says."""
+    kwargs = {"dtype": config.dtype, **config.engine_kwargs}
+    if config.num_gpus > 1:
+        kwargs.setdefault("tensor_parallel_size", int(config.num_gpus))
+    model = resolve_model_path(config.path)
+    return {"model": model, "trust_remote_code": config.trust_remote_code, **kwargs}
+
+
+def vllm_sampling(params: SamplingParams, **extra) -> vllm.SamplingParams:
+    """Our sampling parameters as vLLM's."""
+    return vllm.SamplingParams(
+        n=params.n,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_tokens=params.max_new_tokens,
+        seed=params.seed,
+        **extra,
+    )
+
+
 class VLLMEngine:
     """``vllm.LLM`` with the model's chat template; ``engine_kwargs`` go to ``vllm.LLM`` unchanged."""
 
     def __init__(self, config: ModelConfig):
-        kwargs = {"dtype": config.dtype, **config.engine_kwargs}
-        if config.num_gpus > 1:
-            kwargs.setdefault("tensor_parallel_size", int(config.num_gpus))
-        self.llm = vllm.LLM(
-            model=resolve_model_path(config.path),
-            trust_remote_code=config.trust_remote_code,
-            **kwargs,
-        )
+        self.llm = vllm.LLM(**vllm_engine_args(config))
         self.tokenizer = self.llm.get_tokenizer()
 
     def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[str]]:
         """Sample ``params.n`` answers per conversation."""
-        sampling = vllm.SamplingParams(
-            n=params.n,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_new_tokens,
-            seed=params.seed,
-        )
-        outputs = self.llm.chat(conversations, sampling, use_tqdm=False)
+        outputs = self.llm.chat(conversations, vllm_sampling(params), use_tqdm=False)
         return [[c.text for c in out.outputs] for out in outputs]
 
     def choice_logprobs(

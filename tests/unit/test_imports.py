@@ -50,3 +50,19 @@ def test_imports_point_downward_between_packages():
                     names = [alias.name for alias in node.names]
                 wrong += [f"{path.name}: {n}" for n in names if n.startswith(banned)]
     assert wrong == []
+
+
+def test_no_public_name_is_defined_twice_in_the_package():
+    """One meaning per public function or class name across every module."""
+    import ast
+    from collections import defaultdict
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "moaa_ray"
+    defined = defaultdict(list)
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+            if isinstance(node, kinds) and not node.name.startswith("_"):
+                defined[node.name].append(str(path.relative_to(package)))
+    assert {name: paths for name, paths in defined.items() if len(paths) > 1} == {}
