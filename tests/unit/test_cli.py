@@ -11,6 +11,26 @@ from moaa_ray.runs.runner import FingerprintMismatch
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def console_restored():
+    """``main`` sets up the console for the process; later tests get logging back as it was."""
+    import logging
+    import os
+
+    from moaa_ray import console
+
+    variable = os.environ.get("RAY_DATA_LOGGING_CONFIG")
+    handlers = logging.getLogger().handlers[:]
+    state = dict(console._state)
+    yield
+    logging.getLogger().handlers = handlers
+    console._state.update(state)
+    if variable is None:
+        os.environ.pop("RAY_DATA_LOGGING_CONFIG", None)
+    else:
+        os.environ["RAY_DATA_LOGGING_CONFIG"] = variable
+
+
 @pytest.mark.parametrize(
     ("outcome", "code"),
     [
