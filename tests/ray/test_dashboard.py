@@ -6,7 +6,6 @@ has no dashboard and no metrics port) with ``ray start --head --block`` on free 
 ``--temp-dir``, and stops only that cluster, by ending its ``ray start`` process.
 """
 
-import json
 import os
 import shutil
 import socket
@@ -19,17 +18,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-import yaml
 
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.engines.pools import start_pool, stop_actors
+from tests.ray.test_faults import MOA, POISON, sim, write_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 HELLO = [[{"role": "user", "content": "hello"}]]
-POISON = "POISON-PILL"
 
 
 def sim_config(path: str = "sim/a", **settings) -> ModelConfig:
@@ -155,29 +153,13 @@ def own_cluster():
 
 def write_generate_config(tmp_path: Path, prompts: list[str]) -> Path:
     """A MoA generate stage on three simulated models; p1 fails (once) on the poisoned prompt."""
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    sim = {"engine": "simulated", "num_cpus": 0, "max_batch_size": 4, "retry_backoff_s": 0.05}
+    slow = {"answer_tokens": 6, "latency_s": 0.1}
     models = {
-        name: {"path": name, **sim, "simulated": {"answer_tokens": 6, "latency_s": 0.1}}
-        for name in ("p1", "p2", "agg")
+        "p1": {**sim("p1", **slow, poison_marker=POISON), "max_attempts": 1},
+        "p2": sim("p2", **slow),
+        "agg": sim("agg", **slow),
     }
-    models["p1"]["simulated"]["poison_marker"] = POISON
-    models["p1"]["max_attempts"] = 1
-    raw = {
-        "run_dir": str(tmp_path / "run"),
-        "models": models,
-        "generate": {
-            "inputs": [{"path": str(path)}],
-            "proposers": ["p1", "p2"],
-            "aggregator": "agg",
-            "sampling": {"max_new_tokens": 6},
-            "batch_size": 4,
-        },
-    }
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    return config
+    return write_config(tmp_path, models, prompts, generate={**MOA, "batch_size": 4})
 
 
 def moaa_series(text: str) -> dict[tuple[str, str], float]:
