@@ -4,14 +4,11 @@ Both sides hold 2 replicas of the ``simulated`` engine with zero latency, so the
 orchestration: start-up until the first call can be made, the round trip of one single-item call,
 and the throughput of 400 single-item calls submitted at once.
 
-Run as:
-    .venv/bin/python benchmarks/bench_pool_vs_serve.py
-Writes ``benchmarks/results/pool_vs_serve.json``.
+Run as ``.venv/bin/python benchmarks/run.py --only pool_vs_serve``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -85,30 +82,39 @@ def _figures(startup: float, trips: list[float], burst: float) -> dict:
     }
 
 
-def main() -> None:
+def measure(quick: bool) -> dict:
+    """Both sides in one local Ray cluster; ``quick`` changes nothing here (it takes ~30 s)."""
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     pool, deployment = measure_pool(), measure_serve()
     ray.shutdown()
-    result = {
-        "pool": pool,
-        "serve": deployment,
+    return {
+        **{f"pool_{k}": v for k, v in pool.items()},
+        **{f"serve_{k}": v for k, v in deployment.items()},
         "startup_ratio_serve_over_pool": round(deployment["startup_s"] / pool["startup_s"], 2),
         "call_ms_ratio_serve_over_pool": round(
             deployment["call_ms_median"] / pool["call_ms_median"], 2
         ),
+        "burst_ratio_pool_over_serve": round(
+            pool["burst_calls_per_s"] / deployment["burst_calls_per_s"], 2
+        ),
         "cpus": os.cpu_count(),
     }
-    out = Path(__file__).parent / "results" / "pool_vs_serve.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'':8} {'start-up s':>11} {'call ms (median)':>17} {'burst calls/s':>14}")
-    for name, figures in (("pool", pool), ("serve", deployment)):
-        print(
-            f"{name:8} {figures['startup_s']:>11} {figures['call_ms_median']:>17} "
-            f"{figures['burst_calls_per_s']:>14}"
-        )
-    print(f"written to {out}")
 
 
-if __name__ == "__main__":
-    main()
+def plot(figures: dict, path: Path) -> None:
+    """Pool and Serve side by side: start-up, one call's round trip, burst throughput."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("startup_s", "start-up (s)"), ("call_ms_median", "one call (ms)"),
+              ("burst_calls_per_s", f"{BURST} calls at once (calls/s)")]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        ax.bar(["pool", "Serve"], [figures[f"pool_{key}"], figures[f"serve_{key}"]],
+               color=["tab:blue", "tab:gray"])  # fmt: skip
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -10,14 +10,11 @@ one thread), and holding every core (``--num-cpus N``, N threads). For reference
 (no server) gives the floor: ``chat`` on 8 conversations over ``chat`` on one, with one thread.
 Each figure is the median of several runs, single and batched in turn, on a warm server.
 
-Run as:
-    .venv/bin/python benchmarks/bench_serve_concurrency.py
-Writes ``benchmarks/results/serve_concurrency.json``.
+Run as ``.venv/bin/python benchmarks/run.py --only serve_concurrency``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import statistics
@@ -100,7 +97,8 @@ def measure_engine_alone() -> float:
     return eight / one
 
 
-def main() -> None:
+def measure(quick: bool) -> dict:
+    """Every figure; starts (and shuts down) a local Ray cluster. ``quick`` changes nothing here."""
     load = os.getloadavg()[0]  # other work on the machine skews the figures; recorded with them
     ray.init(address="local", num_cpus=CPUS, include_dashboard=False, log_to_driver=False)
     port = free_port()
@@ -109,7 +107,7 @@ def main() -> None:
     serve.shutdown()
     ray.shutdown()
     floor = measure_engine_alone()
-    result = {
+    return {
         "one_request_s": round(default["one"], 3),
         "eight_concurrent_s": round(default["eight"], 3),
         "concurrent_over_single": round(default["eight"] / default["one"], 2),
@@ -132,17 +130,24 @@ def main() -> None:
             f"(--num-cpus {CPUS}); engine_alone is HFEngine.chat without a server"
         ),
     }
-    out = Path(__file__).parent / "results" / "serve_concurrency.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'replica':10} {'one s':>7} {f'{CONCURRENT} at once s':>13} {'ratio':>6}")
-    for label, figures in (("1 cpu", default), (f"{CPUS} cpus", all_cores)):
-        ratio = figures["eight"] / figures["one"]
-        print(f"{label:10} {figures['one']:>7.3f} {figures['eight']:>13.3f} {ratio:>6.2f}")
-    print(f"{CONCURRENT} in turn (1 cpu): {default['sequential']:.3f} s; goal: ratio <= {GOAL}")
-    print(f"engine alone, one thread: {CONCURRENT} conversations / one = {floor:.2f}")
-    print(f"written to {out}")
 
 
-if __name__ == "__main__":
-    main()
+def plot(figures: dict, path: Path) -> None:
+    """Seconds for one request, 8 at once and 8 in turn, per replica size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    labels = ["one request", f"{CONCURRENT} at once", f"{CONCURRENT} in turn"]
+    default = [figures[k] for k in ("one_request_s", "eight_concurrent_s", "eight_sequential_s")]
+    ax.bar(labels, default, color="tab:blue")
+    ax.set_ylabel("seconds")
+    ax.set_title(
+        f"moaa serve, 1-CPU replica: {CONCURRENT} at once = "
+        f"{figures['concurrent_over_single']}x one (goal <= {GOAL})"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -76,6 +76,7 @@ class EngineActor:
         register_secrets(config.model_dump(mode="json"))  # so this process's errors mask them
         self.engine = build_engine(config)
         self.broken = False
+        self.totals = {"calls": 0, "items": 0, "busy_s": 0.0}  # finished calls, for stats()
 
     def __repr__(self) -> str:
         """What the dashboard shows for this actor (and in its task names)."""
@@ -84,6 +85,10 @@ class EngineActor:
 
     async def ready(self) -> str:
         return self.name
+
+    async def stats(self) -> dict[str, float]:
+        """Calls and items finished by this replica, and the seconds its engine spent on them."""
+        return dict(self.totals)
 
     async def call(self, method: str, items: list, *args: Any) -> list:
         """Run an engine method; the timeout starts when the call gets the engine, not when queued."""
@@ -114,6 +119,9 @@ class EngineActor:
                 # APIStatusError) may not unpickle on the caller, which would hide the reason.
                 raise EngineError(scrub(f"{type(exc).__name__}: {exc}")) from None
         seconds = time.monotonic() - started
+        self.totals["calls"] += 1
+        self.totals["items"] += len(items)
+        self.totals["busy_s"] += seconds
         counters["items"].inc(len(items), tags=tags)
         counters["seconds"].inc(seconds, tags=tags)
         counters["items_per_s"].set(len(items) / max(seconds, 1e-9), tags=tags)

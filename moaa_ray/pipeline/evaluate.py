@@ -345,13 +345,18 @@ def _steps(ev: EvaluateConfig, pools: dict, todo: list[dict]) -> list[StreamStep
         answerers["baseline_answers"] = pools[str(ev.baseline_model)]
     num_turns = max(len(s["turns"]) for s in todo)
     steps = [
-        StreamStep(AnswerStep(answerers, turn, ev.sampling), f"answer_turn_{turn + 1}")
+        StreamStep(
+            AnswerStep(answerers, turn, ev.sampling),
+            f"answer_turn_{turn + 1}",
+            list(answerers.values()),
+        )
         for turn in range(num_turns)
     ]
     steps += judging_steps(pools, ev.judging, "round_robin")  # one pair: (model, baseline)
     if any(s["graded"] for s in todo):
-        grade = GradeStep(pools[_grader(ev)], ev.grading_mode, ev.judging.sampling)
-        steps.append(StreamStep(grade, "grade"))
+        grader = pools[_grader(ev)]
+        grade = GradeStep(grader, ev.grading_mode, ev.judging.sampling)
+        steps.append(StreamStep(grade, "grade", [grader]))
     return steps
 
 

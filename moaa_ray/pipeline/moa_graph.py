@@ -95,12 +95,9 @@ def stream(
     """Push row states through the MoA ``steps``; yield finished states per batch."""
     stream_steps = []
     for step in steps:
-        layer_models = set(plan.layers[step.layer])
-        replicas = sum(p.config.num_replicas[1] for m, p in pools.items() if m in layer_models)
+        layer_pools = [pools[m] for m in dict.fromkeys(plan.layers[step.layer]) if m in pools]
         name = f"moa_turn{step.turn + 1}_layer{step.layer + 1}" + (
             f"_{step.model}" if step.model else ""
         )
-        stream_steps.append(
-            StreamStep(LayerStep(step, plan, pools, config), name, max(2, 2 * replicas))
-        )
+        stream_steps.append(StreamStep(LayerStep(step, plan, pools, config), name, layer_pools))
     yield from stream_states(states, stream_steps, config.batch_size)

@@ -138,13 +138,18 @@ def _models(prefs: PreferencesConfig) -> list[str]:
 
 def _steps(prefs: PreferencesConfig, pools: dict) -> list[StreamStep]:
     steps = [
-        StreamStep(SampleStep(pools[prefs.policy], prefs.num_samples, prefs.sampling), "sample")
+        StreamStep(
+            SampleStep(pools[prefs.policy], prefs.num_samples, prefs.sampling),
+            "sample",
+            [pools[prefs.policy]],
+        )
     ]
     if prefs.reward != "llm_judges":
         default = JudgingConfig.model_fields["default_criteria"].default
         criteria = tuple(prefs.judging.default_criteria if prefs.judging else default)
-        reward_step = RewardModelStep(pools[str(prefs.reward_model)], prefs.reward, criteria)
-        return steps + [StreamStep(reward_step, prefs.reward)]
+        reward_pool = pools[str(prefs.reward_model)]
+        reward_step = RewardModelStep(reward_pool, prefs.reward, criteria)
+        return steps + [StreamStep(reward_step, prefs.reward, [reward_pool])]
     assert prefs.judging is not None  # checked by the config schema
     return steps + judging_steps(pools, prefs.judging, prefs.pairing)
 
@@ -154,12 +159,21 @@ def judging_steps(pools: dict, judging: JudgingConfig, pairing: str) -> list[Str
     criteria = tuple(load_criteria(judging.criteria_file))
     selector = pools[judging.criteria_selector] if judging.criteria_selector else None
     steps = [
-        StreamStep(CriteriaStep(selector, criteria, judging), "select_criteria"),
-        StreamStep(JudgeStep(pools, judging, pairing), "judges", 2 * len(judging.judges)),
+        StreamStep(
+            CriteriaStep(selector, criteria, judging),
+            "select_criteria",
+            [selector] if selector else [],
+        ),
+        StreamStep(
+            JudgeStep(pools, judging, pairing),
+            "judges",
+            [pools[j] for j in dict.fromkeys(judging.judges)],
+        ),
     ]
     if judging.aggregator_judge:
-        aggregate = AggregateStep(pools[judging.aggregator_judge], judging, pairing)
-        steps.append(StreamStep(aggregate, "aggregate_judges"))
+        aggregator = pools[judging.aggregator_judge]
+        aggregate = AggregateStep(aggregator, judging, pairing)
+        steps.append(StreamStep(aggregate, "aggregate_judges", [aggregator]))
     return steps
 
 

@@ -4,15 +4,18 @@ A step is a picklable callable that updates a batch of states in place (it calls
 step becomes one Ray Data operator, so with streaming execution all pools work at once. States travel
 as JSON strings, which keeps Arrow schemas stable however many samples or judgments a row has.
 
-Steps only wait on engine actors, so their tasks reserve no CPU: an engine actor can hold every CPU
-of the cluster (2 cores, four 0.5-CPU tiny models) and the steps still run.
+A step only waits on engine actors, so it runs as one threaded Ray Data actor that reserves no CPU
+and keeps :func:`batches_in_flight` batches at once: enough to keep a call queued on every replica of
+the step's pools. One long-lived process per step, rather than a task per batch, is what lets 2 cores
+drive many pools (see ``benchmarks/results/orchestration.json``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import ray
@@ -20,23 +23,32 @@ import ray
 
 @dataclass(frozen=True)
 class StreamStep:
-    """A batch function over states, its operator name, and how many of its tasks may run at once."""
+    """A batch function over states, its operator name, and the pools it calls."""
 
     apply: Callable[[list[dict]], None]
     name: str
-    concurrency: int = 2
+    pools: Sequence[Any] = ()  # ModelPool; sizes how many batches the step keeps in flight
 
 
-def _batch_function(step: StreamStep) -> Callable[[dict[str, np.ndarray]], dict]:
-    """Wrap a step for Ray Data; the operator shows as the step's name in progress bars and dashboard."""
+def batches_in_flight(pools: Sequence[Any]) -> int:
+    """Batches a step keeps in flight: two per replica of its pools (at least 2).
 
-    def apply(batch: dict[str, np.ndarray]) -> dict:
+    Every batch makes at least one call to each pool it uses, so this many keep every replica busy
+    with a call queued behind it.
+    """
+    return max(2, sum(4 * p.config.num_replicas[1] for p in pools))
+
+
+class _StepActor:
+    """A Ray Data actor running one step over batches, several at once on threads."""
+
+    def __init__(self, step: StreamStep):
+        self.step = step
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict:
         states = [json.loads(s) for s in batch["state"]]
-        step.apply(states)
+        self.step.apply(states)
         return {"row_id": batch["row_id"], "state": np.array([json.dumps(s) for s in states])}
-
-    apply.__name__ = apply.__qualname__ = step.name
-    return apply
 
 
 def stream_states(
@@ -47,12 +59,21 @@ def stream_states(
     num_blocks = max(1, min(-(-len(items) // batch_size), 2000))  # one block per batch
     dataset = ray.data.from_items(items, override_num_blocks=num_blocks)
     for step in steps:
+        in_flight = batches_in_flight(step.pools)
+        # Named after the step, so progress bars and the dashboard show "MapBatches(judges)".
+        actor_class = type(step.name, (_StepActor,), {})
         dataset = dataset.map_batches(
-            _batch_function(step),
+            actor_class,
+            fn_constructor_args=(step,),
             batch_size=batch_size,
             batch_format="numpy",
             num_cpus=0,
-            compute=ray.data.TaskPoolStrategy(size=max(1, step.concurrency)),
+            compute=ray.data.ActorPoolStrategy(
+                size=1,
+                max_tasks_in_flight_per_actor=in_flight,
+                max_concurrent_calls_per_actor=in_flight,
+                enable_true_multi_threading=True,
+            ),
         )
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
         yield [json.loads(s) for s in batch["state"]]

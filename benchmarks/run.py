@@ -1,0 +1,97 @@
+"""Run every benchmark: one JSON of named figures and one PNG per benchmark in benchmarks/results/.
+
+Each benchmark runs in a process of its own (its own Ray cluster and torch threads), one after
+another, so they never share the machine. At the end the figures that have a goal are printed
+against it. Figures are ratios measured side by side in one run; see benchmarks/README.md.
+
+Run as:
+    .venv/bin/python benchmarks/run.py [--quick] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import operator
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BENCHMARKS = ["orchestration", "judging", "training", "pool_vs_serve", "serve_concurrency"]
+GOALS: dict[str, dict[str, tuple[str, float]]] = {
+    "orchestration": {
+        "moa_wall_over_ideal": ("<=", 1.10),
+        "moa_speedup_over_pools": (">=", 0.9),
+        "replica_scaling_4": (">=", 0.9),
+        "preferences_wall_over_ideal": ("<=", 1.15),
+        "driver_rows_per_s": (">=", 1000),
+        "driver_peak_rss_mb": ("<", 2000),
+    },
+    "training": {
+        "sft_tokens_per_s_ratio_vs_torch": (">=", 0.9),
+        "dpo_tokens_per_s_ratio_vs_trl": (">=", 0.9),
+    },
+    "serve_concurrency": {"concurrent_over_single": ("<=", 2.0)},
+}
+COMPARE = {"<=": operator.le, "<": operator.lt, ">=": operator.ge}
+
+
+def module(name: str):
+    """A benchmark's module: ``measure(quick) -> dict`` and ``plot(figures, path)``."""
+    sys.path.insert(0, str(ROOT))  # so ``benchmarks`` imports when this file runs as a script
+    return importlib.import_module(f"benchmarks.bench_{name}")
+
+
+def run_one(name: str, quick: bool) -> dict:
+    """Measure one benchmark in a fresh process; write its JSON and PNG."""
+    command = [sys.executable, __file__, "--child", name] + (["--quick"] if quick else [])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    log = RESULTS / f"{name}.log"  # the benchmark's own output, Ray's logs included
+    started = time.monotonic()
+    with log.open("w") as out:
+        status = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    if status.returncode:
+        raise SystemExit(f"benchmark {name} failed (exit {status.returncode}); see {log}")
+    figures = {**json.loads(log.read_text().strip().splitlines()[-1]), "quick": quick}
+    figures["benchmark_s"] = round(time.monotonic() - started, 1)
+    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    module(name).plot(figures, RESULTS / f"{name}.png")
+    return figures
+
+
+def goal_lines(name: str, figures: dict) -> list[str]:
+    """One line per figure with a goal: its value, the goal, and whether it is met."""
+    lines = []
+    for key, (op, target) in GOALS.get(name, {}).items():
+        value = figures.get(key)
+        met = value is not None and COMPARE[op](value, target)
+        lines.append(
+            f"  {key:36} {value!s:>10}   goal {op} {target:<8} {'met' if met else 'MISSED'}"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: 10 minutes at most")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:  # inside run_one's process: the figures, as the last line of stdout
+        print(json.dumps(module(args.child).measure(args.quick)))
+        return
+    report = []
+    for name in args.only or BENCHMARKS:
+        print(f"== {name}", flush=True)
+        figures = run_one(name, args.quick)
+        print(f"   {figures['benchmark_s']} s -> {RESULTS / name}.json, .png", flush=True)
+        report += [name, *goal_lines(name, figures)]
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()

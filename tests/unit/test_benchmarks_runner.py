@@ -1,0 +1,28 @@
+"""The benchmark runner's contract: every benchmark has measure() and plot(), goals are checked."""
+
+import importlib
+import inspect
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+run = importlib.import_module("benchmarks.run")
+
+
+def test_every_benchmark_module_exposes_measure_and_plot():
+    for name in run.BENCHMARKS:
+        module = run.module(name)
+        assert list(inspect.signature(module.measure).parameters) == ["quick"], name
+        assert list(inspect.signature(module.plot).parameters) == ["figures", "path"], name
+
+
+def test_every_goal_names_a_benchmark_that_runs():
+    assert set(run.GOALS) <= set(run.BENCHMARKS)
+
+
+def test_goal_lines_say_met_or_missed_and_a_missing_figure_is_missed():
+    figures = {"sft_tokens_per_s_ratio_vs_torch": 0.95, "dpo_tokens_per_s_ratio_vs_trl": 0.5}
+    lines = run.goal_lines("training", figures)
+    assert lines[0].endswith("met") and lines[1].endswith("MISSED")
+    assert run.goal_lines("orchestration", {})[0].endswith("MISSED")
