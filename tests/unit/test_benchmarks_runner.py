@@ -22,7 +22,7 @@ def test_every_goal_names_a_benchmark_that_runs():
 
 
 def test_goal_lines_say_met_or_missed_and_a_missing_figure_is_missed():
-    figures = {"sft_tokens_per_s_ratio_vs_torch": 0.95, "dpo_tokens_per_s_ratio_vs_trl": 0.5}
-    lines = run.goal_lines("training", figures)
+    figures = {"moa_wall_over_ideal": 1.05, "moa_speedup_over_pools": 0.5}
+    lines = run.goal_lines("orchestration", figures)
     assert lines[0].endswith("met") and lines[1].endswith("MISSED")
     assert run.goal_lines("orchestration", {})[0].endswith("MISSED")
