@@ -26,6 +26,7 @@ import itertools
 import logging
 import os
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 MAX_DOWN_S = 30.0  # longest pause before a lost replica is tried again
 PING_AFTER_S = 5.0  # with no answer for this long, check that replicas with calls in flight live
 PING_TIMEOUT_S = 10.0  # a replica that does not answer a ping in this time is taken as lost
+# A stream step calls its pools from several threads (see pipeline/streaming.py): one admits a
+# pending replica at a time.
+_ADMIT_LOCK = threading.Lock()
 
 
 class EngineFailure(RuntimeError):
@@ -268,6 +272,10 @@ class ModelPool:
 
     def _admit_ready(self) -> None:
         """Replicas placed since the last call (e.g. on autoscaled nodes) join the rotation."""
+        with _ADMIT_LOCK:
+            self._admit_ready_locked()
+
+    def _admit_ready_locked(self) -> None:
         ready, _ = ray.wait(
             [ref for ref, _ in self.pending], num_returns=len(self.pending), timeout=0
         )
