@@ -144,14 +144,11 @@ def time_stage(stage: Any, config: MoaaConfig) -> dict:
     }
 
 
-def ideal_seconds(
-    busy: dict[str, float], replicas: int, steps: list[list[str]], batches: int
-) -> float:
-    """The busiest pool's busy time per replica plus one batch through every other step."""
+def ideal_seconds(busy: dict[str, float], steps: list[list[str]], batches: int) -> float:
+    """The busiest pool's busy time (one replica) plus one batch through every other step."""
     busiest = max(busy, key=lambda name: busy[name])
-    per_batch = [max(busy[name] for name in step) / batches for step in steps]
-    others = [t for step, t in zip(steps, per_batch, strict=True) if busiest not in step]
-    return busy[busiest] / replicas + sum(others)
+    others = [max(busy[name] for name in step) / batches for step in steps if busiest not in step]
+    return busy[busiest] + sum(others)
 
 
 def sequential_moa(config: MoaaConfig) -> float:
@@ -196,7 +193,7 @@ def measure_moa(directory: Path, quick: bool) -> dict:
     prompts = SIZES["moa_prompts"][not quick]
     config, moa = run(prompts, 1, "moa")
     batches = math.ceil(prompts / BATCH)
-    ideal = ideal_seconds(moa["busy_s"], 1, [PROPOSERS, [AGGREGATOR]], batches)
+    ideal = ideal_seconds(moa["busy_s"], [PROPOSERS, [AGGREGATOR]], batches)
     seq_prompts = SIZES["sequential_prompts"][not quick]
     sequential_s = sequential_moa(generate_config(directory, seq_prompts)) * prompts / seq_prompts
     figures = {
@@ -235,7 +232,7 @@ def measure_preferences(directory: Path, quick: bool) -> dict:
     timing = time_stage(stage, config)
     steps = [[POLICY], [SELECTOR], JUDGES, [JUDGE_AGGREGATOR]]
     batches = math.ceil(prompts / config.preferences.batch_size)
-    ideal = ideal_seconds(timing["busy_s"], 1, steps, batches)
+    ideal = ideal_seconds(timing["busy_s"], steps, batches)
     return {
         "preference_prompts": prompts,
         "preferences_wall_s": round(timing["wall_s"], 2),
