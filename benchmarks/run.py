@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-BENCHMARKS = ["orchestration", "judging", "pool_vs_serve", "serve_concurrency"]
+BENCHMARKS = ["orchestration", "judging", "training", "pool_vs_serve", "serve_concurrency"]
 GOALS: dict[str, dict[str, tuple[str, float]]] = {
     "orchestration": {
         "moa_wall_over_ideal": ("<=", 1.10),
@@ -30,6 +30,10 @@ GOALS: dict[str, dict[str, tuple[str, float]]] = {
         "preferences_wall_over_ideal": ("<=", 1.15),
         "driver_rows_per_s": (">=", 1000),
         "driver_peak_rss_mb": ("<", 2000),
+    },
+    "training": {
+        "sft_tokens_per_s_ratio_vs_torch": (">=", 0.9),
+        "dpo_tokens_per_s_ratio_vs_trl": (">=", 0.9),
     },
     "serve_concurrency": {"concurrent_over_single": ("<=", 2.0)},
 }

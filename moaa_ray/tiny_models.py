@@ -53,6 +53,8 @@ TINY_MODELS: dict[str, TinySpec] = {
     "llama-c": TinySpec("llama", 192, 3, 3, seed=3),
     "qwen2-d": TinySpec("qwen2", 256, 2, 2, seed=4),
     "reward-e": TinySpec("llama", 128, 2, 2, seed=5, task="reward"),
+    # Big enough (19M parameters) that per-step overhead does not dominate a training benchmark.
+    "bench-512": TinySpec("llama", 512, 8, 4, seed=6),
 }
 
 

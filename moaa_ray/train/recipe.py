@@ -174,6 +174,6 @@ def build_deepspeed_config(
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
         "zero_force_ds_cpu_optimizer": False,
-        "steps_per_print": 2**31 - 1,  # metrics go through ray.train.report instead
+        "steps_per_print": 2**31 - 1,  # metrics go to TensorBoard and the progress file instead
         "wall_clock_breakdown": False,
     }

@@ -127,7 +127,7 @@ def load_causal_lm(spec: WorkerSpec, gpu: bool, ds_config: dict | None = None) -
 def build_deepspeed_engine(
     spec: WorkerSpec, total_steps: int, num_micro_batches: int, world_size: int
 ):
-    """The DeepSpeed engine: model (+ LoRA), torch AdamW, the LR schedule, the run's ZeRO config."""
+    """The DeepSpeed engine: model (+ LoRA), fused torch AdamW, the LR schedule, the ZeRO config."""
     import deepspeed
 
     cfg = spec.train
@@ -161,7 +161,10 @@ def build_deepspeed_engine(
             ),
         )
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    # Fused: one pass over the weights per step, not one per tensor op (on CPU ~7x faster).
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True
+    )
     warmup = warmup_steps(total_steps, cfg.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, cfg.lr_schedule)
@@ -235,7 +238,9 @@ def train_worker(spec: WorkerSpec, make_objective) -> None:
         objective.prepare(engine, checkpoint_dir)
         start = restore_checkpoint(engine, checkpoint_dir, world_size, cfg.zero_stage)
     logger.info("rank %d/%d: steps %d..%d of %d", rank, world_size, start, len(steps), len(steps))
-    # 4. Train; report every step, checkpoint every N steps and at the end.
+    # 4. Train; log every step, checkpoint (and report to Ray Train) every N steps and at the end.
+    # Not a report per step: Ray Train's result queue holds one report and its controller takes
+    # one per poll (every 2 s), so a report per step would cap training at a step per 2 s.
     writer = _tensorboard_writer(spec.log_dir) if rank == 0 else None
     for step in range(start, len(steps)):
         lr = engine.get_lr()[0]
@@ -255,8 +260,6 @@ def train_worker(spec: WorkerSpec, make_objective) -> None:
             write_json_atomically(Path(spec.progress_file), {**progress, "steps_total": len(steps)})
         if (step + 1) % cfg.checkpoint_every_steps == 0 or step + 1 == len(steps):
             save_checkpoint(engine, objective, step + 1, metrics, rank)
-        else:
-            ray.train.report(metrics)
     if writer is not None:
         writer.close()
     # 5. The final model in HF format (ZeRO-3 params gathered, LoRA folded in).
@@ -267,6 +270,6 @@ def _tensorboard_writer(log_dir: str):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        logger.warning("tensorboard is not installed; metrics go to ray.train.report only")
+        logger.warning("tensorboard is not installed; step metrics go to the progress file only")
         return None
     return SummaryWriter(log_dir)

@@ -114,7 +114,7 @@ def sft_run(ray_cluster, tmp_path_factory):
         [{"row_id": str(i), "messages": chat} for i, chat in enumerate(CONVERSATIONS)],
     )
     killed: list[int] = []
-    killer = threading.Thread(target=_kill_a_worker_after, args=("step-00000004", run_dir, killed))
+    killer = threading.Thread(target=_kill_a_worker_after, args=("step-00000006", run_dir, killed))
     killer.start()
     summary = train_sft(_config(run_dir, sft=SFT), run_dir)
     killer.join()
