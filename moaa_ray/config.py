@@ -303,6 +303,12 @@ class BenchmarkConfig(_Section):
         "(questions without one are skipped); None: model if baseline_model is set",
     )
     limit: int | None = Field(None, ge=1, description="evaluate the first N questions")
+    category_temperatures: bool = Field(
+        True,
+        description="mt_bench: answer at FastChat's temperature per category (writing, roleplay "
+        "0.7; stem, humanities 0.1; math, coding, reasoning, extraction 0; others 0.7); "
+        "false: evaluate.sampling.temperature",
+    )
 
     def key(self) -> str:
         """The benchmark's name in results and row ids."""
@@ -326,6 +332,11 @@ class EvaluateConfig(_Section):
         "text", description="parse 'Rating: [[N]]', or the expected grade from P(1..10)"
     )
     bootstrap_rounds: int = Field(100, ge=1, description="resamples for the BT score's 95% CI")
+    every_round: bool = Field(
+        False,
+        description="`moaa run` also evaluates the SFT model and each DPO round's model before "
+        "the last (round-<r>/evaluate/), and the report compares them",
+    )
     batch_size: int = Field(
         4, ge=1, description="questions per Ray Data batch", json_schema_extra=OPERATIONAL
     )

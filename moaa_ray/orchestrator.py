@@ -4,7 +4,9 @@ Every stage resumes on its own (finished rows, checkpoints and models are kept),
 command continues where a stopped run left off. A stage that did not finish every row stops the run
 there (its status says why), so no later stage trains or evaluates on incomplete data. Round ``r`` of sample/judge/DPO lives in
 ``<run_dir>/round-<r>/``; its policy is the previous round's model (round 1: the SFT model), and it
-reads the r-th slice of the preference prompts (Snorkel / SPPO-style iterative DPO).
+reads the r-th slice of the preference prompts (Snorkel / SPPO-style iterative DPO). With
+``evaluate.every_round`` the SFT model (``round-0/evaluate/``) and each round's model but the last
+(``round-<r>/evaluate/``) are evaluated too, and the final report compares them all.
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
             # 1. MoA SFT data, then SFT of the target model.
             timed("generate", generate_sft, config, root)
             model_path = timed("sft", train_sft, config, root)["model_path"]
+            every_round = bool(config.evaluate and config.evaluate.every_round)
+            if every_round:
+                sft_model = with_trained_policy(config, model_path)
+                timed("round-0/evaluate", evaluate, sft_model, root / "round-0")
             # 2. Rounds of on-policy sampling, judging and DPO, each from the last round's model.
             for index in range(config.iterations):
                 round_config = with_trained_policy(config, model_path)
@@ -89,6 +95,9 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
                 )
                 dpo = timed(f"round-{index + 1}/dpo", train_dpo, round_config, round_dir)
                 model_path = dpo["model_path"]
+                if every_round and index + 1 < config.iterations:
+                    dpo_model = with_trained_policy(config, model_path)
+                    timed(f"round-{index + 1}/evaluate", evaluate, dpo_model, round_dir)
             # 3. Evaluate the final model against the baseline.
             if config.evaluate:
                 timed("evaluate", evaluate, with_trained_policy(config, model_path), root)

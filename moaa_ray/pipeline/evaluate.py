@@ -35,21 +35,27 @@ from moaa_ray.config import (
     SamplingConfig,
 )
 from moaa_ray.core.benchmarks import EvalQuestion, detect_benchmark_format, load_eval_questions
+from moaa_ray.core.mt_bench import (
+    GRADE_PREFIX,
+    answer_temperature,
+    expected_grade,
+    mt_bench_summary,
+    needs_reference,
+    parse_rating,
+    render_grade_prompt,
+)
 from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, new_tournament, pair_comparisons
 from moaa_ray.core.winrates import (
     bootstrap_ci,
     bradley_terry_battles,
-    expected_grade,
     length_controlled_win_rate,
-    mt_bench_summary,
-    parse_grade,
-    render_grade_prompt,
     win_tie_loss,
 )
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.engines.pools import ModelPool, PoolSet
 from moaa_ray.pipeline.inputs import fingerprint_input
 from moaa_ray.pipeline.preferences import audit_row, judging_steps
+from moaa_ray.pipeline.report import write_report
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.records import Reject, judgment_schema, mark_failed
 from moaa_ray.runs.fingerprint import config_identity, models_identity
@@ -59,13 +65,17 @@ from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 logger = logging.getLogger(__name__)
 
 PAIR = (0, 1)  # samples[0] is the model's answer, samples[1] the baseline's
-GRADE_PREFIX = "Rating: [["
 GRADES = [str(grade) for grade in range(1, 11)]
 SIDES = ("model_answers", "baseline_answers")
 
 
 def new_question_state(
-    row_id: str, question: EvalQuestion, source: str, baseline: list[str] | None, graded: bool
+    row_id: str,
+    question: EvalQuestion,
+    source: str,
+    baseline: list[str] | None,
+    graded: bool,
+    temperature: float | None = None,
 ) -> dict:
     """The state of a question before answering.
 
@@ -75,8 +85,8 @@ def new_question_state(
         source: where it came from, for rejects (``benchmark#question_id``).
         baseline: the file's baseline answer per turn, or None when a baseline model answers.
         graded: whether the grader rates the model's answers (MT-Bench).
+        temperature: both sides' answer temperature; None: the evaluate section's.
     """
-    # The judges see the user turns only, so neither side's earlier answers colour the verdict.
     prompt = [{"role": "user", "content": turn} for turn in question.turns]
     state = new_tournament(row_id, prompt, source)
     state.update(
@@ -88,6 +98,7 @@ def new_question_state(
         baseline_answers=list(baseline or []),
         graded=graded,
         grades=[],
+        temperature=temperature,
     )
     return state
 
@@ -102,16 +113,31 @@ def answer_conversation(turns: list[str], answers: list[str], turn: int) -> list
     return messages
 
 
-def _params(sampling: SamplingConfig) -> SamplingParams:
+def transcript(turns: list[str], answers: list[str]) -> str:
+    """One side's whole conversation, in FastChat's multi-turn judge layout; one turn: the answer."""
+    if len(turns) == 1:
+        return answers[0]
+    return "\n\n".join(
+        f"### User:\n{turn}\n\n### Assistant:\n{answer}"
+        for turn, answer in zip(turns, answers, strict=True)
+    )
+
+
+def _params(sampling: SamplingConfig, temperature: float | None = None) -> SamplingParams:
     return SamplingParams(
-        sampling.temperature, sampling.top_p, sampling.max_new_tokens, 1, sampling.seed
+        sampling.temperature if temperature is None else temperature,
+        sampling.top_p,
+        sampling.max_new_tokens,
+        1,
+        sampling.seed,
     )
 
 
 def _pair_when_answered(state: dict) -> None:
+    """Once both sides answered every turn: the pair the judges compare, whole conversations each."""
     answers = [state[side] for side in SIDES]
     if not state["error"] and all(len(a) >= len(state["turns"]) for a in answers):
-        state["samples"] = [a[len(state["turns"]) - 1] for a in answers]
+        state["samples"] = [transcript(state["turns"], a[: len(state["turns"])]) for a in answers]
 
 
 @dataclass(frozen=True)
@@ -123,16 +149,17 @@ class AnswerStep:
     sampling: SamplingConfig
 
     def __call__(self, states: list[dict]) -> None:
-        submitted = {}
+        submitted = []
         for side, pool in self.pools.items():
-            live = [
-                s
-                for s in states
-                if not s["error"] and len(s["turns"]) > self.turn and len(s[side]) == self.turn
-            ]
-            conversations = [answer_conversation(s["turns"], s[side], self.turn) for s in live]
-            submitted[side] = (live, pool.submit("chat", conversations, _params(self.sampling)))
-        for side, (live, refs) in submitted.items():
+            by_temperature: dict[float | None, list[dict]] = {}
+            for s in states:
+                if not s["error"] and len(s["turns"]) > self.turn and len(s[side]) == self.turn:
+                    by_temperature.setdefault(s["temperature"], []).append(s)
+            for temperature, live in by_temperature.items():
+                conversations = [answer_conversation(s["turns"], s[side], self.turn) for s in live]
+                params = _params(self.sampling, temperature)
+                submitted.append((side, live, pool.submit("chat", conversations, params)))
+        for side, live, refs in submitted:
             for state, completion in zip(live, self.pools[side].collect(refs), strict=True):
                 if completion.output is None:
                     mark_failed(state, f"answering failed: {completion.error}")
@@ -143,17 +170,14 @@ class AnswerStep:
 
 
 def _grade_request(state: dict, turn: int) -> list[dict]:
-    reference = state["reference"]
     return render_grade_prompt(
-        state["turns"][: turn + 1],
-        state["model_answers"][: turn + 1],
-        reference[turn] if reference and len(reference) > turn else None,
+        state["turns"], state["model_answers"], turn, state["category"], state["reference"]
     )
 
 
 @dataclass(frozen=True)
 class GradeStep:
-    """MT-Bench single grading: the grader rates each of the model's answer turns from 1 to 10."""
+    """MT-Bench single grading (FastChat's prompts): the grader rates each answer turn 1 to 10."""
 
     pool: ModelPool
     mode: str  # "text": parse "Rating: [[N]]"; "logprob": expected grade
@@ -175,7 +199,7 @@ class GradeStep:
                     mark_failed(state, f"grading failed: {grade.error or ten.error}")
                     continue
                 score = expected_grade(grade.output, ten.output)
-                state["grades"].append({"turn": turn + 1, "score": score, "raw": None})
+                state["grades"].append(_grade(state, turn, score, None))
             return
         completions = self.pool.chat(conversations, _params(self.sampling))
         for (state, turn), completion in zip(items, completions, strict=True):
@@ -183,7 +207,11 @@ class GradeStep:
                 mark_failed(state, f"grading failed: {completion.error}")
                 continue
             text = completion.output[0]
-            state["grades"].append({"turn": turn + 1, "score": parse_grade(text), "raw": text})
+            state["grades"].append(_grade(state, turn, parse_rating(text), text))
+
+
+def _grade(state: dict, turn: int, score: float | None, raw: str | None) -> dict:
+    return {"turn": turn + 1, "category": state["category"], "score": score, "raw": raw}
 
 
 # State keys written as columns of the stage's rows, with the score and judgment stats.
@@ -245,10 +273,27 @@ class EvaluationStage:
         }
 
     def load(self) -> tuple[list[dict], list[Reject]]:
-        """Question states; questions without a baseline answer are skipped and counted."""
+        """Question states; questions without a baseline answer are skipped and counted.
+
+        A graded question whose category FastChat grades against a reference (math, reasoning,
+        coding) and that has none is a reject: a grade without it would not be MT-Bench's.
+        """
         states, self.skipped = _question_states(self.ev)
+        rejects = [
+            Reject(
+                s["source"],
+                -1,
+                f"category {s['category']!r} is graded against a reference answer and the "
+                "question has none; set the benchmark's reference_answers_path",
+                s["row_id"],
+            )
+            for s in states
+            if s["graded"] and needs_reference(s["category"]) and not s["reference"]
+        ]
+        refused = {r.row_id for r in rejects}
+        states = [s for s in states if s["row_id"] not in refused]
         self.wanted = {s["row_id"] for s in states}
-        return states, []
+        return states, rejects
 
     def done_ids(self) -> set[str]:
         """Questions already judged."""
@@ -283,8 +328,56 @@ class EvaluationStage:
             )
             for bench in ev.benchmarks
         }
-        (self.stage.path / "results.json").write_text(json.dumps({"benchmarks": results}, indent=2))
-        return {"benchmarks": results}
+        shared = shared_judges(self.config)
+        if shared:
+            logger.warning(
+                "evaluation judges %s also labelled the training pairs: their win rates may "
+                "favour the model (self-preference); results.json records self_judged: true",
+                shared,
+            )
+        summary = {"self_judged": bool(shared), "shared_judges": shared, "benchmarks": results}
+        (self.stage.path / "results.json").write_text(json.dumps(summary, indent=2))
+        earlier = earlier_evaluations(self.stage.path.parent)
+        label = "final" if earlier else ev.model
+        report = write_report(self.stage.path, [*earlier, (label, summary)])
+        return {**summary, "report": str(report)}
+
+
+def earlier_evaluations(run_root: Path) -> list[tuple[str, dict]]:
+    """Results of the rounds ``moaa run`` evaluated before the final model (``evaluate.every_round``).
+
+    ``round-0/evaluate`` holds the SFT model's, ``round-<r>/evaluate`` DPO round r's.
+    """
+    found = []
+    for path in run_root.glob("round-*/evaluate/results.json"):
+        number = int(path.parent.parent.name.removeprefix("round-"))
+        found.append((number, "SFT" if number == 0 else f"DPO round {number}", path))
+    return [(label, json.loads(path.read_text())) for _, label, path in sorted(found)]
+
+
+def shared_judges(config: MoaaConfig) -> list[str]:
+    """Evaluation judges (and the grader) that also labelled the training pairs.
+
+    A judge that ranked the DPO pairs prefers answers like the ones it taught the model to write
+    (self-preference), so its win rates on that model are not independent evidence.
+    """
+    prefs, ev = config.preferences, config.evaluate
+    if prefs is None or ev is None:
+        return []
+    labellers = set(prefs.judging.models() if prefs.judging else [])
+    if prefs.reward_model is not None:
+        labellers.add(prefs.reward_model)
+    evaluators = [*ev.judging.models()]
+    if any(_graded(bench) for bench in ev.benchmarks):
+        evaluators.append(_grader(ev))
+    return sorted(labellers.intersection(evaluators))
+
+
+def _graded(bench: BenchmarkConfig) -> bool:
+    """Whether the grader rates a benchmark's answers (MT-Bench)."""
+    return bench.format == "mt_bench" or (
+        bench.format == "auto" and detect_benchmark_format(Path(bench.path)) == "mt_bench"
+    )
 
 
 def question_row_id(benchmark: str, question_id: str) -> str:
@@ -307,9 +400,7 @@ def _question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
         questions = load_eval_questions(
             bench.path, bench.format, bench.reference_answers_path, bench.baseline_answers_path
         )
-        graded = bench.format == "mt_bench" or (
-            bench.format == "auto" and detect_benchmark_format(Path(bench.path)) == "mt_bench"
-        )
+        graded = _graded(bench)
         for question in questions[: bench.limit]:
             baseline = None
             if ev.baseline_of(bench) == "answers":
@@ -319,7 +410,10 @@ def _question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
                     continue
             row_id = question_row_id(bench.key(), question.question_id)
             source = f"{bench.key()}#{question.question_id}"
-            state = new_question_state(row_id, question, source, baseline, graded)
+            temperature = None
+            if graded and bench.category_temperatures:
+                temperature = answer_temperature(question.category)
+            state = new_question_state(row_id, question, source, baseline, graded, temperature)
             state["benchmark"] = bench.key()
             states.append(state)
     return states, skipped
@@ -390,7 +484,14 @@ def question_schema():
     import pyarrow as pa
 
     strings = pa.list_(pa.string())
-    grade = pa.struct([("turn", pa.int32()), ("score", pa.float64()), ("raw", pa.string())])
+    grade = pa.struct(
+        [
+            ("turn", pa.int32()),
+            ("category", pa.string()),
+            ("score", pa.float64()),
+            ("raw", pa.string()),
+        ]
+    )
     return pa.schema(
         [
             ("row_id", pa.string()),

@@ -32,8 +32,19 @@ def write(tmp_path):
 def test_every_shipped_config_validates(path, monkeypatch):
     monkeypatch.chdir(REPO)
     config = load_config(path)
-    assert config.generate is not None
-    assert set(config.generate.proposers) <= set(config.models)
+    assert config.generate is not None or config.evaluate is not None
+    referenced = {name for _, name in config.model_references()}
+    assert referenced <= set(config.models)
+
+
+def test_the_official_judges_config_judges_with_gpt4_turbo_and_grades_with_gpt4(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "configs" / "eval-official-judges.yaml")
+    ev = config.evaluate
+    assert ev is not None and ev.judging.judges == ["gpt-4-1106-preview"] and ev.grader == "gpt-4"
+    for name in ("gpt-4-1106-preview", "gpt-4"):
+        model = config.models[name]
+        assert model.engine == "openai_http" and model.api_key_env == "OPENAI_API_KEY"
 
 
 def test_paper_config_has_the_papers_moa(monkeypatch):

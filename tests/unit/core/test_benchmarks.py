@@ -1,5 +1,6 @@
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -308,3 +309,43 @@ def test_empty_question_file_is_rejected(tmp_path):
 
     with pytest.raises(ValueError, match="no questions"):
         load_mt_bench(path)
+
+
+# The benchmarks' own files (excerpts; tests/data/benchmarks/README.md says where from).
+REAL = Path(__file__).parents[2] / "data" / "benchmarks"
+
+
+def test_the_real_mt_bench_files_load_with_gpt4_references_for_math_reasoning_and_coding():
+    questions = load_eval_questions(
+        REAL / "mt_bench_question.jsonl",
+        reference_answers_path=REAL / "mt_bench_reference_answer_gpt-4.jsonl",
+    )
+    assert len(questions) == 80 and all(len(q.turns) == 2 for q in questions)
+    categories = {q.category for q in questions}
+    assert categories == {
+        "writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"
+    }  # fmt: skip
+    with_reference = {q.category for q in questions if q.reference}
+    assert {"math", "reasoning", "coding"} <= with_reference
+    assert all(len(q.reference or []) == 2 for q in questions if q.category == "math")
+
+
+def test_the_real_arena_hard_files_load_with_gpt4_0314_answers():
+    questions = load_eval_questions(
+        REAL / "arena_hard_v0.1_question.jsonl",
+        baseline_answers_path=REAL / "arena_hard_v0.1_model_answer_gpt-4-0314.jsonl",
+    )
+    assert len(questions) == 24
+    first = questions[0]
+    assert first.question_id == "328c149ed45a41c0b9d6f14659e63599"
+    assert first.turns[0].startswith("Use ABC notation")
+    assert all(q.baseline_answer and len(q.baseline_answer[0]) > 100 for q in questions)
+
+
+def test_the_real_alpaca_eval_file_loads_with_the_gpt4_turbo_baseline():
+    questions = load_eval_questions(REAL / "alpaca_eval_gpt4_1106_preview_outputs.json")
+    assert len(questions) == 24 and questions[0].category == "helpful_base"
+    assert questions[0].turns == [
+        "What are the names of some famous actors that started their careers on Broadway?"
+    ]
+    assert questions[0].baseline_answer and questions[0].baseline_answer[0].startswith("Several")

@@ -2,11 +2,12 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from moaa_ray.config import BenchmarkConfig, EvaluateConfig
+from moaa_ray.config import BenchmarkConfig, EvaluateConfig, load_config
 from moaa_ray.core.benchmarks import EvalQuestion
 from moaa_ray.engines.pools import Completion
 from moaa_ray.pipeline.evaluate import (
@@ -14,10 +15,13 @@ from moaa_ray.pipeline.evaluate import (
     GradeStep,
     baseline_name,
     benchmark_results,
-    expected_grade,
     new_question_state,
     question_row_id,
+    shared_judges,
+    transcript,
 )
+
+ROOT = Path(__file__).parents[3]
 
 STATS = json.dumps({"judgments": 6, "abstains": 0, "position_flips": 0, "pairs": 1})
 
@@ -68,19 +72,6 @@ def test_mt_bench_grades_are_summarised_per_turn_with_missing_grades_counted():
     result = benchmark_results([row(0.5, grades=grades)], "policy", "base", 0, 10)
     assert result["mt_bench"]["per_turn"] == {"1": 8.0, "2": 6.0}
     assert result["mt_bench"]["overall"] == 7.0 and result["mt_bench"]["num_missing"] == 1
-
-
-def test_expected_grade_from_choice_logprobs():
-    certain_seven = [-math.inf] * 10
-    certain_seven[6] = 0.0
-    assert expected_grade(certain_seven, None) == pytest.approx(7.0)
-    assert expected_grade([0.0] * 9 + [-math.inf], None) == pytest.approx(5.0)  # uniform over 1..9
-    # Digit-splitting tokenizers: "10" scores as "1"; the next token decides between 1 and 10.
-    shared = [0.0] + [-math.inf] * 8 + [0.0]
-    assert expected_grade(shared, [0.0, -math.inf]) == pytest.approx(10.0)
-    assert expected_grade(shared, [-math.inf, 0.0]) == pytest.approx(1.0)
-    assert expected_grade(shared, None) == pytest.approx(1.0)
-    assert expected_grade([-math.inf] * 10, None) is None
 
 
 def test_row_ids_are_stable_and_differ_by_benchmark():
@@ -138,8 +129,13 @@ def test_answer_steps_carry_each_sides_own_history_and_pair_the_last_answers():
         {"role": "assistant", "content": "model says 1"},
         {"role": "user", "content": "second question"},
     ]
-    assert from_model["samples"] == ["model says 3", "base says 3"]
-    assert from_file["samples"] == ["model says 3", "file 2"]
+    # The judges compare whole conversations, each side with its own earlier answers.
+    assert from_model["samples"] == [
+        "### User:\nfirst question\n\n### Assistant:\nmodel says 1\n\n"
+        "### User:\nsecond question\n\n### Assistant:\nmodel says 3",
+        transcript(["first question", "second question"], ["base says 1", "base says 3"]),
+    ]
+    assert from_file["samples"][1] == transcript(from_file["turns"], ["file 1", "file 2"])
     assert all(len(items) == 1 for _, items in base.calls)  # the file's answers are not redone
     assert from_model["prompt"] == [
         {"role": "user", "content": "first question"},
@@ -160,5 +156,39 @@ def test_grade_step_grades_every_turn_of_the_model(mode):
     sampling = EvaluateConfig.model_fields["sampling"].default
     GradeStep(grader, mode, sampling)([state, two_turn_state() | {"graded": False}])
     assert [(g["turn"], g["score"]) for g in state["grades"]] == [(1, 7.0), (2, 7.0)]
-    request = grader.calls[0][1][1][0]["content"]
+    request = grader.calls[0][1][1][-1]["content"]  # turn 2: the whole conversation
     assert "first question" in request and "m1" in request and "m2" in request
+    assert [g["category"] for g in state["grades"]] == [None, None]
+
+
+def test_answers_are_sampled_at_each_questions_own_temperature():
+    model = FakePool(lambda method, conversation, params: [f"at {params.temperature}"])
+    writing = new_question_state("w", EvalQuestion("1", ["poem"]), "b#1", ["x"], True, 0.7)
+    math_q = new_question_state("m", EvalQuestion("2", ["2+2"]), "b#2", ["x"], True, 0.0)
+    default = new_question_state("d", EvalQuestion("3", ["hi"]), "b#3", ["x"], False)
+    sampling = EvaluateConfig.model_fields["sampling"].default.model_copy(
+        update={"temperature": 0.3}
+    )
+    AnswerStep({"model_answers": model}, 0, sampling)([writing, math_q, default])
+    assert [s["model_answers"] for s in (writing, math_q, default)] == [
+        ["at 0.7"],
+        ["at 0.0"],
+        ["at 0.3"],
+    ]
+    assert len(model.calls) == 3  # one call per temperature
+
+
+def test_judges_that_labelled_the_training_pairs_are_named_as_self_judging():
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    assert shared_judges(config) == ["llama-c", "qwen2-b", "qwen2-d"]
+    ev = config.evaluate
+    assert ev is not None
+    independent = ev.model_copy(
+        update={
+            "judging": ev.judging.model_copy(
+                update={"judges": ["llama-a"], "aggregator_judge": None}
+            )
+        }
+    )
+    assert shared_judges(config.model_copy(update={"evaluate": independent})) == []
+    assert shared_judges(config.model_copy(update={"preferences": None})) == []
