@@ -303,6 +303,15 @@ class BenchmarkConfig(_Section):
         "(questions without one are skipped); None: model if baseline_model is set",
     )
     limit: int | None = Field(None, ge=1, description="evaluate the first N questions")
+    judge: Literal["auto", "ensemble", "arena_hard"] = Field(
+        "auto",
+        description="ensemble: the evaluate judges with the aggregator judge; arena_hard: each "
+        "judge as arena-hard-auto judges (its prompt, 5-level verdicts, two games, BT scores); "
+        "auto: arena_hard for arena_hard files, else ensemble",
+    )
+    style_control: bool = Field(
+        False, description="arena_hard: also report style-controlled scores (length, markdown)"
+    )
     category_temperatures: bool = Field(
         True,
         description="mt_bench: answer at FastChat's temperature per category (writing, roleplay "

@@ -1,26 +1,27 @@
-"""Evaluation statistics: win rates, length control, Bradley-Terry scores, MT-Bench grades.
+"""Evaluation statistics: win rates, the AlpacaEval 2 length-controlled win rate, Bradley-Terry scores.
 
-These are the numbers MoAA (arXiv 2505.03059) reports against a baseline: AlpacaEval-2 length-controlled
-win rate, Arena-Hard Bradley-Terry score with a bootstrap interval, and MT-Bench 1-10 grades. A score
-is always from the evaluated model's side: 1 = it wins, 0.5 = tie, 0 = it loses, None = judge abstained.
+These are the numbers MoAA (arXiv 2505.03059) reports against a baseline. A score is always from the
+evaluated model's side: 1 = it wins, 0.5 = tie, 0 = it loses, None = judge abstained. Arena-Hard's
+own scoring is in :mod:`moaa_ray.core.arena_hard`, MT-Bench grading in :mod:`moaa_ray.core.mt_bench`.
 """
 
 from __future__ import annotations
 
+import csv
+import itertools
 import math
 import random
-import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
 
 from moaa_ray.core.ranking import Comparison, bradley_terry
-from moaa_ray.core.templates import render_template
 
 Battle = tuple[str, str, float]
-
-_GRADE_PATTERN = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?\]\]")
-_GRADE_FALLBACK = re.compile(r"rating:\s*\[?\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
 def _check_score(score: float, where: str) -> None:
@@ -63,69 +64,178 @@ def _sigmoid(x: float) -> float:
     return z / (1.0 + z)
 
 
-def _logistic_loss(
-    weights: tuple[float, float], xs: list[float], ys: list[float], l2: float
+GamedComparison = tuple[float, float, float]
+"""An AlpacaEval gamed-baseline row: ``(preference, std_delta_len, instruction_difficulty)``."""
+
+_GLM_CS = np.logspace(-4.0, 4.0, 10)  # LogisticRegressionCV(Cs=10)
+_GLM_FOLDS = 5
+_GLM_C_WITHOUT_CV = 100.0  # alpaca_eval's C when it does not cross-validate
+_LOG_LOSS_CLIP = 1e-15
+
+
+def _logistic(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def _glm_objective(
+    w: NDArray[np.float64],
+    features: NDArray[np.float64],
+    targets: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    c: float,
 ) -> float:
-    theta, phi = weights
-    loss = 0.5 * l2 * (theta * theta + phi * phi)
-    for x, y in zip(xs, ys, strict=True):
-        z = theta + phi * x
-        # log(1 + e^z) - y*z, written to stay finite for large |z|
-        loss += max(z, 0.0) + math.log1p(math.exp(-abs(z))) - y * z
-    return loss
+    z = features @ w
+    cross_entropy = targets * np.logaddexp(0.0, -z) + (1.0 - targets) * np.logaddexp(0.0, z)
+    return float(np.abs(w).sum() + c * (weights @ cross_entropy))
 
 
-def _fit_logistic_2d(xs: list[float], ys: list[float], l2: float) -> tuple[float, float]:
-    """Fit sigmoid(theta + phi * x) to fractional targets by damped Newton steps with an L2 penalty."""
-    weights = (0.0, 0.0)
-    loss = _logistic_loss(weights, xs, ys, l2)
+def _l1_quadratic_minimum(
+    hessian: NDArray[np.float64], linear: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """``argmin_u u.H.u / 2 + linear.u + |u|_1``, exactly, by trying every sign pattern of ``u``."""
+    best, best_value = np.zeros(len(linear)), 0.0
+    for signs in itertools.product((-1.0, 0.0, 1.0), repeat=len(linear)):
+        sign = np.array(signs)
+        support = np.flatnonzero(sign)
+        if not support.size:
+            continue
+        try:
+            values = np.linalg.solve(
+                hessian[np.ix_(support, support)], -(linear[support] + sign[support])
+            )
+        except np.linalg.LinAlgError:
+            continue
+        value = 0.5 * float((linear[support] + sign[support]) @ values)
+        if np.all(np.sign(values) == sign[support]) and value < best_value:
+            best, best_value = np.zeros(len(linear)), value
+            best[support] = values
+    return best
+
+
+def _fit_l1_logistic(
+    features: NDArray[np.float64],
+    targets: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    c: float,
+) -> NDArray[np.float64]:
+    """Minimise ``|w|_1 + c * sum_i weights_i * CE(targets_i, sigmoid(features_i . w))``.
+
+    This is what liblinear minimises for sklearn's ``LogisticRegression(penalty="l1",
+    solver="liblinear", fit_intercept=False)`` when each row is fitted twice, as label 1 with sample
+    weight ``weights * targets`` and as label 0 with ``weights * (1 - targets)`` (alpaca_eval's
+    continuous-target trick). Solved to machine precision by proximal Newton steps, each quadratic
+    model minimised exactly, with backtracking.
+    """
+    w = np.zeros(features.shape[1])
+    objective = _glm_objective(w, features, targets, weights, c)
     for _ in range(100):
-        theta, phi = weights
-        g0, g1 = l2 * theta, l2 * phi
-        h00, h01, h11 = l2, 0.0, l2
-        for x, y in zip(xs, ys, strict=True):
-            p = _sigmoid(theta + phi * x)
-            g0 += p - y
-            g1 += (p - y) * x
-            w = p * (1.0 - p)
-            h00, h01, h11 = h00 + w, h01 + w * x, h11 + w * x * x
-        det = h00 * h11 - h01 * h01
-        step = ((h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det)
-        scale = 1.0
-        while scale > 1e-8:  # halve the step until the loss does not increase
-            candidate = (theta - scale * step[0], phi - scale * step[1])
-            new_loss = _logistic_loss(candidate, xs, ys, l2)
-            if new_loss <= loss:
-                break
-            scale /= 2
-        else:
-            return weights
-        weights, converged = candidate, loss - new_loss < 1e-12
-        loss = new_loss
-        if converged:
+        p = _logistic(features @ w)
+        gradient = c * features.T @ (weights * (p - targets))
+        hessian = c * (features.T * (weights * p * (1.0 - p))) @ features
+        step = _l1_quadratic_minimum(hessian, gradient - hessian @ w) - w
+        decrease = float(gradient @ step + np.abs(w + step).sum() - np.abs(w).sum())
+        if decrease >= -1e-15 * max(1.0, abs(objective)):
             break
-    return weights
+        scale = 1.0
+        candidate = w + step
+        new_objective = _glm_objective(candidate, features, targets, weights, c)
+        while new_objective > objective + 1e-4 * scale * decrease and scale > 1e-10:
+            scale /= 2.0
+            candidate = w + scale * step
+            new_objective = _glm_objective(candidate, features, targets, weights, c)
+        if new_objective > objective:
+            break
+        w, objective = candidate, new_objective
+    return w
+
+
+def _glm_cv_score(
+    w: NDArray[np.float64],
+    features: NDArray[np.float64],
+    targets: NDArray[np.float64],
+    weights: NDArray[np.float64],
+) -> float:
+    """alpaca_eval's ``logloss_continuous`` scorer: minus the weighted mean log loss, clipped."""
+    p = np.clip(_logistic(features @ w), _LOG_LOSS_CLIP, 1.0 - _LOG_LOSS_CLIP)
+    return float(np.mean(weights * (targets * np.log(p) + (1.0 - targets) * np.log(1.0 - p))))
+
+
+def _fit_glm(
+    features: NDArray[np.float64], targets: NDArray[np.float64], weights: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """alpaca_eval's ``fit_LogisticRegressionCV``: L1 logistic regression, ``C`` picked by 5-fold CV.
+
+    Row ``i`` of ``n`` is in fold ``(n - 1 - i) % 5``, as sklearn 1.9's ``GroupKFold`` puts one
+    group per row; the ``C`` of ``logspace(-4, 4, 10)`` with the best summed fold score wins (the
+    first on a tie) and is refitted on every row. Where alpaca_eval raises instead, fewer than 5
+    rows get one fold per row and a single row gets ``C = 100``, its ``C`` without cross-validation.
+    """
+    n_rows = len(targets)
+    if n_rows < 2:
+        return _fit_l1_logistic(features, targets, weights, _GLM_C_WITHOUT_CV)
+    folds = (n_rows - 1 - np.arange(n_rows)) % min(_GLM_FOLDS, n_rows)
+    totals = np.zeros(len(_GLM_CS))
+    for fold in np.unique(folds):
+        train, test = folds != fold, folds == fold
+        for index, c in enumerate(_GLM_CS):
+            w = _fit_l1_logistic(features[train], targets[train], weights[train], float(c))
+            totals[index] += _glm_cv_score(w, features[test], targets[test], weights[test])
+    return _fit_l1_logistic(features, targets, weights, float(_GLM_CS[np.argmax(totals)]))
+
+
+def _glm_rows(
+    length_terms: Sequence[float],
+    difficulties: Sequence[float],
+    is_model: float,
+    targets: Sequence[float],
+    weight: float,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Features ``(tanh(length term), difficulty, is_model)``, targets and weights of a block."""
+    features = np.column_stack(
+        [np.tanh(length_terms), difficulties, np.full(len(targets), is_model)]
+    )
+    return features, np.asarray(targets, dtype=float), np.full(len(targets), weight)
 
 
 def length_controlled_win_rate(
     scores: Sequence[float | None],
     model_lengths: Sequence[int | float],
     baseline_lengths: Sequence[int | float],
-    l2: float = 1e-3,
+    instruction_difficulty: Sequence[float] | None = None,
+    gamed_baseline: Sequence[GamedComparison] | None = None,
+    regularize_to_baseline_lambda: float = 0.2,
 ) -> float:
-    """AlpacaEval-2-style length-controlled win rate (Dubois et al. 2024, arXiv 2404.04475).
+    """AlpacaEval 2 length-controlled win rate: alpaca_eval 0.6.6's ``length_controlled_v1`` GLM.
 
-    Fits ``P(model wins) = sigmoid(theta + phi * tanh(d / std(d)))`` with ``d = len_model - len_baseline``
-    by logistic regression (ties as fractional targets, small L2 penalty so all-win or all-loss data stay
-    finite), then reports the win rate with the length term zeroed: ``100 * sigmoid(theta)``. AlpacaEval's
-    per-instruction difficulty term is omitted: with one model pair it is absorbed by ``theta``.
+    Dubois et al. 2024 (arXiv 2404.04475), ``alpaca_eval/metrics/glm_winrate.py``. With
+    ``d_i = (len_baseline_i - len_model_i) / std(d)`` (sample std over every comparison), it fits
+    ``P(model wins i) = sigmoid(phi * tanh(d_i) + psi * difficulty_i + gamma)`` (no other intercept;
+    a tie is target 0.5) jointly with gamed-baseline rows ``sigmoid(phi * tanh(d_j) + psi *
+    difficulty_j)`` at sample weight ``lambda / 2`` each. Those share ``phi`` and ``psi``, so the
+    length slope is pulled to the baseline's own ("regularize to baseline"). The fit is L1 logistic
+    regression with ``C`` chosen by 5-fold cross-validation (:func:`_fit_glm`) over the gamed rows,
+    then the decided comparisons, in that order as in alpaca_eval (the folds depend on it). It
+    returns ``100 * mean_i sigmoid(psi * difficulty_i + gamma)`` over every comparison: the win rate
+    predicted with no length difference. Where ``std(d)`` is zero or undefined, alpaca_eval divides
+    by it; here the length term is then 0.
 
     Args:
-        scores: judged comparisons from the model's side (1 win, 0.5 tie, 0 loss, None abstain; abstained
-            comparisons are dropped).
-        model_lengths: length of the model's answer (characters or tokens) per comparison.
+        scores: judged comparisons from the model's side (1 win, 0.5 tie, 0 loss, None abstain).
+            Abstained comparisons are left out of the fit, as alpaca_eval drops NaN preferences, and
+            as there still count in ``std(d)`` and in the final mean.
+        model_lengths: length of the model's answer (characters, as in AlpacaEval) per comparison.
         baseline_lengths: length of the baseline's answer per comparison, in the same unit.
-        l2: L2 penalty on ``theta`` and ``phi``.
+        instruction_difficulty: AlpacaEval's difficulty of each comparison's instruction
+            (:func:`load_instruction_difficulty`). None: 0 for every comparison, so the result is
+            ``100 * sigmoid(gamma)``.
+        gamed_baseline: AlpacaEval's gamed-baseline annotations (:func:`load_gamed_baseline`); they
+            describe its own baseline and annotator only. None: a neutral stand-in, for each decided
+            comparison a tie at length term ``d_i`` and, after all of those, one at ``-d_i``, both
+            with difficulty 0. Ties at any length gap pull ``phi`` toward 0 with total weight
+            ``lambda`` per comparison, which keeps ``gamma`` identifiable when every length gap has
+            the same sign.
+        regularize_to_baseline_lambda: ``lambda``; 0 fits the model's comparisons alone, as
+            alpaca_eval's ``length_controlled_noreg``.
 
     Returns:
         The length-controlled win rate in percent; NaN when no comparison was decided.
@@ -135,21 +245,102 @@ def length_controlled_win_rate(
             f"scores, model_lengths and baseline_lengths differ in length: "
             f"{len(scores)}, {len(model_lengths)}, {len(baseline_lengths)}"
         )
-    ys: list[float] = []
-    deltas: list[float] = []
-    for index, (score, len_m, len_b) in enumerate(
-        zip(scores, model_lengths, baseline_lengths, strict=True)
-    ):
+    if instruction_difficulty is not None and len(instruction_difficulty) != len(scores):
+        raise ValueError(
+            f"instruction_difficulty has {len(instruction_difficulty)} values for "
+            f"{len(scores)} comparisons"
+        )
+    if regularize_to_baseline_lambda < 0:
+        raise ValueError(
+            f"regularize_to_baseline_lambda must be >= 0, got {regularize_to_baseline_lambda!r}"
+        )
+    targets: list[float] = []
+    for index, score in enumerate(scores):
         if score is not None:
             _check_score(score, f"scores[{index}]")
-            ys.append(float(score))
-            deltas.append(float(len_m) - float(len_b))
-    if not ys:
+            targets.append(float(score))
+    if not targets:
         return math.nan
+    decided = [index for index, score in enumerate(scores) if score is not None]
+    difficulty = np.zeros(len(scores))
+    if instruction_difficulty is not None:
+        difficulty = np.asarray(instruction_difficulty, dtype=float)
+    deltas = [float(b) - float(m) for m, b in zip(model_lengths, baseline_lengths, strict=True)]
     std = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
-    xs = [math.tanh(d / std) if std > 0 else 0.0 for d in deltas]
-    theta, _ = _fit_logistic_2d(xs, ys, l2)
-    return 100.0 * _sigmoid(theta)
+    length_terms = [deltas[i] / std if std > 0 else 0.0 for i in decided]
+    blocks = [_glm_rows(length_terms, difficulty[decided].tolist(), 1.0, targets, 1.0)]
+    if regularize_to_baseline_lambda > 0:
+        weight = regularize_to_baseline_lambda / 2
+        if gamed_baseline is None:
+            mirrored = length_terms + [-term for term in length_terms]
+            zeros = [0.0] * len(mirrored)
+            gamed = _glm_rows(mirrored, zeros, 0.0, [0.5] * len(mirrored), weight)
+        else:
+            for index, (preference, _, _) in enumerate(gamed_baseline):
+                _check_score(preference, f"gamed_baseline[{index}]")
+            length, difficulties = [r[1] for r in gamed_baseline], [r[2] for r in gamed_baseline]
+            gamed = _glm_rows(length, difficulties, 0.0, [r[0] for r in gamed_baseline], weight)
+        blocks.insert(0, gamed)
+    features, fit_targets, weights = (np.concatenate(parts) for parts in zip(*blocks, strict=True))
+    _, psi, gamma = _fit_glm(features, fit_targets, weights)
+    return 100.0 * float(np.mean(_logistic(psi * difficulty + gamma)))
+
+
+def load_instruction_difficulty(
+    path: str | Path, instructions: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Read AlpacaEval's per-instruction difficulty, for :func:`length_controlled_win_rate`.
+
+    The file is ``instruction_difficulty.csv`` in the Hugging Face dataset repository
+    ``tatsu-lab/alpaca_eval`` (``huggingface_hub.hf_hub_download("tatsu-lab/alpaca_eval",
+    "instruction_difficulty.csv", repo_type="dataset")``, as alpaca_eval 0.6.6's
+    ``glm_winrate._get_instructions_difficulty``; the pip package does not ship it). alpaca_eval
+    reads it with ``pd.read_csv(path, index_col=0).squeeze()``: a header row, then per instruction
+    its key (its position in AlpacaEval's 805-instruction evaluation set) and its difficulty.
+
+    Args:
+        path: the CSV file.
+        instructions: AlpacaEval's instructions in their order (the ``instruction`` field of
+            ``alpaca_eval.json`` in the same dataset repository). Given, each key is read as a
+            position in it.
+
+    Returns:
+        Difficulty by instruction text when ``instructions`` is given, else by the key as written.
+    """
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))[1:]
+    if instructions is None:
+        return {row[0]: float(row[1]) for row in rows}
+    return {instructions[int(row[0])]: float(row[1]) for row in rows}
+
+
+def load_gamed_baseline(path: str | Path) -> list[GamedComparison]:
+    """Read AlpacaEval's gamed-baseline annotations, for :func:`length_controlled_win_rate`.
+
+    The file is ``df_gamed.csv`` in the Hugging Face dataset repository ``tatsu-lab/alpaca_eval``
+    (alpaca_eval 0.6.6 downloads it in ``glm_winrate._get_featurized_data``): its baseline prompted
+    to be verbose, and to be concise, judged against itself. alpaca_eval uses the columns
+    ``preference`` (in [0, 1], from the gamed output's side), ``std_delta_len`` (already
+    standardised) and ``instruction_difficulty`` as they are, in file order, and drops rows without
+    a preference.
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        ``(preference, std_delta_len, instruction_difficulty)`` per row with a preference, in order.
+    """
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [
+        (
+            float(row["preference"]),
+            float(row["std_delta_len"]),
+            float(row["instruction_difficulty"]),
+        )
+        for row in rows
+        if row["preference"].strip() and not math.isnan(float(row["preference"]))
+    ]
 
 
 def _connected_models(battles: Sequence[Battle], anchor: str) -> set[str]:
@@ -260,111 +451,3 @@ def bootstrap_ci(
             _quantile(values, 1 - alpha / 2),
         )
     return dict(sorted(intervals.items(), key=lambda item: -item[1][0]))
-
-
-def mt_bench_summary(grades: Sequence[dict]) -> dict:
-    """Mean MT-Bench 1-10 grade per turn and overall.
-
-    Args:
-        grades: one per graded answer turn, with ``"turn"`` (1-based int) and ``"score"``
-            (float, or None when the judge gave no parsable grade).
-
-    Returns:
-        ``{"per_turn": {turn: mean}, "overall": mean of all grades, "num_graded", "num_missing"}``;
-        means are NaN when nothing was graded.
-    """
-    per_turn: dict[int, list[float]] = defaultdict(list)
-    missing = 0
-    for index, grade in enumerate(grades):
-        if "turn" not in grade or "score" not in grade:
-            raise ValueError(f"grades[{index}] needs 'turn' and 'score' keys, got {sorted(grade)}")
-        if grade["score"] is None:
-            missing += 1
-        else:
-            per_turn[int(grade["turn"])].append(float(grade["score"]))
-    every = [score for scores in per_turn.values() for score in scores]
-    return {
-        "per_turn": {turn: statistics.fmean(per_turn[turn]) for turn in sorted(per_turn)},
-        "overall": statistics.fmean(every) if every else math.nan,
-        "num_graded": len(every),
-        "num_missing": missing,
-    }
-
-
-def parse_grade(text: str) -> float | None:
-    """Read an MT-Bench single grade such as ``Rating: [[7]]`` or ``[[7.5]]`` from a judge's output.
-
-    Args:
-        text: the judge's completion.
-
-    Returns:
-        The last ``[[N]]`` (or, failing that, ``Rating: N``) clamped to 1..10; None when there is none.
-    """
-    matches = _GRADE_PATTERN.findall(text) or _GRADE_FALLBACK.findall(text)
-    if not matches:
-        return None
-    return min(10.0, max(1.0, float(matches[-1])))
-
-
-def render_grade_prompt(
-    question_turns: Sequence[str], answer_turns: Sequence[str], reference: str | None = None
-) -> list[dict]:
-    """Build the MT-Bench single-grading request for an answer's last turn.
-
-    Args:
-        question_turns: user turns so far; earlier turns are shown as conversation context.
-        answer_turns: the model's answer to each user turn (same count).
-        reference: optional reference answer to the last turn (MT-Bench math, reasoning, coding).
-
-    Returns:
-        Chat messages (one user message, so judges without a system role work too).
-    """
-    if not question_turns or len(question_turns) != len(answer_turns):
-        raise ValueError(
-            f"need as many answers as questions (at least one), got "
-            f"{len(question_turns)} questions and {len(answer_turns)} answers"
-        )
-    if len(question_turns) == 1:
-        question = question_turns[0]
-    else:
-        history = [
-            f"### User:\n{q}\n\n### Assistant:\n{a}"
-            for q, a in zip(question_turns[:-1], answer_turns[:-1], strict=True)
-        ]
-        question = "\n\n".join([*history, f"### User:\n{question_turns[-1]}"])
-    reference_block = (
-        f"[The Start of Reference Answer]\n{reference}\n[The End of Reference Answer]\n\n"
-        if reference is not None
-        else ""
-    )
-    content = render_template(
-        "grade_single.txt", question=question, answer=answer_turns[-1], reference=reference_block
-    )
-    return [{"role": "user", "content": content}]
-
-
-def expected_grade(logprobs: list[float], ten_split: list[float] | None) -> float | None:
-    """Expected 1-10 grade, ``sum_g P(g) * g``, from log-probabilities of "1".."10" after the prefix.
-
-    Args:
-        logprobs: of "1".."10" right after ``Rating: [[``. Digit-splitting tokenizers give "10" the
-            first token of "1", hence the same value.
-        ten_split: of "0" and "]" right after ``Rating: [[1``; it divides the mass of "1" between 10
-            and 1 when the two share a token. None: all of it counts as 1.
-
-    Returns:
-        The expected grade, or None when every choice is impossible (e.g. not in an API's top-k).
-    """
-    shared = logprobs[9] == logprobs[0]
-    values = logprobs[:9] if shared else logprobs
-    top = max(values)
-    if top == -math.inf:
-        return None
-    weights = [math.exp(v - top) for v in values]
-    probs = [w / sum(weights) for w in weights]
-    if shared:
-        p_zero = 0.0
-        if ten_split is not None and max(ten_split) > -math.inf:
-            p_zero = 1.0 / (1.0 + math.exp(ten_split[1] - ten_split[0]))
-        probs = [probs[0] * (1.0 - p_zero), *probs[1:], probs[0] * p_zero]
-    return sum(p * grade for p, grade in zip(probs, range(1, 11), strict=True))

@@ -21,6 +21,9 @@ from moaa_ray.engines.base import Conversation, SamplingParams
 
 logger = logging.getLogger(__name__)
 
+# A judge prompt that asks for arena-hard-auto's 5-level labels gets one of them instead.
+_ARENA_HARD_ASK = "[[A>>B]]"
+_ARENA_HARD_LABELS = ("[[A>>B]]", "[[A>B]]", "[[A=B]]", "[[B>A]]", "[[B>>A]]")
 # Neutral filler: none of these words can be read as a verdict ("A", "answer ... better") or a grade.
 _WORDS = (
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut "
@@ -93,6 +96,8 @@ class SimulatedEngine:
         rng = random.Random(_digest(*key))
         verdict = rng.choice(_VERDICTS)
         tail = ["Verdict:", verdict, "Rating:", f"[[{rng.randint(1, 10)}]]"]
+        if any(_ARENA_HARD_ASK in message["content"] for message in conversation):
+            tail = ["Final", "verdict:", rng.choice(_ARENA_HARD_LABELS)]
         filler = [rng.choice(_WORDS) for _ in range(max(0, words - len(tail)))]
         # A budget below the tail's four words cuts the tail: the word count is the contract.
         return " ".join((filler + tail)[:words])
@@ -107,7 +112,8 @@ class SimulatedEngine:
 
         Returns:
             For each conversation, ``params.n`` answers of exactly the word budget, ending with
-            ``Verdict: [[A|B|tie]] Rating: [[N]]`` when the budget leaves room for it.
+            ``Verdict: [[A|B|tie]] Rating: [[N]]`` when the budget leaves room for it (to a prompt
+            that asks for arena-hard-auto's labels: ``Final verdict: [[A>B]]`` or another).
         """
         self._check_faults(conversations)
         words = self.settings.answer_tokens or params.max_new_tokens

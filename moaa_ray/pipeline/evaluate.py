@@ -34,6 +34,13 @@ from moaa_ray.config import (
     MoaaConfig,
     SamplingConfig,
 )
+from moaa_ray.core.arena_hard import (
+    answer_style_counts,
+    arena_hard_scores,
+    battles_from_verdicts,
+    parse_arena_hard_verdict,
+    render_arena_hard_judge_prompt,
+)
 from moaa_ray.core.benchmarks import EvalQuestion, detect_benchmark_format, load_eval_questions
 from moaa_ray.core.mt_bench import (
     GRADE_PREFIX,
@@ -76,6 +83,7 @@ def new_question_state(
     baseline: list[str] | None,
     graded: bool,
     temperature: float | None = None,
+    arena_hard: bool = False,
 ) -> dict:
     """The state of a question before answering.
 
@@ -86,6 +94,8 @@ def new_question_state(
         baseline: the file's baseline answer per turn, or None when a baseline model answers.
         graded: whether the grader rates the model's answers (MT-Bench).
         temperature: both sides' answer temperature; None: the evaluate section's.
+        arena_hard: judged as arena-hard-auto judges (:class:`ArenaHardJudgeStep`), not by the
+            ensemble.
     """
     prompt = [{"role": "user", "content": turn} for turn in question.turns]
     state = new_tournament(row_id, prompt, source)
@@ -99,6 +109,9 @@ def new_question_state(
         graded=graded,
         grades=[],
         temperature=temperature,
+        arena_hard=arena_hard,
+        arena_answers=[],
+        arena_verdicts=[],
     )
     return state
 
@@ -137,7 +150,8 @@ def _pair_when_answered(state: dict) -> None:
     """Once both sides answered every turn: the pair the judges compare, whole conversations each."""
     answers = [state[side] for side in SIDES]
     if not state["error"] and all(len(a) >= len(state["turns"]) for a in answers):
-        state["samples"] = [transcript(state["turns"], a[: len(state["turns"])]) for a in answers]
+        pair = [transcript(state["turns"], a[: len(state["turns"])]) for a in answers]
+        state["arena_answers" if state["arena_hard"] else "samples"] = pair
 
 
 @dataclass(frozen=True)
@@ -167,6 +181,89 @@ class AnswerStep:
                     state[side].append(completion.output[0])
         for state in states:
             _pair_when_answered(state)
+
+
+@dataclass(frozen=True)
+class ArenaHardJudgeStep:
+    """Arena-Hard judging as arena-hard-auto does it, by each judge: its prompt (the judge answers
+    the question itself first), 5-level verdicts, two games (baseline as A, then the model as A).
+
+    A judgment without exactly one verdict label counts as no battle (arena-hard-auto asks the judge
+    once more to finish; here it is an abstention, counted in ``abstain_rate``).
+    """
+
+    pools: dict[str, ModelPool]  # judge name -> pool
+    sampling: SamplingConfig
+
+    def __call__(self, states: list[dict]) -> None:
+        live = [s for s in states if s["arena_answers"] and not s["error"]]
+        submitted = []
+        for judge, pool in self.pools.items():
+            games = [(s, game) for s in live for game in (1, 2)]
+            conversations = [_arena_game(s, game) for s, game in games]
+            submitted.append(
+                (judge, games, pool.submit("chat", conversations, _params(self.sampling)))
+            )
+        for judge, games, refs in submitted:
+            for (state, game), completion in zip(
+                games, self.pools[judge].collect(refs), strict=True
+            ):
+                if completion.output is None:
+                    mark_failed(state, f"judge {judge} failed: {completion.error}")
+                    continue
+                text = completion.output[0]
+                verdict = parse_arena_hard_verdict(text)
+                state["arena_verdicts"].append(
+                    {"judge": judge, "game": game, "verdict": verdict, "raw": text}
+                )
+
+
+def _arena_game(state: dict, game: int) -> list[dict]:
+    model, baseline = state["arena_answers"]
+    first, second = (baseline, model) if game == 1 else (model, baseline)
+    return render_arena_hard_judge_prompt(state["turns"][-1], first, second)
+
+
+_MODEL_SCORE = {"model_a": 0.0, "model_b": 1.0, "tie": 0.5}  # battles are (baseline, model, winner)
+
+
+def arena_battles(verdicts: list[dict], model: str, baseline: str) -> list[tuple[str, str, str]]:
+    """A question's battles: per judge, its two games' verdicts with arena-hard-auto's weights."""
+    by_judge: dict[str, dict[int, str | None]] = {}
+    for v in verdicts:
+        by_judge.setdefault(v["judge"], {})[v["game"]] = v["verdict"]
+    return [
+        battle
+        for games in by_judge.values()
+        for battle in battles_from_verdicts(model, baseline, games.get(1), games.get(2))
+    ]
+
+
+def _arena_score(verdicts: list[dict]) -> float | None:
+    """The model's mean win score over a question's decided games (strength not weighted)."""
+    scores = []
+    for verdict in verdicts:
+        games = (verdict["verdict"], None) if verdict["game"] == 1 else (None, verdict["verdict"])
+        battles = battles_from_verdicts("model", "baseline", *games)
+        if battles:
+            scores.append(_MODEL_SCORE[battles[0][2]])
+    return sum(scores) / len(scores) if scores else None
+
+
+def _arena_stats(verdicts: list[dict]) -> dict:
+    """Judgments, abstentions, and judges whose two games disagree on who won (position bias)."""
+    per_judge: dict[str, list[float]] = {}
+    for verdict in verdicts:
+        score = _arena_score([verdict])
+        if score is not None:
+            per_judge.setdefault(verdict["judge"], []).append(score)
+    flips = sum(1 for s in per_judge.values() if len(s) == 2 and (s[0] - 0.5) * (s[1] - 0.5) < 0)
+    return {
+        "judgments": len(verdicts),
+        "abstains": sum(v["verdict"] is None for v in verdicts),
+        "position_flips": flips,
+        "pairs": len({v["judge"] for v in verdicts}),
+    }
 
 
 def _grade_request(state: dict, turn: int) -> list[dict]:
@@ -217,7 +314,7 @@ def _grade(state: dict, turn: int, score: float | None, raw: str | None) -> dict
 # State keys written as columns of the stage's rows, with the score and judgment stats.
 _STATE_COLUMNS = (
     "row_id", "benchmark", "question_id", "category", "turns", "model_answers",
-    "baseline_answers", "criteria", "grades",
+    "baseline_answers", "criteria", "grades", "arena_verdicts",
 )  # fmt: skip
 
 
@@ -325,6 +422,7 @@ class EvaluationStage:
                 self.skipped[bench.key()],
                 ev.bootstrap_rounds,
                 seed=ev.sampling.seed,
+                style_control=bench.style_control,
             )
             for bench in ev.benchmarks
         }
@@ -373,11 +471,14 @@ def shared_judges(config: MoaaConfig) -> list[str]:
     return sorted(labellers.intersection(evaluators))
 
 
+def _format(bench: BenchmarkConfig) -> str:
+    """The benchmark's format, as configured or detected from its file."""
+    return detect_benchmark_format(Path(bench.path)) if bench.format == "auto" else bench.format
+
+
 def _graded(bench: BenchmarkConfig) -> bool:
     """Whether the grader rates a benchmark's answers (MT-Bench)."""
-    return bench.format == "mt_bench" or (
-        bench.format == "auto" and detect_benchmark_format(Path(bench.path)) == "mt_bench"
-    )
+    return _format(bench) == "mt_bench"
 
 
 def question_row_id(benchmark: str, question_id: str) -> str:
@@ -413,7 +514,12 @@ def _question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
             temperature = None
             if graded and bench.category_temperatures:
                 temperature = answer_temperature(question.category)
-            state = new_question_state(row_id, question, source, baseline, graded, temperature)
+            arena = bench.judge == "arena_hard" or (
+                bench.judge == "auto" and _format(bench) == "arena_hard"
+            )
+            state = new_question_state(
+                row_id, question, source, baseline, graded, temperature, arena
+            )
             state["benchmark"] = bench.key()
             states.append(state)
     return states, skipped
@@ -447,6 +553,10 @@ def _steps(ev: EvaluateConfig, pools: dict, todo: list[dict]) -> list[StreamStep
         for turn in range(num_turns)
     ]
     steps += judging_steps(pools, ev.judging, "round_robin")  # one pair: (model, baseline)
+    if any(s["arena_hard"] for s in todo):
+        judges = {j: pools[j] for j in dict.fromkeys(ev.judging.judges)}
+        arena = ArenaHardJudgeStep(judges, ev.judging.sampling)
+        steps.append(StreamStep(arena, "arena_hard_judges", list(judges.values())))
     if any(s["graded"] for s in todo):
         grader = pools[_grader(ev)]
         grade = GradeStep(grader, ev.grading_mode, ev.judging.sampling)
@@ -464,12 +574,18 @@ def _write_batch(
             failed = bool(state.get("failed"))
             rejects.append(Reject(state["source"], -1, state["error"], state["row_id"], failed))
             continue
-        [comparison] = pair_comparisons(state, [PAIR], final_judge)
-        stats = judgment_stats(state, [PAIR], final_judge)
+        if state["arena_hard"]:
+            score, stats = (
+                _arena_score(state["arena_verdicts"]),
+                _arena_stats(state["arena_verdicts"]),
+            )
+        else:
+            [comparison] = pair_comparisons(state, [PAIR], final_judge)
+            score, stats = comparison.score_i, judgment_stats(state, [PAIR], final_judge)
         rows.append(
             {
                 **{key: state[key] for key in _STATE_COLUMNS},
-                "score": comparison.score_i,
+                "score": score,
                 "stats": json.dumps(stats),
             }
         )
@@ -503,6 +619,19 @@ def question_schema():
             ("baseline_answers", strings),
             ("criteria", strings),
             ("grades", pa.list_(grade)),
+            (
+                "arena_verdicts",
+                pa.list_(
+                    pa.struct(
+                        [
+                            ("judge", pa.string()),
+                            ("game", pa.int32()),
+                            ("verdict", pa.string()),
+                            ("raw", pa.string()),
+                        ]
+                    )
+                ),
+            ),
             ("score", pa.float64()),
             ("stats", pa.string()),
         ]
@@ -516,6 +645,7 @@ def benchmark_results(
     num_skipped: int,
     bootstrap_rounds: int,
     seed: int = 0,
+    style_control: bool = False,
 ) -> dict:
     """One benchmark's numbers from its judged questions.
 
@@ -528,11 +658,13 @@ def benchmark_results(
         baseline: the baseline's name, the Bradley-Terry anchor (score 50).
         num_skipped: questions skipped for want of a baseline answer.
         bootstrap_rounds: resamples for the Bradley-Terry interval.
-        seed: seed of the resampling.
+        seed: seed of the resampling (Arena-Hard rows: arena-hard-auto's 42).
+        style_control: Arena-Hard rows: also the style-controlled score.
 
     Returns:
         Counts and win rate (:func:`win_tie_loss`), ``lc_win_rate`` (answer lengths in characters),
-        ``bt`` (``{"score", "lower", "upper"}`` or None when nothing was decided), ``mt_bench``
+        ``bt`` (``{"score", "lower", "upper"}`` or None when nothing was decided; for rows judged
+        as arena-hard-auto judges, :func:`arena_hard_results`), ``mt_bench``
         (:func:`mt_bench_summary`, or None when nothing was graded), abstain and position-bias
         rates. NaN is written as None.
     """
@@ -546,7 +678,9 @@ def benchmark_results(
     )
     battles = [(model, baseline, score) for score in scores if score is not None]
     result["bt"] = None
-    if battles:
+    if any(row.get("arena_verdicts") for row in rows):
+        result["bt"] = arena_hard_results(rows, model, baseline, bootstrap_rounds, style_control)
+    elif battles:
         point = bradley_terry_battles(battles, baseline)[model]
         _, lower, upper = bootstrap_ci(battles, baseline, bootstrap_rounds, seed)[model]
         result["bt"] = {"score": point, "lower": lower, "upper": upper}
@@ -558,6 +692,47 @@ def benchmark_results(
     result["abstain_rate"] = _rate(totals["abstains"], totals["judgments"])
     result["position_bias_rate"] = _rate(totals["position_flips"], totals["pairs"])
     return _json_safe(result)
+
+
+ARENA_HARD_SEED = 42  # arena-hard-auto seeds its bootstrap with 42
+
+
+def arena_hard_results(
+    rows: list[dict], model: str, baseline: str, bootstrap_rounds: int, style_control: bool
+) -> dict | None:
+    """The model's Arena-Hard score against the baseline with its 95% interval, as arena-hard-auto.
+
+    Style control adds each battle's style features (answer length in words, as a stand-in for
+    arena-hard-auto's tiktoken count, and markdown header, list and bold counts) of the baseline's
+    and the model's answers, fitted jointly: ``style_controlled`` is the score with style held equal.
+
+    Returns:
+        ``{"score", "lower", "upper", "method", "style_controlled"}``, or None with no decided battle.
+    """
+    battles, styles = [], []
+    for row in rows:
+        answers = (row["baseline_answers"][-1], row["model_answers"][-1])
+        style = [answer_style_counts(a, len(a.split())) for a in answers]
+        found = arena_battles(row.get("arena_verdicts") or [], model, baseline)
+        battles += found
+        styles += [style] * len(found)
+    if not battles:
+        return None
+    plain = arena_hard_scores(battles, baseline, bootstrap_rounds, ARENA_HARD_SEED)[model]
+    controlled = None
+    varying = _varying_features(styles) if style_control else []
+    if varying:  # a feature no battle varies in (e.g. no markdown anywhere) cannot be fitted
+        features = [[[side[k] for k in varying] for side in style] for style in styles]
+        controlled = arena_hard_scores(
+            battles, baseline, bootstrap_rounds, ARENA_HARD_SEED, style_features=features
+        )[model]
+    return {**plain, "method": "arena-hard-auto v0.1", "style_controlled": controlled}
+
+
+def _varying_features(styles: list) -> list[int]:
+    """Indices of the style features whose normalised difference varies across battles."""
+    diffs = [[(a - b) / (a + b + 1) for a, b in zip(*style, strict=True)] for style in styles]
+    return [k for k in range(len(diffs[0])) if len({d[k] for d in diffs}) > 1]
 
 
 def _rate(part: int, whole: int) -> float | None:

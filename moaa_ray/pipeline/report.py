@@ -23,7 +23,11 @@ def _bt(result: dict) -> str:
     bt = result.get("bt")
     if not bt:
         return "–"
-    return f"{_number(bt['score'])} ({_number(bt['lower'])} to {_number(bt['upper'])})"
+    text = f"{_number(bt['score'])} ({_number(bt['lower'])} to {_number(bt['upper'])})"
+    controlled = bt.get("style_controlled")
+    if controlled:
+        text += f"; style-controlled {_number(controlled['score'])}"
+    return text
 
 
 def _comparison_table(name: str, evaluations: list[Evaluation]) -> list[str]:

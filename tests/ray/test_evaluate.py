@@ -27,6 +27,19 @@ def make_config(tmp_path):
         {"instruction": "Name a tree.", "output": "An oak.", "generator": "g", "dataset": "d"},
     ]
     alpaca.write_text(json.dumps(rows))
+    arena = tmp_path / "arena.jsonl"
+    prompts = [
+        {"uid": "u1", "category": "c", "prompt": "Sort a list."},
+        {"uid": "u2", "prompt": "Hi."},
+    ]
+    arena.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    gpt4 = tmp_path / "gpt-4-0314.jsonl"
+    answers = [
+        {"uid": p["uid"], "messages": [{"role": "user", "content": p["prompt"]},
+                                       {"role": "assistant", "content": {"answer": "Done."}}]}
+        for p in prompts
+    ]  # fmt: skip
+    gpt4.write_text("".join(json.dumps(a) + "\n" for a in answers))
     model = {"engine": "hf", "num_cpus": 0.25, "max_batch_size": 8}
     raw = {
         "run_dir": str(tmp_path / "run"),
@@ -39,6 +52,12 @@ def make_config(tmp_path):
             "benchmarks": [
                 {"path": str(mt_bench), "baseline": "model"},
                 {"path": str(alpaca), "baseline": "answers"},
+                {
+                    "path": str(arena),
+                    "baseline": "answers",
+                    "baseline_answers_path": str(gpt4),
+                    "style_control": True,
+                },
             ],
             "model": "policy",
             "baseline_model": "j2",  # also a judge: one pool
@@ -76,15 +95,31 @@ def test_evaluation_writes_results_and_resumes_without_rejudging(ray_cluster, tm
     assert set(mt["mt_bench"]["per_turn"]) == {"1", "2"}
     assert mt["mt_bench"]["num_graded"] == 4 and 1.0 <= mt["mt_bench"]["overall"] <= 10.0
     assert alpaca["mt_bench"] is None  # only MT-Bench questions are graded
+    assert set(mt["mt_bench"]["per_category"]) == {"writing", "math"}
+    assert results["self_judged"] is False  # no preferences section: nothing was labelled
+    report = (stage / "report.md").read_text()
+    assert "### mt_bench" in report and "### alpaca" in report and "| policy | 2 |" in report
+    assert (stage / "scores.png").read_bytes().startswith(b"\x89PNG")
 
     table = RunDir(config.run_dir).stage("evaluate").read().to_pylist()
     rows = {(r["benchmark"], r["question_id"]): r for r in table}
-    assert set(rows) == {("mt_bench", "1"), ("mt_bench", "2"), ("alpaca", "0"), ("alpaca", "2")}
+    assert set(rows) == {
+        ("mt_bench", "1"), ("mt_bench", "2"), ("alpaca", "0"), ("alpaca", "2"),
+        ("arena", "u1"), ("arena", "u2"),
+    }  # fmt: skip
+    # Arena-Hard: each judge played both games with arena-hard-auto's prompt; tiny random judges
+    # write no verdict label, so every game is an abstention and there is no score.
+    for uid in ("u1", "u2"):
+        games = [(v["judge"], v["game"]) for v in rows["arena", uid]["arena_verdicts"]]
+        assert sorted(games) == [("j1", 1), ("j1", 2), ("j2", 1), ("j2", 2)]
+    arena_result = results["benchmarks"]["arena"]
+    assert arena_result["judged"] == 2 and arena_result["abstain_rate"] == 1.0
+    assert arena_result["bt"] is None and arena_result["baseline"] == "gpt-4-0314-answers"
     two_turns = rows["mt_bench", "1"]
     assert len(two_turns["model_answers"]) == len(two_turns["baseline_answers"]) == 2
     assert rows["alpaca", "0"]["baseline_answers"] == ["Blue."]  # the file's answer, not a model's
     audit = pq.read_table(stage / "judgments").to_pylist()
-    assert len(audit) == 4 * 2 * 3  # questions x orders x (2 judges + aggregator)
+    assert len(audit) == 4 * 2 * 3  # ensemble-judged questions x orders x (2 judges + aggregator)
     assert {a["judge"] for a in audit} == {"j1", "j2", "aggregator"}
     manifest = RunDir(config.run_dir).stage_status("evaluate")
     assert manifest["status"] == "done" and manifest["benchmarks"] == results["benchmarks"]

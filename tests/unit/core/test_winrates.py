@@ -6,9 +6,6 @@ from moaa_ray.core.winrates import (
     bootstrap_ci,
     bradley_terry_battles,
     length_controlled_win_rate,
-    mt_bench_summary,
-    parse_grade,
-    render_grade_prompt,
     win_tie_loss,
 )
 
@@ -45,16 +42,16 @@ def test_lc_win_rate_equals_raw_win_rate_when_lengths_are_equal():
 
     lc = length_controlled_win_rate(scores, [300] * 10, [300] * 10)
 
-    assert lc == pytest.approx(raw, abs=0.01)
+    assert lc == pytest.approx(raw, abs=0.5)  # the L1 penalty shrinks a 10-comparison fit slightly
 
 
-def test_lc_win_rate_moves_to_50_when_length_explains_the_wins():
+def test_lc_win_rate_moves_toward_50_when_length_explains_the_wins():
     scores, model_lengths, baseline_lengths = _length_explained_battles()
 
     lc = length_controlled_win_rate(scores, model_lengths, baseline_lengths)
 
     assert win_tie_loss(scores)["win_rate"] == pytest.approx(74.0)
-    assert lc == pytest.approx(50.0, abs=0.5)
+    assert lc == pytest.approx(58.44, abs=0.1)  # alpaca_eval 0.6.6 on the same rows: 58.44
 
 
 def test_lc_win_rate_is_symmetric_between_model_and_baseline():
@@ -78,18 +75,21 @@ def test_lc_win_rate_stays_finite_when_the_model_always_wins_or_always_loses():
 
 
 def test_lc_win_rate_with_constant_length_gap_is_the_raw_win_rate():
-    scores = [1.0] * 3 + [0.0]
+    scores = [1.0] * 30 + [0.0] * 10
 
-    lc = length_controlled_win_rate(scores, [500] * 4, [100] * 4)
+    lc = length_controlled_win_rate(scores, [500] * 40, [100] * 40)
 
-    assert lc == pytest.approx(75.0, abs=0.1)  # the L2 penalty shrinks a 4-comparison fit slightly
+    assert lc == length_controlled_win_rate(scores, [100] * 40, [100] * 40)
+    assert lc == pytest.approx(75.0, abs=0.1)
 
 
-def test_lc_win_rate_drops_abstentions_with_their_lengths():
+def test_lc_win_rate_drops_abstentions_from_the_fit():
     with_abstentions = length_controlled_win_rate(
-        [1.0, None, 0.0, 1.0], [5, 999, 5, 5], [5, 1, 5, 5]
+        [1.0, None, 0.0, 1.0] * 10, [5, 999, 5, 5] * 10, [5, 1, 5, 5] * 10
     )
+    without = length_controlled_win_rate([1.0, 0.0, 1.0] * 10, [5] * 30, [5] * 30)
 
+    assert with_abstentions == pytest.approx(without, rel=1e-9)
     assert with_abstentions == pytest.approx(200 / 3, abs=0.1)
 
 
@@ -194,82 +194,3 @@ def test_bootstrap_interval_narrows_with_more_battles():
 def test_bootstrap_rejects_bad_arguments():
     with pytest.raises(ValueError, match="num_rounds"):
         bootstrap_ci(_battles("m", "base", 1, 0, 1), anchor="base", num_rounds=0)
-
-
-def test_mt_bench_summary_averages_per_turn_and_overall_and_counts_missing():
-    grades = [
-        {"question_id": "1", "turn": 1, "score": 8.0},
-        {"question_id": "2", "turn": 1, "score": 6.0},
-        {"question_id": "1", "turn": 2, "score": 4.0},
-        {"question_id": "2", "turn": 2, "score": None},
-    ]
-
-    summary = mt_bench_summary(grades)
-
-    assert summary == {
-        "per_turn": {1: 7.0, 2: 4.0},
-        "overall": pytest.approx(6.0),
-        "num_graded": 3,
-        "num_missing": 1,
-    }
-
-
-def test_mt_bench_summary_of_no_grades_is_nan():
-    summary = mt_bench_summary([{"turn": 1, "score": None}])
-
-    assert math.isnan(summary["overall"])
-    assert summary["num_missing"] == 1
-
-
-def test_mt_bench_summary_names_a_grade_without_a_score():
-    with pytest.raises(ValueError, match=r"grades\[1\]"):
-        mt_bench_summary([{"turn": 1, "score": 5}, {"turn": 2}])
-
-
-@pytest.mark.parametrize(
-    ("text", "grade"),
-    [
-        ("The answer is fine.\n\nRating: [[7]]", 7.0),
-        ("Rating: [[7.5]]", 7.5),
-        ("[[ 8 ]]", 8.0),
-        ("Rating: [[9/10]]", 9.0),
-        ('Format "Rating: [[5]]" ... my verdict: Rating: [[3]]', 3.0),
-        ("Rating: [[0]]", 1.0),
-        ("Rating: [[12]]", 10.0),
-        ("rating: 6", 6.0),
-        ("Rating: [4]", 4.0),
-        ("See reference [1] and [2].", None),
-        ("No grade here.", None),
-        ("Rating: [[N]]", None),
-    ],
-)
-def test_parse_grade_variants(text, grade):
-    assert parse_grade(text) == grade
-
-
-def test_render_grade_prompt_single_turn_without_reference():
-    messages = render_grade_prompt(["What is 2+2?"], ["4"])
-
-    assert len(messages) == 1
-    assert messages[0]["role"] == "user"
-    content = messages[0]["content"]
-    assert "[Question]\nWhat is 2+2?\n" in content
-    assert "[The Start of Assistant's Answer]\n4\n[The End of Assistant's Answer]" in content
-    assert "Reference Answer" not in content
-    assert "Rating: [[" in content
-    assert "$" not in content
-
-
-def test_render_grade_prompt_second_turn_shows_history_and_reference():
-    messages = render_grade_prompt(["q one", "q two"], ["a one", "a two"], reference="ref two")
-
-    content = messages[0]["content"]
-    assert "### User:\nq one\n\n### Assistant:\na one\n\n### User:\nq two" in content
-    assert "[The Start of Reference Answer]\nref two\n[The End of Reference Answer]" in content
-    assert "[The Start of Assistant's Answer]\na two\n" in content
-    assert content.index("a one") < content.index("ref two") < content.index("a two")
-
-
-def test_render_grade_prompt_rejects_mismatched_turns():
-    with pytest.raises(ValueError, match="2 questions and 1 answers"):
-        render_grade_prompt(["q1", "q2"], ["a1"])

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from moaa_ray.config import ModelConfig, SimulatedConfig
+from moaa_ray.core.arena_hard import parse_arena_hard_verdict, render_arena_hard_judge_prompt
 from moaa_ray.core.judging import parse_verdict
-from moaa_ray.core.winrates import parse_grade
+from moaa_ray.core.mt_bench import parse_rating
 from moaa_ray.engines.base import SamplingParams, build_engine
 from moaa_ray.engines.simulated import SimulatedEngine
 
@@ -66,7 +67,7 @@ def test_answers_carry_a_verdict_and_a_grade_that_parse():
     conversations = [[{"role": "user", "content": f"question {i}"}] for i in range(40)]
     answers = [a[0] for a in engine().chat(conversations, SamplingParams(max_new_tokens=12))]
     verdicts = [parse_verdict(a) for a in answers]
-    grades = [parse_grade(a) for a in answers]
+    grades = [parse_rating(a) for a in answers]
     assert set(verdicts) == {"A", "B", "tie"}
     assert all(isinstance(g, float) and 1.0 <= g <= 10.0 and g.is_integer() for g in grades)
     assert len(set(grades)) > 3
@@ -76,6 +77,13 @@ def test_answers_carry_a_verdict_and_a_grade_that_parse():
         "Rating:",
         f"[[{grades[0]:.0f}]]",
     ]
+
+
+def test_an_arena_hard_judge_prompt_gets_one_of_its_five_labels():
+    prompts = [render_arena_hard_judge_prompt(f"q{i}", "answer a", "answer b") for i in range(40)]
+    answers = [a[0] for a in engine().chat(prompts, SamplingParams(max_new_tokens=12))]
+    verdicts = {parse_arena_hard_verdict(a) for a in answers}
+    assert verdicts == {"A>>B", "A>B", "A=B", "B>A", "B>>A"}
 
 
 def test_choice_logprobs_are_negative_normalised_and_deterministic():

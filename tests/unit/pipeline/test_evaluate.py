@@ -12,7 +12,9 @@ from moaa_ray.core.benchmarks import EvalQuestion
 from moaa_ray.engines.pools import Completion
 from moaa_ray.pipeline.evaluate import (
     AnswerStep,
+    ArenaHardJudgeStep,
     GradeStep,
+    arena_battles,
     baseline_name,
     benchmark_results,
     new_question_state,
@@ -43,7 +45,8 @@ def test_results_count_every_question_and_rank_a_winning_model_above_the_anchor(
     assert (result["wins"], result["ties"], result["losses"], result["abstained"]) == (3, 1, 1, 1)
     assert result["judged"] == 6 and result["skipped_no_baseline"] == 2
     assert result["win_rate"] == pytest.approx(100 * 3.3 / 5)
-    assert 50 < result["lc_win_rate"] < 100
+    # Five comparisons: the cross-validated L1 penalty zeroes the fit, as alpaca_eval's does.
+    assert result["lc_win_rate"] == pytest.approx(50.0)
     bt = result["bt"]
     assert 50 < bt["score"] and bt["lower"] <= bt["score"] <= bt["upper"]
     assert result["mt_bench"] is None
@@ -192,3 +195,45 @@ def test_judges_that_labelled_the_training_pairs_are_named_as_self_judging():
     )
     assert shared_judges(config.model_copy(update={"evaluate": independent})) == []
     assert shared_judges(config.model_copy(update={"preferences": None})) == []
+
+
+def test_arena_hard_questions_are_judged_in_two_games_per_judge_with_its_prompt():
+    labels = iter(["Mine first... [[B>>A]]", "[[A>B]]", "no label", "[[A=B]] and [[A>B]]"])
+    judge = FakePool(lambda method, conversation, params: [next(labels)])
+    question = EvalQuestion("u1", ["Write a haiku."])
+    state = new_question_state(
+        "r", question, "arena#u1", ["baseline haiku"], False, arena_hard=True
+    )
+    state["model_answers"] = ["model haiku"]
+    AnswerStep({}, 0, EvaluateConfig.model_fields["sampling"].default)([state])
+    assert state["samples"] == [] and state["arena_answers"] == ["model haiku", "baseline haiku"]
+    sampling = EvaluateConfig.model_fields["sampling"].default
+    ArenaHardJudgeStep({"j1": judge, "j2": judge}, sampling)([state])
+    game1, game2 = judge.calls[0][1]
+    assert game1[0]["role"] == "system" and "[[A>>B]]" in game1[0]["content"]
+    assert game1[1]["content"].index("baseline haiku") < game1[1]["content"].index("model haiku")
+    assert game2[1]["content"].index("model haiku") < game2[1]["content"].index("baseline haiku")
+    verdicts = [(v["judge"], v["game"], v["verdict"]) for v in state["arena_verdicts"]]
+    assert verdicts == [("j1", 1, "B>>A"), ("j1", 2, "A>B"), ("j2", 1, None), ("j2", 2, None)]
+    # j1: the model (B in game 1) wins strongly, then (A in game 2) slightly: 3 + 1 battles,
+    # each recorded as (baseline, model, winner).
+    battles = arena_battles(state["arena_verdicts"], "policy", "gpt-4-0314")
+    assert battles == [("gpt-4-0314", "policy", "model_b")] * 4
+
+
+def test_arena_hard_results_are_arena_hard_autos_bt_score_with_its_interval():
+    wins = [{"judge": "j", "game": g, "verdict": v, "raw": ""} for g, v in ((1, "B>A"), (2, "A>B"))]
+    losses = [
+        {"judge": "j", "game": g, "verdict": v, "raw": ""} for g, v in ((1, "A>B"), (2, "B>A"))
+    ]
+    rows = [
+        row(1.0, "# Title\n- a\n- b " * 30) | {"arena_verdicts": wins},
+        row(1.0, "**bold** words " * 20) | {"arena_verdicts": wins},
+        row(0.0, "short") | {"arena_verdicts": losses},
+    ]
+    result = benchmark_results(rows, "policy", "gpt-4-0314", 0, 50, style_control=True)
+    bt = result["bt"]
+    assert bt["method"] == "arena-hard-auto v0.1"
+    assert bt["score"] == pytest.approx(100 * 2 / 3, abs=0.01)  # 4 wins, 2 losses
+    assert bt["lower"] <= bt["score"] <= bt["upper"]
+    assert bt["style_controlled"] is not None
