@@ -303,6 +303,11 @@ class BenchmarkConfig(_Section):
         "(questions without one are skipped); None: model if baseline_model is set",
     )
     limit: int | None = Field(None, ge=1, description="evaluate the first N questions")
+    instruction_difficulty_path: str | None = Field(
+        None,
+        description="alpaca_eval: AlpacaEval's instruction_difficulty.csv (Hugging Face dataset "
+        "tatsu-lab/alpaca_eval), keyed by position in its 805 instructions, for the LC win rate",
+    )
     judge: Literal["auto", "ensemble", "arena_hard"] = Field(
         "auto",
         description="ensemble: the evaluate judges with the aggregator judge; arena_hard: each "

@@ -56,6 +56,7 @@ from moaa_ray.core.winrates import (
     bootstrap_ci,
     bradley_terry_battles,
     length_controlled_win_rate,
+    load_instruction_difficulty,
     win_tie_loss,
 )
 from moaa_ray.engines.base import SamplingParams
@@ -423,6 +424,9 @@ class EvaluationStage:
                 ev.bootstrap_rounds,
                 seed=ev.sampling.seed,
                 style_control=bench.style_control,
+                instruction_difficulty=None
+                if bench.instruction_difficulty_path is None
+                else load_instruction_difficulty(bench.instruction_difficulty_path),
             )
             for bench in ev.benchmarks
         }
@@ -646,6 +650,7 @@ def benchmark_results(
     bootstrap_rounds: int,
     seed: int = 0,
     style_control: bool = False,
+    instruction_difficulty: dict[str, float] | None = None,
 ) -> dict:
     """One benchmark's numbers from its judged questions.
 
@@ -660,6 +665,8 @@ def benchmark_results(
         bootstrap_rounds: resamples for the Bradley-Terry interval.
         seed: seed of the resampling (Arena-Hard rows: arena-hard-auto's 42).
         style_control: Arena-Hard rows: also the style-controlled score.
+        instruction_difficulty: AlpacaEval's difficulty by ``question_id`` (its position in the
+            805 instructions) for the LC win rate; a question without one counts as 0.
 
     Returns:
         Counts and win rate (:func:`win_tie_loss`), ``lc_win_rate`` (answer lengths in characters),
@@ -675,6 +682,9 @@ def benchmark_results(
         scores,
         [len(row["model_answers"][-1]) for row in rows],
         [len(row["baseline_answers"][-1]) for row in rows],
+        instruction_difficulty=None
+        if instruction_difficulty is None
+        else [instruction_difficulty.get(row["question_id"], 0.0) for row in rows],
     )
     battles = [(model, baseline, score) for score in scores if score is not None]
     result["bt"] = None

@@ -237,3 +237,21 @@ def test_arena_hard_results_are_arena_hard_autos_bt_score_with_its_interval():
     assert bt["score"] == pytest.approx(100 * 2 / 3, abs=0.01)  # 4 wins, 2 losses
     assert bt["lower"] <= bt["score"] <= bt["upper"]
     assert bt["style_controlled"] is not None
+
+
+def test_alpaca_eval_difficulty_enters_the_lc_win_rate_by_question_position(tmp_path):
+    from moaa_ray.core.winrates import length_controlled_win_rate, load_instruction_difficulty
+
+    path = tmp_path / "instruction_difficulty.csv"
+    path.write_text(",instruction_difficulty\n0,-1.5\n1,0.2\n2,2.0\n3,0.7\n")
+    difficulty = load_instruction_difficulty(path)
+    scores = [1.0, 0.0, 1.0, 0.5] * 10
+    rows = [row(s, "x" * (10 + i)) | {"question_id": str(i % 4)} for i, s in enumerate(scores)]
+    result = benchmark_results(rows, "policy", "base", 0, 10, instruction_difficulty=difficulty)
+    expected = length_controlled_win_rate(
+        scores,
+        [10 + i for i in range(40)],
+        [len("baseline")] * 40,
+        instruction_difficulty=[difficulty[str(i % 4)] for i in range(40)],
+    )
+    assert result["lc_win_rate"] == pytest.approx(expected)
