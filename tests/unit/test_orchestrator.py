@@ -18,3 +18,42 @@ def test_each_round_samples_trains_and_is_evaluated_from_the_given_model(monkeyp
     )
     assert swapped.evaluate.baseline_model == config.evaluate.baseline_model
     assert config.preferences.policy == "llama-a"  # the original is untouched
+
+
+def test_every_round_evaluates_the_sft_model_and_each_round_before_the_final_one(
+    monkeypatch, tmp_path
+):
+    import moaa_ray.pipeline.evaluate as evaluate_module
+    import moaa_ray.pipeline.generate as generate_module
+    import moaa_ray.pipeline.preferences as preferences_module
+    import moaa_ray.train.dpo as dpo_module
+    import moaa_ray.train.sft as sft_module
+    from moaa_ray.orchestrator import run_pipeline
+
+    monkeypatch.chdir(REPO)
+    config = load_config(
+        REPO / "configs" / "demo.yaml", ["iterations=2", "evaluate.every_round=true"]
+    )
+    evaluated: list[tuple[str, Path]] = []
+    rounds = iter(["dpo-1", "dpo-2"])
+    monkeypatch.setattr(generate_module, "generate_sft", lambda c, d, fresh: {})
+    monkeypatch.setattr(sft_module, "train_sft", lambda c, d, fresh: {"model_path": "sft-model"})
+    monkeypatch.setattr(preferences_module, "build_preferences", lambda c, d, fresh, **_: {})
+    monkeypatch.setattr(dpo_module, "train_dpo", lambda c, d, fresh: {"model_path": next(rounds)})
+
+    def fake_evaluate(c, d, fresh):
+        evaluated.append((c.models[c.evaluate.model].path, Path(d)))
+        return {}
+
+    monkeypatch.setattr(evaluate_module, "evaluate", fake_evaluate)
+    summary = run_pipeline(config, tmp_path)
+    assert summary["status"] == "done" and summary["final_model"] == "dpo-2"
+    assert evaluated == [
+        ("sft-model", tmp_path / "round-0"),
+        ("dpo-1", tmp_path / "round-1"),
+        ("dpo-2", tmp_path),
+    ]
+    assert list(summary["stages"]) == [
+        "generate", "sft", "round-0/evaluate", "round-1/preferences", "round-1/dpo",
+        "round-1/evaluate", "round-2/preferences", "round-2/dpo", "evaluate",
+    ]  # fmt: skip
