@@ -452,7 +452,10 @@ def earlier_evaluations(run_root: Path) -> list[tuple[str, dict]]:
     """
     found = []
     for path in run_root.glob("round-*/evaluate/results.json"):
-        number = int(path.parent.parent.name.removeprefix("round-"))
+        suffix = path.parent.parent.name.removeprefix("round-")
+        if not suffix.isdigit():
+            continue
+        number = int(suffix)
         found.append((number, "SFT" if number == 0 else f"DPO round {number}", path))
     return [(label, json.loads(path.read_text())) for _, label, path in sorted(found)]
 
@@ -505,7 +508,9 @@ def _question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
         questions = load_eval_questions(
             bench.path, bench.format, bench.reference_answers_path, bench.baseline_answers_path
         )
-        graded = _graded(bench)
+        name = _format(bench)  # detected from the file once, not per question
+        graded = name == "mt_bench"
+        arena = bench.judge == "arena_hard" or (bench.judge == "auto" and name == "arena_hard")
         for question in questions[: bench.limit]:
             baseline = None
             if ev.baseline_of(bench) == "answers":
@@ -518,9 +523,6 @@ def _question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
             temperature = None
             if graded and bench.category_temperatures:
                 temperature = answer_temperature(question.category)
-            arena = bench.judge == "arena_hard" or (
-                bench.judge == "auto" and _format(bench) == "arena_hard"
-            )
             state = new_question_state(
                 row_id, question, source, baseline, graded, temperature, arena
             )
