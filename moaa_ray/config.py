@@ -17,11 +17,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from moaa_ray.tiny_models import TINY_MODELS, TINY_PREFIX
+from moaa_ray.callables import check_callable_spec
+from moaa_ray.tiny_models import KNOWN_MODELS, TINY_PREFIX
 
 
 class ConfigError(ValueError):
@@ -82,11 +84,15 @@ class SimulatedConfig(_Section):
 class ModelConfig(_Section):
     """One model and the Ray actor pool that serves it."""
 
-    path: str = Field(description="local directory, hub name, or tiny:<name> (built offline)")
-    engine: Literal["hf", "vllm", "openai_http", "hf_reward", "simulated"] = Field(
+    engine: Literal["hf", "vllm", "openai_http", "hf_reward", "simulated", "function"] = Field(
         "hf",
         description="inference backend; hf_reward: a sequence-classification reward model; "
-        "simulated: no model, for tests and benchmarks",
+        "simulated: no model, for tests and benchmarks; function: the Python function named by "
+        "path writes the answers or scores (e.g. a task's programmatic judge or verifier)",
+    )
+    path: str = Field(
+        description="local directory, hub name, or tiny:<name> (built offline); for engine "
+        "function: package.module:function"
     )
     num_replicas: list[int] = Field(
         [1, 1], description="[min, max] actors in the pool", json_schema_extra=OPERATIONAL
@@ -107,7 +113,9 @@ class ModelConfig(_Section):
     )
     trust_remote_code: bool = Field(False, description="run code shipped with the model")
     dtype: str = Field("auto", description="torch dtype name; auto = bf16 on GPU, fp32 on CPU")
-    engine_kwargs: dict[str, Any] = Field({}, description="passed through to the backend as is")
+    engine_kwargs: dict[str, Any] = Field(
+        {}, description="passed through to the backend as is (function: its keyword arguments)"
+    )
     api_base: str | None = Field(
         None, description="openai_http: endpoint base URL", json_schema_extra=OPERATIONAL
     )
@@ -159,13 +167,21 @@ class ModelConfig(_Section):
 
     @field_validator("path")
     @classmethod
-    def _path_exists(cls, value: str) -> str:
-        if value.startswith(TINY_PREFIX):
-            if value[len(TINY_PREFIX) :] not in TINY_MODELS:
-                raise ValueError(f"no tiny model {value!r}; known: {sorted(TINY_MODELS)}")
-        elif value.startswith(("/", ".", "~")) and not Path(value).expanduser().exists():
-            raise ValueError(f"model directory {value!r} does not exist")
+    def _path_fits_engine(cls, value: str, info) -> str:
+        # engine is declared first, so it is validated (and in info.data) before path.
+        if info.data.get("engine") == "function":
+            return check_callable_spec(value)
+        _check_model_path(value)
         return value
+
+
+def _check_model_path(path: str) -> None:
+    """Raise ValueError when ``path`` names an unknown tiny model or a missing local directory."""
+    if path.startswith(TINY_PREFIX):
+        if path[len(TINY_PREFIX) :] not in KNOWN_MODELS:
+            raise ValueError(f"no tiny model {path!r}; known: {sorted(KNOWN_MODELS)}")
+    elif path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+        raise ValueError(f"model directory {path!r} does not exist")
 
 
 class InputConfig(_Section):
@@ -286,10 +302,16 @@ class PreferencesConfig(_Section):
 class BenchmarkConfig(_Section):
     """A benchmark question file in its native format (read by moaa_ray.core.benchmarks)."""
 
-    path: str = Field(description="MT-Bench / Arena-Hard question.jsonl or an AlpacaEval JSON file")
+    path: str = Field(
+        description="MT-Bench / Arena-Hard question.jsonl, an AlpacaEval JSON file, or verified "
+        "prompts (JSON Lines or list of {prompt} or {turns}, optional id)"
+    )
     name: str | None = Field(None, description="key in results.json; None: the file name's stem")
-    format: Literal["auto", "mt_bench", "arena_hard", "alpaca_eval"] = Field(
-        "auto", description="auto: detected from the first row"
+    format: Literal["auto", "mt_bench", "arena_hard", "alpaca_eval", "verified"] = Field(
+        "auto",
+        description="auto: mt_bench, arena_hard or alpaca_eval, detected from the first row; "
+        "verified (never detected: name it): only the model answers, the top-level verifier "
+        "scores exact-match accuracy, no baseline and no judges",
     )
     reference_answers_path: str | None = Field(
         None, description="mt_bench: reference answers shown to the grader"
@@ -324,13 +346,40 @@ class BenchmarkConfig(_Section):
         "false: evaluate.sampling.temperature",
     )
 
+    @model_validator(mode="after")
+    def _verified_has_no_baseline(self) -> BenchmarkConfig:
+        if not self.verified:
+            return self
+        judged_only = {
+            "baseline": None,
+            "baseline_answers_path": None,
+            "reference_answers_path": None,
+            "instruction_difficulty_path": None,
+            "judge": "auto",
+            "style_control": False,
+        }
+        set_keys = [key for key, unset in judged_only.items() if getattr(self, key) != unset]
+        if set_keys:
+            raise ValueError(
+                f"format 'verified' has no baseline and no judges; remove {', '.join(set_keys)}"
+            )
+        return self
+
+    @property
+    def verified(self) -> bool:
+        """Whether the verifier scores the benchmark (exact match) instead of the judges."""
+        return self.format == "verified"
+
     def key(self) -> str:
         """The benchmark's name in results and row ids."""
         return self.name or Path(self.path).stem
 
 
 class EvaluateConfig(_Section):
-    """The model against a baseline, judged by the ensemble: win rates, LC win rate, BT score, grades."""
+    """The model against a baseline, judged by the ensemble: win rates, LC win rate, BT score, grades.
+
+    Verified benchmarks are scored by the top-level verifier instead: exact-match accuracy.
+    """
 
     benchmarks: list[BenchmarkConfig] = Field(min_length=1, description="question files")
     model: str = Field(description="model name evaluated (in `moaa run`: the trained model)")
@@ -340,7 +389,11 @@ class EvaluateConfig(_Section):
     sampling: SamplingConfig = Field(
         SamplingConfig(temperature=0.0), description="answers of the model and baseline model"
     )
-    judging: JudgingConfig = Field(description="the judges, each answer pair in both orders")
+    judging: JudgingConfig | None = Field(
+        None,
+        description="the judges, each answer pair in both orders; needed unless every benchmark "
+        "is verified",
+    )
     grader: str | None = Field(None, description="MT-Bench 1-10 grader; None: the first judge")
     grading_mode: Literal["text", "logprob"] = Field(
         "text", description="parse 'Rating: [[N]]', or the expected grade from P(1..10)"
@@ -367,10 +420,17 @@ class EvaluateConfig(_Section):
                 raise ValueError(
                     f"benchmark {bench.key()!r}: baseline 'model' but no baseline_model"
                 )
+            if not bench.verified and self.judging is None:
+                raise ValueError(
+                    f"benchmark {bench.key()!r} is judged and needs 'judging' (only format "
+                    "'verified' needs no judges)"
+                )
         return self
 
-    def baseline_of(self, bench: BenchmarkConfig) -> Literal["model", "answers"]:
-        """Who answers as the baseline on a benchmark."""
+    def baseline_of(self, bench: BenchmarkConfig) -> Literal["model", "answers"] | None:
+        """Who answers as the baseline on a benchmark; None for a verified one (it has none)."""
+        if bench.verified:
+            return None
         return bench.baseline or ("model" if self.baseline_model else "answers")
 
 
@@ -516,6 +576,11 @@ class DPOConfig(TrainConfig):
     precompute_ref_logprobs: bool = Field(
         True, description="reference log-probs computed once before training, not every step"
     )
+    swap_pairs: bool = Field(
+        False,
+        description="negative control: train on every pair with chosen and rejected swapped; "
+        "the model should get worse",
+    )
 
 
 class MoaaConfig(_Section):
@@ -526,12 +591,36 @@ class MoaaConfig(_Section):
     )
     ray: RayConfig = RayConfig()
     iterations: int = Field(1, ge=1, description="rounds of sample/judge/DPO in `moaa run`")
+    verifier: str | None = Field(
+        None,
+        description="package.module:function(messages, answer) -> bool | None that checks an "
+        "answer (None: not checkable); stages then report accuracy, and 'verified' benchmarks "
+        "score exact-match accuracy (e.g. moaa_ray.tasks.addition:verify)",
+    )
     models: dict[str, ModelConfig]
     generate: GenerateConfig | None = None
     preferences: PreferencesConfig | None = None
     sft: SFTConfig | None = None
     dpo: DPOConfig | None = None
     evaluate: EvaluateConfig | None = None
+
+    @field_validator("verifier")
+    @classmethod
+    def _callable_spec(cls, value: str | None) -> str | None:
+        return None if value is None else check_callable_spec(value)
+
+    @field_validator("evaluate")
+    @classmethod
+    def _verified_benchmarks_have_a_verifier(
+        cls, value: EvaluateConfig | None, info: ValidationInfo
+    ) -> EvaluateConfig | None:
+        verified = [b.key() for b in value.benchmarks if b.verified] if value else []
+        if verified and info.data.get("verifier") is None:
+            raise ValueError(
+                f"benchmarks {verified} have format 'verified' and need the top-level 'verifier' "
+                "(package.module:function)"
+            )
+        return value
 
     @field_validator("models")
     @classmethod
@@ -563,15 +652,44 @@ class MoaaConfig(_Section):
             for role in ("baseline_model", "grader"):
                 if getattr(ev, role) is not None:
                     refs.append((f"evaluate.{role}", getattr(ev, role)))
-            refs += _judging_references("evaluate.judging", ev.judging)
+            if ev.judging is not None:
+                refs += _judging_references("evaluate.judging", ev.judging)
         return refs
 
 
 def _judging_references(key: str, judging: JudgingConfig) -> list[tuple[str, str]]:
+    refs = _verdict_references(key, judging)
+    if judging.criteria_selector is not None:
+        refs.append((f"{key}.criteria_selector", judging.criteria_selector))
+    return refs
+
+
+def _verdict_references(key: str, judging: JudgingConfig) -> list[tuple[str, str]]:
+    """(dotted key, model name) of the roles that give verdicts: the judges, the aggregator judge."""
     refs = [(f"{key}.judges.{i}", m) for i, m in enumerate(judging.judges)]
-    for role in ("aggregator_judge", "criteria_selector"):
-        if getattr(judging, role) is not None:
-            refs.append((f"{key}.{role}", getattr(judging, role)))
+    if judging.aggregator_judge is not None:
+        refs.append((f"{key}.aggregator_judge", judging.aggregator_judge))
+    return refs
+
+
+def _logprob_references(config: MoaaConfig) -> list[tuple[str, str, str]]:
+    """(mode key, dotted key, model name) of every role read by log-probabilities, not text."""
+    refs: list[tuple[str, str, str]] = []
+    sections = (
+        ("preferences.judging", config.preferences.judging if config.preferences else None),
+        ("evaluate.judging", config.evaluate.judging if config.evaluate else None),
+    )
+    for key, judging in sections:
+        if judging is not None and judging.verdict_mode == "logprob":
+            refs += [(f"{key}.verdict_mode", *ref) for ref in _verdict_references(key, judging)]
+    ev = config.evaluate
+    if ev is not None and ev.grading_mode == "logprob":
+        if ev.grader is not None:
+            refs.append(("evaluate.grading_mode", "evaluate.grader", ev.grader))
+        elif ev.judging is not None and ev.judging.judges:  # the grader defaults to the first judge
+            refs.append(
+                ("evaluate.grading_mode", "evaluate.judging.judges.0", ev.judging.judges[0])
+            )
     return refs
 
 
@@ -613,6 +731,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> MoaaCon
             raise ConfigError(
                 f"{_source(key, sources, path)}: {key}: model {name!r} is not defined under "
                 f"'models' (defined: {sorted(config.models)})"
+            )
+    for mode_key, key, name in _logprob_references(config):
+        if config.models[name].engine == "function":
+            raise ConfigError(
+                f"{_source(mode_key, sources, path)}: {mode_key}: {key} is model {name!r}, a "
+                "function engine: it writes text and has no log-probabilities; set "
+                f"{mode_key.rpartition('.')[2]}: text"
             )
     return config
 

@@ -219,6 +219,8 @@ def write_json_atomically(path: Path, value: dict) -> None:
 def format_table(summary: dict) -> str:
     """The final table: one line per stage with its key figures and seconds, then where things are.
 
+    A stage's benchmarks and its verifier figures (``verifier``) follow on lines of their own.
+
     Args:
         summary: ``stages`` (name -> the stage's summary), ``run_dir`` and ``final_model``.
     """
@@ -236,16 +238,43 @@ def format_table(summary: dict) -> str:
         figures = ", ".join(shown)
         lines.append(f"{name:<22} {stage.get('seconds', 0):>8.1f}  {figures}")
         for bench, result in stage.get("benchmarks", {}).items():
+            if result.get("format") == "verified":
+                lines.append(
+                    f"  {bench:<20} {'':>8}  accuracy={_short(result['accuracy'])} "
+                    f"({result['correct']} of {result['verifiable']} verifiable correct)"
+                )
+                continue
             bt = result.get("bt") or {}
             lines.append(
                 f"  {bench:<20} {'':>8}  win_rate={_short(result.get('win_rate'))}, "
                 f"lc_win_rate={_short(result.get('lc_win_rate'))}, bt={_short(bt.get('score'))} "
                 f"[{_short(bt.get('lower'))}, {_short(bt.get('upper'))}] vs {result.get('baseline')}"
             )
+        if stage.get("verifier"):
+            lines.append(f"  {'verifier':<20} {'':>8}  {', '.join(_figures(stage['verifier']))}")
+    measured = [m for m in summary.get("models", []) if m["accuracy"] is not None]
+    if measured:
+        lines += ["-" * 72, f"{'model':<22} {'accuracy':>8}  path"]
+        for model in measured:
+            accuracy = model["accuracy"]
+            if isinstance(accuracy, dict):  # one figure per verified benchmark
+                accuracy = " ".join(_short(value) for value in accuracy.values())
+            lines.append(f"{model['stage']:<22} {_short(accuracy):>8}  {model['model_path'] or ''}")
     lines += ["-" * 72, f"run directory: {summary['run_dir']}"]
     if summary.get("final_model"):
         lines.append(f"final model:   {summary['final_model']}")
     return "\n".join(lines)
+
+
+def _figures(values: dict, prefix: str = "") -> list[str]:
+    """``key=value`` for each figure; a nested figure is named ``outer.inner``."""
+    shown = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            shown += _figures(value, f"{prefix}{key}.")
+        else:
+            shown.append(f"{prefix}{key}={_short(value)}")
+    return shown
 
 
 def _short(value: object) -> str:

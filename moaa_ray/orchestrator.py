@@ -5,8 +5,10 @@ command continues where a stopped run left off. A stage that did not finish ever
 there (its status says why), so no later stage trains or evaluates on incomplete data. Round ``r`` of sample/judge/DPO lives in
 ``<run_dir>/round-<r>/``; its policy is the previous round's model (round 1: the SFT model), and it
 reads the r-th slice of the preference prompts (Snorkel / SPPO-style iterative DPO). With
-``evaluate.every_round`` the SFT model (``round-0/evaluate/``) and each round's model but the last
-(``round-<r>/evaluate/``) are evaluated too, and the final report compares them all.
+``evaluate.every_round`` the starting model (``base/evaluate/``), the SFT model
+(``round-0/evaluate/``) and each round's model but the last (``round-<r>/evaluate/``) are evaluated
+too, and the final report compares them all. The run's summary and manifest list, under ``models``,
+each stage's model with its path and the accuracy of its verified benchmarks.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 from moaa_ray.config import MoaaConfig, ModelConfig
+from moaa_ray.runs.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +59,6 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
     from moaa_ray.pipeline.evaluate import evaluate
     from moaa_ray.pipeline.generate import generate_sft
     from moaa_ray.pipeline.preferences import build_preferences
-    from moaa_ray.runs.rundir import RunDir
     from moaa_ray.train.dpo import train_dpo
     from moaa_ray.train.sft import train_sft
 
@@ -74,10 +76,13 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
     model_path = None
     with RunDir(root).lock():
         try:
+            every_round = bool(config.evaluate and config.evaluate.every_round)
+            if every_round and config.sft:
+                base = config.models[config.sft.model].path
+                timed("base/evaluate", evaluate, with_trained_policy(config, base), root / "base")
             # 1. MoA SFT data, then SFT of the target model.
             timed("generate", generate_sft, config, root)
             model_path = timed("sft", train_sft, config, root)["model_path"]
-            every_round = bool(config.evaluate and config.evaluate.every_round)
             if every_round:
                 sft_model = with_trained_policy(config, model_path)
                 timed("round-0/evaluate", evaluate, sft_model, root / "round-0")
@@ -104,10 +109,61 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
         except StageIncomplete as stop:
             status = stages[str(stop)]["status"]
             logger.error("stopped after %s (%s): rerun the same command to retry", stop, status)
-            return {
-                "stages": stages,
-                "final_model": model_path,
-                "run_dir": str(root),
-                "status": status,
+        else:
+            status = "done"
+        models = model_progress(config, stages)
+        RunDir(root).record(models=models)
+    return {
+        "stages": stages,
+        "models": models,
+        "final_model": model_path,
+        "run_dir": str(root),
+        "status": status,
+    }
+
+
+def model_progress(config: MoaaConfig, stages: dict[str, dict]) -> list[dict]:
+    """Each model the run went through, in order, with its path and the accuracy measured on it.
+
+    ``base`` is the model SFT starts from (evaluated in ``base/evaluate`` with ``every_round``);
+    ``moa-data`` is the verifier's accuracy of the MoA SFT answers (no model); then ``sft`` and each
+    ``round-<r>/dpo``, whose accuracy comes from the evaluation of that model (the last one's from
+    ``evaluate``). A model's accuracy is ``{benchmark: accuracy}`` over its verified benchmarks;
+    ``moa-data``'s is the share of correct MoA answers, beside each proposer's; ``None`` where
+    nothing measured it.
+    """
+    trained = [name for name in stages if name == "sft" or name.endswith("/dpo")]
+    evaluations = [name for name in stages if name.endswith("evaluate")]
+    progress = []
+    if config.sft:
+        base = stages.get("base/evaluate", {})
+        progress.append(
+            {
+                "stage": "base",
+                "model_path": config.models[config.sft.model].path,
+                "accuracy": base.get("accuracy"),
             }
-    return {"stages": stages, "final_model": model_path, "run_dir": str(root), "status": "done"}
+        )
+    if "generate" in stages:
+        verifier = stages["generate"].get("verifier") or {}
+        progress.append(
+            {
+                "stage": "moa-data",
+                "model_path": None,
+                "accuracy": verifier.get("accuracy"),
+                "proposer_accuracy": verifier.get("proposer_accuracy"),
+            }
+        )
+    for index, name in enumerate(trained):
+        # The SFT model is evaluated in round-0/evaluate, round r's model in round-r/evaluate, and
+        # the last model in evaluate.
+        evaluated = "evaluate" if index == len(trained) - 1 else f"round-{index}/evaluate"
+        result = stages.get(evaluated, {}) if evaluated in evaluations else {}
+        progress.append(
+            {
+                "stage": name,
+                "model_path": stages[name].get("model_path"),
+                "accuracy": result.get("accuracy"),
+            }
+        )
+    return progress

@@ -179,10 +179,18 @@ def preference_schema():
 
 
 def dropped_schema():
-    """Arrow schema of prompts the preference stage dropped, with the reason."""
+    """Arrow schema of prompts the preference stage dropped, with the reason and their samples."""
     import pyarrow as pa
 
-    return pa.schema([("row_id", pa.string()), ("reason", pa.string()), ("stats", pa.string())])
+    return pa.schema(
+        [
+            ("row_id", pa.string()),
+            ("reason", pa.string()),
+            ("stats", pa.string()),
+            ("prompt", _message_list()),
+            ("samples", pa.list_(pa.string())),
+        ]
+    )
 
 
 def judgment_schema():

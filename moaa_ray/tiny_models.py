@@ -2,12 +2,15 @@
 
 A config names them as ``tiny:<name>`` (e.g. ``tiny:llama-a``); :func:`resolve_model_path` turns that
 into a local directory, building it on first use. Every model has head_dim 64 so vLLM's CPU build runs it.
-Builds are deterministic (fixed seeds, BPE trained on text the package ships) and atomic (a directory is
-renamed into place), so concurrent actors on one node may race to build safely.
+The ``addition-*`` models are trained, not random: task models for "What is A + B?"
+(:mod:`moaa_ray.tasks.addition_models`), about 2 minutes for all of them on 2 cores.
+Builds are deterministic (fixed seeds, BPE trained on text the package ships), atomic (a directory is
+renamed into place) and serialised by a file lock, so concurrent actors on one node build each model once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -58,6 +61,11 @@ TINY_MODELS: dict[str, TinySpec] = {
 }
 
 
+TASK_MODELS = ("addition-base", "addition-proposer-a", "addition-proposer-b", "addition-proposer-c")
+ADDITION_TRUNK = "addition-trunk"  # what every addition model is fine-tuned from
+KNOWN_MODELS = (*TINY_MODELS, *TASK_MODELS)
+
+
 def default_cache_dir() -> Path:
     """``$MOAA_CACHE_DIR`` or ``~/.cache/moaa_ray``."""
     return Path(os.environ.get("MOAA_CACHE_DIR", Path.home() / ".cache" / "moaa_ray"))
@@ -81,16 +89,30 @@ def resolve_model_path(model_path: str, cache_dir: Path | None = None) -> str:
     if not is_tiny(model_path):
         return model_path
     name = model_path[len(TINY_PREFIX) :]
-    if name not in TINY_MODELS:
-        raise ValueError(f"unknown tiny model {name!r}; known: {sorted(TINY_MODELS)}")
-    target = (cache_dir or default_cache_dir()) / "tiny-models" / BUILD_VERSION / name
-    if not (target / "config.json").exists():
-        _build_atomically(target, lambda tmp: _build_model(TINY_MODELS[name], tmp))
-    return str(target)
+    if name not in KNOWN_MODELS:
+        raise ValueError(f"unknown tiny model {name!r}; known: {sorted(KNOWN_MODELS)}")
+    root = (cache_dir or default_cache_dir()) / "tiny-models" / BUILD_VERSION
+    if name in TASK_MODELS:
+        from moaa_ray.tasks.addition_models import build_task_model, build_trunk
+
+        trunk = _build_once(root / ADDITION_TRUNK, build_trunk)
+        return str(_build_once(root / name, lambda tmp: build_task_model(name, trunk, tmp)))
+    return str(_build_once(root / name, lambda tmp: _build_model(TINY_MODELS[name], tmp)))
+
+
+def _build_once(target: Path, build) -> Path:
+    """Build ``target`` unless it exists; other processes wait on a lock instead of building it too."""
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").exists():
+            _build_atomically(target, build)
+    return target
 
 
 def _build_atomically(target: Path, build) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
         build(tmp)

@@ -1,4 +1,4 @@
-"""Loaders for benchmark question files: MT-Bench, Arena-Hard v0.1 and AlpacaEval.
+"""Loaders for benchmark question files: MT-Bench, Arena-Hard v0.1, AlpacaEval and verified prompts.
 
 Every loader reads JSON Lines or a JSON list and returns :class:`EvalQuestion` rows; a bad row raises
 ``ValueError`` naming the file and line.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("mt_bench", "arena_hard", "alpaca_eval")
+FORMATS = ("mt_bench", "arena_hard", "alpaca_eval", "verified")
 
 
 @dataclass
@@ -22,7 +22,8 @@ class EvalQuestion:
     """One benchmark question.
 
     Attributes:
-        question_id: the benchmark's id (MT-Bench ``question_id``, Arena-Hard ``uid``, AlpacaEval row index).
+        question_id: the benchmark's id (MT-Bench ``question_id``, Arena-Hard ``uid``, AlpacaEval row
+            index, verified ``id`` or ``question_id`` or row index).
         turns: user turns, in order.
         category: the benchmark's category (AlpacaEval: the source ``dataset``).
         reference: reference answer per turn (MT-Bench math, reasoning and coding questions).
@@ -270,14 +271,52 @@ def load_alpaca_eval(path: str | Path) -> list[EvalQuestion]:
     return _read_questions(Path(path), _alpaca_eval_question)
 
 
+def _verified_question(row: dict, where: str, index: int) -> EvalQuestion:
+    if ("prompt" in row) == ("turns" in row):
+        raise ValueError(
+            f"{where}: a verified row needs exactly one of 'prompt' (a string) and 'turns' "
+            "(a list of strings)"
+        )
+    turns = [_string(row, "prompt", where)] if "prompt" in row else row.get("turns")
+    has_id = any(key in row for key in ("id", "question_id"))
+    return EvalQuestion(
+        question_id=_question_id(row, ("id", "question_id"), where) if has_id else str(index),
+        turns=_string_list(turns, where, "turns"),
+        category=_optional_string(row, "category", where),
+    )
+
+
+def load_verified(path: str | Path) -> list[EvalQuestion]:
+    """Load prompts whose answers a verifier checks (exact match; no baseline, no judges).
+
+    Args:
+        path: JSON Lines or a JSON list of rows ``{prompt}`` (one turn) or ``{turns}`` (user turns),
+            with an optional ``id`` or ``question_id`` and ``category``; other keys (e.g. the
+            expected ``answer``) are ignored: the verifier knows what is correct.
+
+    Returns:
+        The questions in file order; a row without an id gets its 0-based index.
+    """
+    return _read_questions(Path(path), _verified_question)
+
+
 def detect_benchmark_format(path: Path) -> str:
-    """Name the benchmark format of a question file from its first row."""
+    """Name the benchmark format of a question file from its first row.
+
+    ``verified`` is never detected (a ``{question_id, prompt}`` row would read as Arena-Hard's):
+    name it.
+    """
     line, row = next(_read_rows(path), (0, {}))
     if not row:
         raise ValueError(f"{path}: no rows to detect the benchmark format from")
     if "instruction" in row:
         return "alpaca_eval"
     if "uid" in row or "prompt" in row:
+        if "uid" not in row and "question_id" not in row:
+            raise ValueError(
+                f"{path}:{line}: a 'prompt' row without 'uid' or 'question_id' is no Arena-Hard "
+                "question; prompts a verifier scores need format 'verified'"
+            )
         return "arena_hard"
     turns = row.get("turns")
     if isinstance(turns, list) and turns:
@@ -295,7 +334,8 @@ def load_eval_questions(
 
     Args:
         path: the question file.
-        format: ``"mt_bench"``, ``"arena_hard"``, ``"alpaca_eval"``, or ``"auto"`` to detect it.
+        format: ``"mt_bench"``, ``"arena_hard"``, ``"alpaca_eval"``, ``"verified"``, or ``"auto"`` to
+            detect one of the first three.
         reference_answers_path: MT-Bench reference answers (mt_bench only).
         baseline_answers_path: baseline model answers (arena_hard only; AlpacaEval files hold them).
 
@@ -315,4 +355,6 @@ def load_eval_questions(
         return load_mt_bench(path, reference_answers_path)
     if name == "arena_hard":
         return load_arena_hard(path, baseline_answers_path)
+    if name == "verified":
+        return load_verified(path)
     return load_alpaca_eval(path)

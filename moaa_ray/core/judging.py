@@ -12,10 +12,11 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from moaa_ray.core.criteria import Criterion, format_conversation, format_criteria
-from moaa_ray.core.templates import render_template
+from moaa_ray.core.templates import render_template, split_numbered
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,31 @@ _BETTER_CLAIM = re.compile(
     r"(?:better|superior|preferred|stronger))"
 )
 _SCORE_OF_FIRST_SHOWN = {"A": 1.0, "B": 0.0, "tie": 0.5}
+# The marked blocks of both packaged judge templates, as their renderers fill them.
+_JUDGE_BLOCKS = re.compile(
+    r"\[Conversation\]\n(?P<conversation>.*?)\n\[End of conversation\]\n\n"
+    r"\[Answer A\]\n(?P<answer_a>.*?)\n\[End of Answer A\]\n\n"
+    r"\[Answer B\]\n(?P<answer_b>.*?)\n\[End of Answer B\]\n",
+    re.DOTALL,
+)
+_EVALUATIONS_BLOCK = re.compile(
+    r"\n\[Judge evaluations\]\n(?P<evaluations>.*)\n\[End of judge evaluations\]\n", re.DOTALL
+)
+_EVALUATION_SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    """What a judge prompt shows, read back from its text by ``parse_judge_prompt``."""
+
+    conversation: str  # the formatted conversation (``format_conversation``'s text)
+    answer_a: str
+    answer_b: str
+    evaluations: list[str]  # the judges' replies in an aggregator prompt; empty in a judge prompt
+
+
+def _evaluation_label(number: int) -> str:
+    return f"Evaluation {number}:\n"
 
 
 def render_judge_prompt(
@@ -94,8 +120,8 @@ def render_aggregator_prompt(
     """
     if not evaluations:
         raise ValueError("the aggregator judge needs at least one judge evaluation")
-    numbered = "\n\n".join(
-        f"Evaluation {number}:\n{evaluation.strip()}"
+    numbered = _EVALUATION_SEPARATOR.join(
+        f"{_evaluation_label(number)}{evaluation.strip()}"
         for number, evaluation in enumerate(evaluations, start=1)
     )
     content = render_template(
@@ -107,6 +133,40 @@ def render_aggregator_prompt(
         evaluations=numbered,
     )
     return [{"role": "user", "content": content}]
+
+
+def parse_judge_prompt(text: str) -> JudgePrompt | None:
+    """Read the conversation, answers and judge evaluations back from a rendered judge prompt.
+
+    The inverse of ``render_judge_prompt`` and ``render_aggregator_prompt`` with the packaged
+    templates (or own templates that keep their marker lines): the answers and evaluations come
+    back stripped, as the renderers show them. Each block ends at the first closing marker that the
+    template's next markers follow, so a block that itself contains that sequence is cut there, and
+    an evaluation is cut where it contains the next evaluation's ``Evaluation N:`` line.
+
+    Args:
+        text: a judge's or the aggregator judge's prompt (the user message's content).
+
+    Returns:
+        The prompt's parts; None when ``text`` is no such prompt.
+    """
+    blocks = _JUDGE_BLOCKS.search(text)
+    if blocks is None:
+        return None
+    evaluations: list[str] = []
+    evaluations_block = _EVALUATIONS_BLOCK.search(text, blocks.end())
+    if evaluations_block is not None:
+        evaluations = split_numbered(
+            evaluations_block.group("evaluations"), _evaluation_label, _EVALUATION_SEPARATOR
+        )
+        if not evaluations:
+            return None
+    return JudgePrompt(
+        conversation=blocks.group("conversation"),
+        answer_a=blocks.group("answer_a"),
+        answer_b=blocks.group("answer_b"),
+        evaluations=evaluations,
+    )
 
 
 def parse_verdict(text: str) -> Verdict | None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moaa_ray.core.templates import render_template
+from moaa_ray.core.templates import render_template, split_numbered
 from moaa_ray.records import mark_failed
 
 EMPTY_OUTPUT = "empty output"  # the model answered with nothing: an answer, not a failed call
+AGGREGATE_TEMPLATE = "aggregate.txt"
+_SLOT = "\x00"  # stands for the references when a template is split around them
 
 
 @dataclass(frozen=True)
@@ -111,9 +113,37 @@ def turn_context(state: dict, turn: int, last_layer: int) -> list[dict[str, str]
     return messages[: state["targets"][turn]]
 
 
+def _reference_label(number: int) -> str:
+    return f"{number}. "
+
+
 def render_references(references: list[str]) -> str:
     """Number references the way the MoA paper's prompt does: ``1. ...`` one block each."""
-    return "\n".join(f"{i}. {text}" for i, text in enumerate(references, start=1))
+    return "\n".join(f"{_reference_label(i)}{text}" for i, text in enumerate(references, start=1))
+
+
+def parse_references(text: str, template: str = AGGREGATE_TEMPLATE) -> list[str]:
+    """Read the references back from a system message that ``with_references`` wrote.
+
+    The inverse of ``render_references`` inside ``template``'s instruction (the packaged one ends
+    with "Responses from models:" and the numbered references). Numbering is ambiguous: a reference
+    with a line that starts with the next reference's number (``"2. "`` inside reference 1, e.g. a
+    numbered list) reads as the start of that reference, and the later references shift. Only the
+    consecutive next number starts one, so other numbered lines stay inside their reference.
+
+    Args:
+        text: the system message's content.
+        template: the aggregate-and-synthesize template the message was written with.
+
+    Returns:
+        The references, in order; empty when ``text`` holds no instruction with references.
+    """
+    before, _, after = render_template(template, references=_SLOT).partition(_SLOT)
+    start = text.find(before)
+    if start < 0 or not text.endswith(after):
+        return []
+    numbered = text[start + len(before) : len(text) - len(after)]
+    return split_numbered(numbered, _reference_label, "\n")
 
 
 def with_references(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import string
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -28,3 +29,28 @@ def load_template(name_or_path: str) -> str:
 def render_template(name_or_path: str, **values: object) -> str:
     """Fill a template's ``$placeholders``; a missing value raises ``KeyError`` naming it."""
     return string.Template(load_template(name_or_path)).substitute(**values)
+
+
+def split_numbered(text: str, label: Callable[[int], str], separator: str) -> list[str]:
+    """Invert ``separator.join(label(n) + item for n, item in enumerate(items, start=1))``.
+
+    An item is cut only where ``separator + label(n)`` for the next number ``n`` starts, so labels
+    of other numbers inside an item stay in it; an item that itself contains the next number's
+    label is cut there (the rendered text cannot tell the two apart).
+
+    Args:
+        text: the rendered items.
+        label: the label of item ``n`` (e.g. ``lambda n: f"{n}. "``).
+        separator: what joins the items (e.g. ``"\\n"``).
+
+    Returns:
+        The items, in order; empty when ``text`` does not start with the first label.
+    """
+    if not text.startswith(label(1)):
+        return []
+    items, start, number = [], len(label(1)), 2
+    while (end := text.find(separator + label(number), start)) >= 0:
+        items.append(text[start:end])
+        start, number = end + len(separator + label(number)), number + 1
+    items.append(text[start:])
+    return items

@@ -131,13 +131,16 @@ def record_judgment(
     )
 
 
+def is_final(judgment: dict, final_judge: str | None) -> bool:
+    """Whether a judgment decides: the aggregator judge's, or any judge's when there is none."""
+    return judgment["judge"] == final_judge if final_judge else judgment["judge"] != AGGREGATOR
+
+
 def _final(state: dict, pair: Sequence[int], order: str, final_judge: str | None) -> list[dict]:
     return [
         j
         for j in state["judgments"]
-        if j["pair"] == list(pair)
-        and j["order"] == order
-        and (j["judge"] == final_judge if final_judge else j["judge"] != AGGREGATOR)
+        if j["pair"] == list(pair) and j["order"] == order and is_final(j, final_judge)
     ]
 
 
@@ -150,6 +153,18 @@ def _order_score(judgments: list[dict]) -> float | None:
         elif j["verdict"] is not None:
             values.append({"A": 1.0, "B": 0.0, "tie": 0.5}[j["verdict"]])
     return sum(values) / len(values) if values else None
+
+
+def order_verdict(judgments: list[dict]) -> Verdict | None:
+    """The verdict of judgments of one pair in one order: their mean score of Answer A.
+
+    Above 0.5 is "A" (for one logprob verdict: ``p_a > 0.5``), below is "B", exactly 0.5 a tie;
+    None when every judgment abstained.
+    """
+    score = _order_score(judgments)
+    if score is None:
+        return None
+    return "A" if score > 0.5 else "B" if score < 0.5 else "tie"
 
 
 def pair_comparisons(

@@ -40,6 +40,7 @@ def build_engine(config: ModelConfig) -> Engine:
     """Construct the backend named by ``config.engine`` (imports only that backend's library).
 
     ``hf_reward`` is a sequence-classification reward model: it has ``score`` instead of ``chat``.
+    ``function`` calls a Python function, for ``chat`` and ``score`` alike.
     """
     if config.engine == "hf":
         from moaa_ray.engines.hf import HFEngine
@@ -61,4 +62,8 @@ def build_engine(config: ModelConfig) -> Engine:
         from moaa_ray.engines.simulated import SimulatedEngine
 
         return SimulatedEngine(config)
+    if config.engine == "function":
+        from moaa_ray.engines.function import FunctionEngine
+
+        return FunctionEngine(config)
     raise ValueError(f"unknown engine {config.engine!r}")

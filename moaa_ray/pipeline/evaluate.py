@@ -5,15 +5,17 @@ the same, or the benchmark file's baseline answers stand in (questions without o
 counted). The judges compare the final-turn answers in both orders, the aggregator judge deciding if
 set, and the grader rates MT-Bench answers 1-10 per turn. Reported as MoAA (arXiv 2505.03059) does:
 win/tie/loss, AlpacaEval-2 length-controlled win rate, Arena-Hard Bradley-Terry score with a bootstrap
-interval, MT-Bench grades.
+interval, MT-Bench grades. On a ``verified`` benchmark only the model answers and nobody judges: the
+config's verifier checks each final answer on the driver; the benchmark reports exact-match accuracy.
 
 Writes, under ``<run_dir>/<stage>/``: ``part-*.parquet`` (one row per question: answers, score, grades),
 ``judgments/`` (the audit table of every judgment), ``rejects.jsonl`` and ``results.json``. A rerun
 answers and judges only questions not yet written.
 A question's state is a tournament state (:mod:`moaa_ray.core.tournament`) plus ``question_id``,
 ``category``, ``turns``, ``reference``, ``model_answers``, ``baseline_answers`` (filled up front when
-the benchmark file holds them), ``graded`` and ``grades``. Once both sides have answered every turn,
-``samples`` is ``[model's last answer, baseline's last answer]``: the one pair the judging steps compare.
+the benchmark file holds them), ``graded``, ``grades`` and ``verified``. Once both sides have
+answered every turn, ``samples`` is ``[model's last answer, baseline's last answer]``: the one pair the
+judging steps compare.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from moaa_ray.callables import load_callable
 from moaa_ray.config import (
     BenchmarkConfig,
     EvaluateConfig,
@@ -52,6 +55,7 @@ from moaa_ray.core.mt_bench import (
     render_grade_prompt,
 )
 from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, new_tournament, pair_comparisons
+from moaa_ray.core.verification import Verifier, share
 from moaa_ray.core.winrates import (
     bootstrap_ci,
     bradley_terry_battles,
@@ -85,6 +89,7 @@ def new_question_state(
     graded: bool,
     temperature: float | None = None,
     arena_hard: bool = False,
+    verified: bool = False,
 ) -> dict:
     """The state of a question before answering.
 
@@ -97,6 +102,7 @@ def new_question_state(
         temperature: both sides' answer temperature; None: the evaluate section's.
         arena_hard: judged as arena-hard-auto judges (:class:`ArenaHardJudgeStep`), not by the
             ensemble.
+        verified: only the model answers; the verifier checks its answer, nobody judges.
     """
     prompt = [{"role": "user", "content": turn} for turn in question.turns]
     state = new_tournament(row_id, prompt, source)
@@ -113,6 +119,7 @@ def new_question_state(
         arena_hard=arena_hard,
         arena_answers=[],
         arena_verdicts=[],
+        verified=verified,
     )
     return state
 
@@ -155,6 +162,13 @@ def _pair_when_answered(state: dict) -> None:
         state["arena_answers" if state["arena_hard"] else "samples"] = pair
 
 
+def _answers_now(state: dict, side: str, turn: int) -> bool:
+    """Whether ``side`` answers ``turn`` (0-based) of a question now; no baseline on verified ones."""
+    if state["error"] or len(state["turns"]) <= turn or len(state[side]) != turn:
+        return False
+    return side == "model_answers" or not state["verified"]
+
+
 @dataclass(frozen=True)
 class AnswerStep:
     """One turn of every question from the model and, where it answers, the baseline model at once."""
@@ -168,7 +182,7 @@ class AnswerStep:
         for side, pool in self.pools.items():
             by_temperature: dict[float | None, list[dict]] = {}
             for s in states:
-                if not s["error"] and len(s["turns"]) > self.turn and len(s[side]) == self.turn:
+                if _answers_now(s, side, self.turn):
                     by_temperature.setdefault(s["temperature"], []).append(s)
             for temperature, live in by_temperature.items():
                 conversations = [answer_conversation(s["turns"], s[side], self.turn) for s in live]
@@ -267,6 +281,26 @@ def _arena_stats(verdicts: list[dict]) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class JudgedOnly:
+    """A judging step over the batch's judged questions only: verified ones are left alone."""
+
+    step: Callable[[list[dict]], None]
+
+    def __call__(self, states: list[dict]) -> None:
+        judged = [s for s in states if not s["verified"]]
+        if judged:
+            self.step(judged)
+
+
+def verify_answers(verifier: Verifier, turns: list[str], answers: list[str]) -> bool | None:
+    """The verifier's verdict on the model's last answer, with the conversation that led to it;
+    None when it cannot check the answer."""
+    last = len(turns) - 1
+    verdict = verifier(answer_conversation(turns, answers, last), answers[last])
+    return None if verdict is None else bool(verdict)
+
+
 def _grade_request(state: dict, turn: int) -> list[dict]:
     return render_grade_prompt(
         state["turns"], state["model_answers"], turn, state["category"], state["reference"]
@@ -341,7 +375,8 @@ def evaluate(
 
 
 class EvaluationStage:
-    """Answering, judging and grading of every benchmark question that has a baseline."""
+    """Answering, judging and grading of every benchmark question that has a baseline, and
+    answering and verifying of every verified one."""
 
     def __init__(self, config: MoaaConfig, ev: EvaluateConfig, run: RunDir, name: str):
         self.config, self.ev, self.name = config, ev, name
@@ -349,11 +384,17 @@ class EvaluationStage:
         self.audit = StageDir(self.stage.path / "judgments")
         self.skipped: Counter = Counter()
         self.wanted: set[str] = set()
+        verified = any(b.verified for b in ev.benchmarks)
+        self.verifier: Verifier | None = (
+            load_callable(config.verifier) if verified and config.verifier else None
+        )
 
     def fingerprint(self) -> dict:
-        """The evaluate section, every model it names, and the benchmark files' content."""
+        """The evaluate section, every model it names, the benchmark files' content, and the
+        verifier where a benchmark is verified."""
         ev = self.ev
-        roles = [ev.model, ev.baseline_model, *ev.judging.models(), _grader(ev)]
+        judges = ev.judging.models() if ev.judging else []
+        roles = [ev.model, ev.baseline_model, *judges, _grader(ev)]
         files = {
             f"benchmarks.{b.key()}.{key}": fingerprint_input(InputConfig(path=path))
             for b in ev.benchmarks
@@ -364,10 +405,12 @@ class EvaluationStage:
             )
             if path is not None
         }
+        verifier = {"verifier": self.config.verifier} if self.verifier is not None else {}
         return {
             **config_identity(ev, "evaluate"),
             **models_identity(self.config.models, [r for r in roles if r is not None]),
             **files,
+            **verifier,
         }
 
     def load(self) -> tuple[list[dict], list[Reject]]:
@@ -403,8 +446,8 @@ class EvaluationStage:
         return stream_states(todo, steps, self.ev.batch_size)
 
     def write(self, batch: list[dict]) -> BatchOutcome:
-        """Write judged questions and their judgments; failed ones become rejects."""
-        return _write_batch(batch, self.ev, self.stage, self.audit)
+        """Write judged and verified questions and the judgments; failed ones become rejects."""
+        return _write_batch(batch, self.ev, self.verifier, self.stage, self.audit)
 
     def summarize(self) -> dict:
         """Results per benchmark over every question written; also saved as ``results.json``."""
@@ -416,7 +459,9 @@ class EvaluationStage:
             if r["row_id"] in self.wanted
         ]
         results = {
-            bench.key(): benchmark_results(
+            bench.key(): verified_results([r for r in rows if r["benchmark"] == bench.key()])
+            if bench.verified
+            else benchmark_results(
                 [r for r in rows if r["benchmark"] == bench.key()],
                 ev.model,
                 baseline_name(ev, bench),
@@ -430,6 +475,7 @@ class EvaluationStage:
             )
             for bench in ev.benchmarks
         }
+        accuracy = {b.key(): results[b.key()]["accuracy"] for b in ev.benchmarks if b.verified}
         shared = shared_judges(self.config)
         if shared:
             logger.warning(
@@ -437,7 +483,12 @@ class EvaluationStage:
                 "favour the model (self-preference); results.json records self_judged: true",
                 shared,
             )
-        summary = {"self_judged": bool(shared), "shared_judges": shared, "benchmarks": results}
+        summary = {
+            "self_judged": bool(shared),
+            "shared_judges": shared,
+            "accuracy": accuracy,
+            "benchmarks": results,
+        }
         (self.stage.path / "results.json").write_text(json.dumps(summary, indent=2))
         earlier = earlier_evaluations(self.stage.path.parent)
         label = "final" if earlier else ev.model
@@ -472,9 +523,10 @@ def shared_judges(config: MoaaConfig) -> list[str]:
     labellers = set(prefs.judging.models() if prefs.judging else [])
     if prefs.reward_model is not None:
         labellers.add(prefs.reward_model)
-    evaluators = [*ev.judging.models()]
-    if any(_graded(bench) for bench in ev.benchmarks):
-        evaluators.append(_grader(ev))
+    evaluators = ev.judging.models() if ev.judging else []
+    grader = _grader(ev)
+    if grader is not None and any(_graded(bench) for bench in ev.benchmarks):
+        evaluators.append(grader)
     return sorted(labellers.intersection(evaluators))
 
 
@@ -524,30 +576,39 @@ def _question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
             if graded and bench.category_temperatures:
                 temperature = answer_temperature(question.category)
             state = new_question_state(
-                row_id, question, source, baseline, graded, temperature, arena
+                row_id, question, source, baseline, graded, temperature, arena, bench.verified
             )
             state["benchmark"] = bench.key()
             states.append(state)
     return states, skipped
 
 
-def _grader(ev: EvaluateConfig) -> str:
-    return ev.grader or ev.judging.judges[0]
+def _grader(ev: EvaluateConfig) -> str | None:
+    """The MT-Bench grader: ``grader``, else the first judge; None with neither."""
+    return ev.grader or (ev.judging.judges[0] if ev.judging else None)
+
+
+def _baseline_model_answers(todo: list[dict]) -> bool:
+    """Whether the baseline model answers a question to do: a judged one without file answers."""
+    return any(not s["verified"] and not s["baseline_answers"] for s in todo)
 
 
 def _models(ev: EvaluateConfig, todo: list[dict]) -> list[str]:
     """Distinct models the questions to do need: a model in several roles gets one pool."""
-    roles = [ev.model, *ev.judging.models()]
-    if any(not s["baseline_answers"] for s in todo):
+    roles = [ev.model]
+    if any(not s["verified"] for s in todo):
+        assert ev.judging is not None  # checked by the config schema
+        roles += ev.judging.models()
+    if _baseline_model_answers(todo):
         roles.append(str(ev.baseline_model))
     if any(s["graded"] for s in todo):
-        roles.append(_grader(ev))
+        roles.append(str(_grader(ev)))
     return list(dict.fromkeys(roles))
 
 
 def _steps(ev: EvaluateConfig, pools: dict, todo: list[dict]) -> list[StreamStep]:
     answerers = {"model_answers": pools[ev.model]}
-    if any(not s["baseline_answers"] for s in todo):
+    if _baseline_model_answers(todo):
         answerers["baseline_answers"] = pools[str(ev.baseline_model)]
     num_turns = max(len(s["turns"]) for s in todo)
     steps = [
@@ -558,29 +619,44 @@ def _steps(ev: EvaluateConfig, pools: dict, todo: list[dict]) -> list[StreamStep
         )
         for turn in range(num_turns)
     ]
-    steps += judging_steps(pools, ev.judging, "round_robin")  # one pair: (model, baseline)
+    if all(s["verified"] for s in todo):
+        return steps
+    assert ev.judging is not None  # checked by the config schema
+    steps += [  # one pair: (model, baseline)
+        StreamStep(JudgedOnly(step.apply), step.name, step.pools)
+        for step in judging_steps(pools, ev.judging, "round_robin")
+    ]
     if any(s["arena_hard"] for s in todo):
         judges = {j: pools[j] for j in dict.fromkeys(ev.judging.judges)}
         arena = ArenaHardJudgeStep(judges, ev.judging.sampling)
         steps.append(StreamStep(arena, "arena_hard_judges", list(judges.values())))
     if any(s["graded"] for s in todo):
-        grader = pools[_grader(ev)]
+        grader = pools[str(_grader(ev))]
         grade = GradeStep(grader, ev.grading_mode, ev.judging.sampling)
         steps.append(StreamStep(grade, "grade", [grader]))
     return steps
 
 
 def _write_batch(
-    batch: list[dict], ev: EvaluateConfig, stage: StageDir, audit: StageDir
+    batch: list[dict],
+    ev: EvaluateConfig,
+    verifier: Verifier | None,
+    stage: StageDir,
+    audit: StageDir,
 ) -> BatchOutcome:
-    final_judge = AGGREGATOR if ev.judging.aggregator_judge else None
+    final_judge = AGGREGATOR if ev.judging and ev.judging.aggregator_judge else None
     rows, judgments, rejects = [], [], []
     for state in batch:
         if state["error"]:  # an engine failure: retried by the next run
             failed = bool(state.get("failed"))
             rejects.append(Reject(state["source"], -1, state["error"], state["row_id"], failed))
             continue
-        if state["arena_hard"]:
+        correct = None
+        if state["verified"]:
+            assert verifier is not None  # checked by the config schema
+            correct = verify_answers(verifier, state["turns"], state["model_answers"])
+            score, stats = None, {}
+        elif state["arena_hard"]:
             score, stats = (
                 _arena_score(state["arena_verdicts"]),
                 _arena_stats(state["arena_verdicts"]),
@@ -593,6 +669,7 @@ def _write_batch(
                 **{key: state[key] for key in _STATE_COLUMNS},
                 "score": score,
                 "stats": json.dumps(stats),
+                "correct": correct,
             }
         )
         judgments += [audit_row(state, j) for j in state["judgments"]]
@@ -602,7 +679,8 @@ def _write_batch(
 
 
 def question_schema():
-    """Arrow schema of the stage's rows: one judged question with both sides' answers and grades."""
+    """Arrow schema of the stage's rows: one question with both sides' answers (a verified one:
+    the model's alone) and its score, grades or verifier verdict (``correct``)."""
     import pyarrow as pa
 
     strings = pa.list_(pa.string())
@@ -640,8 +718,33 @@ def question_schema():
             ),
             ("score", pa.float64()),
             ("stats", pa.string()),
+            ("correct", pa.bool_()),
         ]
     )
+
+
+def verified_results(rows: list[dict]) -> dict:
+    """One verified benchmark's exact-match accuracy from its answered questions.
+
+    Args:
+        rows: one per answered question, with ``correct``: the verifier's True or False, or None
+            when it could not check the answer.
+
+    Returns:
+        ``accuracy`` (correct / verifiable, rounded to 4 places; None when nothing was
+        verifiable), ``correct``, ``verifiable``, ``total`` (questions answered) and ``format``:
+        ``"verified"``.
+    """
+    verdicts = [row["correct"] for row in rows]
+    verifiable = sum(v is not None for v in verdicts)
+    correct = sum(v is True for v in verdicts)
+    return {
+        "accuracy": share(correct, verifiable),
+        "correct": correct,
+        "verifiable": verifiable,
+        "total": len(rows),
+        "format": "verified",
+    }
 
 
 def benchmark_results(

@@ -7,8 +7,10 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from moaa_ray.callables import load_callable
 from moaa_ray.config import GenerateConfig, MoaaConfig
 from moaa_ray.core.moa import LayerPlan, finish_row, plan_layers
+from moaa_ray.core.verification import moa_accuracy
 from moaa_ray.engines.pools import PoolSet
 from moaa_ray.metrics import count_rows
 from moaa_ray.pipeline.inputs import fingerprint_input, load_states
@@ -33,7 +35,8 @@ def generate_sft(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
 
     Returns:
         The runner's summary (rows total, written, rejected, failed, status) plus proposer answers
-        dropped (empty).
+        dropped (empty); with ``config.verifier``, also ``verifier``: the accuracy of the written
+        rows' final answers and of each proposer (:func:`moaa_ray.core.verification.moa_accuracy`).
     """
     if config.generate is None:
         raise ValueError("config has no 'generate' section")
@@ -126,8 +129,12 @@ class GenerateStage:
         return BatchOutcome(len(rows), rejects)
 
     def summarize(self) -> dict:
-        """Proposer answers dropped (empty) in this run."""
-        return {"dropped_references": self.dropped_references}
+        """Proposer answers dropped (empty) in this run; the verifier's figures over every row written."""
+        summary: dict = {"dropped_references": self.dropped_references}
+        if self.config.verifier:
+            written = _read_rows(self.stage)
+            summary["verifier"] = moa_accuracy(written, load_callable(self.config.verifier))
+        return summary
 
 
 def _read_rows(step_dir: StageDir) -> list[dict]:

@@ -1,9 +1,9 @@
 """The preference stage: on-policy samples ranked by MoA-as-reward-model into TRL DPO pairs.
 
 Writes, under ``<run_dir>/<stage>/``: ``part-*.parquet`` (prompt / chosen / rejected conversations plus
-scores), ``dropped/`` (prompts without a clear winner, with the reason), ``judgments/`` (the audit table
-of every judgment), ``rejects.jsonl`` and ``stats.json``. A rerun processes only prompts not yet kept
-or dropped.
+scores), ``dropped/`` (prompts without a clear winner, with the reason and their samples),
+``judgments/`` (the audit table of every judgment), ``rejects.jsonl`` and ``stats.json``. A rerun
+processes only prompts not yet kept or dropped.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from moaa_ray.callables import load_callable
 from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig
 from moaa_ray.core.criteria import load_criteria
 from moaa_ray.core.pairing import count_judge_calls
 from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, new_tournament, rank_samples
+from moaa_ray.core.verification import Verifier, preference_accuracy
 from moaa_ray.engines.pools import PoolSet
 from moaa_ray.metrics import count_rows
 from moaa_ray.pipeline.inputs import fingerprint_input, load_states
@@ -60,7 +62,8 @@ def build_preferences(
 
     Returns:
         The runner's summary plus pairs kept, drops by reason, judge agreement, position-bias and
-        abstain rates.
+        abstain rates; with ``config.verifier``, also ``verifier``: how samples, pairs and judges
+        compare with it (:func:`moaa_ray.core.verification.preference_accuracy`).
     """
     if config.preferences is None:
         raise ValueError("config has no 'preferences' section")
@@ -118,7 +121,8 @@ class PreferenceStage:
 
     def summarize(self) -> dict:
         """Statistics over everything the stage has written; also saved as ``stats.json``."""
-        stats = _stage_stats(self.stage, self.dropped, self.prefs)
+        verifier = load_callable(self.config.verifier) if self.config.verifier else None
+        stats = _stage_stats(self.stage, self.dropped, self.audit, self.prefs, verifier)
         (self.stage.path / "stats.json").write_text(json.dumps(stats, indent=2))
         return stats
 
@@ -187,12 +191,12 @@ def _write_batch(batch, prefs, stage: StageDir, dropped: StageDir, audit: StageD
         pairs = pairs_for(state, prefs.pairing)
         stats = json.dumps(judgment_stats(state, pairs, final_judge) | state["counts"])
         if state["error"]:
-            drops.append({"row_id": state["row_id"], "reason": state["error"], "stats": stats})
+            drops.append(_dropped_row(state, state["error"], stats))
             continue
         scores, outcome = rank_samples(state, pairs, final_judge, prefs.ranking, prefs.min_margin)
         judgments += [audit_row(state, j) for j in state["judgments"]]
         if isinstance(outcome, str):
-            drops.append({"row_id": state["row_id"], "reason": outcome, "stats": stats})
+            drops.append(_dropped_row(state, outcome, stats))
             continue
         chosen, rejected = outcome
         kept.append(
@@ -217,6 +221,16 @@ def _write_batch(batch, prefs, stage: StageDir, dropped: StageDir, audit: StageD
     return BatchOutcome(len(kept) + len(drops), rejects)
 
 
+def _dropped_row(state: dict, reason: str, stats: str) -> dict:
+    return {
+        "row_id": state["row_id"],
+        "reason": reason,
+        "stats": stats,
+        "prompt": state["prompt"],
+        "samples": state["samples"],
+    }
+
+
 def audit_row(state: dict, judgment: dict) -> dict:
     """One row of the judgment audit table (shared with the evaluation stage)."""
     return {
@@ -232,20 +246,27 @@ def audit_row(state: dict, judgment: dict) -> dict:
     }
 
 
-def _stage_stats(stage: StageDir, dropped: StageDir, prefs: PreferencesConfig) -> dict:
-    """Pairs kept and dropped (by reason), judge agreement, position-bias and abstain rates."""
-    kept, drops = stage.read(), dropped.read()
-    rows = (kept.to_pylist() if kept is not None else []) + (
-        drops.to_pylist() if drops is not None else []
-    )
+def _stage_stats(
+    stage: StageDir,
+    dropped: StageDir,
+    audit: StageDir,
+    prefs: PreferencesConfig,
+    verifier: Verifier | None,
+) -> dict:
+    """Pairs kept and dropped (by reason), judge agreement, position-bias and abstain rates.
+
+    With a verifier, also ``verifier``: its statistics over every pair, dropped prompt and judgment
+    written (:func:`moaa_ray.core.verification.preference_accuracy`).
+    """
+    kept, drops = _rows(stage), _rows(dropped)
     totals: Counter = Counter()
-    for row in rows:
+    for row in kept + drops:
         totals.update(json.loads(row["stats"]))
-    reasons = Counter(r["reason"] for r in (drops.to_pylist() if drops is not None else []))
+    reasons = Counter(r["reason"] for r in drops)
     num_pairs = len(pairs_for({"samples": [0] * prefs.num_samples}, prefs.pairing))
     judging = prefs.judging if prefs.reward == "llm_judges" else None
-    return {
-        "pairs_kept": kept.num_rows if kept is not None else 0,
+    stats = {
+        "pairs_kept": len(kept),
         "prompts_dropped": dict(reasons),
         "judge_calls_per_prompt": count_judge_calls(
             num_pairs,
@@ -260,6 +281,15 @@ def _stage_stats(stage: StageDir, dropped: StageDir, prefs: PreferencesConfig) -
         "duplicate_samples": totals["duplicate_samples"],
         "criteria_fallbacks": totals["criteria_fallback"],
     }
+    if verifier is not None:
+        final_judge = AGGREGATOR if judging and judging.aggregator_judge else None
+        stats["verifier"] = preference_accuracy(kept, drops, _rows(audit), verifier, final_judge)
+    return stats
+
+
+def _rows(stage: StageDir) -> list[dict]:
+    table = stage.read()
+    return table.to_pylist() if table is not None else []
 
 
 def _rate(part: int, whole: int) -> float | None:

@@ -1,7 +1,8 @@
 """The evaluation report a person reads: ``report.md`` with a table per benchmark, ``scores.png``.
 
 Built from evaluation results (``results.json``: :func:`moaa_ray.pipeline.evaluate.benchmark_results`
-per benchmark), one per evaluated model: the SFT model and each DPO round's when ``moaa run``
+per judged benchmark, :func:`~moaa_ray.pipeline.evaluate.verified_results` per verified one), one per
+evaluated model: the SFT model and each DPO round's when ``moaa run``
 evaluates every round, else the one evaluated model.
 """
 
@@ -52,6 +53,32 @@ def _comparison_table(name: str, evaluations: list[Evaluation]) -> list[str]:
     return [*lines, "", f"Against `{baseline}`; ties count half a win.", ""]
 
 
+def _verified(results: list[dict]) -> bool:
+    """Whether a benchmark's results are the verifier's (exact match), not the judges'."""
+    return any(result.get("format") == "verified" for result in results)
+
+
+def _percent(fraction: float | None) -> str:
+    return _number(None if fraction is None else 100 * fraction)
+
+
+def _accuracy_table(name: str, evaluations: list[Evaluation]) -> list[str]:
+    lines = [
+        f"### {name}",
+        "",
+        "| model | accuracy (%) | correct / verifiable | answered |",
+        "|---|---|---|---|",
+    ]
+    for label, results in evaluations:
+        result = results["benchmarks"][name]
+        lines.append(
+            f"| {label} | {_percent(result['accuracy'])} | "
+            f"{result['correct']} / {result['verifiable']} | {result['total']} |"
+        )
+    note = "Exact match, checked by the verifier; answers it cannot check are not counted."
+    return [*lines, "", note, ""]
+
+
 def _grades_table(name: str, evaluations: list[Evaluation]) -> list[str]:
     graded = [(label, r["benchmarks"][name]["mt_bench"]) for label, r in evaluations]
     graded = [(label, summary) for label, summary in graded if summary]
@@ -93,13 +120,17 @@ def render_report(evaluations: list[Evaluation]) -> str:
         ]
     for name in names:
         subset = [(label, r) for label, r in evaluations if name in r["benchmarks"]]
-        lines += _comparison_table(name, subset) + _grades_table(name, subset)
+        if _verified([r["benchmarks"][name] for _, r in subset]):
+            lines += _accuracy_table(name, subset)
+        else:
+            lines += _comparison_table(name, subset) + _grades_table(name, subset)
     lines += ["![scores per evaluated model](scores.png)", ""]
     return "\n".join(lines)
 
 
 def plot_scores(evaluations: list[Evaluation], path: Path) -> None:
-    """One panel per benchmark: win rate, LC win rate, BT score (with CI) and MT-Bench per model."""
+    """One panel per benchmark and a point per model: win rate, LC win rate, BT score (with CI) and
+    MT-Bench, or for a verified benchmark a bar of its accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,27 +141,36 @@ def plot_scores(evaluations: list[Evaluation], path: Path) -> None:
     labels = [label for label, _ in evaluations]
     for axis, name in zip(axes[0], names, strict=True):
         rows = [r["benchmarks"].get(name, {}) for _, r in evaluations]
-        for key, title in (("win_rate", "win rate"), ("lc_win_rate", "LC win rate")):
-            values = [_nan(row.get(key)) for row in rows]
-            axis.plot(labels, values, marker="o", label=title)
-        bts = [row.get("bt") or {} for row in rows]
-        if any(bts):
-            scores = [_nan(bt.get("score")) for bt in bts]
-            errors = [
-                [s - _nan(bt.get("lower")) for s, bt in zip(scores, bts, strict=True)],
-                [_nan(bt.get("upper")) - s for s, bt in zip(scores, bts, strict=True)],
-            ]
-            axis.errorbar(labels, scores, yerr=errors, marker="s", capsize=3, label="BT score")
-        grades = [(row.get("mt_bench") or {}).get("overall") for row in rows]
-        if any(g is not None for g in grades):
-            axis.plot(labels, [_nan(g) * 10 for g in grades], marker="^", label="MT-Bench × 10")
-        axis.axhline(50, color="grey", linewidth=0.8, linestyle=":")
+        if _verified(rows):
+            accuracy = [_nan(row.get("accuracy")) * 100 for row in rows]
+            axis.bar(labels, accuracy, label="accuracy (%)")
+        else:
+            _plot_judged(axis, labels, rows)
         axis.set_title(name)
         axis.set_ylim(0, 100)
         axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _plot_judged(axis, labels: list[str], rows: list[dict]) -> None:
+    """Win rate, LC win rate, BT score (with CI) and MT-Bench × 10 per model, around 50."""
+    for key, title in (("win_rate", "win rate"), ("lc_win_rate", "LC win rate")):
+        values = [_nan(row.get(key)) for row in rows]
+        axis.plot(labels, values, marker="o", label=title)
+    bts = [row.get("bt") or {} for row in rows]
+    if any(bts):
+        scores = [_nan(bt.get("score")) for bt in bts]
+        errors = [
+            [s - _nan(bt.get("lower")) for s, bt in zip(scores, bts, strict=True)],
+            [_nan(bt.get("upper")) - s for s, bt in zip(scores, bts, strict=True)],
+        ]
+        axis.errorbar(labels, scores, yerr=errors, marker="s", capsize=3, label="BT score")
+    grades = [(row.get("mt_bench") or {}).get("overall") for row in rows]
+    if any(g is not None for g in grades):
+        axis.plot(labels, [_nan(g) * 10 for g in grades], marker="^", label="MT-Bench × 10")
+    axis.axhline(50, color="grey", linewidth=0.8, linestyle=":")
 
 
 def _nan(value: float | None) -> float:

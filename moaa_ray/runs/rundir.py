@@ -178,6 +178,12 @@ class RunDir:
         manifest.update(config=config, versions=package_versions(), git_sha=git_sha())
         self._write_manifest(manifest)
 
+    def record(self, **fields: Any) -> None:
+        """Set top-level manifest fields (e.g. the run's ``models``)."""
+        manifest = self.manifest()
+        manifest.update(fields)
+        self._write_manifest(manifest)
+
     def stage_status(self, stage: str) -> dict[str, Any]:
         """What the manifest says of a stage (empty if it never ran)."""
         return self.manifest()["stages"].get(stage, {})
@@ -247,12 +253,17 @@ class StageDir:
         return path
 
     def read(self):
-        """All shards as one Arrow table (None when the stage wrote nothing)."""
+        """All shards as one Arrow table (None when the stage wrote nothing).
+
+        A column that older shards lack (the schema grew since) reads as null in their rows.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         shards = self.shards()
-        return pa.concat_tables([pq.read_table(s) for s in shards]) if shards else None
+        if not shards:
+            return None
+        return pa.concat_tables([pq.read_table(s) for s in shards], promote_options="default")
 
     def write_rejects(self, rejects: list[Any], name: str = "rejects.jsonl") -> Path:
         """Write the stage's rejects (dataclasses or dicts) as JSONL, replacing an earlier file."""

@@ -140,6 +140,11 @@ def encode_preference(
     return examples[0], examples[1]
 
 
+def swap_pair(row: dict[str, Any]) -> dict[str, Any]:
+    """A preference row with its chosen and rejected answers exchanged (the DPO negative control)."""
+    return {**row, "chosen": row["rejected"], "rejected": row["chosen"]}
+
+
 def collate(examples: list[Example], pad_token_id: int, packed: bool) -> Batch:
     """Stack examples into one batch.
 

@@ -3,7 +3,8 @@
 The reference log-probs come from one of three places: precomputed once from the starting weights
 (``precompute_ref_logprobs``, the default: no second model in memory; saved with every checkpoint so a
 resumed run does not recompute them), the policy with its LoRA adapters disabled, or a frozen copy of
-the starting weights on each worker.
+the starting weights on each worker. ``swap_pairs`` (a negative control) trains on every pair with
+chosen and rejected exchanged; being part of the section, it is part of the stage's fingerprint.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from moaa_ray.config import DPOConfig, MoaaConfig
-from moaa_ray.train.collate import Batch, collate, encode_preference
+from moaa_ray.train.collate import Batch, collate, encode_preference, swap_pair
 from moaa_ray.train.launch import run_training
 from moaa_ray.train.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs, token_logprobs
 from moaa_ray.train.worker import WorkerSpec, load_causal_lm, read_training_rows, train_worker
@@ -39,7 +40,8 @@ class DPOObjective:
         if not isinstance(spec.train, DPOConfig):
             raise TypeError(f"DPO needs a DPOConfig, got {type(spec.train).__name__}")
         self.spec, self.cfg, self.tokenizer = spec, spec.train, tokenizer
-        self.rows = read_training_rows(spec.data_path, ["prompt", "chosen", "rejected"])
+        rows = read_training_rows(spec.data_path, ["prompt", "chosen", "rejected"])
+        self.rows = [swap_pair(r) for r in rows] if self.cfg.swap_pairs else rows
         self.lengths = [
             _chars(r["prompt"]) + _chars(r["chosen"]) + _chars(r["rejected"]) for r in self.rows
         ]

@@ -1,4 +1,5 @@
-"""The evaluation stage end to end on a local Ray cluster with the real hf engine on tiny models."""
+"""The evaluation stage end to end on a local Ray cluster: the real hf engine on tiny models, and a
+verified benchmark answered by a simulated model."""
 
 import json
 
@@ -9,6 +10,7 @@ import yaml
 from moaa_ray.config import load_config
 from moaa_ray.pipeline.evaluate import evaluate
 from moaa_ray.runs.rundir import RunDir
+from moaa_ray.tasks.addition import prompt_rows
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -127,3 +129,42 @@ def test_evaluation_writes_results_and_resumes_without_rejudging(ray_cluster, tm
     again = evaluate(config, config.run_dir)
     assert again["benchmarks"] == results["benchmarks"]  # resumed: the same questions and scores
     assert len(pq.read_table(stage / "judgments").to_pylist()) == len(audit)
+
+
+def test_a_verified_benchmark_reports_accuracy_without_judges_and_resumes(ray_cluster, tmp_path):
+    prompts = tmp_path / "addition.jsonl"
+    pairs = [(1, 2), (3, 4), (10, 20), (7, 8), (40, 2), (99, 1)]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in prompt_rows(pairs, "eval")))
+    raw = {
+        "run_dir": str(tmp_path / "run"),
+        "verifier": "moaa_ray.tasks.addition:verify",
+        "models": {"policy": {"path": "sim/policy", "engine": "simulated", "num_cpus": 0}},
+        "evaluate": {
+            "benchmarks": [{"path": str(prompts), "format": "verified"}],
+            "model": "policy",
+            "sampling": {"max_new_tokens": 8},
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+
+    summary = evaluate(config, config.run_dir)
+    stage = tmp_path / "run" / "evaluate"
+    results = json.loads((stage / "results.json").read_text())
+    addition = results["benchmarks"]["addition"]
+    assert summary["rows_failed"] == 0 and summary["accuracy"] == results["accuracy"]
+    assert 0.0 <= summary["accuracy"]["addition"] <= 1.0
+    assert (addition["format"], addition["total"], addition["verifiable"]) == ("verified", 6, 6)
+    rows = RunDir(config.run_dir).stage("evaluate").read().to_pylist()
+    assert sorted(r["question_id"] for r in rows) == sorted(f"eval-{a}+{b}" for a, b in pairs)
+    assert {r["correct"] for r in rows} <= {True, False}  # every prompt is an addition question
+    assert addition["correct"] == sum(r["correct"] for r in rows)
+    assert all(r["baseline_answers"] == [] and len(r["model_answers"]) == 1 for r in rows)
+    assert not list((stage / "judgments").glob("*.parquet"))  # nobody judged
+    assert "### addition" in (stage / "report.md").read_text()
+
+    again = evaluate(config, config.run_dir)
+    assert again["skipped"] and again["rows_written"] == 0  # nothing answered again
+    assert again["benchmarks"] == results["benchmarks"]
+    assert len(RunDir(config.run_dir).stage("evaluate").read()) == 6

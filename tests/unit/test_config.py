@@ -146,3 +146,115 @@ def test_bad_replica_range_is_an_error(write):
 def test_malformed_override_is_an_error(write):
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(write(MINIMAL), ["generate.num_layers"])
+
+
+VERIFIED = """
+verifier: moaa_ray.tasks.addition:verify
+models:
+  a: {path: "tiny:llama-a"}
+evaluate:
+  model: a
+  benchmarks: [{path: addition.jsonl, format: verified}]
+"""
+
+
+def test_a_verified_only_evaluation_needs_no_judges_and_has_no_baseline(write):
+    config = load_config(write(VERIFIED))
+    ev = config.evaluate
+    assert ev is not None and ev.judging is None
+    assert ev.benchmarks[0].verified and ev.baseline_of(ev.benchmarks[0]) is None
+    assert config.model_references() == [("evaluate.model", "a")]
+
+
+def test_a_verified_benchmark_needs_the_top_level_verifier(write):
+    path = write(VERIFIED.replace("verifier: moaa_ray.tasks.addition:verify\n", ""))
+    with pytest.raises(
+        ConfigError,
+        match=r"evaluate: benchmarks \['addition'\] have format 'verified' and need the top-level "
+        "'verifier'",
+    ):
+        load_config(path)
+
+
+def test_a_judged_benchmark_needs_judging(write):
+    path = write(VERIFIED.replace("format: verified}]", "format: verified}, {path: mt.jsonl}]"))
+    with pytest.raises(
+        ConfigError, match=r"evaluate: benchmark 'mt' is judged and needs 'judging'"
+    ):
+        load_config(path)
+    config = load_config(path, ["evaluate.judging={judges: [a]}"])
+    assert config.model_references()[-1] == ("evaluate.judging.judges.0", "a")
+
+
+def test_a_verified_benchmark_takes_no_baseline_or_judge_keys(write):
+    overrides = ["evaluate.benchmarks.0.baseline=model", "evaluate.benchmarks.0.judge=ensemble"]
+    with pytest.raises(
+        ConfigError,
+        match=r"evaluate\.benchmarks\.0: format 'verified' has no baseline and no judges; "
+        "remove baseline, judge",
+    ):
+        load_config(write(VERIFIED), overrides)
+
+
+FUNCTION_JUDGES = """
+models:
+  a: {path: "tiny:llama-a"}
+  judge:
+    path: moaa_ray.tasks.addition:verifier_judge
+    engine: function
+    engine_kwargs: {flip_rate: 0.1}
+  majority: {path: "moaa_ray.tasks.addition:majority_judge", engine: function}
+preferences:
+  inputs: [{path: prompts.jsonl}]
+  policy: a
+  judging: {judges: [judge], aggregator_judge: majority}
+"""
+
+
+def test_a_function_model_keeps_its_spec_and_keyword_arguments(write):
+    config = load_config(write(FUNCTION_JUDGES))
+    judge = config.models["judge"]
+    assert judge.engine == "function" and judge.path == "moaa_ray.tasks.addition:verifier_judge"
+    assert judge.engine_kwargs == {"flip_rate": 0.1}
+
+
+@pytest.mark.parametrize("spec", ["moaa_ray.tasks.addition", "./judge.py:judge", "a:b:c"])
+def test_a_bad_function_spec_names_the_path_key(write, spec):
+    with pytest.raises(
+        ConfigError, match=r"models\.judge\.path: expected 'package\.module:function'"
+    ):
+        load_config(write(FUNCTION_JUDGES), [f"models.judge.path={spec}"])
+
+
+def test_a_function_spec_is_no_model_path_for_other_engines(write):
+    with pytest.raises(ConfigError, match=r"models\.judge\.path: model directory"):
+        load_config(write(FUNCTION_JUDGES), ["models.judge.engine=hf", "models.judge.path=./x:y"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "role"),
+    [
+        ([], "preferences.judging.judges.0"),
+        (["preferences.judging.judges=[a]"], "preferences.judging.aggregator_judge"),
+    ],
+)
+def test_a_function_judge_cannot_give_logprob_verdicts(write, overrides, role):
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            write(FUNCTION_JUDGES), ["preferences.judging.verdict_mode=logprob", *overrides]
+        )
+    message = str(err.value)
+    assert "preferences.judging.verdict_mode:" in message and role in message
+    assert "set verdict_mode: text" in message
+
+
+def test_a_function_grader_cannot_give_logprob_grades(write):
+    evaluate = """
+evaluate:
+  benchmarks: [{path: questions.jsonl}]
+  model: a
+  judging: {judges: [judge]}
+  grading_mode: logprob
+"""
+    with pytest.raises(ConfigError, match=r"evaluate\.grading_mode: evaluate\.judging\.judges\.0"):
+        load_config(write(FUNCTION_JUDGES + evaluate))

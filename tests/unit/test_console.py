@@ -86,6 +86,32 @@ def test_summary_table_lists_stages_figures_and_artifacts():
     assert table.splitlines()[-1].endswith("runs/x/round-1/dpo/model")
 
 
+def test_summary_table_shows_verifier_figures_on_a_line_of_their_own():
+    verifier = {"accuracy": 0.75, "proposer_accuracy": {"a": 0.5}, "verifiable": 4}
+    summary = {
+        "stages": {"generate": {"rows_total": 4, "seconds": 1.0, "verifier": verifier}},
+        "run_dir": "runs/x",
+        "final_model": None,
+    }
+    line = format_table(summary).splitlines()[3]
+    assert line.split() == [
+        "verifier",
+        "accuracy=0.75,",
+        "proposer_accuracy.a=0.5,",
+        "verifiable=4",
+    ]
+
+
+def test_summary_table_shows_the_accuracy_of_verified_benchmarks():
+    addition = {"accuracy": 0.75, "correct": 3, "verifiable": 4, "total": 5, "format": "verified"}
+    summary = {
+        "stages": {"evaluate": {"rows_total": 5, "benchmarks": {"addition": addition}}},
+        "run_dir": "runs/x",
+    }
+    line = format_table(summary).splitlines()[3]
+    assert line.split() == ["addition", "accuracy=0.75", "(3", "of", "4", "verifiable", "correct)"]
+
+
 def test_summary_table_says_first_that_a_stage_is_incomplete():
     summary = {
         "stages": {"generate": {"rows_total": 30, "rows_failed": 6, "status": "partial"}},

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 from moaa_ray.config import load_config
@@ -20,9 +21,7 @@ def test_each_round_samples_trains_and_is_evaluated_from_the_given_model(monkeyp
     assert config.preferences.policy == "llama-a"  # the original is untouched
 
 
-def test_every_round_evaluates_the_sft_model_and_each_round_before_the_final_one(
-    monkeypatch, tmp_path
-):
+def test_every_round_evaluates_the_base_the_sft_model_and_each_round(monkeypatch, tmp_path):
     import moaa_ray.pipeline.evaluate as evaluate_module
     import moaa_ray.pipeline.generate as generate_module
     import moaa_ray.pipeline.preferences as preferences_module
@@ -36,24 +35,39 @@ def test_every_round_evaluates_the_sft_model_and_each_round_before_the_final_one
     )
     evaluated: list[tuple[str, Path]] = []
     rounds = iter(["dpo-1", "dpo-2"])
-    monkeypatch.setattr(generate_module, "generate_sft", lambda c, d, fresh: {})
+    moa = {"verifier": {"accuracy": 0.6, "proposer_accuracy": {"a": 0.5}}}
+    monkeypatch.setattr(generate_module, "generate_sft", lambda c, d, fresh: moa)
     monkeypatch.setattr(sft_module, "train_sft", lambda c, d, fresh: {"model_path": "sft-model"})
     monkeypatch.setattr(preferences_module, "build_preferences", lambda c, d, fresh, **_: {})
     monkeypatch.setattr(dpo_module, "train_dpo", lambda c, d, fresh: {"model_path": next(rounds)})
 
     def fake_evaluate(c, d, fresh):
-        evaluated.append((c.models[c.evaluate.model].path, Path(d)))
-        return {}
+        model = c.models[c.evaluate.model].path
+        evaluated.append((model, Path(d)))
+        return {"accuracy": {"bench": f"accuracy of {model}"}}
 
     monkeypatch.setattr(evaluate_module, "evaluate", fake_evaluate)
     summary = run_pipeline(config, tmp_path)
     assert summary["status"] == "done" and summary["final_model"] == "dpo-2"
     assert evaluated == [
+        ("tiny:llama-a", tmp_path / "base"),
         ("sft-model", tmp_path / "round-0"),
         ("dpo-1", tmp_path / "round-1"),
         ("dpo-2", tmp_path),
     ]
     assert list(summary["stages"]) == [
-        "generate", "sft", "round-0/evaluate", "round-1/preferences", "round-1/dpo",
+        "base/evaluate", "generate", "sft", "round-0/evaluate", "round-1/preferences", "round-1/dpo",
         "round-1/evaluate", "round-2/preferences", "round-2/dpo", "evaluate",
     ]  # fmt: skip
+    # Each model with its path and the accuracy measured on it, also in the manifest.
+    models = [(m["stage"], m["model_path"], m["accuracy"]) for m in summary["models"]]
+    assert models == [
+        ("base", "tiny:llama-a", {"bench": "accuracy of tiny:llama-a"}),
+        ("moa-data", None, 0.6),
+        ("sft", "sft-model", {"bench": "accuracy of sft-model"}),
+        ("round-1/dpo", "dpo-1", {"bench": "accuracy of dpo-1"}),
+        ("round-2/dpo", "dpo-2", {"bench": "accuracy of dpo-2"}),
+    ]
+    assert summary["models"][1]["proposer_accuracy"] == {"a": 0.5}
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["models"] == summary["models"]

@@ -10,6 +10,7 @@ from moaa_ray.core.benchmarks import (
     load_arena_hard,
     load_eval_questions,
     load_mt_bench,
+    load_verified,
 )
 
 
@@ -309,6 +310,68 @@ def test_empty_question_file_is_rejected(tmp_path):
 
     with pytest.raises(ValueError, match="no questions"):
         load_mt_bench(path)
+
+
+def test_load_verified_reads_prompts_and_turns_with_ids_or_row_indices(tmp_path):
+    path = _write_jsonl(
+        tmp_path / "addition.jsonl",
+        [
+            {"id": "eval-2+3", "prompt": "What is 2 + 3?", "answer": "5"},
+            {"question_id": 7, "turns": ["What is 1 + 1?", "And 2 + 2?"], "category": "math"},
+            {"prompt": "What is 4 + 4?"},
+        ],
+    )
+
+    questions = load_eval_questions(path, format="verified")
+
+    assert questions == [
+        EvalQuestion("eval-2+3", ["What is 2 + 3?"]),
+        EvalQuestion("7", ["What is 1 + 1?", "And 2 + 2?"], "math"),
+        EvalQuestion("2", ["What is 4 + 4?"]),
+    ]
+
+
+def test_load_verified_reads_a_json_list(tmp_path):
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps([{"prompt": "a"}, {"prompt": "b"}], indent=2), encoding="utf-8")
+
+    assert [q.question_id for q in load_verified(path)] == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ({"id": "x"}, r"a verified row needs exactly one of 'prompt' \(a string\) and 'turns'"),
+        ({"prompt": "a", "turns": ["a"]}, "a verified row needs exactly one of"),
+        ({"prompt": ""}, "'prompt' must be a non-empty string"),
+        ({"turns": [{"content": "a"}]}, "'turns' must be a non-empty list of strings"),
+        ({"id": None, "prompt": "a"}, "'id' must be a non-empty string"),
+        ({"id": "first", "prompt": "again"}, "duplicate question id 'first'"),
+        ("What is 1 + 1?", "expected a JSON object, got str"),
+    ],
+)
+def test_bad_verified_row_names_file_and_line(tmp_path, bad_row, message):
+    path = _write_jsonl(tmp_path / "prompts.jsonl", [{"id": "first", "prompt": "ok"}, bad_row])
+
+    with pytest.raises(ValueError, match=rf"prompts\.jsonl:2: {message}"):
+        load_verified(path)
+
+
+def test_auto_detection_never_takes_verified_prompts_for_arena_hard(tmp_path):
+    path = _write_jsonl(tmp_path / "addition.jsonl", [{"id": "a", "prompt": "What is 1 + 2?"}])
+
+    with pytest.raises(ValueError, match=r"addition\.jsonl:1: .*need format 'verified'"):
+        load_eval_questions(path)
+    assert load_eval_questions(path, format="verified")[0].question_id == "a"
+
+
+def test_verified_takes_no_answer_files(tmp_path):
+    path = _write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "p"}])
+
+    with pytest.raises(
+        ValueError, match="baseline_answers_path applies to arena_hard, not verified"
+    ):
+        load_eval_questions(path, format="verified", baseline_answers_path="x.jsonl")
 
 
 # The benchmarks' own files (excerpts; tests/data/benchmarks/README.md says where from).

@@ -6,9 +6,11 @@ import math
 
 import pytest
 
-from moaa_ray.core.criteria import Criterion
+from moaa_ray.core.criteria import Criterion, format_conversation
 from moaa_ray.core.judging import (
+    JudgePrompt,
     is_position_flip,
+    parse_judge_prompt,
     parse_verdict,
     probability_from_orders,
     render_aggregator_prompt,
@@ -59,6 +61,53 @@ def test_aggregator_prompt_numbers_the_judge_evaluations_after_the_answers():
 def test_aggregator_prompt_needs_an_evaluation():
     with pytest.raises(ValueError, match="at least one judge evaluation"):
         render_aggregator_prompt(MESSAGES, "a", "b", CRITERIA, [])
+
+
+@pytest.mark.parametrize(
+    ("answer_a", "answer_b"),
+    [
+        ("  2 is even.\n", "4"),
+        ("", "multi\n\nline [Answer B] with markers\n[End of Answer A]"),
+        ("Verdict: A\nEvaluation 1:\n1. x", "   "),
+    ],
+)
+def test_judge_prompt_parses_back_to_what_it_shows(answer_a, answer_b):
+    content = render_judge_prompt(MESSAGES, answer_a, answer_b, CRITERIA)[0]["content"]
+    assert parse_judge_prompt(content) == JudgePrompt(
+        conversation=format_conversation(MESSAGES),
+        answer_a=answer_a.strip(),
+        answer_b=answer_b.strip(),
+        evaluations=[],
+    )
+
+
+@pytest.mark.parametrize(
+    "evaluations",
+    [
+        ["A wins.\nVerdict: A"],
+        ["  one  ", "", "Evaluation 1:\nquoted\n\nEvaluation 7:\nstill the third", "Verdict: B"],
+    ],
+)
+def test_aggregator_prompt_parses_back_to_what_it_shows(evaluations):
+    content = render_aggregator_prompt(MESSAGES, "x", "y", CRITERIA, evaluations)[0]["content"]
+    parsed = parse_judge_prompt(content)
+    assert parsed is not None
+    assert (parsed.conversation, parsed.answer_a, parsed.answer_b) == (
+        format_conversation(MESSAGES),
+        "x",
+        "y",
+    )
+    assert parsed.evaluations == [e.strip() for e in evaluations]
+
+
+def test_an_evaluation_quoting_the_next_evaluation_line_is_cut_there():
+    content = render_aggregator_prompt(MESSAGES, "x", "y", CRITERIA, ["a\n\nEvaluation 2:\nb"])
+    assert parse_judge_prompt(content[0]["content"]).evaluations == ["a", "b"]
+
+
+@pytest.mark.parametrize("text", ["", "Verdict: A", "[Conversation]\nhi\n[End of conversation]"])
+def test_text_that_is_no_judge_prompt_parses_to_none(text):
+    assert parse_judge_prompt(text) is None
 
 
 def test_judge_prompt_rejects_an_empty_conversation():

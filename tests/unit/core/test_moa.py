@@ -5,6 +5,7 @@ from moaa_ray.core.moa import (
     generation_targets,
     layer_requests,
     new_state,
+    parse_references,
     plan_layers,
     record_output,
     render_references,
@@ -50,6 +51,34 @@ def test_references_are_numbered_and_appended_to_an_existing_system_message():
 def test_references_create_a_system_message_when_none_exists():
     out = with_references([{"role": "user", "content": "Q"}], ["r"], TEMPLATE)
     assert out[0]["role"] == "system" and "1. r" in out[0]["content"]
+
+
+@pytest.mark.parametrize(
+    "references",
+    [
+        ["68"],
+        ["first", " second\n", "", "third"],
+        ["Steps:\n1. add\n3. carry", "2. starts with its own number", "multi\n\nline\n"],
+    ],
+)
+@pytest.mark.parametrize("system", [None, "Be kind.\nResponses from models:\n1. not these"])
+def test_references_parse_back_from_the_system_message(references, system):
+    context = [{"role": "user", "content": "Q"}]
+    if system is not None:
+        context.insert(0, {"role": "system", "content": system})
+    out = with_references(context, references, TEMPLATE)
+    assert parse_references(out[0]["content"]) == references
+
+
+def test_a_reference_with_a_line_numbered_as_the_next_one_is_split_there():
+    out = with_references([{"role": "user", "content": "Q"}], ["Steps:\n2. add", "b"], TEMPLATE)
+    # The documented ambiguity: "2. add" starts reference 2, so the real one reads as its line.
+    assert parse_references(out[0]["content"]) == ["Steps:", "add\n2. b"]
+
+
+@pytest.mark.parametrize("text", ["", "Be kind.", "Responses from models:\n"])
+def test_text_without_references_parses_to_no_references(text):
+    assert parse_references(text) == []
 
 
 def run_layers(state, plan, answer, min_references=None):

@@ -7,6 +7,7 @@ from moaa_ray.core.tournament import (
     judge_requests,
     judgment_stats,
     new_tournament,
+    order_verdict,
     pair_comparisons,
     rank_samples,
     record_judgment,
@@ -98,3 +99,10 @@ def test_reward_model_scores_rank_directly():
     state["rewards"] = [0.1, 2.0, -1.0]
     scores, outcome = rank_samples(state, [], None, "wins", 0.5)
     assert outcome == (1, 2) and scores == [0.1, 2.0, -1.0]
+
+
+def test_order_verdict_reads_the_mean_score_of_answer_a():
+    assert order_verdict([{"verdict": "A", "p_a": None}, {"verdict": "tie", "p_a": None}]) == "A"
+    assert order_verdict([{"verdict": None, "p_a": 0.5}]) == "tie"
+    assert order_verdict([{"verdict": None, "p_a": 0.49}]) == "B"
+    assert order_verdict([{"verdict": None, "p_a": None}]) is None

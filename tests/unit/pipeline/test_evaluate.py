@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from moaa_ray.config import BenchmarkConfig, EvaluateConfig, load_config
+from moaa_ray.config import BenchmarkConfig, EvaluateConfig, MoaaConfig, load_config
 from moaa_ray.core.benchmarks import EvalQuestion
 from moaa_ray.engines.pools import Completion
 from moaa_ray.pipeline.evaluate import (
     AnswerStep,
     ArenaHardJudgeStep,
+    EvaluationStage,
     GradeStep,
+    JudgedOnly,
     arena_battles,
     baseline_name,
     benchmark_results,
@@ -21,7 +23,11 @@ from moaa_ray.pipeline.evaluate import (
     question_row_id,
     shared_judges,
     transcript,
+    verified_results,
+    verify_answers,
 )
+from moaa_ray.runs.rundir import RunDir
+from moaa_ray.tasks.addition import verify
 
 ROOT = Path(__file__).parents[3]
 
@@ -255,3 +261,102 @@ def test_alpaca_eval_difficulty_enters_the_lc_win_rate_by_question_position(tmp_
         instruction_difficulty=[difficulty[str(i % 4)] for i in range(40)],
     )
     assert result["lc_win_rate"] == pytest.approx(expected)
+
+
+def test_verified_results_are_accuracy_over_the_answers_the_verifier_could_check():
+    rows = [{"correct": c} for c in (True, False, None, True)]
+    assert verified_results(rows) == {
+        "accuracy": 0.6667,
+        "correct": 2,
+        "verifiable": 3,
+        "total": 4,
+        "format": "verified",
+    }
+    assert verified_results([{"correct": None}])["accuracy"] is None
+    assert verified_results([])["accuracy"] is None
+
+
+def test_the_verifier_sees_the_models_conversation_and_its_last_answer():
+    assert verify_answers(verify, ["What is 2 + 3?"], ["It is 5."]) is True
+    turns, answers = ["What is 1 + 1?", "Then: What is 2 + 5?"], ["2", "6"]
+    assert verify_answers(verify, turns, answers) is False  # the last turn is checked
+    seen = []
+    verify_answers(lambda messages, answer: seen.append((messages, answer)), turns, answers)
+    assert seen == [
+        (
+            [
+                {"role": "user", "content": "What is 1 + 1?"},
+                {"role": "assistant", "content": "2"},
+                {"role": "user", "content": "Then: What is 2 + 5?"},
+            ],
+            "6",
+        )
+    ]
+    assert verify_answers(lambda messages, answer: 1, turns, answers) is True
+
+
+def test_only_the_model_answers_a_verified_question_and_no_judge_sees_it():
+    model = FakePool(lambda method, conversation, params: ["model says 5"])
+    base = FakePool(lambda method, conversation, params: ["base says 5"])
+    question = EvalQuestion("1", ["What is 2 + 3?"])
+    verified = new_question_state("v", question, "add#1", None, False, verified=True)
+    judged = new_question_state("j", question, "mt#1", None, False)
+    pools = {"model_answers": model, "baseline_answers": base}
+    AnswerStep(pools, 0, EvaluateConfig.model_fields["sampling"].default)([verified, judged])
+    assert verified["model_answers"] == ["model says 5"] and verified["baseline_answers"] == []
+    assert verified["samples"] == [] and judged["samples"] == ["model says 5", "base says 5"]
+    assert len(base.calls[0][1]) == 1
+    seen = []
+    JudgedOnly(seen.extend)([verified, judged])
+    assert seen == [judged]
+
+
+def verified_config(tmp_path, verifier="moaa_ray.tasks.addition:verify"):
+    prompts = tmp_path / "addition.jsonl"
+    rows = [{"id": f"q{i}", "prompt": f"What is {i} + 2?"} for i in range(3)]
+    rows.append({"id": "chat", "prompt": "Hello?"})
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return MoaaConfig.model_validate(
+        {
+            "verifier": verifier,
+            "models": {"a": {"path": "tiny:llama-a", "engine": "simulated"}},
+            "evaluate": {
+                "model": "a",
+                "benchmarks": [{"path": str(prompts), "format": "verified"}],
+            },
+        }
+    )
+
+
+def test_the_stage_verifies_written_answers_and_reports_accuracy(tmp_path):
+    config = verified_config(tmp_path)
+    assert config.evaluate is not None
+    stage = EvaluationStage(config, config.evaluate, RunDir(tmp_path / "run"), "evaluate")
+    states, rejects = stage.load()
+    assert rejects == [] and all(s["verified"] for s in states)
+    for state, answer in zip(states, ["2", "3 for sure", "no idea", "Hi!"], strict=True):
+        state["model_answers"] = [answer]
+    assert stage.write(states).written == 4
+    summary = stage.summarize()
+    assert summary["accuracy"] == {"addition": 0.6667}
+    assert summary["benchmarks"]["addition"]["correct"] == 2
+    assert summary["benchmarks"]["addition"]["verifiable"] == 3
+    rows = stage.stage.read().to_pylist()
+    assert [r["correct"] for r in rows] == [True, True, False, None]
+    assert all(r["baseline_answers"] == [] and r["score"] is None for r in rows)
+    report = (tmp_path / "run" / "evaluate" / "report.md").read_text()
+    assert "| a | 66.7 | 2 / 3 | 4 |" in report
+
+
+def test_the_verifier_is_part_of_the_fingerprint_of_verified_benchmarks_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+    def fingerprint(config):
+        return EvaluationStage(config, config.evaluate, RunDir(tmp_path / "run"), "e").fingerprint()
+
+    config = verified_config(tmp_path)
+    assert fingerprint(config)["verifier"] == "moaa_ray.tasks.addition:verify"
+    other = verified_config(tmp_path, "moaa_ray.tasks.addition:is_correct")
+    assert fingerprint(other)["verifier"] == "moaa_ray.tasks.addition:is_correct"
+    judged = load_config(ROOT / "configs" / "demo.yaml")
+    assert "verifier" not in fingerprint(judged)

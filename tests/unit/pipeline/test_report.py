@@ -2,7 +2,7 @@
 
 import json
 
-from moaa_ray.pipeline.evaluate import benchmark_results, earlier_evaluations
+from moaa_ray.pipeline.evaluate import benchmark_results, earlier_evaluations, verified_results
 from moaa_ray.pipeline.report import render_report, write_report
 
 STATS = json.dumps({"judgments": 2, "abstains": 0, "position_flips": 0, "pairs": 1})
@@ -47,6 +47,25 @@ def test_report_warns_when_the_judges_labelled_the_training_pairs(tmp_path):
     text = path.read_text()
     assert "**Self-judged:** judge-a" in text
     assert "| policy | 2 | 1 / 0 / 0 | 100.0 |" in text
+    assert (tmp_path / "scores.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_verified_benchmarks_get_an_accuracy_row_per_round_and_a_bar(tmp_path):
+    def with_addition(results, verdicts):
+        addition = verified_results([{"correct": c} for c in verdicts])
+        return results | {"benchmarks": results["benchmarks"] | {"addition": addition}}
+
+    evaluations = [
+        ("SFT", with_addition(results([0.5]), [True, False, False, None])),
+        ("DPO round 1", with_addition(results([1.0]), [True, True, False, None])),
+        ("final", with_addition(results([1.0]), [None])),
+    ]
+    path = write_report(tmp_path, evaluations)
+    text = path.read_text()
+    assert "### addition" in text and "| model | accuracy (%) | correct / verifiable |" in text
+    assert "| SFT | 33.3 | 1 / 3 | 4 |" in text and "| DPO round 1 | 66.7 | 2 / 3 | 4 |" in text
+    assert "| final | – | 0 / 0 | 1 |" in text
+    assert "### arena" in text and "| final | 1 | 1 / 0 / 0 |" in text  # judged ones unchanged
     assert (tmp_path / "scores.png").read_bytes().startswith(b"\x89PNG")
 
 

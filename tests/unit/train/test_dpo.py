@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from moaa_ray.config import DPOConfig, LoraConfig
+from moaa_ray.runs.fingerprint import config_identity
 from moaa_ray.tiny_models import resolve_model_path
 from moaa_ray.train.dpo import REFERENCE_FILE, DPOObjective
 from moaa_ray.train.losses import sequence_logprobs, token_logprobs
@@ -132,3 +133,23 @@ def test_sft_loss_weight_adds_the_chosen_answers_nll(pairs_dir, process_group):
     assert metrics["sft_loss"].item() > 0
     expected = metrics["dpo_loss"] + 2.0 * metrics["sft_loss"]
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_swap_pairs_feeds_the_trainer_each_rejected_answer_as_chosen(pairs_dir):
+    plain_spec, swapped_spec = _spec(pairs_dir), _spec(pairs_dir, swap_pairs=True)
+    plain = DPOObjective(plain_spec, load_tokenizer(plain_spec))
+    swapped = DPOObjective(swapped_spec, load_tokenizer(swapped_spec))
+    assert swapped.rows[0]["chosen"][0]["content"] == "I do not know."
+    assert swapped.rows[0]["rejected"] == plain.rows[0]["chosen"]
+    # A batch holds the chosen answers first: the swapped run's are the plain run's rejected ones.
+    _, plain_batch = plain.make_batch([0, 1])
+    _, swapped_batch = swapped.make_batch([0, 1])
+    ids, swapped_ids = plain_batch.inputs["input_ids"], swapped_batch.inputs["input_ids"]
+    assert torch.equal(swapped_ids[:2], ids[2:]) and torch.equal(swapped_ids[2:], ids[:2])
+    assert torch.equal(swapped_batch.targets[:2], plain_batch.targets[2:])
+
+
+def test_a_swapped_run_has_another_fingerprint():
+    plain, swapped = DPOConfig(), DPOConfig(swap_pairs=True)
+    assert config_identity(swapped, "dpo")["dpo.swap_pairs"] is True
+    assert config_identity(plain, "dpo") != config_identity(swapped, "dpo")

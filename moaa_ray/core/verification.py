@@ -1,0 +1,163 @@
+"""Verifier statistics: how often MoA answers, policy samples, DPO pairs and judges are right.
+
+A verifier is ``verifier(messages, answer) -> bool | None`` (``MoaaConfig.verifier``): whether
+``answer`` correctly replies to the conversation ``messages``, or None when it cannot be checked. The
+functions read rows as the stages write them, so the statistics cover every row on disk, whichever
+run wrote it. Shares are rounded to 4 places, and None when nothing was counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from moaa_ray.core.tournament import AGGREGATOR, is_final, order_verdict
+
+Verifier = Callable[[list[dict[str, str]], str], Any]  # returns bool | None
+
+
+def share(part: int, whole: int) -> float | None:
+    """``part / whole`` rounded to 4 places; None when ``whole`` is 0."""
+    return round(part / whole, 4) if whole else None
+
+
+def moa_accuracy(rows: Iterable[dict], verifier: Verifier) -> dict:
+    """Accuracy of the final MoA answers, and of each first-layer proposer on the same rows.
+
+    Only a row's last assistant turn (the answer to its final user message) is checked, against the
+    conversation before it. A row counts when the verifier can check its final answer; a proposer's
+    answer there is correct only if the verifier says so (an empty or failed answer, or one it
+    cannot check, is not). The slots of a model that proposes several times are pooled.
+
+    Args:
+        rows: SFT rows as the generate stage writes them: ``messages`` ending with the final answer,
+            and ``proposals`` (every output, with ``turn``, ``layer``, ``model`` and ``content``).
+        verifier: checks an answer.
+
+    Returns:
+        ``accuracy`` (share of counted rows whose final answer is correct), ``proposer_accuracy``
+        (model name -> share of its first-layer answers that are correct) and ``verifiable`` (rows
+        counted).
+    """
+    verifiable = correct = 0
+    tallies: dict[str, list[int]] = {}  # model -> [correct, answers]
+    for row in rows:
+        context, answer = row["messages"][:-1], row["messages"][-1]["content"]
+        verdict = verifier(context, answer)
+        if verdict is None:
+            continue
+        verifiable += 1
+        correct += bool(verdict)
+        last_turn = max(p["turn"] for p in row["proposals"])
+        for proposal in row["proposals"]:
+            if proposal["turn"] == last_turn and proposal["layer"] == 0:
+                tally = tallies.setdefault(proposal["model"], [0, 0])
+                content = proposal["content"]
+                tally[0] += content is not None and bool(verifier(context, content))
+                tally[1] += 1
+    return {
+        "accuracy": share(correct, verifiable),
+        "proposer_accuracy": {model: share(*tally) for model, tally in tallies.items()},
+        "verifiable": verifiable,
+    }
+
+
+def preference_accuracy(
+    kept: Iterable[dict],
+    dropped: Iterable[dict],
+    audit: Iterable[dict],
+    verifier: Verifier,
+    final_judge: str | None,
+) -> dict:
+    """How the preference stage's samples, pairs and judges compare with the verifier.
+
+    A comparison is one judged (pair, order) of a prompt whose two samples the verifier splits
+    (one correct, one wrong). Every judge and the final verdict are scored over the same
+    comparisons; a tie, an abstention or a missing judgment counts as disagreeing with the verifier.
+
+    Args:
+        kept: the stage's pairs: ``row_id``, ``prompt``, ``samples``, ``chosen`` and ``rejected``
+            (one assistant message each, the text of one of the samples).
+        dropped: the stage's dropped prompts: ``row_id``, ``prompt``, ``samples`` (None when written
+            before the stage kept them: such prompts are left out).
+        audit: the judgment audit: ``row_id``, ``judge``, ``sample_x``, ``sample_y``, ``order``
+            (``ab`` shows sample x as Answer A), ``verdict`` and ``p_a``.
+        verifier: checks an answer.
+        final_judge: ``"aggregator"`` when the aggregator judge decides, else None (the judges'
+            verdicts are combined into the final one, as for ranking).
+
+    Returns:
+        ``verifiable_prompts`` (prompts with at least one checkable sample) and the share of them
+        whose samples include both a correct and a wrong one (``prompts_with_correct_and_wrong``);
+        ``verifiable_pairs`` (kept pairs with both answers checkable) and, over them, the shares
+        with the chosen answer correct (``chosen_correct``), the rejected one correct
+        (``rejected_correct``) and the chosen correct while the rejected is wrong
+        (``pair_accuracy``); ``comparisons`` counted, and the share of them where each judge
+        (``judge_agreement``, by name) and the final verdict (``ensemble_agreement``) pick the
+        correct sample.
+    """
+    kept = list(kept)
+    checks = {
+        row["row_id"]: [verifier(row["prompt"], sample) for sample in row["samples"]]
+        for row in [*kept, *dropped]
+        if row["samples"] is not None
+    }
+    return {
+        **_prompt_stats(checks),
+        **_pair_stats(kept, checks),
+        **_agreement_stats(audit, checks, final_judge),
+    }
+
+
+def _prompt_stats(checks: dict[str, list[Any]]) -> dict:
+    outcomes = [{bool(v) for v in verdicts if v is not None} for verdicts in checks.values()]
+    checkable = [found for found in outcomes if found]
+    both = sum(len(found) == 2 for found in checkable)
+    return {
+        "verifiable_prompts": len(checkable),
+        "prompts_with_correct_and_wrong": share(both, len(checkable)),
+    }
+
+
+def _pair_stats(kept: list[dict], checks: dict[str, list[Any]]) -> dict:
+    pairs = []
+    for row in kept:
+        verdicts, texts = checks[row["row_id"]], row["samples"]
+        chosen = verdicts[texts.index(row["chosen"][0]["content"])]
+        rejected = verdicts[texts.index(row["rejected"][0]["content"])]
+        if chosen is not None and rejected is not None:
+            pairs.append((bool(chosen), bool(rejected)))
+    return {
+        "verifiable_pairs": len(pairs),
+        "chosen_correct": share(sum(c for c, _ in pairs), len(pairs)),
+        "rejected_correct": share(sum(r for _, r in pairs), len(pairs)),
+        "pair_accuracy": share(sum(c and not r for c, r in pairs), len(pairs)),
+    }
+
+
+def _agreement_stats(
+    audit: Iterable[dict], checks: dict[str, list[Any]], final_judge: str | None
+) -> dict:
+    comparisons: dict[tuple, list[dict]] = {}
+    for judgment in audit:
+        key = (judgment["row_id"], judgment["sample_x"], judgment["sample_y"], judgment["order"])
+        comparisons.setdefault(key, []).append(judgment)
+    names = dict.fromkeys(j["judge"] for found in comparisons.values() for j in found)
+    agreed = {name: 0 for name in names if name != AGGREGATOR}
+    ensemble = counted = 0
+    for (row_id, x, y, order), judgments in comparisons.items():
+        verdicts = checks.get(row_id)
+        if verdicts is None or verdicts[x] is None or verdicts[y] is None:
+            continue
+        if bool(verdicts[x]) == bool(verdicts[y]):
+            continue
+        right = "A" if bool(verdicts[x]) == (order == "ab") else "B"  # the correct one's letter
+        counted += 1
+        for name in agreed:
+            agreed[name] += order_verdict([j for j in judgments if j["judge"] == name]) == right
+        ensemble += order_verdict([j for j in judgments if is_final(j, final_judge)]) == right
+    return {
+        "comparisons": counted,
+        "judge_agreement": {name: share(count, counted) for name, count in agreed.items()},
+        "ensemble_agreement": share(ensemble, counted),
+    }

@@ -1,0 +1,1 @@
+"""Tasks whose answers a program can check: data, verifiers and the functions that play model roles."""

@@ -1,0 +1,47 @@
+"""The generate stage's files without a cluster: the summary reads the verifier's figures back."""
+
+from moaa_ray.config import MoaaConfig
+from moaa_ray.core.moa import new_state, record_output
+from moaa_ray.pipeline import generate
+from moaa_ray.runs.rundir import RunDir
+
+
+def verify(messages, answer):
+    """Correct when the answer is "4" to "What is 2 + 2?"; other questions are not checkable."""
+    return answer == "4" if messages[-1]["content"] == "What is 2 + 2?" else None
+
+
+def config(tmp_path, verifier):
+    return MoaaConfig(
+        run_dir=str(tmp_path),
+        verifier=verifier,
+        models={"p": {"path": "tiny:llama-a"}, "q": {"path": "tiny:llama-a"}},
+        generate={"inputs": [{"path": "unused.jsonl"}], "proposers": ["p", "q"], "aggregator": "q"},
+    )
+
+
+def answered(row_id, question, proposals, final):
+    state = new_state(row_id, [{"role": "user", "content": question}], "src")
+    for slot, (model, text) in enumerate(zip(["p", "q"], proposals, strict=True)):
+        record_output(state, 0, 0, slot, model, text, None)
+    record_output(state, 0, 1, 0, "q", final, None)
+    return state
+
+
+def test_summary_has_verifier_figures_over_every_row_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(generate, "count_rows", lambda *args, **kwargs: None)
+    cfg = config(tmp_path, f"{__name__}:verify")
+    first = generate.GenerateStage(cfg, cfg.generate, RunDir(tmp_path))
+    first.write([answered("a", "What is 2 + 2?", ["4", "5"], "4")])
+    resumed = generate.GenerateStage(cfg, cfg.generate, RunDir(tmp_path))  # a later run
+    resumed.write(
+        [answered("b", "What is 2 + 2?", ["4", "4"], "3"), answered("c", "Hi", ["x", "y"], "z")]
+    )
+    assert resumed.summarize()["verifier"] == {
+        "accuracy": 0.5,
+        "proposer_accuracy": {"p": 1.0, "q": 0.5},
+        "verifiable": 2,
+    }
+    unverified = config(tmp_path, None)
+    stage = generate.GenerateStage(unverified, unverified.generate, RunDir(tmp_path))
+    assert "verifier" not in stage.summarize()
