@@ -21,8 +21,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-BENCHMARKS = ["orchestration", "judging", "training", "pool_vs_serve", "serve_concurrency"]
+BENCHMARKS = [
+    "toy_addition",
+    "orchestration",
+    "judging",
+    "training",
+    "pool_vs_serve",
+    "serve_concurrency",
+]
 GOALS: dict[str, dict[str, tuple[str, float]]] = {
+    "toy_addition": {
+        "moa_gain_over_best_proposer": (">=", 5),
+        "sft_gain_over_base": (">=", 10),
+        "dpo_gain_over_sft": (">=", 10),
+        "ensemble_gain_over_best_judge": (">=", 10),
+        "swapped_change_vs_sft": ("<", 0),
+        "run_s": ("<=", 600),
+        "task_models_build_s": ("<=", 180),
+    },
     "orchestration": {
         "moa_wall_over_ideal": ("<=", 1.10),
         "moa_speedup_over_pools": (">=", 0.9),

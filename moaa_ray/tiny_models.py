@@ -93,10 +93,12 @@ def resolve_model_path(model_path: str, cache_dir: Path | None = None) -> str:
         raise ValueError(f"unknown tiny model {name!r}; known: {sorted(KNOWN_MODELS)}")
     root = (cache_dir or default_cache_dir()) / "tiny-models" / BUILD_VERSION
     if name in TASK_MODELS:
-        from moaa_ray.tasks.addition_models import build_task_model, build_trunk
+        from moaa_ray.tasks.addition_models import build_task_model, build_trunk, recipe_digest
 
-        trunk = _build_once(root / ADDITION_TRUNK, build_trunk)
-        return str(_build_once(root / name, lambda tmp: build_task_model(name, trunk, tmp)))
+        # Named by their training recipe, so a changed recipe never reuses an older build.
+        trunk = _build_once(root / f"{ADDITION_TRUNK}-{recipe_digest(ADDITION_TRUNK)}", build_trunk)
+        target = root / f"{name}-{recipe_digest(name)}"
+        return str(_build_once(target, lambda tmp: build_task_model(name, trunk, tmp)))
     return str(_build_once(root / name, lambda tmp: _build_model(TINY_MODELS[name], tmp)))
 
 

@@ -4,7 +4,7 @@ One small Llama (0.35M parameters, a character-level tokenizer with whole-token 
 " + ") first learns addition on the pretraining split with correct labels: the trunk. Each task model
 is the trunk fine-tuned on the same prompts with noisy labels, correct with probability
 ``label_accuracy`` and otherwise with a wrong last digit. So each model knows the answer but says it only that
-often when sampling: the base policy at 0.35, the proposers at 0.65, 0.55 and 0.5. Alignment has to
+often when sampling: the base policy at 0.35, the proposers at 0.65, 0.6 and 0.55. Alignment has to
 make the policy say what it knows, which is what SFT on MoA data and DPO are for.
 
 Nothing here touches the evaluation, SFT or DPO prompts (:func:`moaa_ray.tasks.addition.splits`).
@@ -12,6 +12,7 @@ Nothing here touches the evaluation, SFT or DPO prompts (:func:`moaa_ray.tasks.a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -62,9 +63,18 @@ TRUNK = TrainingSpec(label_accuracy=1.0, steps=1000, learning_rate=2e-3, seed=0)
 TASK_MODELS: dict[str, TrainingSpec] = {
     "addition-base": TrainingSpec(0.35, steps=150, learning_rate=1e-3, seed=1),
     "addition-proposer-a": TrainingSpec(0.65, steps=150, learning_rate=1e-3, seed=2),
-    "addition-proposer-b": TrainingSpec(0.55, steps=150, learning_rate=1e-3, seed=3),
-    "addition-proposer-c": TrainingSpec(0.5, steps=150, learning_rate=1e-3, seed=4),
+    "addition-proposer-b": TrainingSpec(0.6, steps=150, learning_rate=1e-3, seed=3),
+    "addition-proposer-c": TrainingSpec(0.55, steps=150, learning_rate=1e-3, seed=4),
 }
+
+
+def recipe_digest(name: str) -> str:
+    """A short digest of how ``name`` is trained (trunk included): a changed recipe is a new model."""
+    recipe = {
+        "trunk": asdict(TRUNK),
+        "model": asdict(TASK_MODELS[name]) if name in TASK_MODELS else None,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def build_task_tokenizer(directory: Path | None = None):

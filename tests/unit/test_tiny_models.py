@@ -1,6 +1,11 @@
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
-from moaa_ray.tiny_models import TINY_MODELS, resolve_model_path
+import pytest
+
+from moaa_ray.tiny_models import TASK_MODELS, TINY_MODELS, _build_once, resolve_model_path
 
 
 def test_tiny_models_are_deterministic_and_distinct(tmp_path):
@@ -28,3 +33,34 @@ def test_every_tiny_model_has_head_dim_64_and_a_chat_template(tmp_path):
     )
     assert text.endswith("<|im_start|>assistant\n")
     assert json.loads(open(f"{path}/config.json").read())["head_dim"] == 64
+
+
+def test_concurrent_callers_build_a_target_once(tmp_path):
+    calls = []
+    counting = threading.Lock()
+
+    def build(directory):
+        with counting:
+            calls.append(directory)
+        time.sleep(0.2)  # long enough for every other caller to arrive while this one builds
+        (directory / "config.json").write_text("{}")
+
+    target = tmp_path / "models" / "fake"
+    start = threading.Barrier(4)
+
+    def call(_):
+        start.wait()
+        return _build_once(target, build)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(call, range(4)))
+    assert len(calls) == 1
+    assert results == [target] * 4 and (target / "config.json").exists()
+    assert [p.name for p in target.parent.iterdir() if p.is_dir()] == ["fake"]  # no leftovers
+
+
+def test_an_unknown_tiny_model_lists_the_known_ones_with_the_addition_models(tmp_path):
+    with pytest.raises(ValueError, match="unknown tiny model 'nope'") as error:
+        resolve_model_path("tiny:nope", tmp_path)
+    assert all(name in str(error.value) for name in (*TASK_MODELS, *TINY_MODELS))
+    assert not any(tmp_path.iterdir())  # nothing built
