@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from moaa_ray.redact import RedactingFilter
 
+logger = logging.getLogger(__name__)
 LOG_FILE = "moaa.log"
 # Loggers that libraries give console handlers of their own; their records go to the log file.
 LIBRARY_LOGGERS = (
@@ -104,12 +105,19 @@ def say(text: str, stream: TextIO | None = None) -> None:
 
 
 def link_ray_logs(session_dir: str | None) -> None:
-    """Point ``<run_dir>/logs/ray`` at the Ray session's logs (actors, workers, Ray Data)."""
+    """Point ``<run_dir>/logs/ray`` at the Ray session's logs (actors, workers, Ray Data).
+
+    A real directory there (a run directory copied with its links followed) is left alone: those are
+    an earlier session's logs, and logging is no reason to fail a run.
+    """
     if not session_dir or _state["log_dir"] is None:
         return
     link = _state["log_dir"] / "ray"
-    if link.is_symlink() or link.exists():
+    if link.is_symlink():
         link.unlink()
+    elif link.exists():
+        logger.warning("%s is not a link; Ray's logs of this session are in %s", link, session_dir)
+        return
     link.symlink_to(Path(session_dir) / "logs", target_is_directory=True)
 
 

@@ -120,3 +120,23 @@ def test_summary_table_says_first_that_a_stage_is_incomplete():
     }
     line = format_table(summary).splitlines()[2]
     assert "PARTIAL: rows_failed=6, rows_total=30" in line
+
+
+def test_a_copied_run_keeps_its_copied_ray_logs_and_runs_on(tmp_path, monkeypatch):
+    """``cp -r`` of a run follows the logs/ray link: the copy holds a real directory there."""
+    from moaa_ray import console
+
+    copied = tmp_path / "logs" / "ray"
+    copied.mkdir(parents=True)
+    (copied / "raylet.out").write_text("an earlier session")
+    monkeypatch.setitem(console._state, "log_dir", tmp_path / "logs")
+    console.link_ray_logs(str(tmp_path / "session"))
+    assert (copied / "raylet.out").read_text() == "an earlier session"
+    (tmp_path / "link-dir").mkdir()
+    copied_link = tmp_path / "logs" / "ray"
+    for item in copied_link.iterdir():
+        item.unlink()
+    copied_link.rmdir()
+    copied_link.symlink_to(tmp_path / "link-dir")
+    console.link_ray_logs(str(tmp_path / "session"))  # a link is re-pointed at the new session
+    assert copied_link.resolve() == (tmp_path / "session" / "logs").resolve()
