@@ -202,9 +202,6 @@ def _save(model, tokenizer, directory: Path, name: str, spec: TrainingSpec, seco
 
 def build_trunk(directory: Path) -> None:
     """Train the trunk on the pretraining split with correct labels and save it to ``directory``."""
-    import torch
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.monotonic()
     tokenizer = build_task_tokenizer()
     model = _new_model(tokenizer)
