@@ -804,8 +804,8 @@ def benchmark_results(
     totals: Counter = Counter()
     for row in rows:
         totals.update(json.loads(row["stats"]))
-    result["abstain_rate"] = _rate(totals["abstains"], totals["judgments"])
-    result["position_bias_rate"] = _rate(totals["position_flips"], totals["pairs"])
+    result["abstain_rate"] = share(totals["abstains"], totals["judgments"])
+    result["position_bias_rate"] = share(totals["position_flips"], totals["pairs"])
     return _json_safe(result)
 
 
@@ -848,10 +848,6 @@ def _varying_features(styles: list) -> list[int]:
     """Indices of the style features whose normalised difference varies across battles."""
     diffs = [[(a - b) / (a + b + 1) for a, b in zip(*style, strict=True)] for style in styles]
     return [k for k in range(len(diffs[0])) if len({d[k] for d in diffs}) > 1]
-
-
-def _rate(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
 
 
 def _json_safe(value):

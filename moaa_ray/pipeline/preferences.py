@@ -19,7 +19,7 @@ from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig
 from moaa_ray.core.criteria import load_criteria
 from moaa_ray.core.pairing import count_judge_calls
 from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, new_tournament, rank_samples
-from moaa_ray.core.verification import Verifier, preference_accuracy
+from moaa_ray.core.verification import Verifier, preference_accuracy, share
 from moaa_ray.engines.pools import PoolSet
 from moaa_ray.metrics import count_rows
 from moaa_ray.pipeline.inputs import fingerprint_input, load_states
@@ -274,9 +274,9 @@ def _stage_stats(
             with_aggregator=bool(judging and judging.aggregator_judge),
             with_criteria_selection=bool(judging and judging.criteria_selector),
         ),
-        "judge_agreement": _rate(totals["orders_with_agreement"], totals["orders_judged"]),
-        "position_bias_rate": _rate(totals["position_flips"], totals["pairs"]),
-        "abstain_rate": _rate(totals["abstains"], totals["judgments"]),
+        "judge_agreement": share(totals["orders_with_agreement"], totals["orders_judged"]),
+        "position_bias_rate": share(totals["position_flips"], totals["pairs"]),
+        "abstain_rate": share(totals["abstains"], totals["judgments"]),
         "empty_samples": totals["empty_samples"],
         "duplicate_samples": totals["duplicate_samples"],
         "criteria_fallbacks": totals["criteria_fallback"],
@@ -290,7 +290,3 @@ def _stage_stats(
 def _rows(stage: StageDir) -> list[dict]:
     table = stage.read()
     return table.to_pylist() if table is not None else []
-
-
-def _rate(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
