@@ -1,6 +1,7 @@
 """The ``moaa`` command: one subcommand per stage, each ``--config FILE [--run-dir DIR] [key=value]``.
 
-``moaa serve --model PATH`` instead puts a trained model behind an OpenAI-compatible HTTP route.
+``moaa serve --model PATH`` instead puts a trained model behind an OpenAI-compatible HTTP route;
+``moaa validate --config FILE`` checks a config completely without starting Ray.
 Heavy libraries load only once a subcommand runs, so ``moaa --help`` is instant.
 """
 
@@ -66,7 +67,36 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     add_serve_parser(sub)
     _add_config_parser(sub)
+    _add_validate_parser(sub)
     return parser
+
+
+def _add_validate_parser(sub) -> None:
+    help_text = (
+        "check a config completely without starting Ray: schema, model references, the files it "
+        "reads, the functions it names and, with --cluster, each stage's GPUs; lists every problem"
+    )
+    command = sub.add_parser("validate", help=help_text, description=help_text)
+    command.add_argument("--config", required=True, help="YAML config file")
+    command.add_argument(
+        "--cluster",
+        help="Ray cluster-launcher YAML (e.g. cluster.yaml): each stage's GPUs must fit its node "
+        "types at max_workers",
+    )
+    command.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """Print every problem of the config (exit 2), or that it is valid (exit 0), and notes."""
+    from moaa_ray.redact import scrub
+    from moaa_ray.validation import format_report, validate_config
+
+    report = validate_config(args.config, args.overrides, args.cluster)
+    print(
+        scrub(format_report(args.config, report)),
+        file=sys.stderr if report.problems else sys.stdout,
+    )
+    return EXIT_USAGE if report.problems else 0
 
 
 def _add_config_parser(sub) -> None:
@@ -117,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "config":
         return _show_config(args)
+    if args.command == "validate":
+        return _validate(args)
     if args.command == "serve":
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"

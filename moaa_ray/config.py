@@ -8,6 +8,8 @@ which under ``ray job submit --working-dir .`` is the uploaded project.
 from __future__ import annotations
 
 import difflib
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +29,11 @@ from moaa_ray.tiny_models import KNOWN_MODELS, TINY_PREFIX
 
 
 class ConfigError(ValueError):
-    """A config problem, worded as ``<source>: <dotted.key>: <what is wrong>``."""
+    """Config problems, one per line, each worded as ``<source>: <dotted.key>: <what is wrong>``."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 class _Section(BaseModel):
@@ -51,7 +57,9 @@ class SimulatedConfig(_Section):
         0.0, ge=0, description="seconds per generated token (the batch's longest answer)"
     )
     answer_tokens: int | None = Field(
-        None, ge=1, description="words per answer; None: the call's max_new_tokens"
+        None,
+        ge=1,
+        description="words per answer, cut at the call's max_new_tokens; None: max_new_tokens",
     )
     failure_rate: float = Field(
         0.0, ge=0, le=1, description="probability that a call raises", json_schema_extra=OPERATIONAL
@@ -84,11 +92,14 @@ class SimulatedConfig(_Section):
 class ModelConfig(_Section):
     """One model and the Ray actor pool that serves it."""
 
-    engine: Literal["hf", "vllm", "openai_http", "hf_reward", "simulated", "function"] = Field(
-        "hf",
-        description="inference backend; hf_reward: a sequence-classification reward model; "
-        "simulated: no model, for tests and benchmarks; function: the Python function named by "
-        "path writes the answers or scores (e.g. a task's programmatic judge or verifier)",
+    engine: Literal["hf", "vllm", "openai_http", "hf_reward", "pairrm", "simulated", "function"] = (
+        Field(
+            "hf",
+            description="inference backend; hf_reward: a sequence-classification reward model; "
+            "pairrm: a PairRM pairwise ranker (llm-blender/PairRM-hf checkpoint format); "
+            "simulated: no model, for tests and benchmarks; function: the Python function named by "
+            "path writes the answers or scores (e.g. a task's programmatic judge or verifier)",
+        )
     )
     path: str = Field(
         description="local directory, hub name, or tiny:<name> (built offline); for engine "
@@ -99,10 +110,11 @@ class ModelConfig(_Section):
     )
     num_gpus: float = Field(
         0,
+        ge=0,
         description="GPUs per actor; for vllm, its tensor-parallel size",
         json_schema_extra=OPERATIONAL,
     )
-    num_cpus: float = Field(1, description="CPUs per actor", json_schema_extra=OPERATIONAL)
+    num_cpus: float = Field(1, ge=0, description="CPUs per actor", json_schema_extra=OPERATIONAL)
     resources: dict[str, float] = Field(
         {},
         description="custom Ray resources per actor (e.g. to keep a model on labelled nodes)",
@@ -195,16 +207,23 @@ class InputConfig(_Section):
     prompt_column: str = Field("prompt", description="single-turn prompt text (UltraFeedback)")
     messages_column: str | None = Field(None, description="conversation column (UltraChat)")
     system_column: str | None = Field(None, description="optional system prompt column")
-    limit: int | None = Field(None, description="read at most this many rows")
-    max_prompt_chars: int = Field(16000, description="longer conversations are rejected")
+    limit: int | None = Field(None, ge=0, description="read only the first N rows")
+    sample: int | None = Field(
+        None,
+        ge=0,
+        description="keep a random N of the rows read (after limit), drawn by seed from each "
+        "row's position in the source: the same rows on every rerun and cluster; rows keep their order",
+    )
+    seed: int = Field(0, description="seed of sample")
+    max_prompt_chars: int = Field(16000, ge=1, description="longer conversations are rejected")
 
 
 class SamplingConfig(_Section):
     """Sampling for one engine call."""
 
-    temperature: float = Field(0.7, description="0: greedy")
-    top_p: float = Field(1.0, description="nucleus sampling mass")
-    max_new_tokens: int = Field(2048, description="longest answer, in tokens")
+    temperature: float = Field(0.7, ge=0, description="0: greedy")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass, in (0, 1]")
+    max_new_tokens: int = Field(2048, ge=1, description="longest answer, in tokens")
     seed: int = Field(0, description="random seed of the engine calls")
 
 
@@ -212,7 +231,14 @@ class GenerateConfig(_Section):
     """The MoA SFT-data stage (MoA, arXiv 2406.04692): layers of proposers, then one aggregator."""
 
     inputs: list[InputConfig] = Field(description="prompt sources, concatenated")
-    proposers: list[str] = Field(description="model names answering in every layer but the last")
+    proposers: list[str] = Field(
+        [], description="model names answering in every layer but the last (or layer_proposers)"
+    )
+    layer_proposers: list[list[str]] | None = Field(
+        None,
+        description="model names of each proposer layer (num_layers - 1 lists), e.g. [[a, b, c], "
+        "[a, d]]; instead of proposers",
+    )
     aggregator: str = Field(description="model name of the last layer")
     num_layers: int = Field(2, ge=2, description="proposer layers + the aggregator layer")
     sampling: SamplingConfig = SamplingConfig()
@@ -223,6 +249,11 @@ class GenerateConfig(_Section):
         description="fewest previous-layer answers an aggregating layer may use; None: all of them "
         "(a row with fewer fails and is retried by the next run)",
     )
+    truncated_answers: Literal["drop", "keep"] = Field(
+        "drop",
+        description="a final answer cut at max_new_tokens: drop the row (a reject) or keep it as an "
+        "SFT target; cut references are kept either way (counted in the summary)",
+    )
     mode: Literal["streaming", "staged"] = Field(
         "streaming",
         description="staged = one model on the cluster at a time",
@@ -231,6 +262,27 @@ class GenerateConfig(_Section):
     batch_size: int = Field(
         8, ge=1, description="rows per Ray Data batch", json_schema_extra=OPERATIONAL
     )
+
+    @model_validator(mode="after")
+    def _every_proposer_layer_has_models(self) -> GenerateConfig:
+        if self.layer_proposers is None:
+            if not self.proposers:
+                raise ValueError("name the proposers: 'proposers' or 'layer_proposers'")
+            return self
+        if self.proposers:
+            raise ValueError(
+                "give 'proposers' (the same in every layer) or 'layer_proposers', not both"
+            )
+        expected = self.num_layers - 1
+        if len(self.layer_proposers) != expected:
+            raise ValueError(
+                f"layer_proposers lists {len(self.layer_proposers)} layers; num_layers="
+                f"{self.num_layers} has {expected} proposer layers (the last is the aggregator)"
+            )
+        for index, layer in enumerate(self.layer_proposers):
+            if not layer:
+                raise ValueError(f"layer_proposers.{index} names no model")
+        return self
 
 
 class JudgingConfig(_Section):
@@ -250,6 +302,19 @@ class JudgingConfig(_Section):
     )
     verdict_mode: Literal["text", "logprob"] = Field(
         "text", description="parse a written verdict, or read P(A) vs P(B) at the verdict token"
+    )
+    tie_band: float = Field(
+        0.0, ge=0, le=0.5, description="logprob verdicts: |P(A) - 0.5| <= tie_band is a tie"
+    )
+    order_policy: Literal["both_required", "average", "any"] = Field(
+        "both_required",
+        description="a pair with a verdict in one A/B order only: both_required = it abstains "
+        "(MoAA); average = the missing order counts as a tie; any = that order decides",
+    )
+    aggregator_fallback: Literal["judges_mean", "abstain"] = Field(
+        "judges_mean",
+        description="an order the aggregator judge gives no verdict on: the judges' mean score "
+        "decides, or the order abstains",
     )
     sampling: SamplingConfig = SamplingConfig(temperature=0.0, max_new_tokens=512)
 
@@ -286,6 +351,11 @@ class PreferencesConfig(_Section):
     pairing: Literal["round_robin", "anchor"] = Field("round_robin", description="pairs judged")
     ranking: Literal["bradley_terry", "wins"] = Field("bradley_terry", description="sample scores")
     min_margin: float = Field(0.0, ge=0, description="best - worst score must exceed this")
+    truncated_samples: Literal["drop", "keep"] = Field(
+        "drop",
+        description="samples cut at max_new_tokens: dropped before judging (counted) or kept as "
+        "DPO samples",
+    )
     batch_size: int = Field(
         4, ge=1, description="prompts per Ray Data batch", json_schema_extra=OPERATIONAL
     )
@@ -438,7 +508,7 @@ class RayConfig(_Section):
     """How to reach Ray."""
 
     address: str | None = Field(None, description="None: $RAY_ADDRESS or a new local cluster")
-    num_cpus: int | None = Field(None, description="logical CPUs of a new local cluster")
+    num_cpus: int | None = Field(None, ge=1, description="logical CPUs of a new local cluster")
     stall_timeout_s: float = Field(
         1800,
         gt=0,
@@ -481,7 +551,12 @@ class TrainConfig(_Section):
         "cosine", description="learning-rate decay after warmup"
     )
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="fraction of steps of linear warmup")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    optimizer: Literal["adamw", "rmsprop"] = Field(
+        "adamw", description="torch AdamW (fused), or torch RMSprop (SPPO's recipe)"
+    )
+    weight_decay: float = Field(
+        0.0, ge=0, description="weight decay (AdamW: decoupled; RMSprop: an L2 term)"
+    )
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm; 0 = off")
     num_workers: list[int] = Field(
         [1, 1],
@@ -508,17 +583,6 @@ class TrainConfig(_Section):
         3, ge=0, description="worker failures survived by resuming", json_schema_extra=OPERATIONAL
     )
     seed: int = Field(0, description="data order and initialization seed")
-
-    @field_validator("learning_rate", "weight_decay", mode="before")
-    @classmethod
-    def _yaml_exponent(cls, value: Any) -> Any:
-        # PyYAML reads 8e-6 (no dot) as a string; accept it as the number it means.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                return value
-        return value
 
     @field_validator("num_workers")
     @classmethod
@@ -568,8 +632,10 @@ class DPOConfig(TrainConfig):
     learning_rate: float = Field(5e-7, gt=0, description="peak learning rate")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="fraction of steps of linear warmup")
     beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference")
-    loss_type: Literal["sigmoid", "ipo", "robust"] = Field(
-        "sigmoid", description="sigmoid: DPO (cDPO with label_smoothing); ipo; robust: robust DPO"
+    loss_type: Literal["sigmoid", "ipo", "robust", "sppo"] = Field(
+        "sigmoid",
+        description="sigmoid: DPO (cDPO with label_smoothing); ipo; robust: robust DPO; sppo: "
+        "SPPO, each answer's log-ratio regressed onto its win rate among the prompt's samples",
     )
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="assumed label-flip rate")
     sft_loss_weight: float = Field(0.0, ge=0, description="adds this times the chosen answers' NLL")
@@ -622,6 +688,33 @@ class MoaaConfig(_Section):
             )
         return value
 
+    @field_validator("preferences")
+    @classmethod
+    def _pairrm_ranks_pairs(
+        cls, value: PreferencesConfig | None, info: ValidationInfo
+    ) -> PreferencesConfig | None:
+        model = info.data.get("models", {}).get(value.reward_model) if value else None
+        if value and model and model.engine == "pairrm" and value.reward == "scalar_rm":
+            raise ValueError(
+                f"reward_model {value.reward_model!r} is a pairrm engine: it compares two "
+                "answers; set reward: pairwise_ranker"
+            )
+        return value
+
+    @field_validator("dpo")
+    @classmethod
+    def _sppo_reads_strengths(
+        cls, value: DPOConfig | None, info: ValidationInfo
+    ) -> DPOConfig | None:
+        prefs = info.data.get("preferences")
+        counted = prefs is not None and prefs.reward == "llm_judges" and prefs.ranking == "wins"
+        if value is not None and value.loss_type == "sppo" and counted:
+            raise ValueError(
+                "loss_type 'sppo' reads sample scores as Bradley-Terry strengths, and "
+                "preferences.ranking 'wins' counts wins: use ranking bradley_terry"
+            )
+        return value
+
     @field_validator("models")
     @classmethod
     def _plain_names(cls, value: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
@@ -635,6 +728,11 @@ class MoaaConfig(_Section):
         refs: list[tuple[str, str]] = []
         if self.generate:
             refs += [(f"generate.proposers.{i}", m) for i, m in enumerate(self.generate.proposers)]
+            refs += [
+                (f"generate.layer_proposers.{i}.{j}", m)
+                for i, layer in enumerate(self.generate.layer_proposers or [])
+                for j, m in enumerate(layer)
+            ]
             refs.append(("generate.aggregator", self.generate.aggregator))
         if self.preferences:
             prefs = self.preferences
@@ -693,6 +791,67 @@ def _logprob_references(config: MoaaConfig) -> list[tuple[str, str, str]]:
     return refs
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that reads ``1e-2`` as a number and notes every repeated mapping key.
+
+    YAML 1.1 (PyYAML) reads an exponent without a dot (``8e-6``) as a string, where YAML 1.2 and
+    every reader of a config mean a number; a repeated key would silently keep its last value.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, str]] = []  # (line, problem)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in first_lines:
+                first = first_lines[key_node.value]
+                self.duplicates.append(
+                    (
+                        line,
+                        f"duplicate key {key_node.value!r} (first at line {first}); merge the "
+                        "two, or YAML keeps only the last",
+                    )
+                )
+            first_lines.setdefault(key_node.value, line)
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse YAML the way configs are read: ``1e-2`` is a number, a repeated key is an error.
+
+    Args:
+        text: the YAML text.
+        source: the file or override it came from, for messages.
+
+    Raises:
+        ConfigError: ``<source>:<line>: duplicate key ...`` for every repeated key, or the parse error.
+    """
+    loader = _ConfigLoader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: cannot read config: {exc}") from exc
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise ConfigError(
+            *(f"{source}:{line}: {problem}" for line, problem in sorted(loader.duplicates))
+        )
+    return data
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> MoaaConfig:
     """Load a YAML config, apply ``dotted.key=value`` overrides and validate it.
 
@@ -705,41 +864,85 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> MoaaCon
         The validated config.
 
     Raises:
-        ConfigError: naming the key and the file or override of the first problem found.
+        ConfigError: listing every problem found, each naming the key and the file or override.
+    """
+    check = check_config(path, overrides)
+    if check.config is None or check.problems:
+        raise ConfigError(*check.problems)
+    return check.config
+
+
+@dataclass(frozen=True)
+class ConfigCheck:
+    """A config as loaded, every problem found in it, and where each key came from."""
+
+    path: Path
+    config: MoaaConfig | None  # None when the file cannot be read or the schema rejects it
+    problems: list[str]
+    sources: dict[str, str]  # dotted key -> the override that set it
+
+    def source(self, key: str) -> str:
+        """The override that set ``key`` (or a section around it), else the config file."""
+        return _source(key, self.sources, self.path)
+
+
+def check_config(path: str | Path, overrides: list[str] | None = None) -> ConfigCheck:
+    """Load and validate a config, collecting every problem instead of stopping at the first.
+
+    Schema problems (unknown keys, types, bounds) are all listed; the cross-checks that need a valid
+    schema (model references, log-prob roles) run when it has none.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
     sources: dict[str, str] = {}
-    for override in overrides or []:
-        key = _apply_override(raw, override)
-        sources[key] = f"override {override!r}"
+    try:
+        raw = read_yaml(path.read_text(), str(path)) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        for override in overrides or []:
+            sources[_apply_override(raw, override)] = f"override {override!r}"
+    except OSError as exc:
+        return ConfigCheck(path, None, [f"{path}: cannot read config: {exc}"], sources)
+    except ConfigError as exc:
+        return ConfigCheck(path, None, exc.problems, sources)
     try:
         config = MoaaConfig.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in error["loc"])
-        raise ConfigError(
-            f"{_source(key, sources, path)}: {key}: {_describe(error, raw)}"
-        ) from None
-    for key, name in config.model_references():
-        if name not in config.models:
-            raise ConfigError(
-                f"{_source(key, sources, path)}: {key}: model {name!r} is not defined under "
-                f"'models' (defined: {sorted(config.models)})"
-            )
+        problems = [_schema_problem(error, raw, sources, path) for error in exc.errors()]
+        return ConfigCheck(path, None, problems, sources)
+    check = ConfigCheck(path, config, [], sources)
+    check.problems.extend(_reference_problems(config, check))
+    return check
+
+
+def _schema_problem(error: Any, raw: dict, sources: dict[str, str], path: Path) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    return f"{_source(key, sources, path)}: {key}: {_describe(error, raw)}"
+
+
+def _reference_problems(config: MoaaConfig, check: ConfigCheck) -> list[str]:
+    """Model names that are not defined, and engines without log-probabilities asked for them."""
+    problems = [
+        f"{check.source(key)}: {key}: model {name!r} is not defined under 'models' "
+        f"(defined: {sorted(config.models)})"
+        for key, name in config.model_references()
+        if name not in config.models
+    ]
     for mode_key, key, name in _logprob_references(config):
-        if config.models[name].engine == "function":
-            raise ConfigError(
-                f"{_source(mode_key, sources, path)}: {mode_key}: {key} is model {name!r}, a "
-                "function engine: it writes text and has no log-probabilities; set "
-                f"{mode_key.rpartition('.')[2]}: text"
+        engine = config.models[name].engine if name in config.models else ""
+        if engine in _NO_LOGPROBS:
+            problems.append(
+                f"{check.source(mode_key)}: {mode_key}: {key} is model {name!r}, a {engine} "
+                f"engine: {_NO_LOGPROBS[engine]}; set {mode_key.rpartition('.')[2]}: text"
             )
-    return config
+    return problems
+
+
+# Engines that cannot give log-probabilities at the verdict or grade position, and why.
+_NO_LOGPROBS = {
+    "function": "it writes text and has no log-probabilities",
+    "openai_http": "a chat endpoint cannot continue an assistant turn that begins 'Verdict: ' "
+    "or 'Rating: [[', so its log-probabilities would be of the wrong position",
+}
 
 
 def _source(key: str, sources: dict[str, str], path: Path) -> str:
@@ -785,7 +988,7 @@ def _apply_override(raw: dict, override: str) -> str:
     key, sep, text = override.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {override!r}: expected key=value")
-    value = yaml.safe_load(text) if text else ""
+    value = read_yaml(text, f"override {override!r}") if text else ""
     node: Any = raw
     parts = key.split(".")
     for part in parts[:-1]:

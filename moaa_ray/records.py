@@ -69,10 +69,14 @@ def conversation_from_row(
         max_prompt_chars: conversations with more characters are rejected.
 
     Returns:
-        Messages; the last one is a user turn or an assistant turn (to be regenerated).
+        Messages in the one shape every stage relies on: an optional system turn first, then user and
+        assistant turns strictly alternating, starting with a user turn. The last turn is the user's,
+        or an assistant turn: ``generate`` regenerates every assistant turn and ``preferences``
+        drops trailing ones and answers the last user turn, so its text is never used as an answer.
 
     Raises:
-        RowError: missing column, empty or non-text content, bad roles, or over the length limit.
+        RowError: missing or null column, empty or non-text content, text that is not valid Unicode
+            (a lone surrogate such as ``"\\ud83d"``), roles out of that shape, or over the length limit.
     """
     if messages_column is not None:
         messages = _messages(_column(row, messages_column))
@@ -92,16 +96,35 @@ def conversation_from_row(
 
 
 def _column(row: dict[str, Any], name: str) -> Any:
-    if name not in row or row[name] is None:
+    if name not in row:
         raise RowError(f"missing column {name!r}")
+    if row[name] is None:
+        raise RowError(f"{name} is null")
     return row[name]
 
 
 def _text(value: Any, where: str) -> str:
+    if value is None:
+        raise RowError(f"{where} is null")
     if not isinstance(value, str):
         raise RowError(f"{where}: expected text, got {type(value).__name__}")
     if not value.strip():
         raise RowError(f"{where}: empty text")
+    return _unicode(value, where)
+
+
+def _unicode(value: str, where: str) -> str:
+    """``value`` unchanged, or RowError when it holds a lone surrogate (JSON allows ``"\\ud83d"``).
+
+    Such text cannot be encoded as UTF-8, so no row id, Parquet file or engine could take it.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = f"\\u{ord(value[exc.start]):04x}"
+        raise RowError(
+            f"{where}: lone surrogate {code} at character {exc.start}: not valid Unicode"
+        ) from None
     return value
 
 
@@ -112,16 +135,33 @@ def _messages(value: Any) -> list[dict[str, str]]:
     for i, message in enumerate(value):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise RowError(f"messages[{i}]: expected a role in {ROLES}")
-        content = message.get("content")
+        content, where = message.get("content"), f"messages[{i}].content"
         if message["role"] == "assistant" and isinstance(content, str):
-            messages.append({"role": "assistant", "content": content})  # regenerated; may be empty
-            continue
-        messages.append({"role": message["role"], "content": _text(content, f"messages[{i}]")})
+            content = _unicode(content, where)  # regenerated, so it may be empty
+        else:
+            content = _text(content, where)
+        messages.append({"role": message["role"], "content": content})
     if not any(m["role"] == "user" for m in messages):
         raise RowError("messages: no user turn")
-    if messages[0]["role"] == "assistant":
-        raise RowError("messages: starts with an assistant turn")
+    _check_roles([m["role"] for m in messages])
     return messages
+
+
+def _check_roles(roles: list[str]) -> None:
+    """RowError unless ``roles`` read ``[system], user, assistant, user, ...`` (see above)."""
+    start = 1 if roles[0] == "system" else 0
+    for i in range(start, len(roles)):
+        expected = "user" if (i - start) % 2 == 0 else "assistant"
+        if roles[i] == "system":
+            raise RowError(f"messages[{i}]: a system turn may only come first")
+        if roles[i] != expected:  # the turns before alternate, so this one repeats the last role
+            what = (
+                f"two {roles[i]} turns in a row" if i > start else "starts with an assistant turn"
+            )
+            raise RowError(
+                f"messages[{i}]: {what}; user and assistant turns must alternate, starting with a "
+                "user turn"
+            )
 
 
 def sft_schema():
@@ -136,6 +176,7 @@ def sft_schema():
             ("model", pa.string()),
             ("content", pa.string()),
             ("error", pa.string()),
+            ("truncated", pa.bool_()),
         ]
     )
     return pa.schema(

@@ -23,7 +23,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
-BUILD_VERSION = "v1"
+BUILD_VERSION = "v2"  # v2: verdict words are single tokens (" A", " B", " tie")
 VOCAB_SIZE = 512
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 # ChatML; {% generation %} marks assistant tokens so trainers can mask the loss to them.
@@ -38,6 +38,61 @@ CHAT_TEMPLATE = (
 )
 
 
+# Gemma-2's rules: no system role, strict user/model alternation ("model" is the assistant).
+GEMMA_STYLE_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\n' }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+# Mistral's rules: an optional system message (put before the first user turn), then strict
+# user/assistant alternation; no generation prompt, the answer follows [/INST].
+MISTRAL_STYLE_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set offset = 1 if messages[0]['role'] == 'system' else 0 %}"
+    "{% for message in messages[offset:] %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('After the optional system message, conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' and loop.first and offset == 1 %}"
+    "{{ '[INST] ' + messages[0]['content'] + '\n\n' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% else %}{{ message['content'] + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """A model family's chat template and the special tokens it is written with."""
+
+    template: str
+    bos_token: str
+    eos_token: str
+    extra_special_tokens: tuple[str, ...] = ()
+
+
+CHAT_FORMATS = {
+    "chatml": ChatFormat(CHAT_TEMPLATE, "<|im_start|>", "<|im_end|>"),
+    "gemma": ChatFormat(
+        GEMMA_STYLE_TEMPLATE,
+        "<bos>",
+        "<end_of_turn>",
+        ("<bos>", "<start_of_turn>", "<end_of_turn>"),
+    ),
+    "mistral": ChatFormat(
+        MISTRAL_STYLE_TEMPLATE, "<s>", "</s>", ("<s>", "</s>", "[INST]", "[/INST]")
+    ),
+}
+
+
 @dataclass(frozen=True)
 class TinySpec:
     """Architecture of one tiny model."""
@@ -48,6 +103,7 @@ class TinySpec:
     num_kv_heads: int
     seed: int
     task: str = "causal_lm"  # or "reward" (sequence classification, one label)
+    chat_format: str = "chatml"  # a key of CHAT_FORMATS
 
 
 TINY_MODELS: dict[str, TinySpec] = {
@@ -58,12 +114,16 @@ TINY_MODELS: dict[str, TinySpec] = {
     "reward-e": TinySpec("llama", 128, 2, 2, seed=5, task="reward"),
     # Big enough (19M parameters) that per-step overhead does not dominate a training benchmark.
     "bench-512": TinySpec("llama", 512, 8, 4, seed=6),
+    # The chat rules of the families users bring: Gemma (no system role), Mistral (alternation).
+    "gemma-style": TinySpec("llama", 128, 2, 2, seed=7, chat_format="gemma"),
+    "mistral-style": TinySpec("llama", 128, 2, 2, seed=8, chat_format="mistral"),
 }
 
 
 TASK_MODELS = ("addition-base", "addition-proposer-a", "addition-proposer-b", "addition-proposer-c")
 ADDITION_TRUNK = "addition-trunk"  # what every addition model is fine-tuned from
-KNOWN_MODELS = (*TINY_MODELS, *TASK_MODELS)
+PAIRWISE_RANKERS = ("pairrm-f",)  # random, in PairRM's layout (moaa_ray.engines.pairrm)
+KNOWN_MODELS = (*TINY_MODELS, *TASK_MODELS, *PAIRWISE_RANKERS)
 
 
 def default_cache_dir() -> Path:
@@ -99,6 +159,10 @@ def resolve_model_path(model_path: str, cache_dir: Path | None = None) -> str:
         trunk = _build_once(root / f"{ADDITION_TRUNK}-{recipe_digest(ADDITION_TRUNK)}", build_trunk)
         target = root / f"{name}-{recipe_digest(name)}"
         return str(_build_once(target, lambda tmp: build_task_model(name, trunk, tmp)))
+    if name in PAIRWISE_RANKERS:
+        from moaa_ray.engines.pairrm import build_tiny_checkpoint
+
+        return str(_build_once(root / name, lambda tmp: build_tiny_checkpoint(tmp, 64, 2, seed=9)))
     return str(_build_once(root / name, lambda tmp: _build_model(TINY_MODELS[name], tmp)))
 
 
@@ -134,34 +198,38 @@ def _training_text() -> list[str]:
             row = json.loads(line)
             lines.append(row.get("prompt", ""))
             lines.extend(m["content"] for m in row.get("messages", []))
-    lines += ["system", "user", "assistant", "Verdict: A", "Verdict: B", "Verdict: tie"]
+    lines += ["system", "user", "assistant"]
+    # Often enough that " A", " B" and " tie" become tokens, as in real vocabularies: a logprob
+    # verdict then compares one token with one token, not " A" with " " followed by "B".
+    lines += ["Verdict: A", "Verdict: B", "Verdict: tie"] * 50
     lines += [f"Rating: [[{i}]]" for i in range(1, 11)]
     return lines
 
 
-def build_tokenizer(directory: Path):
+def build_tokenizer(directory: Path, chat_format: str = "chatml"):
     """Train a byte-level BPE tokenizer on the shipped text and save it with a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    fmt = CHAT_FORMATS[chat_format]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + list(fmt.extra_special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(_training_text(), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
+        bos_token=fmt.bos_token,
+        eos_token=fmt.eos_token,
         pad_token="<|pad|>",
         unk_token="<|endoftext|>",
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = fmt.template
     tokenizer.save_pretrained(directory)
     return tokenizer
 
@@ -175,7 +243,7 @@ def _build_model(spec: TinySpec, directory: Path) -> None:
         Qwen2Config,
     )
 
-    tokenizer = build_tokenizer(directory)
+    tokenizer = build_tokenizer(directory, spec.chat_format)
     config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[spec.architecture]
     config = config_class(
         vocab_size=len(tokenizer),

@@ -46,8 +46,8 @@ def load_criteria(path: str | Path | None = None) -> list[Criterion]:
         The criteria in file order.
 
     Raises:
-        ValueError: naming the file (and line) when a line is malformed, a name repeats or the file
-            holds no criteria.
+        ValueError: naming the file (and line) when it cannot be read, a line is malformed, a name
+            repeats or the file holds no criteria.
     """
     if path is None:
         source = f"moaa_ray/prompts/{DEFAULT_CRITERIA_FILE}"
@@ -55,7 +55,10 @@ def load_criteria(path: str | Path | None = None) -> list[Criterion]:
         text = prompts.joinpath(DEFAULT_CRITERIA_FILE).read_text(encoding="utf-8")
     else:
         source = str(path)
-        text = Path(path).read_text(encoding="utf-8")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"criteria file {source}: cannot read it ({exc})") from None
     criteria: list[Criterion] = []
     seen_names: set[str] = set()
     for line_number, raw_line in enumerate(text.splitlines(), start=1):

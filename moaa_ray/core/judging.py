@@ -21,6 +21,7 @@ from moaa_ray.core.templates import render_template, split_numbered
 logger = logging.getLogger(__name__)
 
 Verdict = Literal["A", "B", "tie"]
+OrderPolicy = Literal["both_required", "average", "any"]
 
 JUDGE_TEMPLATE = "judge_pairwise.txt"
 AGGREGATOR_TEMPLATE = "aggregate_judgments.txt"
@@ -38,7 +39,8 @@ _BETTER_CLAIM = re.compile(
     r"(?i:is\s+(?:clearly\s+|slightly\s+|much\s+|significantly\s+|overall\s+)?"
     r"(?:better|superior|preferred|stronger))"
 )
-_SCORE_OF_FIRST_SHOWN = {"A": 1.0, "B": 0.0, "tie": 0.5}
+ANSWER_A_SCORE: dict[Verdict, float] = {"A": 1.0, "B": 0.0, "tie": 0.5}
+"""What a verdict is worth to the answer shown as Answer A: 1 win, 0.5 tie, 0 loss."""
 # The marked blocks of both packaged judge templates, as their renderers fill them.
 _JUDGE_BLOCKS = re.compile(
     r"\[Conversation\]\n(?P<conversation>.*?)\n\[End of conversation\]\n\n"
@@ -170,22 +172,27 @@ def parse_judge_prompt(text: str) -> JudgePrompt | None:
 
 
 def parse_verdict(text: str) -> Verdict | None:
-    """Read a judge's verdict from its reply.
+    """Read a judge's verdict from the final line of its reply.
 
-    The last ``Verdict: A|B|tie`` line (markdown and ``[[A]]`` brackets allowed) or bare ``[[A]]``
-    wins; failing both, a lone "Answer A is better" claim counts if no other answer is also called better.
+    Only the last non-blank line counts: the judge prompts ask for the verdict there, and an answer
+    the judge quotes may itself say "Verdict: B", which must not speak for the judge. On that line
+    the last ``Verdict: A|B|tie`` (markdown and ``[[A]]`` brackets allowed) or bare ``[[A]]`` wins;
+    failing both, a lone "Answer A is better" claim counts if no other answer is also called better.
 
     Args:
         text: the judge's reply.
 
     Returns:
-        ``"A"``, ``"B"`` or ``"tie"``, or None when the reply gives no clear verdict (an abstention).
+        ``"A"``, ``"B"`` or ``"tie"``, or None when the final line gives no clear verdict (an
+        abstention).
     """
-    markers = [*_VERDICT_LINE.finditer(text), *_BRACKETED_VERDICT.finditer(text)]
+    lines = [line for line in text.splitlines() if line.strip()]
+    final_line = lines[-1] if lines else ""
+    markers = [*_VERDICT_LINE.finditer(final_line), *_BRACKETED_VERDICT.finditer(final_line)]
     if markers:
         last = max(markers, key=lambda match: match.start())
         return _to_verdict(last.group("verdict"))
-    claimed = {match.group("verdict") for match in _BETTER_CLAIM.finditer(text)}
+    claimed = {match.group("verdict") for match in _BETTER_CLAIM.finditer(final_line)}
     if len(claimed) == 1:
         return _to_verdict(claimed.pop())
     logger.debug("no clear verdict in judge reply ending %r", text[-200:])
@@ -214,25 +221,21 @@ def verdict_from_logprobs(logprob_a: float, logprob_b: float) -> float:
     return exp_difference / (1.0 + exp_difference)
 
 
-def score_from_orders(verdict_ab: Verdict | None, verdict_ba: Verdict | None) -> float | None:
-    """Combine the verdicts of both A/B orders into x's score against y.
+def verdict_from_probability(p_a: float, tie_band: float = 0.0) -> Verdict:
+    """The verdict a judge's P(Answer A wins) stands for: a tie when it is within ``tie_band`` of 0.5.
 
     Args:
-        verdict_ab: the verdict with x shown as Answer A, or None for an abstention.
-        verdict_ba: the verdict with y shown as Answer A, or None for an abstention.
+        p_a: P(Answer A wins), e.g. from :func:`verdict_from_logprobs`.
+        tie_band: ``|p_a - 0.5| <= tie_band`` is a tie; 0 makes only exactly 0.5 a tie.
 
     Returns:
-        x's win score in [0, 1] (1 win, 0.5 tie, 0 loss) averaged over the orders that gave a verdict,
-        or None when both abstained.
+        ``"A"`` above the band, ``"B"`` below it, else ``"tie"``.
     """
-    scores = []
-    if verdict_ab is not None:
-        scores.append(_SCORE_OF_FIRST_SHOWN[verdict_ab])
-    if verdict_ba is not None:
-        scores.append(1.0 - _SCORE_OF_FIRST_SHOWN[verdict_ba])
-    if not scores:
-        return None
-    return sum(scores) / len(scores)
+    if not 0.0 <= p_a <= 1.0:
+        raise ValueError(f"a probability must lie in [0, 1], got {p_a}")
+    if abs(p_a - 0.5) <= tie_band:
+        return "tie"
+    return "A" if p_a > 0.5 else "B"
 
 
 def is_position_flip(verdict_ab: Verdict | None, verdict_ba: Verdict | None) -> bool:
@@ -248,20 +251,39 @@ def is_position_flip(verdict_ab: Verdict | None, verdict_ba: Verdict | None) -> 
     return verdict_ab == verdict_ba and verdict_ab in ("A", "B")
 
 
-def probability_from_orders(p_ab: float, p_ba: float) -> float:
-    """Combine both orders' P(Answer A wins) into the probability that x beats y.
+def probability_from_orders(
+    p_ab: float | None, p_ba: float | None, policy: OrderPolicy = "both_required"
+) -> float | None:
+    """Combine both orders' score of Answer A into x's score against y.
+
+    Order "ab" shows x as Answer A and "ba" shows y, so x scores ``p_ab`` in one and ``1 - p_ba`` in
+    the other. With both orders judged every policy gives their mean, so position bias cancels; they
+    differ when one order has no verdict (None):
+
+    - ``both_required`` (MoAA's): the pair abstains, since one order alone may be pure position bias;
+    - ``average``: the mean over both orders with the missing one counted as a tie (0.5), so one
+      order alone moves the score half as far from 0.5;
+    - ``any``: the mean over the orders that gave a verdict, so one order alone decides.
 
     Args:
-        p_ab: P("A") with x shown as Answer A.
-        p_ba: P("A") with y shown as Answer A.
+        p_ab: Answer A's score with x shown as Answer A: P("A"), or 1 / 0.5 / 0 for a verdict A / tie
+            / B; None when that order abstained.
+        p_ba: the same with y shown as Answer A.
+        policy: ``both_required``, ``average`` or ``any``.
 
     Returns:
-        The mean of ``p_ab`` and ``1 - p_ba``.
+        x's score in [0, 1] (1 win, 0.5 tie, 0 loss), or None when the pair abstains: no order gave a
+        verdict, or one did under ``both_required``.
     """
     for probability in (p_ab, p_ba):
-        if not 0.0 <= probability <= 1.0:
+        if probability is not None and not 0.0 <= probability <= 1.0:
             raise ValueError(f"probabilities must lie in [0, 1], got {p_ab}, {p_ba}")
-    return (p_ab + (1.0 - p_ba)) / 2.0
+    scores = [s for s in (p_ab, None if p_ba is None else 1.0 - p_ba) if s is not None]
+    if not scores or (len(scores) == 1 and policy == "both_required"):
+        return None
+    if policy == "average":
+        scores += [0.5] * (2 - len(scores))
+    return sum(scores) / len(scores)
 
 
 def _to_verdict(token: str) -> Verdict:

@@ -1,9 +1,10 @@
 """The layered Mixture-of-Agents (MoA, arXiv 2406.04692) as pure functions over a row's state.
 
-Layer 1 proposers answer the conversation; each later layer sees the previous layer's answers as
-numbered references (appended to the system message) and writes a better one; the last layer is one
-aggregator whose answer becomes the assistant turn. In a multi-turn conversation every assistant turn
-is regenerated in order, with the earlier (already regenerated) turns as context.
+Layer 1 proposers answer the conversation; each later layer (the same proposers, or its own) sees
+the previous layer's answers as numbered references (appended to the system message) and writes a
+better one; the last layer is one aggregator whose answer becomes the assistant turn. In a
+multi-turn conversation every assistant turn is regenerated in order, with the earlier (already
+regenerated) turns as context.
 
 A row's state is a JSON-able dict, so Ray Data can carry it between layers as a string column:
 ``{"row_id", "messages", "targets": [message positions to generate], "outputs": [...], "error"}``.
@@ -33,20 +34,32 @@ class LayerPlan:
         return tuple(dict.fromkeys(m for layer in self.layers for m in layer))
 
 
-def plan_layers(proposers: list[str], aggregator: str, num_layers: int) -> LayerPlan:
-    """Build the MoA plan: ``num_layers - 1`` layers of the proposers, then the aggregator.
+def plan_layers(
+    proposers: list[str],
+    aggregator: str,
+    num_layers: int,
+    layer_proposers: list[list[str]] | None = None,
+) -> LayerPlan:
+    """Build the MoA plan: ``num_layers - 1`` layers of proposers, then the aggregator.
 
     Args:
-        proposers: model names; a name may repeat (several samples of one model).
+        proposers: model names of every proposer layer; a name may repeat (several samples of
+            one model).
         aggregator: model name of the last layer.
         num_layers: total layers, at least 2.
+        layer_proposers: instead of ``proposers``, each proposer layer's own model names
+            (``num_layers - 1`` non-empty lists).
 
     Returns:
         The plan.
     """
-    if num_layers < 2 or not proposers:
-        raise ValueError("MoA needs at least one proposer and num_layers >= 2")
-    return LayerPlan(tuple([tuple(proposers)] * (num_layers - 1) + [(aggregator,)]))
+    layers = layer_proposers if layer_proposers is not None else [proposers] * (num_layers - 1)
+    if num_layers < 2 or len(layers) != num_layers - 1 or not all(layers):
+        raise ValueError(
+            "MoA needs num_layers >= 2 and at least one proposer in each of its num_layers - 1 "
+            f"proposer layers (got num_layers={num_layers}, proposer layers {layers})"
+        )
+    return LayerPlan(tuple(tuple(layer) for layer in layers) + ((aggregator,),))
 
 
 def generation_targets(messages: list[dict[str, str]]) -> list[int]:
@@ -77,8 +90,13 @@ def record_output(
     model: str,
     content: str | None,
     error: str | None,
+    truncated: bool = False,
 ) -> None:
-    """Store one model's answer (or its failure) for a turn, layer and slot; empty text is a failure."""
+    """Store one model's answer (or its failure) for a turn, layer and slot; empty text is a failure.
+
+    ``truncated``: the answer was cut at ``max_new_tokens``; kept as a reference, while
+    :func:`finish_row` drops a cut final answer unless told to keep it.
+    """
     if content is not None and not content.strip():
         content, error = None, EMPTY_OUTPUT
     state["outputs"].append(
@@ -89,6 +107,7 @@ def record_output(
             "model": model,
             "content": content,
             "error": error,
+            "truncated": truncated,
         }
     )
 
@@ -220,12 +239,22 @@ def layer_requests(
     return [(slot, model, context) for slot, model in enumerate(plan.layers[layer])]
 
 
-def finish_row(state: dict, plan: LayerPlan) -> dict:
+class TruncatedAnswer(ValueError):
+    """A row's final answer was cut at ``max_new_tokens``, so it is no SFT target."""
+
+
+def finish_row(state: dict, plan: LayerPlan, keep_truncated: bool = False) -> dict:
     """The SFT record of a completed row.
 
+    Args:
+        state: the row's state after its last layer.
+        plan: the MoA plan.
+        keep_truncated: keep a final answer cut at ``max_new_tokens`` as an SFT target.
+
     Raises:
-        ValueError: the row has no answer, with the reason; ``state["failed"]`` is set when an engine
-            call failed (the next run retries the row) rather than the model answering nothing.
+        ValueError: the row has no answer, or (unless ``keep_truncated``) a cut one, with the reason;
+            ``state["failed"]`` is set when an engine call failed (the next run retries the row)
+            rather than the model answering nothing.
     """
     if state["error"] is not None:
         raise ValueError(state["error"])
@@ -238,6 +267,8 @@ def finish_row(state: dict, plan: LayerPlan) -> dict:
             if final and is_failed_call(final[0]):
                 mark_failed(state, f"turn {turn}: aggregator call failed: {error}")
             raise ValueError(f"turn {turn}: aggregator failed: {error}")
+        if final[0].get("truncated") and not keep_truncated:
+            raise TruncatedAnswer(f"turn {turn}: the aggregator's answer was cut at max_new_tokens")
         answer = {"role": "assistant", "content": final[0]["content"]}
         if position < len(messages):
             messages[position] = answer
@@ -251,4 +282,5 @@ def finish_row(state: dict, plan: LayerPlan) -> dict:
         "models": list(plan.models),
         "source": state["source"],
         "dropped_references": sum(1 for o in proposer_outputs if o["content"] is None),
+        "truncated_references": sum(1 for o in proposer_outputs if o.get("truncated")),
     }

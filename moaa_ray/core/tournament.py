@@ -2,8 +2,10 @@
 
 "MoA as reward model" (MoAA, arXiv 2505.03059): J judges each compare a pair of samples on the
 prompt's selected criteria, in both A/B orders; an aggregator judge reads their evaluations and gives
-the final verdict for that order; the two orders are combined so position bias cancels. Verdicts are
-text (parsed; unparseable = abstain) or probabilities of "A" (logprob mode).
+the final verdict for that order; the two orders are combined so position bias cancels
+(:class:`VerdictRules` say what happens when an order or the aggregator judge abstains). Verdicts are
+text (parsed; unparseable = abstain) or probabilities of "A" (logprob mode, recorded with the verdict
+they stand for).
 
 A row's state is a JSON-able dict carried by Ray Data between steps:
 ``{"row_id", "source", "prompt", "samples", "counts", "criteria", "criteria_fallback", "judgments",
@@ -14,19 +16,25 @@ A row's state is a JSON-able dict carried by Ray Data between steps:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from moaa_ray.core.judging import (
+    ANSWER_A_SCORE,
+    OrderPolicy,
     Verdict,
     is_position_flip,
     parse_verdict,
     probability_from_orders,
     render_aggregator_prompt,
     render_judge_prompt,
+    verdict_from_probability,
 )
 from moaa_ray.core.ranking import Comparison, bradley_terry, select_best_worst, win_scores
 
 AGGREGATOR = "aggregator"
 ORDERS = ("ab", "ba")
+AggregatorFallback = Literal["judges_mean", "abstain"]
 
 
 def new_tournament(row_id: str, prompt: list[dict[str, str]], source: str) -> dict:
@@ -36,7 +44,12 @@ def new_tournament(row_id: str, prompt: list[dict[str, str]], source: str) -> di
         "source": source,
         "prompt": prompt,
         "samples": [],
-        "counts": {"empty_samples": 0, "duplicate_samples": 0, "criteria_fallback": 0},
+        "counts": {
+            "empty_samples": 0,
+            "duplicate_samples": 0,
+            "truncated_samples": 0,
+            "criteria_fallback": 0,
+        },
         "criteria": [],
         "judgments": [],
         "rewards": None,
@@ -116,9 +129,14 @@ def record_judgment(
     *,
     text: str | None = None,
     p_a: float | None = None,
+    tie_band: float = 0.0,
 ) -> None:
-    """Store one judgment: a text verdict (parsed) or a probability that Answer A wins."""
-    verdict = parse_verdict(text) if text is not None else None
+    """Store one judgment: a text verdict (parsed), or a probability that Answer A wins with the
+    verdict it stands for (a tie within ``tie_band`` of 0.5), so the audit shows both."""
+    if text is not None:
+        verdict = parse_verdict(text)
+    else:
+        verdict = None if p_a is None else verdict_from_probability(p_a, tie_band)
     state["judgments"].append(
         {
             "judge": judge,
@@ -131,69 +149,96 @@ def record_judgment(
     )
 
 
-def is_final(judgment: dict, final_judge: str | None) -> bool:
-    """Whether a judgment decides: the aggregator judge's, or any judge's when there is none."""
-    return judgment["judge"] == final_judge if final_judge else judgment["judge"] != AGGREGATOR
+@dataclass(frozen=True)
+class VerdictRules:
+    """How a pair's judgments become its score (the judging config's choices as plain values)."""
+
+    aggregator: bool = False  # the aggregator judge gives each order's final verdict
+    order_policy: OrderPolicy = "both_required"  # see :func:`probability_from_orders`
+    # "judges_mean": an order the aggregator judge abstains on goes by the judges' mean score;
+    # "abstain": that order has no verdict.
+    aggregator_fallback: AggregatorFallback = "judges_mean"
 
 
-def _final(state: dict, pair: Sequence[int], order: str, final_judge: str | None) -> list[dict]:
-    return [
-        j
-        for j in state["judgments"]
-        if j["pair"] == list(pair) and j["order"] == order and is_final(j, final_judge)
-    ]
+def _of(state: dict, pair: Sequence[int], order: str) -> list[dict]:
+    return [j for j in state["judgments"] if j["pair"] == list(pair) and j["order"] == order]
+
+
+def _score(judgment: dict) -> float | None:
+    """Answer A's score in one judgment: its P(A) (0.5 when that counts as a tie), or its verdict's."""
+    if judgment["verdict"] == "tie":
+        return 0.5
+    if judgment["p_a"] is not None:
+        return judgment["p_a"]
+    return None if judgment["verdict"] is None else ANSWER_A_SCORE[judgment["verdict"]]
 
 
 def _order_score(judgments: list[dict]) -> float | None:
-    """Mean score of the first-shown answer for one order (None if every judge abstained)."""
-    values = []
-    for j in judgments:
-        if j["p_a"] is not None:
-            values.append(j["p_a"])
-        elif j["verdict"] is not None:
-            values.append({"A": 1.0, "B": 0.0, "tie": 0.5}[j["verdict"]])
+    """Mean score of Answer A over judgments of one order (None if every one abstained)."""
+    values = [v for v in map(_score, judgments) if v is not None]
     return sum(values) / len(values) if values else None
 
 
-def order_verdict(judgments: list[dict]) -> Verdict | None:
-    """The verdict of judgments of one pair in one order: their mean score of Answer A.
-
-    Above 0.5 is "A" (for one logprob verdict: ``p_a > 0.5``), below is "B", exactly 0.5 a tie;
-    None when every judgment abstained.
-    """
-    score = _order_score(judgments)
+def _verdict(score: float | None) -> Verdict | None:
     if score is None:
         return None
     return "A" if score > 0.5 else "B" if score < 0.5 else "tie"
 
 
-def pair_comparisons(
-    state: dict, pairs: list[tuple[int, int]], final_judge: str | None
-) -> list[Comparison]:
-    """One comparison per pair: sample x's win score from the final verdicts of both orders.
+def order_verdict(judgments: list[dict]) -> Verdict | None:
+    """The verdict of judgments of one pair in one order: their mean score of Answer A.
 
-    ``final_judge`` is ``"aggregator"`` when an aggregator judge decides, else None (judges averaged).
+    Above 0.5 is "A", below is "B", exactly 0.5 a tie (so is a logprob judgment recorded as a tie);
+    None when every judgment abstained.
     """
+    return _verdict(_order_score(judgments))
+
+
+def final_score(judgments: list[dict], rules: VerdictRules) -> tuple[float | None, bool]:
+    """Answer A's final score for one pair in one order, and whether the judges' mean stood in.
+
+    Args:
+        judgments: every judgment of that pair and order, the judges' and the aggregator judge's.
+        rules: whether the aggregator judge decides, and what happens when it abstains.
+
+    Returns:
+        ``(score, fell_back)``: the aggregator judge's score when it decides and gave a verdict;
+        without an aggregator judge, the judges' mean score; when the aggregator judge abstained,
+        the judges' mean under ``aggregator_fallback: judges_mean`` (``fell_back`` True if they gave
+        one), else None. None also when nobody gave a verdict.
+    """
+    judges = [j for j in judgments if j["judge"] != AGGREGATOR]
+    if not rules.aggregator:
+        return _order_score(judges), False
+    score = _order_score([j for j in judgments if j["judge"] == AGGREGATOR])
+    if score is not None or rules.aggregator_fallback == "abstain":
+        return score, False
+    fallback = _order_score(judges)
+    return fallback, fallback is not None
+
+
+def final_verdict(judgments: list[dict], rules: VerdictRules) -> Verdict | None:
+    """The final verdict of one pair in one order (:func:`final_score` read as A, B or tie)."""
+    return _verdict(final_score(judgments, rules)[0])
+
+
+def pair_comparisons(
+    state: dict, pairs: list[tuple[int, int]], rules: VerdictRules
+) -> list[Comparison]:
+    """One comparison per pair: sample x's win score from the final verdicts of both orders,
+    combined by ``rules.order_policy`` (None: the pair abstains)."""
     comparisons = []
     for x, y in pairs:
-        ab = _order_score(_final(state, (x, y), "ab", final_judge))
-        ba = _order_score(_final(state, (x, y), "ba", final_judge))
-        if ab is None and ba is None:
-            score = None
-        elif ba is None:
-            score = ab
-        elif ab is None:
-            score = 1.0 - ba
-        else:
-            score = probability_from_orders(ab, ba)
-        comparisons.append(Comparison(x, y, score))
+        ab, _ = final_score(_of(state, (x, y), "ab"), rules)
+        ba, _ = final_score(_of(state, (x, y), "ba"), rules)
+        comparisons.append(Comparison(x, y, probability_from_orders(ab, ba, rules.order_policy)))
     return comparisons
 
 
 def rank_samples(
     state: dict,
     pairs: list[tuple[int, int]],
-    final_judge: str | None,
+    rules: VerdictRules,
     method: str,
     min_margin: float,
 ) -> tuple[list[float], tuple[int, int] | str]:
@@ -202,7 +247,7 @@ def rank_samples(
     if state["rewards"] is not None:  # scalar / pairwise reward models score samples directly
         scores = list(state["rewards"])
         return scores, select_best_worst(scores, min_margin)
-    comparisons = pair_comparisons(state, pairs, final_judge)
+    comparisons = pair_comparisons(state, pairs, rules)
     valid = sum(c.score_i is not None for c in comparisons)
     scores = (
         bradley_terry(comparisons, k) if method == "bradley_terry" else win_scores(comparisons, k)
@@ -210,33 +255,40 @@ def rank_samples(
     return scores, select_best_worst(scores, min_margin, num_valid_judgments=valid)
 
 
-def judgment_stats(state: dict, pairs: list[tuple[int, int]], final_judge: str | None) -> dict:
-    """Per-row counts: judgments, abstains, orders where judges agree, pairs whose verdict flips."""
-    judges = [j for j in state["judgments"] if j["judge"] != AGGREGATOR]
-    agree = total_orders = flips = 0
+def judgment_stats(state: dict, pairs: list[tuple[int, int]], rules: VerdictRules) -> dict:
+    """Per-row counts of what the judges did and what the rules made of it.
+
+    Returns:
+        ``judgments`` and ``abstains`` (judgments without a verdict); ``orders_judged`` and
+        ``orders_with_agreement`` (orders where every judge with a verdict gave the same one);
+        ``position_flips`` (pairs whose final verdict is the same position in both orders);
+        ``single_order_pairs`` (pairs with a final verdict in one order only), ``pairs_abstained``
+        (pairs without a score under the order policy), ``aggregator_fallbacks`` (orders the
+        aggregator judge abstained on that the judges' mean decided) and ``pairs``.
+    """
+    agree = total_orders = flips = single = fallbacks = 0
     for pair in pairs:
         finals = {}
         for order in ORDERS:
-            verdicts = {
-                _discrete(j) for j in judges if j["pair"] == list(pair) and j["order"] == order
-            }
+            judgments = _of(state, pair, order)
+            verdicts = {_verdict(_score(j)) for j in judgments if j["judge"] != AGGREGATOR}
             verdicts.discard(None)
             total_orders += bool(verdicts)
             agree += len(verdicts) == 1
-            decided = [_discrete(j) for j in _final(state, pair, order, final_judge)]
-            finals[order] = decided[0] if len(set(decided)) == 1 else None
+            score, fell_back = final_score(judgments, rules)
+            finals[order] = _verdict(score)
+            fallbacks += fell_back
         flips += is_position_flip(finals["ab"], finals["ba"])
+        single += (finals["ab"] is None) != (finals["ba"] is None)
+    abstained = sum(c.score_i is None for c in pair_comparisons(state, pairs, rules))
     return {
         "judgments": len(state["judgments"]),
-        "abstains": sum(_discrete(j) is None for j in state["judgments"]),
+        "abstains": sum(_score(j) is None for j in state["judgments"]),
         "orders_with_agreement": agree,
         "orders_judged": total_orders,
         "position_flips": flips,
+        "single_order_pairs": single,
+        "pairs_abstained": abstained,
+        "aggregator_fallbacks": fallbacks,
         "pairs": len(pairs),
     }
-
-
-def _discrete(judgment: dict) -> Verdict | None:
-    if judgment["p_a"] is not None:
-        return "A" if judgment["p_a"] > 0.5 else "B" if judgment["p_a"] < 0.5 else "tie"
-    return judgment["verdict"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from moaa_ray.core.tournament import AGGREGATOR, is_final, order_verdict
+from moaa_ray.core.tournament import AGGREGATOR, VerdictRules, final_verdict, order_verdict
 
 Verifier = Callable[[list[dict[str, str]], str], Any]  # returns bool | None
 
@@ -67,7 +67,7 @@ def preference_accuracy(
     dropped: Iterable[dict],
     audit: Iterable[dict],
     verifier: Verifier,
-    final_judge: str | None,
+    rules: VerdictRules,
 ) -> dict:
     """How the preference stage's samples, pairs and judges compare with the verifier.
 
@@ -83,8 +83,8 @@ def preference_accuracy(
         audit: the judgment audit: ``row_id``, ``judge``, ``sample_x``, ``sample_y``, ``order``
             (``ab`` shows sample x as Answer A), ``verdict`` and ``p_a``.
         verifier: checks an answer.
-        final_judge: ``"aggregator"`` when the aggregator judge decides, else None (the judges'
-            verdicts are combined into the final one, as for ranking).
+        rules: how the judgments of an order make its final verdict, as for ranking (the
+            aggregator judge's, or the judges' mean score).
 
     Returns:
         ``verifiable_prompts`` (prompts with at least one checkable sample) and the share of them
@@ -105,7 +105,7 @@ def preference_accuracy(
     return {
         **_prompt_stats(checks),
         **_pair_stats(kept, checks),
-        **_agreement_stats(audit, checks, final_judge),
+        **_agreement_stats(audit, checks, rules),
     }
 
 
@@ -136,7 +136,7 @@ def _pair_stats(kept: list[dict], checks: dict[str, list[Any]]) -> dict:
 
 
 def _agreement_stats(
-    audit: Iterable[dict], checks: dict[str, list[Any]], final_judge: str | None
+    audit: Iterable[dict], checks: dict[str, list[Any]], rules: VerdictRules
 ) -> dict:
     comparisons: dict[tuple, list[dict]] = {}
     for judgment in audit:
@@ -155,7 +155,7 @@ def _agreement_stats(
         counted += 1
         for name in agreed:
             agreed[name] += order_verdict([j for j in judgments if j["judge"] == name]) == right
-        ensemble += order_verdict([j for j in judgments if is_final(j, final_judge)]) == right
+        ensemble += final_verdict(judgments, rules) == right
     return {
         "comparisons": counted,
         "judge_agreement": {name: share(count, counted) for name, count in agreed.items()},

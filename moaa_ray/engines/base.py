@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from moaa_ray.config import ModelConfig
@@ -22,10 +22,29 @@ class SamplingParams:
     seed: int | None = None
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One generated answer and why generation ended: ``stop`` (the model ended it) or ``length``
+    (cut at ``max_new_tokens``), as OpenAI's ``finish_reason`` says it."""
+
+    text: str
+    finish_reason: Literal["stop", "length"] = "stop"
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the answer was cut at ``max_new_tokens`` rather than finished."""
+        return self.finish_reason == "length"
+
+
+def answer_of(text: str, finish_reason: str | None) -> Answer:
+    """An :class:`Answer` from a server's finish reason: ``length`` is a cut, anything else an end."""
+    return Answer(text, "length" if finish_reason == "length" else "stop")
+
+
 class Engine(Protocol):
     """A chat model. Each backend applies the model's own chat template."""
 
-    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[str]]:
+    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Answer]]:
         """Return ``params.n`` answers for each conversation, in order."""
         ...
 
@@ -39,8 +58,9 @@ class Engine(Protocol):
 def build_engine(config: ModelConfig) -> Engine:
     """Construct the backend named by ``config.engine`` (imports only that backend's library).
 
-    ``hf_reward`` is a sequence-classification reward model: it has ``score`` instead of ``chat``.
-    ``function`` calls a Python function, for ``chat`` and ``score`` alike.
+    ``hf_reward`` is a sequence-classification reward model: it has ``score`` instead of ``chat``;
+    ``pairrm`` is a pairwise ranker: it has ``compare``. ``function`` calls a Python function, for
+    ``chat`` and ``score`` alike.
     """
     if config.engine == "hf":
         from moaa_ray.engines.hf import HFEngine
@@ -54,6 +74,10 @@ def build_engine(config: ModelConfig) -> Engine:
         from moaa_ray.engines.hf_reward import HFRewardEngine
 
         return HFRewardEngine(config)  # type: ignore[return-value]
+    if config.engine == "pairrm":
+        from moaa_ray.engines.pairrm import PairRMEngine
+
+        return PairRMEngine(config)  # type: ignore[return-value]
     if config.engine == "openai_http":
         from moaa_ray.engines.openai_http import OpenAIHTTPEngine
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from moaa_ray.callables import load_callable
 from moaa_ray.config import ModelConfig
-from moaa_ray.engines.base import Conversation, SamplingParams
+from moaa_ray.engines.base import Answer, Conversation, SamplingParams
 from moaa_ray.engines.simulated import _digest
 
 
@@ -58,7 +58,7 @@ class FunctionEngine:
             )
         return float(value)
 
-    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[str]]:
+    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Answer]]:
         """Call the function ``params.n`` times per conversation.
 
         Args:
@@ -66,12 +66,16 @@ class FunctionEngine:
             params: ``n`` and ``seed`` are used; temperature, top_p and max_new_tokens are ignored.
 
         Returns:
-            For each conversation, the function's ``params.n`` answers (sample index 0 to n - 1).
+            For each conversation, the function's ``params.n`` answers (sample index 0 to n - 1),
+            each finished (``stop``): a function's answer is never cut.
 
         Raises:
             TypeError: naming the function, when it returns something other than a str.
         """
-        return [[self._answer(c, i, params.seed) for i in range(params.n)] for c in conversations]
+        return [
+            [Answer(self._answer(c, i, params.seed)) for i in range(params.n)]
+            for c in conversations
+        ]
 
     def score(self, conversations: list[Conversation]) -> list[float]:
         """Call the function once per conversation (sample index 0, no seed) for a reward.

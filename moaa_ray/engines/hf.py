@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from moaa_ray.config import ModelConfig
-from moaa_ray.engines.base import Conversation, SamplingParams
+from moaa_ray.core.conversations import conform, template_accepts_system
+from moaa_ray.engines.base import Answer, Conversation, SamplingParams
+from moaa_ray.engines.choice_tokens import plan_choices
 from moaa_ray.tiny_models import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -19,6 +22,14 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device == "cuda" else torch.float32
     return getattr(torch, name)
+
+
+def accepts_system(tokenizer: Any, name: str) -> bool:
+    """Whether the tokenizer's chat template takes a system message; logs when it does not."""
+    if template_accepts_system(tokenizer):
+        return True
+    logger.info("%s: chat template takes no system message; it goes in the first user turn", name)
+    return False
 
 
 class HFEngine:
@@ -32,6 +43,7 @@ class HFEngine:
         )
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.accepts_system = accepts_system(self.tokenizer, path)
         self.model = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=resolve_dtype(config.dtype, self.device),
@@ -39,11 +51,20 @@ class HFEngine:
             **config.engine_kwargs,
         ).to(self.device)
         self.model.eval()
+        end = self.model.generation_config.eos_token_id
+        end = (
+            end if isinstance(end, list) else [self.tokenizer.eos_token_id if end is None else end]
+        )
+        self._end_ids = torch.tensor(end, device=self.device)  # generation stops at any of them
         logger.info("loaded %s on %s", path, self.device)
 
     def _encode(self, conversations: list[Conversation], prefix: str = ""):
         prompts = [
-            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            self.tokenizer.apply_chat_template(
+                conform(c, accepts_system=self.accepts_system),
+                tokenize=False,
+                add_generation_prompt=True,
+            )
             + prefix
             for c in conversations
         ]
@@ -52,33 +73,63 @@ class HFEngine:
         ).to(self.device)
 
     @torch.inference_mode()
-    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[str]]:
-        """Sample ``params.n`` answers per conversation."""
+    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Answer]]:
+        """Sample ``params.n`` answers per conversation; one without an end token was cut."""
         if params.seed is not None:
             torch.manual_seed(params.seed)
         inputs = self._encode(conversations)
         sampling = params.temperature > 0
+        copies = params.n if sampling else 1  # greedy answers are identical: decode one, repeat it
         output = self.model.generate(
             **inputs,
             do_sample=sampling,
             temperature=params.temperature if sampling else None,
             top_p=params.top_p if sampling else None,
             max_new_tokens=params.max_new_tokens,
-            num_return_sequences=params.n,
+            num_return_sequences=copies,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        texts = self.tokenizer.batch_decode(
-            output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-        )
-        return [texts[i * params.n : (i + 1) * params.n] for i in range(len(conversations))]
+        generated = output[:, inputs["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        ended = torch.isin(generated, self._end_ids).any(dim=1).tolist()
+        answers = [Answer(t, "stop" if e else "length") for t, e in zip(texts, ended, strict=True)]
+        return [
+            [answers[i * copies + j % copies] for j in range(params.n)]
+            for i in range(len(conversations))
+        ]
 
     @torch.inference_mode()
     def choice_logprobs(
         self, conversations: list[Conversation], prefix: str, choices: list[str]
     ) -> list[list[float]]:
-        """One forward pass: log-softmax of the next-token logits at each choice's first token."""
-        inputs = self._encode(conversations, prefix)
-        logits = self.model(**inputs).logits[:, -1, :].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        ids = [self.tokenizer.encode(c, add_special_tokens=False)[0] for c in choices]
-        return logprobs[:, ids].tolist()
+        """Log-probability of each choice after ``prefix``, read from the tokens the tokenizer
+        writes for prefix + choice (:mod:`moaa_ray.engines.choice_tokens`); one forward pass."""
+
+        def token_lists(batch) -> list[list[int]]:
+            pairs = zip(batch["input_ids"], batch["attention_mask"], strict=True)
+            return [ids[mask.bool()].tolist() for ids, mask in pairs]
+
+        prompts = token_lists(self._encode(conversations, prefix))
+        continued = [token_lists(self._encode(conversations, prefix + c)) for c in choices]
+        sequences, reads = plan_choices(prompts, continued, choices)
+        width = max(map(len, sequences))
+        pads = [width - len(s) for s in sequences]
+        pad_id = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad_id] * p + s for p, s in zip(pads, sequences, strict=True)])
+        mask = torch.tensor([[0] * p + [1] * len(s) for p, s in zip(pads, sequences, strict=True)])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        logits = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+        ).logits
+        # Token k of a read follows the sequence's first start + k tokens: logits at start + k - 1.
+        rows, columns, tokens = [], [], []
+        for read in [read for row in reads for read in row]:
+            for k, token in enumerate(read.tokens):
+                rows.append(read.sequence)
+                columns.append(pads[read.sequence] + read.start + k - 1)
+                tokens.append(token)
+        logprobs = torch.log_softmax(logits[rows, columns].float(), dim=-1)
+        picked = iter(logprobs[torch.arange(len(tokens)), tokens].tolist())
+        return [[sum(next(picked) for _ in read.tokens) for read in row] for row in reads]

@@ -6,8 +6,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from moaa_ray.config import ModelConfig
+from moaa_ray.core.conversations import conform
 from moaa_ray.engines.base import Conversation
-from moaa_ray.engines.hf import resolve_dtype
+from moaa_ray.engines.hf import accepts_system, resolve_dtype
 from moaa_ray.tiny_models import resolve_model_path
 
 
@@ -20,6 +21,7 @@ class HFRewardEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(
             path, trust_remote_code=config.trust_remote_code
         )
+        self.accepts_system = accepts_system(self.tokenizer, path)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             path,
             dtype=resolve_dtype(config.dtype, self.device),
@@ -31,7 +33,12 @@ class HFRewardEngine:
     @torch.inference_mode()
     def score(self, conversations: list[Conversation]) -> list[float]:
         """One scalar per conversation (its last assistant turn is what is scored)."""
-        texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+        texts = [
+            self.tokenizer.apply_chat_template(
+                conform(c, accepts_system=self.accepts_system), tokenize=False
+            )
+            for c in conversations
+        ]
         inputs = self.tokenizer(
             texts, return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.device)

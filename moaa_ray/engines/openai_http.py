@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 from openai import OpenAI
 
 from moaa_ray.config import ModelConfig
-from moaa_ray.engines.base import Conversation, SamplingParams
+from moaa_ray.engines.base import Answer, Conversation, SamplingParams, answer_of
 
 MAX_PARALLEL_REQUESTS = 16
 
@@ -45,26 +44,28 @@ class OpenAIHTTPEngine:
             **extra,
         )
 
-    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[str]]:
-        """Sample ``params.n`` answers per conversation."""
+    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Answer]]:
+        """Sample ``params.n`` answers per conversation, each with the server's finish reason."""
         with ThreadPoolExecutor(MAX_PARALLEL_REQUESTS) as pool:
             responses = list(pool.map(lambda c: self._complete(c, params), conversations))
-        return [[choice.message.content or "" for choice in r.choices] for r in responses]
+        return [
+            [answer_of(c.message.content or "", c.finish_reason) for c in r.choices]
+            for r in responses
+        ]
 
     def choice_logprobs(
         self, conversations: list[Conversation], prefix: str, choices: list[str]
     ) -> list[list[float]]:
-        """Top-20 logprobs of the first answer token; the prefix is asked for in the prompt."""
-        params = SamplingParams(temperature=0.0, max_new_tokens=1, n=1)
-        asked = [
-            c + [{"role": "assistant", "content": prefix}] if prefix else c for c in conversations
-        ]
+        """Not available: a chat endpoint cannot continue an assistant turn that holds ``prefix``.
 
-        def score(conversation: Conversation) -> list[float]:
-            response = self._complete(conversation, params, logprobs=True, top_logprobs=20)
-            top = response.choices[0].logprobs.content[0].top_logprobs
-            found = {t.token.strip(): t.logprob for t in top}
-            return [found.get(c, -math.inf) for c in choices]
+        Asked with the prefix as an assistant message, the server opens a new assistant turn after
+        it, so the numbers would be of the wrong position; a completion of the prompt needs the
+        model's chat template, which only the server has.
 
-        with ThreadPoolExecutor(MAX_PARALLEL_REQUESTS) as pool:
-            return list(pool.map(score, asked))
+        Raises:
+            NotImplementedError: always, saying to read text verdicts and grades instead.
+        """
+        raise NotImplementedError(
+            f"{self.model}: an openai_http engine cannot give log-probabilities that continue the "
+            "assistant's turn; set verdict_mode: text (and grading_mode: text)"
+        )

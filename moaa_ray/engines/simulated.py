@@ -15,9 +15,10 @@ import random
 import sys
 import threading
 import time
+from typing import Literal
 
 from moaa_ray.config import ModelConfig
-from moaa_ray.engines.base import Conversation, SamplingParams
+from moaa_ray.engines.base import Answer, Conversation, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -91,36 +92,47 @@ class SimulatedEngine:
         if s.failure_rate > 0 and random.Random(f"{s.seed}:{k}").random() < s.failure_rate:
             raise RuntimeError("simulated failure")
 
-    def _answer(self, conversation: Conversation, index: int, seed: int | None, words: int) -> str:
+    def _answer(
+        self, conversation: Conversation, index: int, seed: int | None, natural: int, words: int
+    ) -> str:
+        """The answer of ``natural`` words (verdict tail last), cut to its first ``words``."""
         key = (self.settings.seed, self.path, json.dumps(conversation), index, seed)
         rng = random.Random(_digest(*key))
         verdict = rng.choice(_VERDICTS)
         tail = ["Verdict:", verdict, "Rating:", f"[[{rng.randint(1, 10)}]]"]
         if any(_ARENA_HARD_ASK in message["content"] for message in conversation):
             tail = ["Final", "verdict:", rng.choice(_ARENA_HARD_LABELS)]
-        filler = [rng.choice(_WORDS) for _ in range(max(0, words - len(tail)))]
-        # A budget below the tail's four words cuts the tail: the word count is the contract.
-        return " ".join((filler + tail)[:words])
+        filler = [rng.choice(_WORDS) for _ in range(max(0, natural - len(tail)))]
+        # A length below the tail's four words cuts the tail: the word count is the contract.
+        return " ".join((filler + tail)[:natural][:words])
 
-    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[str]]:
+    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Answer]]:
         """Return ``params.n`` deterministic answers per conversation after a simulated latency.
 
         Args:
             conversations: chat messages, one list per conversation.
-            params: ``n``, ``seed`` and ``max_new_tokens`` are used (the latter when
-                ``answer_tokens`` is unset); temperature and top_p are ignored.
+            params: ``n``, ``seed`` and ``max_new_tokens`` are used; temperature and top_p are
+                ignored.
 
         Returns:
-            For each conversation, ``params.n`` answers of exactly the word budget, ending with
-            ``Verdict: [[A|B|tie]] Rating: [[N]]`` when the budget leaves room for it (to a prompt
-            that asks for arena-hard-auto's labels: ``Final verdict: [[A>B]]`` or another).
+            For each conversation, ``params.n`` answers of ``answer_tokens`` words, ending with
+            ``Verdict: [[A|B|tie]] Rating: [[N]]`` when the length leaves room for it (to a prompt
+            that asks for arena-hard-auto's labels: ``Final verdict: [[A>B]]`` or another). Unset
+            ``answer_tokens`` fills ``max_new_tokens`` exactly and ends there; a longer
+            ``answer_tokens`` is cut at ``max_new_tokens`` (finish reason ``length``).
         """
         self._check_faults(conversations)
-        words = self.settings.answer_tokens or params.max_new_tokens
+        natural = self.settings.answer_tokens or params.max_new_tokens
+        words = min(natural, params.max_new_tokens)
+        finish: Literal["stop", "length"] = "length" if natural > words else "stop"
         # One sleep per call: a batch generates in parallel, as on a GPU.
         time.sleep(self.settings.latency_s + self.settings.latency_per_token_s * words)
         return [
-            [self._answer(c, i, params.seed, words) for i in range(params.n)] for c in conversations
+            [
+                Answer(self._answer(c, i, params.seed, natural, words), finish)
+                for i in range(params.n)
+            ]
+            for c in conversations
         ]
 
     def choice_logprobs(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import vllm
 
 from moaa_ray.config import ModelConfig
-from moaa_ray.engines.base import Conversation, SamplingParams
+from moaa_ray.core.conversations import conform
+from moaa_ray.engines.base import Answer, Conversation, SamplingParams, answer_of
+from moaa_ray.engines.choice_tokens import plan_choices
+from moaa_ray.engines.hf import accepts_system
 from moaa_ray.tiny_models import resolve_model_path
 
 
@@ -37,26 +40,38 @@ class VLLMEngine:
     def __init__(self, config: ModelConfig):
         self.llm = vllm.LLM(**vllm_engine_args(config))
         self.tokenizer = self.llm.get_tokenizer()
+        self.accepts_system = accepts_system(self.tokenizer, config.path)
 
-    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[str]]:
-        """Sample ``params.n`` answers per conversation."""
-        outputs = self.llm.chat(conversations, vllm_sampling(params), use_tqdm=False)
-        return [[c.text for c in out.outputs] for out in outputs]
+    def _conform(self, conversations: list[Conversation]) -> list[Conversation]:
+        return [conform(c, accepts_system=self.accepts_system) for c in conversations]
+
+    def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Answer]]:
+        """Sample ``params.n`` answers per conversation, each with vLLM's finish reason."""
+        outputs = self.llm.chat(self._conform(conversations), vllm_sampling(params), use_tqdm=False)
+        return [[answer_of(c.text, c.finish_reason) for c in out.outputs] for out in outputs]
 
     def choice_logprobs(
         self, conversations: list[Conversation], prefix: str, choices: list[str]
     ) -> list[list[float]]:
-        """Exact logprob of each choice's first token: scored as the last prompt token."""
-        choice_ids = [self.tokenizer.encode(c, add_special_tokens=False)[0] for c in choices]
-        prompts = []
-        for conversation in conversations:
-            text = self.tokenizer.apply_chat_template(
-                conversation, tokenize=False, add_generation_prompt=True
-            )
-            ids = self.tokenizer.encode(text + prefix, add_special_tokens=False)
-            prompts += [{"prompt_token_ids": ids + [choice]} for choice in choice_ids]
+        """Exact log-probability of each choice after ``prefix``, read from the tokens the tokenizer
+        writes for prefix + choice (:mod:`moaa_ray.engines.choice_tokens`) as prompt tokens."""
+        texts = [
+            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            + prefix
+            for c in self._conform(conversations)
+        ]
+
+        def encode(suffix: str) -> list[list[int]]:
+            return [self.tokenizer.encode(t + suffix, add_special_tokens=False) for t in texts]
+
+        sequences, reads = plan_choices(encode(""), [encode(c) for c in choices], choices)
+        flat = [read for row in reads for read in row]
+        prompts = [{"prompt_token_ids": sequences[r.sequence] + [r.tokens[-1]]} for r in flat]
         sampling = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
-        scores = [out.prompt_logprobs[-1][out.prompt_token_ids[-1]].logprob for out in outputs]
-        k = len(choice_ids)
+        scores = [
+            sum(out.prompt_logprobs[r.start + k][t].logprob for k, t in enumerate(r.tokens))
+            for r, out in zip(flat, outputs, strict=True)
+        ]
+        k = len(choices)
         return [scores[i * k : (i + 1) * k] for i in range(len(conversations))]

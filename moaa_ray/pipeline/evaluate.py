@@ -54,7 +54,7 @@ from moaa_ray.core.mt_bench import (
     parse_rating,
     render_grade_prompt,
 )
-from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, new_tournament, pair_comparisons
+from moaa_ray.core.tournament import judgment_stats, new_tournament, pair_comparisons
 from moaa_ray.core.verification import Verifier, share
 from moaa_ray.core.winrates import (
     bootstrap_ci,
@@ -66,6 +66,7 @@ from moaa_ray.core.winrates import (
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.engines.pools import ModelPool, PoolSet
 from moaa_ray.pipeline.inputs import fingerprint_input
+from moaa_ray.pipeline.preference_graph import verdict_rules
 from moaa_ray.pipeline.preferences import audit_row, judging_steps
 from moaa_ray.pipeline.report import write_report
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
@@ -113,6 +114,7 @@ def new_question_state(
         reference=question.reference,
         model_answers=[],
         baseline_answers=list(baseline or []),
+        truncated=dict.fromkeys(SIDES, 0),  # answers cut at max_new_tokens, per side
         graded=graded,
         grades=[],
         temperature=temperature,
@@ -193,7 +195,9 @@ class AnswerStep:
                 if completion.output is None:
                     mark_failed(state, f"answering failed: {completion.error}")
                 else:
-                    state[side].append(completion.output[0])
+                    [answer] = completion.output
+                    state[side].append(answer.text)  # judged as written, cut or not (counted)
+                    state["truncated"][side] += answer.truncated
         for state in states:
             _pair_when_answered(state)
 
@@ -226,7 +230,7 @@ class ArenaHardJudgeStep:
                 if completion.output is None:
                     mark_failed(state, f"judge {judge} failed: {completion.error}")
                     continue
-                text = completion.output[0]
+                text = completion.output[0].text
                 verdict = parse_arena_hard_verdict(text)
                 state["arena_verdicts"].append(
                     {"judge": judge, "game": game, "verdict": verdict, "raw": text}
@@ -338,8 +342,12 @@ class GradeStep:
             if completion.output is None:  # a failed call is not an ungradable answer
                 mark_failed(state, f"grading failed: {completion.error}")
                 continue
-            text = completion.output[0]
+            text = completion.output[0].text
             state["grades"].append(_grade(state, turn, parse_rating(text), text))
+
+
+def _truncation_stats(state: dict) -> dict:
+    return {f"truncated_{side}": count for side, count in state["truncated"].items()}
 
 
 def _grade(state: dict, turn: int, score: float | None, raw: str | None) -> dict:
@@ -644,7 +652,7 @@ def _write_batch(
     stage: StageDir,
     audit: StageDir,
 ) -> BatchOutcome:
-    final_judge = AGGREGATOR if ev.judging and ev.judging.aggregator_judge else None
+    rules = verdict_rules(ev.judging)
     rows, judgments, rejects = [], [], []
     for state in batch:
         if state["error"]:  # an engine failure: retried by the next run
@@ -662,13 +670,13 @@ def _write_batch(
                 _arena_stats(state["arena_verdicts"]),
             )
         else:
-            [comparison] = pair_comparisons(state, [PAIR], final_judge)
-            score, stats = comparison.score_i, judgment_stats(state, [PAIR], final_judge)
+            [comparison] = pair_comparisons(state, [PAIR], rules)
+            score, stats = comparison.score_i, judgment_stats(state, [PAIR], rules)
         rows.append(
             {
                 **{key: state[key] for key in _STATE_COLUMNS},
                 "score": score,
-                "stats": json.dumps(stats),
+                "stats": json.dumps(stats | _truncation_stats(state)),
                 "correct": correct,
             }
         )
@@ -778,7 +786,10 @@ def benchmark_results(
         ``bt`` (``{"score", "lower", "upper"}`` or None when nothing was decided; for rows judged
         as arena-hard-auto judges, :func:`arena_hard_results`), ``mt_bench``
         (:func:`mt_bench_summary`, or None when nothing was graded), abstain and position-bias
-        rates. NaN is written as None.
+        rates, questions judged in one A/B order only (``single_order_pairs``: under the default
+        order policy they abstain) and orders the judges' mean decided for an abstaining aggregator
+        judge (``aggregator_fallbacks``), and answers cut at ``max_new_tokens`` per side
+        (``truncated_answers``: judged as written, as the benchmarks do). NaN is written as None.
     """
     scores = [row["score"] for row in rows]
     result: dict = {"baseline": baseline, "judged": len(rows), "skipped_no_baseline": num_skipped}
@@ -806,6 +817,12 @@ def benchmark_results(
         totals.update(json.loads(row["stats"]))
     result["abstain_rate"] = share(totals["abstains"], totals["judgments"])
     result["position_bias_rate"] = share(totals["position_flips"], totals["pairs"])
+    result["single_order_pairs"] = totals["single_order_pairs"]
+    result["aggregator_fallbacks"] = totals["aggregator_fallbacks"]
+    result["truncated_answers"] = {
+        "model": totals["truncated_model_answers"],
+        "baseline": totals["truncated_baseline_answers"],
+    }
     return _json_safe(result)
 
 

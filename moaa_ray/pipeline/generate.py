@@ -9,7 +9,7 @@ from pathlib import Path
 
 from moaa_ray.callables import load_callable
 from moaa_ray.config import GenerateConfig, MoaaConfig
-from moaa_ray.core.moa import LayerPlan, finish_row, plan_layers
+from moaa_ray.core.moa import LayerPlan, TruncatedAnswer, finish_row, plan_layers
 from moaa_ray.core.verification import moa_accuracy
 from moaa_ray.engines.pools import PoolSet
 from moaa_ray.metrics import count_rows
@@ -35,7 +35,8 @@ def generate_sft(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
 
     Returns:
         The runner's summary (rows total, written, rejected, failed, status) plus proposer answers
-        dropped (empty); with ``config.verifier``, also ``verifier``: the accuracy of the written
+        dropped (empty), references cut at ``max_new_tokens`` (kept) and rows rejected because
+        their final answer was cut (``truncated_answers: drop``); with ``config.verifier``, also ``verifier``: the accuracy of the written
         rows' final answers and of each proposer (:func:`moaa_ray.core.verification.moa_accuracy`).
     """
     if config.generate is None:
@@ -50,10 +51,14 @@ class GenerateStage:
 
     def __init__(self, config: MoaaConfig, gen: GenerateConfig, run: RunDir):
         self.config, self.gen = config, gen
-        self.plan: LayerPlan = plan_layers(gen.proposers, gen.aggregator, gen.num_layers)
+        self.plan: LayerPlan = plan_layers(
+            gen.proposers, gen.aggregator, gen.num_layers, gen.layer_proposers
+        )
         self.stage = run.stage(STAGE)
         self.sampling = json.dumps(gen.sampling.model_dump())
         self.dropped_references = 0
+        self.truncated_references = 0
+        self.truncated_answers = 0  # rows dropped: their final answer was cut
 
     def fingerprint(self) -> dict:
         """The generate section, its models and its input files' content."""
@@ -116,21 +121,27 @@ class GenerateStage:
         rows, rejects = [], []
         for state in batch:
             try:
-                row = finish_row(state, self.plan)
+                row = finish_row(state, self.plan, self.gen.truncated_answers == "keep")
             except ValueError as exc:
+                self.truncated_answers += isinstance(exc, TruncatedAnswer)
                 failed = bool(state.get("failed"))
                 reason = f"generation failed: {exc}"
                 rejects.append(Reject(state["source"], -1, reason, state["row_id"], failed))
                 continue
             rows.append({**row, "sampling": self.sampling})
             self.dropped_references += row["dropped_references"]
+            self.truncated_references += row.pop("truncated_references")
         self.stage.write_shard(rows, sft_schema())
         count_rows(STAGE, written=len(rows), rejected=len(rejects))
         return BatchOutcome(len(rows), rejects)
 
     def summarize(self) -> dict:
         """Proposer answers dropped (empty) in this run; the verifier's figures over every row written."""
-        summary: dict = {"dropped_references": self.dropped_references}
+        summary: dict = {
+            "dropped_references": self.dropped_references,
+            "truncated_references": self.truncated_references,
+            "truncated_answers_dropped": self.truncated_answers,
+        }
         if self.config.verifier:
             written = _read_rows(self.stage)
             summary["verifier"] = moa_accuracy(written, load_callable(self.config.verifier))

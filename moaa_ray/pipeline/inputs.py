@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +28,43 @@ def detect_format(config: InputConfig) -> str:
     return "datasets"
 
 
-def read_rows(config: InputConfig) -> Iterator[dict[str, Any]]:
-    """Yield raw rows (``limit`` at most); a line that is not JSON yields ``{"__error__": ...}``."""
+# One row as read: where it is (``file.jsonl:12``, ``file.parquet#3``, ``name[split]#3``) and its
+# data, or the RowError that makes it unreadable (a line that is not UTF-8 or not a JSON object).
+RawRow = tuple[str, dict[str, Any] | RowError]
+
+
+def read_rows(config: InputConfig) -> Iterator[tuple[int, str, dict[str, Any] | RowError]]:
+    """Yield ``(position in the source, where, row or RowError)`` for the rows the config selects.
+
+    ``limit`` keeps the first N rows; ``sample`` then keeps a seeded random N of those (see
+    :func:`sample_rows`), in source order. A line that cannot be read becomes a RowError in place
+    of its row, so the rows after it go on.
+    """
     fmt = detect_format(config)
-    rows = {"jsonl": _read_jsonl, "parquet": _read_parquet, "datasets": _read_datasets}[fmt](config)
-    for index, row in enumerate(rows):
-        if config.limit is not None and index >= config.limit:
-            return
-        yield row
+    rows: Iterable[tuple[int, RawRow]] = enumerate(_READERS[fmt](config))
+    rows = itertools.islice(rows, config.limit)
+    if config.sample is not None:
+        rows = sample_rows(rows, config.sample, config.seed)
+    for index, (where, row) in rows:
+        yield index, where, row
+
+
+def sample_rows(
+    rows: Iterable[tuple[int, RawRow]], size: int, seed: int
+) -> list[tuple[int, RawRow]]:
+    """A seeded random ``size`` of the ``(position, row)`` items, in position order.
+
+    Each position draws a number from a hash of ``seed`` and the position alone, and the ``size``
+    lowest draws are kept: the same seed picks the same rows whatever the files, shards or workers,
+    holding only ``size`` rows in memory while the source streams by.
+    """
+    kept = heapq.nsmallest(size, rows, key=lambda item: _draw(seed, item[0]))
+    return sorted(kept, key=lambda item: item[0])
+
+
+def _draw(seed: int, position: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{position}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def _files(config: InputConfig, suffixes: tuple[str, ...]) -> list[Path]:
@@ -45,32 +76,45 @@ def _files(config: InputConfig, suffixes: tuple[str, ...]) -> list[Path]:
     return [path]
 
 
-def _read_jsonl(config: InputConfig) -> Iterator[dict[str, Any]]:
+def _read_jsonl(config: InputConfig) -> Iterator[RawRow]:
     for file in _files(config, (".jsonl", ".json")):
-        with file.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield {"__error__": f"{file.name}:{line_number}: not JSON ({exc.msg})"}
-                    continue
-                yield row if isinstance(row, dict) else {"__error__": "line is not a JSON object"}
+        with file.open("rb") as handle:  # decoded line by line: one bad byte rejects one line
+            for line_number, raw in enumerate(handle, start=1):
+                if raw.strip():
+                    yield f"{file}:{line_number}", _parse_line(raw)
 
 
-def _read_parquet(config: InputConfig) -> Iterator[dict[str, Any]]:
+def _parse_line(raw: bytes) -> dict[str, Any] | RowError:
+    """One JSONL line as a row, or the RowError saying why it cannot be one."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return RowError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})")
+    except json.JSONDecodeError as exc:
+        return RowError(f"not JSON ({exc.msg})")
+    return row if isinstance(row, dict) else RowError("line is not a JSON object")
+
+
+def _read_parquet(config: InputConfig) -> Iterator[RawRow]:
     import pyarrow.parquet as pq
 
     for file in _files(config, (".parquet",)):
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=1024):
-            yield from batch.to_pylist()
+        rows = (
+            r for b in pq.ParquetFile(file).iter_batches(batch_size=1024) for r in b.to_pylist()
+        )
+        for number, row in enumerate(rows):
+            yield f"{file}#{number}", row
 
 
-def _read_datasets(config: InputConfig) -> Iterator[dict[str, Any]]:
+def _read_datasets(config: InputConfig) -> Iterator[RawRow]:
     import datasets
 
-    yield from datasets.load_dataset(config.path, split=config.split, streaming=True)
+    rows = datasets.load_dataset(config.path, split=config.split, streaming=True)
+    for number, row in enumerate(rows):
+        yield f"{config.path}[{config.split}]#{number}", row
+
+
+_READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "datasets": _read_datasets}
 
 
 def load_states(configs: list[InputConfig]) -> tuple[list[dict], list[Reject]]:
@@ -84,10 +128,10 @@ def load_states(configs: list[InputConfig]) -> tuple[list[dict], list[Reject]]:
     states: dict[str, dict] = {}
     rejects: list[Reject] = []
     for config in configs:
-        for index, row in enumerate(read_rows(config)):
+        for index, where, row in read_rows(config):
             try:
-                if "__error__" in row:
-                    raise RowError(row["__error__"])
+                if isinstance(row, RowError):
+                    raise row
                 messages = conversation_from_row(
                     row,
                     prompt_column=config.prompt_column,
@@ -96,11 +140,12 @@ def load_states(configs: list[InputConfig]) -> tuple[list[dict], list[Reject]]:
                     max_prompt_chars=config.max_prompt_chars,
                 )
             except RowError as exc:
-                rejects.append(Reject(config.path, index, str(exc)))
+                rejects.append(Reject(config.path, index, f"{where}: {exc}"))
                 continue
             row_id = compute_row_id(messages)
             if row_id in states:
-                rejects.append(Reject(config.path, index, "duplicate of an earlier row", row_id))
+                reason = f"{where}: duplicate of an earlier row"
+                rejects.append(Reject(config.path, index, reason, row_id))
                 continue
             states[row_id] = new_state(row_id, messages, source=f"{config.path}#{index}")
     return list(states.values()), rejects

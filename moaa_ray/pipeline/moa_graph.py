@@ -81,8 +81,11 @@ class LayerStep:
         for (model, slot), refs in submitted.items():
             completions = self.pools[model].collect(refs)
             for (i, _), completion in zip(calls[(model, slot)], completions, strict=True):
-                text = completion.output[0] if completion.output else None
-                record_output(states[i], step.turn, step.layer, slot, model, text, completion.error)
+                answer = completion.output[0] if completion.output else None
+                text, truncated = (answer.text, answer.truncated) if answer else (None, False)
+                record_output(
+                    states[i], step.turn, step.layer, slot, model, text, completion.error, truncated
+                )
 
 
 def stream(

@@ -15,6 +15,7 @@ from moaa_ray.core.judging import render_judge_prompt, verdict_from_logprobs
 from moaa_ray.core.pairing import anchor_pairs, round_robin_pairs
 from moaa_ray.core.tournament import (
     AGGREGATOR,
+    VerdictRules,
     aggregator_requests,
     judge_requests,
     record_judgment,
@@ -25,7 +26,18 @@ from moaa_ray.engines.base import SamplingParams
 from moaa_ray.engines.pools import Completion, ModelPool
 from moaa_ray.records import mark_failed
 
-VERDICT_PREFIX = "Verdict: "
+VERDICT_PREFIX = "Verdict: "  # logprob verdicts: the choices "A" and "B" continue it
+
+
+def verdict_rules(judging: JudgingConfig | None) -> VerdictRules:
+    """How the stage turns its judgments into pair scores, from its judging config."""
+    if judging is None:  # reward models score samples directly
+        return VerdictRules()
+    return VerdictRules(
+        aggregator=judging.aggregator_judge is not None,
+        order_policy=judging.order_policy,
+        aggregator_fallback=judging.aggregator_fallback,
+    )
 
 
 def pairs_for(state: dict, pairing: str) -> list[tuple[int, int]]:
@@ -43,11 +55,13 @@ def _params(sampling: SamplingConfig, n: int = 1, salt: str = "") -> SamplingPar
 
 @dataclass(frozen=True)
 class SampleStep:
-    """K on-policy answers per prompt from the policy pool."""
+    """K on-policy answers per prompt from the policy pool; answers cut at ``max_new_tokens`` are
+    counted and, unless ``keep_truncated``, neither judged nor used as DPO samples."""
 
     pool: ModelPool
     num_samples: int
     sampling: SamplingConfig
+    keep_truncated: bool = False
 
     def __call__(self, states: list[dict]) -> None:
         params = _params(self.sampling, n=self.num_samples)
@@ -55,8 +69,10 @@ class SampleStep:
         for state, completion in zip(states, completions, strict=True):
             if completion.output is None:
                 mark_failed(state, f"sampling failed: {completion.error}")
-            else:
-                record_samples(state, completion.output)
+                continue
+            kept = [a.text for a in completion.output if self.keep_truncated or not a.truncated]
+            state["counts"]["truncated_samples"] += len(completion.output) - len(kept)
+            record_samples(state, kept)
 
 
 @dataclass(frozen=True)
@@ -80,7 +96,7 @@ class CriteriaStep:
             if completion.output is None:
                 mark_failed(state, f"criteria selection failed: {completion.error}")
                 continue
-            text = completion.output[0]
+            text = completion.output[0].text
             names, fell_back = select_criteria_or_default(text, list(self.criteria), k, default)
             state["criteria"] = names
             state["counts"]["criteria_fallback"] += int(fell_back)
@@ -108,13 +124,16 @@ def _call_judges(
     return results
 
 
-def _record(state: dict, judge: str, pair, order: str, completion: Completion, mode: str) -> None:
+def _record(
+    state: dict, judge: str, pair, order: str, completion: Completion, judging: JudgingConfig
+) -> None:
     if completion.output is None:  # a failed call is no abstain: the row waits for the next run
         mark_failed(state, f"judge {judge} failed: {completion.error}")
-    elif mode == "logprob":
-        record_judgment(state, judge, pair, order, p_a=verdict_from_logprobs(*completion.output))
+    elif judging.verdict_mode == "logprob":
+        p_a = verdict_from_logprobs(*completion.output)
+        record_judgment(state, judge, pair, order, p_a=p_a, tie_band=judging.tie_band)
     else:
-        record_judgment(state, judge, pair, order, text=completion.output[0])
+        record_judgment(state, judge, pair, order, text=completion.output[0].text)
 
 
 @dataclass(frozen=True)
@@ -132,7 +151,7 @@ class JudgeStep:
             calls += [(state, judge, pair, order, conv) for judge, pair, order, conv in requests]
         completions = _call_judges(self.pools, [(c[1], c[4]) for c in calls], self.judging)
         for (state, judge, pair, order, _), completion in zip(calls, completions, strict=True):
-            _record(state, judge, pair, order, completion, self.judging.verdict_mode)
+            _record(state, judge, pair, order, completion, self.judging)
 
 
 @dataclass(frozen=True)
@@ -151,34 +170,45 @@ class AggregateStep:
         pools = {AGGREGATOR: self.pool}
         completions = _call_judges(pools, [(AGGREGATOR, c[3]) for c in calls], self.judging)
         for (state, pair, order, _), completion in zip(calls, completions, strict=True):
-            _record(state, AGGREGATOR, pair, order, completion, self.judging.verdict_mode)
+            _record(state, AGGREGATOR, pair, order, completion, self.judging)
 
 
 @dataclass(frozen=True)
 class RewardModelStep:
-    """Scalar RM: score each sample. Pairwise ranker: mean margin over all ordered pairs."""
+    """Reward-model scores of a prompt's samples (``state["rewards"]``).
+
+    Scalar RM: each sample's score. Pairwise ranker: every pair of samples in both orders, and a
+    sample's reward is llm-blender's ranking score (``max_logits``): over all K samples (itself
+    counting 0), the mean of its logit of beating the other minus the other's logit of beating it.
+    A ``pairrm`` engine compares (prompt, answer 1, answer 2) (``compare``); another engine scores
+    the judge prompt that shows the pair as Answer A and Answer B (``score``).
+    """
 
     pool: ModelPool
     kind: str  # "scalar_rm" or "pairwise_ranker"
-    criteria: tuple[str, ...]  # shown to the pairwise ranker
+    criteria: tuple[str, ...]  # shown to a pairwise ranker that reads the judge prompt
 
     def __call__(self, states: list[dict]) -> None:
         live = [s for s in states if not s["error"]]
-        items: list[list[dict[str, str]]] = []
+        compares = self.kind == "pairwise_ranker" and self.pool.config.engine == "pairrm"
+        items: list = []
         owners: list[tuple[dict, int, int | None]] = []
         for state in live:
             if self.kind == "scalar_rm":
                 for i, sample in enumerate(state["samples"]):
                     items.append(state["prompt"] + [{"role": "assistant", "content": sample}])
                     owners.append((state, i, None))
-            else:
-                for x, y in round_robin_pairs(len(state["samples"])):
-                    for first, second in ((x, y), (y, x)):
-                        a, b = shown(state, (first, second), "ab")
-                        prompt = render_judge_prompt(state["prompt"], a, b, self.criteria)
-                        items.append(prompt)
-                        owners.append((state, first, second))
-        completions = self.pool.collect(self.pool.submit("score", items))
+                continue
+            for x, y in round_robin_pairs(len(state["samples"])):
+                for first, second in ((x, y), (y, x)):
+                    a, b = shown(state, (first, second), "ab")
+                    if compares:
+                        items.append((state["prompt"], a, b))
+                    else:
+                        items.append(render_judge_prompt(state["prompt"], a, b, self.criteria))
+                    owners.append((state, first, second))
+        method = "compare" if compares else "score"
+        completions = self.pool.collect(self.pool.submit(method, items))
         totals: dict[int, list[float]] = {}
         for (state, i, j), completion in zip(owners, completions, strict=True):
             if completion.output is None:  # never a made-up 0.0 reward
@@ -192,5 +222,5 @@ class RewardModelStep:
             if state.get("failed"):
                 continue
             k = len(state["samples"])
-            scale = 1 if self.kind == "scalar_rm" else 2 * (k - 1)
+            scale = 1 if self.kind == "scalar_rm" else k
             state["rewards"] = [r / scale for r in totals.get(id(state), [0.0] * k)]

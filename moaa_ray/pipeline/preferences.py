@@ -18,7 +18,7 @@ from moaa_ray.callables import load_callable
 from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig
 from moaa_ray.core.criteria import load_criteria
 from moaa_ray.core.pairing import count_judge_calls
-from moaa_ray.core.tournament import AGGREGATOR, judgment_stats, new_tournament, rank_samples
+from moaa_ray.core.tournament import judgment_stats, new_tournament, rank_samples
 from moaa_ray.core.verification import Verifier, preference_accuracy, share
 from moaa_ray.engines.pools import PoolSet
 from moaa_ray.metrics import count_rows
@@ -30,6 +30,7 @@ from moaa_ray.pipeline.preference_graph import (
     RewardModelStep,
     SampleStep,
     pairs_for,
+    verdict_rules,
 )
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.records import Reject, dropped_schema, judgment_schema, preference_schema
@@ -143,7 +144,12 @@ def _models(prefs: PreferencesConfig) -> list[str]:
 def _steps(prefs: PreferencesConfig, pools: dict) -> list[StreamStep]:
     steps = [
         StreamStep(
-            SampleStep(pools[prefs.policy], prefs.num_samples, prefs.sampling),
+            SampleStep(
+                pools[prefs.policy],
+                prefs.num_samples,
+                prefs.sampling,
+                keep_truncated=prefs.truncated_samples == "keep",
+            ),
             "sample",
             [pools[prefs.policy]],
         )
@@ -183,17 +189,17 @@ def judging_steps(pools: dict, judging: JudgingConfig, pairing: str) -> list[Str
 
 def _write_batch(batch, prefs, stage: StageDir, dropped: StageDir, audit: StageDir) -> BatchOutcome:
     kept, drops, judgments, rejects = [], [], [], []
-    final_judge = AGGREGATOR if prefs.judging and prefs.judging.aggregator_judge else None
+    rules = verdict_rules(prefs.judging)
     for state in batch:
         if state.get("failed"):  # an engine failure: retried by the next run
             rejects.append(Reject(state["source"], -1, state["error"], state["row_id"], True))
             continue
         pairs = pairs_for(state, prefs.pairing)
-        stats = json.dumps(judgment_stats(state, pairs, final_judge) | state["counts"])
+        stats = json.dumps(judgment_stats(state, pairs, rules) | state["counts"])
         if state["error"]:
             drops.append(_dropped_row(state, state["error"], stats))
             continue
-        scores, outcome = rank_samples(state, pairs, final_judge, prefs.ranking, prefs.min_margin)
+        scores, outcome = rank_samples(state, pairs, rules, prefs.ranking, prefs.min_margin)
         judgments += [audit_row(state, j) for j in state["judgments"]]
         if isinstance(outcome, str):
             drops.append(_dropped_row(state, outcome, stats))
@@ -253,7 +259,9 @@ def _stage_stats(
     prefs: PreferencesConfig,
     verifier: Verifier | None,
 ) -> dict:
-    """Pairs kept and dropped (by reason), judge agreement, position-bias and abstain rates.
+    """Pairs kept and dropped (by reason), judge agreement, position-bias and abstain rates (of
+    judgments, and of pairs under the order policy), pairs judged in one order only and orders the
+    judges' mean decided for an abstaining aggregator judge.
 
     With a verifier, also ``verifier``: its statistics over every pair, dropped prompt and judgment
     written (:func:`moaa_ray.core.verification.preference_accuracy`).
@@ -277,13 +285,17 @@ def _stage_stats(
         "judge_agreement": share(totals["orders_with_agreement"], totals["orders_judged"]),
         "position_bias_rate": share(totals["position_flips"], totals["pairs"]),
         "abstain_rate": share(totals["abstains"], totals["judgments"]),
+        "pair_abstain_rate": share(totals["pairs_abstained"], totals["pairs"]),
+        "single_order_pairs": totals["single_order_pairs"],
+        "aggregator_fallbacks": totals["aggregator_fallbacks"],
         "empty_samples": totals["empty_samples"],
         "duplicate_samples": totals["duplicate_samples"],
+        "truncated_samples": totals["truncated_samples"],
         "criteria_fallbacks": totals["criteria_fallback"],
     }
     if verifier is not None:
-        final_judge = AGGREGATOR if judging and judging.aggregator_judge else None
-        stats["verifier"] = preference_accuracy(kept, drops, _rows(audit), verifier, final_judge)
+        rules = verdict_rules(judging)
+        stats["verifier"] = preference_accuracy(kept, drops, _rows(audit), verifier, rules)
     return stats
 
 

@@ -12,7 +12,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from moaa_ray.engines.base import Conversation, SamplingParams
+from moaa_ray.core.conversations import conform, template_accepts_system
+from moaa_ray.engines.base import Answer, Conversation, SamplingParams
 from moaa_ray.serve.protocol import GeneratedChoice, OpenAIError
 
 if TYPE_CHECKING:
@@ -46,8 +47,9 @@ class Backend(Protocol):
         ...
 
 
-def render_prompt(tokenizer: Any, conversation: Conversation) -> list[int]:
-    """Token ids of the conversation under the model's chat template, as the engines build them.
+def render_prompt(tokenizer: Any, conversation: Conversation, *, accepts_system: bool) -> list[int]:
+    """Token ids of the conversation under the model's chat template, as the engines build them
+    (a system message folded into the first user turn where the template takes none).
 
     Raises:
         OpenAIError: 400 when the template refuses the messages (e.g. roles that must alternate).
@@ -56,7 +58,9 @@ def render_prompt(tokenizer: Any, conversation: Conversation) -> list[int]:
 
     try:
         text = tokenizer.apply_chat_template(
-            conversation, tokenize=False, add_generation_prompt=True
+            conform(conversation, accepts_system=accepts_system),
+            tokenize=False,
+            add_generation_prompt=True,
         )
     except TemplateError as exc:
         message = f"the model's chat template refused the messages: {exc}"
@@ -73,14 +77,13 @@ def context_length_of(model_config: Any) -> int | None:
     return None
 
 
-def completion_from_text(text: str, tokens: int, max_new_tokens: int) -> GeneratedChoice:
-    """A completion from decoded text and its re-encoded token count.
+def completion_of(answer: Answer, tokens: int, max_new_tokens: int) -> GeneratedChoice:
+    """A completion from the engine's answer and its re-encoded token count.
 
-    Re-encoded text can count more tokens than were generated, so the count is capped at the limit,
-    and an answer at the limit is reported as cut (``length``).
+    Re-encoded text can count more tokens than were generated, so the count is capped at the limit;
+    the finish reason is the engine's own (an answer that ends exactly at the limit is no cut).
     """
-    tokens = min(tokens, max_new_tokens)
-    return GeneratedChoice(text, tokens, "length" if tokens >= max_new_tokens else "stop")
+    return GeneratedChoice(answer.text, min(tokens, max_new_tokens), answer.finish_reason)
 
 
 def group_requests(params: list[SamplingParams]) -> list[tuple[SamplingParams, list[int]]]:
@@ -119,13 +122,17 @@ class BatchedBackend:
         from ray import serve
 
         self.engine, self.tokenizer, self.context_length = engine, tokenizer, context_length
+        self.accepts_system = template_accepts_system(tokenizer)
         self._batched = serve.batch(
             max_batch_size=max_batch_size, batch_wait_timeout_s=BATCH_WAIT_S
         )(self._run_batch)
 
     def render(self, conversation: Conversation) -> Prompt:
         """Apply the chat template (see :func:`render_prompt`)."""
-        return Prompt(conversation, render_prompt(self.tokenizer, conversation))
+        return Prompt(
+            conversation,
+            render_prompt(self.tokenizer, conversation, accepts_system=self.accepts_system),
+        )
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> list[GeneratedChoice]:
         """Queue the request for the next batch and wait for its answers."""
@@ -133,19 +140,19 @@ class BatchedBackend:
         if isinstance(answers, Exception):
             raise answers
         return [
-            completion_from_text(
-                text,
-                len(self.tokenizer.encode(text, add_special_tokens=False)),
+            completion_of(
+                answer,
+                len(self.tokenizer.encode(answer.text, add_special_tokens=False)),
                 params.max_new_tokens,
             )
-            for text in answers
+            for answer in answers
         ]
 
     async def _run_batch(
         self, requests: list[tuple[Conversation, SamplingParams]]
-    ) -> list[list[str] | Exception]:
+    ) -> list[list[Answer] | Exception]:
         """One batch: an engine call per group; a failed call fails only its own requests."""
-        answers: list[list[str] | Exception] = [[] for _ in requests]
+        answers: list[list[Answer] | Exception] = [[] for _ in requests]
         for params, indices in group_requests([params for _, params in requests]):
             conversations = [requests[i][0] for i in indices]
             try:

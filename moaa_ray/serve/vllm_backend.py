@@ -16,6 +16,7 @@ from vllm.v1.engine.async_llm import AsyncLLM
 
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import Conversation, SamplingParams
+from moaa_ray.engines.hf import accepts_system
 from moaa_ray.engines.vllm_offline import vllm_engine_args, vllm_sampling
 from moaa_ray.serve.backends import Prompt, render_prompt
 from moaa_ray.serve.protocol import GeneratedChoice
@@ -32,11 +33,15 @@ class VLLMBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(
             path, trust_remote_code=config.trust_remote_code
         )
+        self.accepts_system = accepts_system(self.tokenizer, path)
         self.context_length: int | None = self.engine.model_config.max_model_len
 
     def render(self, conversation: Conversation) -> Prompt:
         """Apply the chat template; vLLM then gets token ids, so counts and generation agree."""
-        return Prompt(conversation, render_prompt(self.tokenizer, conversation))
+        return Prompt(
+            conversation,
+            render_prompt(self.tokenizer, conversation, accepts_system=self.accepts_system),
+        )
 
     async def generate(self, prompt: Prompt, params: SamplingParams) -> list[GeneratedChoice]:
         """``params.n`` completions, from the engine's final output for the request."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from moaa_ray.core.conversations import conform, template_accepts_system
 from moaa_ray.train.losses import IGNORE_INDEX
 
 Messages = list[dict[str, str]]
@@ -44,6 +45,15 @@ class Batch:
             self.num_examples,
             self.num_tokens,
         )
+
+
+def _conform(tokenizer: Any, messages: Messages) -> Messages:
+    """The conversation as the template takes it (see :func:`moaa_ray.core.conversations.conform`).
+
+    The probe is one small render, cheap beside tokenizing the example; not cached, so a tokenizer
+    whose template is replaced is probed anew.
+    """
+    return conform(messages, accepts_system=template_accepts_system(tokenizer))
 
 
 def _render(tokenizer: Any, messages: Messages, add_generation_prompt: bool = False) -> list[int]:
@@ -112,7 +122,7 @@ def encode_conversation(tokenizer: Any, messages: Messages, max_seq_len: int) ->
     """
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError("conversation has no assistant turn to train on")
-    return _targets(*assistant_mask(tokenizer, messages), max_seq_len)
+    return _targets(*assistant_mask(tokenizer, _conform(tokenizer, messages)), max_seq_len)
 
 
 def encode_preference(
@@ -130,12 +140,12 @@ def encode_preference(
     Returns:
         ``(chosen_example, rejected_example)``.
     """
-    prompt_len = len(_render(tokenizer, prompt, add_generation_prompt=True))
+    prompt_len = len(_render(tokenizer, _conform(tokenizer, prompt), add_generation_prompt=True))
     examples = []
     for answer in (chosen, rejected):
         if not answer or any(m["role"] != "assistant" for m in answer):
             raise ValueError("chosen and rejected must be non-empty lists of assistant messages")
-        ids, mask = assistant_mask(tokenizer, prompt + answer)
+        ids, mask = assistant_mask(tokenizer, _conform(tokenizer, prompt + answer))
         examples.append(_targets(ids, [0] * prompt_len + mask[prompt_len:], max_seq_len))
     return examples[0], examples[1]
 

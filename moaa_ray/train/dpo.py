@@ -1,10 +1,16 @@
-"""DPO from the SFT model on the MoA-judged preference pairs; the SFT model is also the reference.
+"""DPO (or SPPO) from the SFT model on the MoA-judged preference pairs; the SFT model is also the
+reference.
 
 The reference log-probs come from one of three places: precomputed once from the starting weights
 (``precompute_ref_logprobs``, the default: no second model in memory; saved with every checkpoint so a
 resumed run does not recompute them), the policy with its LoRA adapters disabled, or a frozen copy of
 the starting weights on each worker. ``swap_pairs`` (a negative control) trains on every pair with
 chosen and rejected exchanged; being part of the section, it is part of the stage's fingerprint.
+
+SPPO (``loss_type: sppo``) also reads each pair's ``score_chosen``, ``score_rejected`` and ``scores``
+(every sample of the prompt): an answer's target is its mean Bradley-Terry win probability against
+the prompt's samples (:func:`moaa_ray.train.losses.win_rate_against_samples`). The scores are
+strengths in every reward source but ``ranking: wins``, which the config refuses for SPPO.
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ import torch.distributed as dist
 from moaa_ray.config import DPOConfig, MoaaConfig
 from moaa_ray.train.collate import Batch, collate, encode_preference, swap_pair
 from moaa_ray.train.launch import run_training
-from moaa_ray.train.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs, token_logprobs
+from moaa_ray.train.losses import (
+    IGNORE_INDEX,
+    dpo_loss,
+    sequence_logprobs,
+    sppo_loss,
+    token_logprobs,
+    win_rate_against_samples,
+)
 from moaa_ray.train.worker import WorkerSpec, load_causal_lm, read_training_rows, train_worker
 
 STAGE = "dpo"
@@ -34,14 +47,20 @@ def _chars(messages: list[dict[str, str]]) -> int:
 
 
 class DPOObjective:
-    """Preference loss (sigmoid/cDPO, IPO, robust) plus an optional NLL on the chosen answers."""
+    """Preference loss (sigmoid/cDPO, IPO, robust, SPPO) plus an optional NLL on the chosen answers."""
 
     def __init__(self, spec: WorkerSpec, tokenizer: Any):
         if not isinstance(spec.train, DPOConfig):
             raise TypeError(f"DPO needs a DPOConfig, got {type(spec.train).__name__}")
         self.spec, self.cfg, self.tokenizer = spec, spec.train, tokenizer
-        rows = read_training_rows(spec.data_path, ["prompt", "chosen", "rejected"])
+        columns = ["prompt", "chosen", "rejected"]
+        if self.cfg.loss_type == "sppo":
+            columns += ["score_chosen", "score_rejected", "scores"]
+        rows = read_training_rows(spec.data_path, columns)
         self.rows = [swap_pair(r) for r in rows] if self.cfg.swap_pairs else rows
+        # [rows, 2] SPPO targets (chosen, rejected). swap_pairs moves the answers, not the scores,
+        # so the negative control asks the loser for the winner's log-ratio.
+        self.win_rates = _win_rates(self.rows) if self.cfg.loss_type == "sppo" else None
         self.lengths = [
             _chars(r["prompt"]) + _chars(r["chosen"]) + _chars(r["rejected"]) for r in self.rows
         ]
@@ -74,15 +93,8 @@ class DPOObjective:
         batch, pairs = batch.to(engine.device), totals["pairs"]
         token_logps, chosen, rejected = self._sequence_logps(engine, batch, len(rows))
         ref_chosen, ref_rejected = self._reference_logps(engine, rows, batch)
-        losses, chosen_rewards, rejected_rewards = dpo_loss(
-            chosen,
-            rejected,
-            ref_chosen,
-            ref_rejected,
-            beta=self.cfg.beta,
-            loss_type=self.cfg.loss_type,
-            label_smoothing=self.cfg.label_smoothing,
-        )
+        logps = (chosen, rejected, ref_chosen, ref_rejected)
+        losses, chosen_rewards, rejected_rewards = self._pair_losses(rows, logps)
         loss = losses.sum() / pairs
         metrics = {"dpo_loss": loss.detach()}
         if self.cfg.sft_loss_weight > 0:
@@ -100,6 +112,35 @@ class DPOObjective:
             "chosen_logps": chosen.detach().sum() / pairs,
             "rejected_logps": rejected.detach().sum() / pairs,
         }
+
+    def _pair_losses(
+        self, rows: list[int], logps: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-pair losses and rewards from (policy chosen, rejected, reference chosen, rejected)."""
+        chosen, rejected, ref_chosen, ref_rejected = logps
+        loss_type = self.cfg.loss_type
+        if loss_type == "sppo":
+            assert self.win_rates is not None  # read in __init__ for sppo
+            targets = self.win_rates[rows].to(chosen.device)
+            win_chosen, win_rejected = targets[:, 0], targets[:, 1]
+            return sppo_loss(
+                chosen,
+                rejected,
+                ref_chosen,
+                ref_rejected,
+                win_chosen,
+                win_rejected,
+                beta=self.cfg.beta,
+            )
+        return dpo_loss(
+            chosen,
+            rejected,
+            ref_chosen,
+            ref_rejected,
+            beta=self.cfg.beta,
+            loss_type=loss_type,
+            label_smoothing=self.cfg.label_smoothing,
+        )
 
     def prepare(self, engine: Any, checkpoint_dir: str | None) -> None:
         """Set up the reference: load saved log-probs, precompute them, or load a frozen model."""
@@ -156,6 +197,20 @@ class DPOObjective:
         engine.train()
         dist.all_reduce(table)  # each row was filled by exactly one worker
         return table.cpu()
+
+
+def _win_rates(rows: list[dict]) -> torch.Tensor:
+    """Each pair's (chosen, rejected) estimated win rate against its prompt's samples."""
+    return torch.tensor(
+        [
+            [
+                win_rate_against_samples(r[key], r["scores"])
+                for key in ("score_chosen", "score_rejected")
+            ]
+            for r in rows
+        ],
+        dtype=torch.float64,
+    )
 
 
 def _chosen_mask(batch: Batch, num_pairs: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Loss math of SFT and DPO as pure functions over tensors (no ray, no models).
+"""Loss math of SFT, DPO and SPPO as pure functions over tensors (no ray, no models).
 
 Targets are already aligned with the logits: ``targets[..., t]`` is the token that position ``t``
 predicts, or :data:`IGNORE_INDEX` where nothing is trained (prompt, padding, sequence ends).
@@ -6,6 +6,8 @@ predicts, or :data:`IGNORE_INDEX` where nothing is trained (prompt, padding, seq
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -112,4 +114,62 @@ def dpo_loss(
         losses = (margin - 1 / (2 * beta)) ** 2
     else:
         raise ValueError(f"unknown DPO loss_type {loss_type!r}")
+    return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+
+
+def win_rate_against_samples(score: float, scores: Sequence[float]) -> float:
+    """Estimated ``P(y > pi | x)``: a sample's mean win probability against a prompt's K samples.
+
+    Scores are read as Bradley-Terry strengths, ``P(y_i > y_j) = sigmoid(s_i - s_j)``, and averaged
+    over all K samples of the policy, the sample itself included (a tie, 1/2), as SPPO's
+    ``compute_prob.py`` does with PairRM scores.
+
+    Args:
+        score: the sample's score.
+        scores: the scores of all K samples of its prompt (the sample's own among them).
+
+    Returns:
+        A probability in (0, 1).
+    """
+    if not scores:
+        raise ValueError("a win rate needs the prompt's sample scores")
+    return sum(1.0 / (1.0 + math.exp(other - score)) for other in scores) / len(scores)
+
+
+def sppo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    chosen_win_rate: torch.Tensor,
+    rejected_win_rate: torch.Tensor,
+    *,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SPPO (Wu et al., Self-Play Preference Optimization, arXiv 2405.00675): per-pair losses.
+
+    Each answer's log-ratio ``log pi(y|x) - log pi_ref(y|x)`` is regressed onto
+    ``(P(y > pi) - 1/2) / beta``, its estimated win rate against the policy centred and scaled:
+    ``((ratio_w - (P_w - 1/2) / beta)^2 + (ratio_l - (P_l - 1/2) / beta)^2) / 2``, the halved sum
+    of the SPPO repository's trainer. ``beta`` is the paper's ``1 / eta``.
+
+    Args:
+        policy_chosen: ``[pairs]`` sequence log-probs of the chosen answers under the policy.
+        policy_rejected: same, rejected answers.
+        reference_chosen: chosen answers under the reference model.
+        reference_rejected: rejected answers under the reference model.
+        chosen_win_rate: ``[pairs]`` estimated ``P(chosen > pi)`` (:func:`win_rate_against_samples`).
+        rejected_win_rate: same, rejected answers.
+        beta: strength of the pull towards the reference; win rate ``p`` asks for the log-ratio
+            ``(p - 1/2) / beta``.
+
+    Returns:
+        ``(losses, chosen_rewards, rejected_rewards)``, each ``[pairs]``; rewards are
+        ``beta * log-ratio``, without gradient.
+    """
+    chosen_ratio = policy_chosen - reference_chosen
+    rejected_ratio = policy_rejected - reference_rejected
+    chosen_target = (chosen_win_rate.to(chosen_ratio.dtype) - 0.5) / beta
+    rejected_target = (rejected_win_rate.to(rejected_ratio.dtype) - 0.5) / beta
+    losses = ((chosen_ratio - chosen_target) ** 2 + (rejected_ratio - rejected_target) ** 2) / 2
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()

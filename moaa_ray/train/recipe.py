@@ -136,9 +136,10 @@ def build_deepspeed_config(
 ) -> dict[str, Any]:
     """The DeepSpeed config of every training run (the only place one is built).
 
-    The optimizer and LR schedule are client objects (torch AdamW and a lambda schedule), so no
-    DeepSpeed op is JIT-built; ``zero_allow_untested_optimizer`` lets ZeRO wrap them, and with
-    ``offload`` the optimizer steps run on CPU with torch AdamW instead of DeepSpeedCPUAdam.
+    The optimizer and LR schedule are client objects (torch AdamW or RMSprop, and a lambda
+    schedule), so no DeepSpeed op is JIT-built; ``zero_allow_untested_optimizer`` lets ZeRO wrap
+    them, and with ``offload`` the optimizer steps run on CPU with the torch optimizer instead of
+    DeepSpeedCPUAdam.
 
     Args:
         zero_stage: 0 (plain data parallel), 2 (optimizer state + gradients sharded) or 3 (+ params).

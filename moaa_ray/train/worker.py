@@ -124,10 +124,26 @@ def load_causal_lm(spec: WorkerSpec, gpu: bool, ds_config: dict | None = None) -
     return model
 
 
+def build_optimizer(
+    params: list[torch.nn.Parameter], name: str, learning_rate: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """The client optimizer DeepSpeed wraps: torch AdamW (fused) or torch RMSprop.
+
+    RMSprop keeps torch's defaults (alpha 0.99, eps 1e-8, no momentum), as transformers'
+    ``optim="rmsprop"`` in SPPO's recipe does.
+    """
+    if name == "adamw":
+        # Fused: one pass over the weights per step, not one per tensor op (on CPU ~7x faster).
+        return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=True)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=learning_rate, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
 def build_deepspeed_engine(
     spec: WorkerSpec, total_steps: int, num_micro_batches: int, world_size: int
 ):
-    """The DeepSpeed engine: model (+ LoRA), fused torch AdamW, the LR schedule, the ZeRO config."""
+    """The DeepSpeed engine: model (+ LoRA), the client optimizer, the LR schedule, the ZeRO config."""
     import deepspeed
 
     cfg = spec.train
@@ -161,10 +177,7 @@ def build_deepspeed_engine(
             ),
         )
     params = [p for p in model.parameters() if p.requires_grad]
-    # Fused: one pass over the weights per step, not one per tensor op (on CPU ~7x faster).
-    optimizer = torch.optim.AdamW(
-        params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True
-    )
+    optimizer = build_optimizer(params, cfg.optimizer, cfg.learning_rate, cfg.weight_decay)
     warmup = warmup_steps(total_steps, cfg.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, cfg.lr_schedule)

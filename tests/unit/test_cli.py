@@ -85,3 +85,22 @@ def test_an_engine_failure_inside_a_ray_task_is_said_in_one_line(monkeypatch, tm
     assert capsys.readouterr().err.strip() == (
         "generate failed: EngineFailure: model 'j': no usable replica"
     )
+
+
+def readme_validate_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    return [line for line in text.splitlines() if line.startswith(".venv/bin/moaa validate ")]
+
+
+def test_the_readme_validate_commands_run_as_written():
+    import subprocess
+
+    commands = readme_validate_commands()
+    assert commands, "README.md shows no `.venv/bin/moaa validate` command"
+    for command in commands:
+        done = subprocess.run(
+            command, shell=True, cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        config = command.split("--config ")[1].split()[0]
+        assert done.stdout.startswith(f"{config}: valid\n")

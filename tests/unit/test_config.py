@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from moaa_ray.config import ConfigError, load_config
+from moaa_ray import cli
+from moaa_ray.config import ConfigError, check_config, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -29,12 +30,15 @@ def write(tmp_path):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_every_shipped_config_validates(path, monkeypatch):
+def test_every_shipped_config_validates(path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     config = load_config(path)
     assert config.generate is not None or config.evaluate is not None
     referenced = {name for _, name in config.model_references()}
     assert referenced <= set(config.models)
+    argv = ["validate", "--config", f"configs/{path.name}", "--cluster", "cluster.yaml"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith(f"configs/{path.name}: valid\n")
 
 
 def test_the_official_judges_config_judges_with_gpt4_turbo_and_grades_with_gpt4(monkeypatch):
@@ -76,6 +80,25 @@ def test_paper_config_has_the_papers_preferences_and_hyperparameters(monkeypatch
         128,
     )
     assert (dpo.lr_schedule, dpo.warmup_ratio, dpo.zero_stage) == ("cosine", 0.1, 3)
+    # the values the config's second sft/dpo blocks used to hide
+    assert (config.sft.cpus_per_worker, dpo.cpus_per_worker, dpo.checkpoint_every_steps) == (
+        8,
+        8,
+        10,
+    )
+
+
+def test_paper_config_samples_its_prompt_subsets_with_a_seed(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "configs" / "paper-llama31-8b.yaml")
+    ultrachat = config.generate.inputs[1]
+    assert (ultrachat.path, ultrachat.sample, ultrachat.limit) == (
+        "HuggingFaceH4/ultrachat_200k",
+        5000,
+        None,
+    )
+    (dpo_prompts,) = config.preferences.inputs
+    assert (dpo_prompts.split, dpo_prompts.sample) == ("train_prefs", 6000)
 
 
 def test_self_moa_config_teaches_gemma_with_small_models(monkeypatch):
@@ -248,6 +271,21 @@ def test_a_function_judge_cannot_give_logprob_verdicts(write, overrides, role):
     assert "set verdict_mode: text" in message
 
 
+def test_an_openai_http_judge_cannot_give_logprob_verdicts(write):
+    remote = [
+        "models.judge.engine=openai_http",
+        "models.judge.path=gpt-4o",
+        "models.judge.api_base=http://127.0.0.1:8000/v1",
+        "models.judge.engine_kwargs={}",
+    ]
+    with pytest.raises(ConfigError) as err:
+        load_config(write(FUNCTION_JUDGES), [*remote, "preferences.judging.verdict_mode=logprob"])
+    message = str(err.value)
+    assert "preferences.judging.verdict_mode: preferences.judging.judges.0" in message
+    assert "openai_http engine" in message and "set verdict_mode: text" in message
+    assert load_config(write(FUNCTION_JUDGES), remote).models["judge"].engine == "openai_http"
+
+
 def test_a_function_grader_cannot_give_logprob_grades(write):
     evaluate = """
 evaluate:
@@ -258,3 +296,135 @@ evaluate:
 """
     with pytest.raises(ConfigError, match=r"evaluate\.grading_mode: evaluate\.judging\.judges\.0"):
         load_config(write(FUNCTION_JUDGES + evaluate))
+
+
+def test_a_repeated_key_is_an_error_naming_file_and_lines(write):
+    path = write(MINIMAL + "  batch_size: 4\n  batch_size: 8\nmodels: {}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems == [
+        f"{path}:10: duplicate key 'batch_size' (first at line 9); merge the two, or YAML keeps "
+        "only the last",
+        f"{path}:11: duplicate key 'models' (first at line 2); merge the two, or YAML keeps only "
+        "the last",
+    ]
+
+
+def test_exponents_without_a_dot_are_numbers_in_files_and_overrides(write):
+    path = write(MINIMAL.replace("aggregator: b", "aggregator: b\n  sampling: {top_p: 9e-1}"))
+    config = load_config(path, ["generate.sampling.temperature=5E-1", "models.a.num_gpus=1e0"])
+    sampling = config.generate.sampling
+    assert (sampling.top_p, sampling.temperature, config.models["a"].num_gpus) == (0.9, 0.5, 1.0)
+    assert load_config(path, ["models.a.engine_kwargs={lr: 1e-2}"]).models["a"].engine_kwargs == {
+        "lr": 0.01
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "bound"),
+    [
+        ("generate.batch_size=0", "greater than or equal to 1"),
+        ("models.a.max_batch_size=0", "greater than or equal to 1"),
+        ("models.a.request_timeout_s=0", "greater than 0"),
+        ("models.a.num_gpus=-1", "greater than or equal to 0"),
+        ("generate.inputs.0.limit=-1", "greater than or equal to 0"),
+        ("generate.inputs.0.sample=-1", "greater than or equal to 0"),
+        ("generate.inputs.0.max_prompt_chars=0", "greater than or equal to 1"),
+        ("generate.sampling.top_p=1.5", "less than or equal to 1"),
+        ("generate.sampling.temperature=-0.1", "greater than or equal to 0"),
+        ("generate.sampling.max_new_tokens=0", "greater than or equal to 1"),
+        ("ray.num_cpus=0", "greater than or equal to 1"),
+    ],
+)
+def test_numbers_out_of_bounds_name_key_and_bound(write, override, bound):
+    key = override.partition("=")[0]
+    with pytest.raises(
+        ConfigError, match=rf"override '{override}': {key}: Input should be {bound}"
+    ):
+        load_config(write(MINIMAL), [override])
+
+
+def test_every_problem_is_listed_not_only_the_first(write):
+    check = check_config(
+        write(MINIMAL.replace("proposers: [a, b]", "proposers: [a, b]\n  batch_size: 0")),
+        ["generate.sampling.top_p=2", "generate.num_layers=one"],
+    )
+    assert check.config is None
+    assert [problem.split(": ")[1] for problem in check.problems] == [
+        "generate.num_layers",
+        "generate.sampling.top_p",
+        "generate.batch_size",
+    ]
+    references = check_config(write(MINIMAL.replace("[a, b]", "[c, d]")))
+    assert [p.split(": ")[1] for p in references.problems] == [
+        "generate.proposers.0",
+        "generate.proposers.1",
+    ]
+
+
+LAYERED = MINIMAL.replace("proposers: [a, b]", "layer_proposers: [[a, b], [a]]\n  num_layers: 3")
+
+
+def test_each_proposer_layer_may_name_its_own_models(write):
+    config = load_config(write(LAYERED))
+    assert config.generate.layer_proposers == [["a", "b"], ["a"]]
+    assert config.generate.proposers == []
+    with pytest.raises(ConfigError, match=r"generate\.layer_proposers\.1\.0: model 'c'"):
+        load_config(write(LAYERED.replace("[a]]", "[c]]")))
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("generate.num_layers=2", "lists 2 layers; num_layers=2 has 1 proposer layers"),
+        ("generate.layer_proposers=[[a], []]", "layer_proposers.1 names no model"),
+        ("generate.proposers=[a]", "not both"),
+        ("generate.layer_proposers=null", "name the proposers"),
+    ],
+)
+def test_layer_proposers_fill_every_proposer_layer(write, override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(LAYERED), [override])
+
+
+PAIRRM = """
+models:
+  policy: {path: "tiny:llama-a"}
+  ranker: {path: "tiny:pairrm-f", engine: pairrm}
+preferences:
+  inputs: [{path: prompts.jsonl}]
+  policy: policy
+  reward: pairwise_ranker
+  reward_model: ranker
+dpo: {loss_type: sppo}
+"""
+
+
+def test_a_pairrm_engine_ranks_pairs_and_sppo_reads_strengths(write):
+    config = load_config(write(PAIRRM))
+    assert config.models["ranker"].engine == "pairrm" and config.dpo.loss_type == "sppo"
+    with pytest.raises(ConfigError, match="is a pairrm engine.*set reward: pairwise_ranker"):
+        load_config(write(PAIRRM), ["preferences.reward=scalar_rm"])
+    judged = ["preferences.reward=llm_judges", "preferences.judging={judges: [policy]}"]
+    assert load_config(write(PAIRRM), judged).preferences.ranking == "bradley_terry"
+    with pytest.raises(ConfigError, match=r"dpo: .*ranking 'wins' counts wins"):
+        load_config(write(PAIRRM), [*judged, "preferences.ranking=wins"])
+
+
+@pytest.mark.parametrize("name", ["snorkel-pairrm.yaml", "sppo.yaml"])
+def test_seed_recipes_rank_five_samples_with_pairrm_for_three_rounds(name, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "configs" / name)
+    prefs, dpo = config.preferences, config.dpo
+    assert config.iterations == 3 and prefs.num_samples == 5 and config.generate is None
+    assert prefs.reward == "pairwise_ranker" and config.sft is None
+    ranker = config.models[prefs.reward_model]
+    assert (ranker.engine, ranker.path) == ("pairrm", "llm-blender/PairRM-hf")
+    assert config.models[prefs.policy].path == "mistralai/Mistral-7B-Instruct-v0.2"
+    assert prefs.inputs[0].limit == 60_000  # three rounds of 20k prompts
+    if name == "sppo.yaml":
+        assert (dpo.loss_type, dpo.beta, dpo.learning_rate) == ("sppo", 0.001, 5e-7)
+        assert (dpo.optimizer, dpo.lr_schedule, dpo.warmup_ratio) == ("rmsprop", "linear", 0.1)
+        assert dpo.global_batch_size == 64 and dpo.num_workers == [8, 8]
+    else:
+        assert dpo.loss_type == "sigmoid"

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ["ray", "torch", "transformers", "vllm", "deepspeed"]
 
@@ -21,6 +22,20 @@ def test_cli_help_loads_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_validating_the_paper_config_starts_no_ray_and_loads_no_heavy_library():
+    code = (
+        "import sys\nfrom moaa_ray.cli import main\n"
+        "code = main(['validate', '--config', 'configs/paper-llama31-8b.yaml', '--cluster', "
+        "'cluster.yaml'])\n"
+        f"print(code, [m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo
+    )
+    assert out.stdout.splitlines()[-1] == "0 []"
 
 
 def test_imports_point_downward_between_packages():

@@ -3,6 +3,8 @@ import pytest
 from moaa_ray.records import RowError, compute_row_id, conversation_from_row
 
 COLUMNS = {"prompt_column": "prompt", "messages_column": None, "system_column": None}
+USER = {"role": "user", "content": "Q"}
+ANSWER = {"role": "assistant", "content": "A"}
 
 
 def convert(row, **overrides):
@@ -22,7 +24,8 @@ def test_system_column_is_prepended():
     ("row", "reason"),
     [
         ({}, "missing column 'prompt'"),
-        ({"prompt": None}, "missing column"),
+        ({"prompt": None}, "^prompt is null$"),
+        ({"prompt": "smile \ud83d"}, r"prompt: lone surrogate \\ud83d at character 6"),
         ({"prompt": "   "}, "empty text"),
         ({"prompt": 42}, "expected text, got int"),
         ({"prompt": "x" * 101}, "over max_prompt_chars=100"),
@@ -40,11 +43,43 @@ def test_bad_prompt_rows_are_rejected_with_a_reason(row, reason):
         ([{"role": "bot", "content": "x"}], "expected a role"),
         ([{"role": "assistant", "content": "x"}], "no user turn"),
         ([{"role": "user", "content": ""}], "empty text"),
+        ([{"role": "user", "content": None}], r"messages\[0\]\.content is null"),
+        (
+            [USER, {"role": "system", "content": "x"}],
+            r"messages\[1\]: a system turn may only come first",
+        ),
+        (
+            [USER, USER],
+            r"messages\[1\]: two user turns in a row; user and assistant turns must alternate",
+        ),
+        (
+            [{"role": "assistant", "content": "a"}, USER],
+            r"messages\[0\]: starts with an assistant turn",
+        ),
+        ([USER, ANSWER, ANSWER], r"messages\[2\]: two assistant turns in a row"),
+        (
+            [USER, {"role": "assistant", "content": "\udc00"}],
+            r"messages\[1\]\.content: lone surrogate",
+        ),
     ],
 )
 def test_bad_conversations_are_rejected(messages, reason):
     with pytest.raises(RowError, match=reason):
         convert({"messages": messages}, messages_column="messages")
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [
+        ["user"],
+        ["system", "user"],
+        ["user", "assistant"],  # a trailing answer: generate regenerates it, preferences drops it
+        ["system", "user", "assistant", "user"],
+    ],
+)
+def test_alternating_conversations_are_kept_as_given(roles):
+    messages = [{"role": role, "content": f"{role} {i}"} for i, role in enumerate(roles)]
+    assert convert({"messages": messages}, messages_column="messages") == messages
 
 
 def test_row_id_ignores_assistant_text_but_not_user_text():

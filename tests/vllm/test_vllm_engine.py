@@ -30,8 +30,23 @@ def test_chat_returns_n_answers_per_conversation(engine):
     params = SamplingParams(temperature=0.8, max_new_tokens=8, n=3, seed=1)
     answers = engine.chat(CONVERSATIONS, params)
     assert [len(a) for a in answers] == [3, 3]
-    assert all(isinstance(t, str) and t for group in answers for t in group)
+    assert all(a.text and a.finish_reason in ("stop", "length") for group in answers for a in group)
     assert engine.chat(CONVERSATIONS, params) == answers  # seeded
+    cut = engine.chat(CONVERSATIONS, SamplingParams(temperature=0.0, max_new_tokens=2))
+    assert [a.finish_reason for [a] in cut] == [
+        "length",
+        "length",
+    ]  # a random model never ends in 2
+
+
+def test_a_template_without_a_system_role_gets_the_system_text_in_the_user_turn():
+    gemma = build_engine(
+        ModelConfig(path="tiny:gemma-style", engine="vllm", engine_kwargs={"max_model_len": 512})
+    )
+    assert not gemma.accepts_system
+    [[answer], [other]] = gemma.chat(CONVERSATIONS, SamplingParams(max_new_tokens=4, seed=0))
+    assert answer.text and other.text
+    assert all(x < 0 for x in gemma.choice_logprobs(CONVERSATIONS[1:], "Verdict: ", ["A", "B"])[0])
 
 
 def test_choice_logprobs_match_the_hf_engine(engine):

@@ -1,6 +1,7 @@
 import pytest
 
 from moaa_ray.core.moa import (
+    TruncatedAnswer,
     finish_row,
     generation_targets,
     layer_requests,
@@ -28,6 +29,18 @@ def test_plan_reuses_a_model_that_is_proposer_and_aggregator():
 def test_plan_needs_two_layers():
     with pytest.raises(ValueError):
         plan_layers(["a"], "b", 1)
+
+
+def test_each_layer_may_name_its_own_proposers():
+    plan = plan_layers([], "e", 3, layer_proposers=[["a", "b", "c"], ["a", "d"]])
+    assert plan.layers == (("a", "b", "c"), ("a", "d"), ("e",))
+    assert plan.models == ("a", "b", "c", "d", "e")
+
+
+@pytest.mark.parametrize("layers", [[["a"]], [["a"], []], [["a"], ["b"], ["c"]]])
+def test_layer_proposers_must_fill_every_proposer_layer(layers):
+    with pytest.raises(ValueError, match="each of its num_layers - 1"):
+        plan_layers([], "e", 3, layer_proposers=layers)
 
 
 def test_targets_regenerate_assistant_turns_and_answer_a_trailing_user_turn():
@@ -183,3 +196,43 @@ def test_row_fails_when_the_aggregator_failed():
     with pytest.raises(ValueError, match="aggregator failed: oom"):
         finish_row(state, plan)
     assert state["failed"]
+
+
+def test_a_layer_of_its_own_proposers_reads_the_previous_layers_answers():
+    plan = plan_layers([], "agg", 3, layer_proposers=[["p1", "p2", "p3"], ["p1", "p4"]])
+    state = new_state("id", [{"role": "user", "content": "Q"}], "src")
+    calls = []
+
+    def answer(turn, layer, slot, model, conversation):
+        calls.append((layer, model, conversation[0]["content"] if layer else None))
+        return f"{model}@{layer}", None
+
+    run_layers(state, plan, answer)
+    assert [(layer, model) for layer, model, _ in calls] == [
+        (0, "p1"), (0, "p2"), (0, "p3"), (1, "p1"), (1, "p4"), (2, "agg")
+    ]  # fmt: skip
+    second_layer = calls[3][2]
+    assert all(f"p{i}@0" in second_layer for i in (1, 2, 3))
+    aggregator = calls[5][2]
+    assert "p1@1" in aggregator and "p4@1" in aggregator and "p2@0" not in aggregator
+    assert finish_row(state, plan)["messages"][-1]["content"] == "agg@2"
+
+
+def test_a_cut_final_answer_is_no_sft_target_unless_kept_and_cut_references_are_counted():
+    plan = plan_layers(["p1", "p2"], "agg", 2)
+
+    def run(final_cut: bool) -> dict:
+        state = new_state("id", [{"role": "user", "content": "Q"}], "src")
+        for layer in range(2):
+            for slot, model, _ in layer_requests(state, plan, 0, layer, TEMPLATE):
+                cut = final_cut if layer == 1 else model == "p2"
+                record_output(state, 0, layer, slot, model, f"{model} says", None, truncated=cut)
+        return state
+
+    row = finish_row(run(final_cut=False), plan)
+    assert row["truncated_references"] == 1 and row["dropped_references"] == 0
+    assert [p["truncated"] for p in row["proposals"]] == [False, True, False]
+    with pytest.raises(TruncatedAnswer, match="cut at max_new_tokens"):
+        finish_row(run(final_cut=True), plan)
+    kept = finish_row(run(final_cut=True), plan, keep_truncated=True)
+    assert kept["messages"][-1] == {"role": "assistant", "content": "agg says"}

@@ -1,7 +1,7 @@
 """Tests for moaa_ray.core.verification: verifier statistics over the rows the stages write."""
 
 from moaa_ray.core.moa import finish_row, new_state, plan_layers, record_output
-from moaa_ray.core.tournament import AGGREGATOR
+from moaa_ray.core.tournament import AGGREGATOR, VerdictRules
 from moaa_ray.core.verification import moa_accuracy, preference_accuracy
 
 PLAN = plan_layers(["p", "q", "p"], "agg", 2)
@@ -92,7 +92,7 @@ DROPPED = [
 
 
 def test_preference_accuracy_covers_prompts_and_pairs_the_verifier_can_check():
-    stats = preference_accuracy(KEPT, DROPPED, [], verify, None)
+    stats = preference_accuracy(KEPT, DROPPED, [], verify, VerdictRules())
     assert stats["verifiable_prompts"] == 4 and stats["prompts_with_correct_and_wrong"] == 0.75
     assert stats["verifiable_pairs"] == 3
     assert stats["chosen_correct"] == stats["rejected_correct"] == stats["pair_accuracy"] == 0.3333
@@ -119,12 +119,12 @@ def test_judges_and_aggregator_are_scored_over_the_same_split_comparisons():
         judged("d1", 0, 1, "ab", "j2", "A"),
         judged("d1", 0, 1, "ab", AGGREGATOR, "A"),
     ]
-    stats = preference_accuracy(KEPT, DROPPED, audit, verify, AGGREGATOR)
+    stats = preference_accuracy(KEPT, DROPPED, audit, verify, VerdictRules(aggregator=True))
     assert stats["comparisons"] == 4
     assert stats["judge_agreement"] == {"j1": 0.75, "j2": 0.25}
     assert stats["ensemble_agreement"] == 0.75
     judges_only = [j for j in audit if j["judge"] != AGGREGATOR]
-    combined = preference_accuracy(KEPT, DROPPED, judges_only, verify, None)
+    combined = preference_accuracy(KEPT, DROPPED, judges_only, verify, VerdictRules())
     # Combined: k1 ab A+B is a tie, k1 ba B+tie is B, k2 ab B, d1 ab A (the abstention is left out).
     assert combined["judge_agreement"] == stats["judge_agreement"]
     assert combined["ensemble_agreement"] == 0.75
@@ -137,7 +137,18 @@ def test_logprob_verdicts_pick_answer_a_above_one_half():
         judged("d1", 0, 1, "ab", "j1", p_a=0.7),  # right
         judged("d1", 0, 1, "ab", "j2", p_a=0.2),  # wrong; the mean 0.45 picks B: wrong
     ]
-    stats = preference_accuracy([], DROPPED, audit, verify, None)
+    stats = preference_accuracy([], DROPPED, audit, verify, VerdictRules())
     assert stats["comparisons"] == 2
     assert stats["judge_agreement"] == {"j1": 1.0, "j2": 0.0}
     assert stats["ensemble_agreement"] == 0.5  # ba: mean 0.4 picks B, right
+
+
+def test_the_final_verdict_of_an_abstaining_aggregator_judge_follows_the_fallback():
+    audit = [
+        judged("d1", 0, 1, "ab", "j1", "A"),  # sample 0 (correct) is A: right
+        judged("d1", 0, 1, "ab", AGGREGATOR, None),
+    ]
+    rules = VerdictRules(aggregator=True)
+    assert preference_accuracy([], DROPPED, audit, verify, rules)["ensemble_agreement"] == 1.0
+    rules = VerdictRules(aggregator=True, aggregator_fallback="abstain")
+    assert preference_accuracy([], DROPPED, audit, verify, rules)["ensemble_agreement"] == 0.0

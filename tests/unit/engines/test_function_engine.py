@@ -6,7 +6,7 @@ from moaa_ray.config import ModelConfig
 from moaa_ray.core.criteria import Criterion
 from moaa_ray.core.judging import parse_verdict, render_aggregator_prompt, render_judge_prompt
 from moaa_ray.core.moa import with_references
-from moaa_ray.engines.base import SamplingParams, build_engine
+from moaa_ray.engines.base import Answer, SamplingParams, build_engine
 from moaa_ray.engines.function import FunctionEngine
 
 QUESTION = [{"role": "user", "content": "What is 31 + 37?"}]
@@ -39,13 +39,13 @@ def test_each_role_function_answers_through_the_engine():
     params = SamplingParams(temperature=0.0)
     judge = render_judge_prompt(QUESTION, "68", "67", CRITERIA)
     [[verdict]] = engine("verifier_judge", flip_rate=0.0).chat([judge], params)
-    assert parse_verdict(verdict) == "A"
+    assert parse_verdict(verdict.text) == "A" and verdict.finish_reason == "stop"
     evaluations = ["Verdict: B", "Verdict: B", "Verdict: A"]
     aggregate = render_aggregator_prompt(QUESTION, "67", "68", CRITERIA, evaluations)
     [[final]] = engine("majority_judge").chat([aggregate], params)
-    assert parse_verdict(final) == "B"
+    assert parse_verdict(final.text) == "B"
     references = with_references(QUESTION, ["68", "67", "68"], "aggregate.txt")
-    assert engine("plurality_aggregator").chat([references], params) == [["68"]]
+    assert engine("plurality_aggregator").chat([references], params) == [[Answer("68")]]
     answered = [*QUESTION, {"role": "assistant", "content": "68"}]
     wrong = [*QUESTION, {"role": "assistant", "content": "67"}]
     assert engine("verifier_reward").score([answered, wrong]) == [1.0, 0.0]
@@ -59,12 +59,16 @@ def test_answers_are_deterministic_per_seed_and_vary_with_sample_and_conversatio
     assert first == engine("verifier_judge", flip_rate=0.5).chat(prompts, params)
     assert len(first) == 8 and all(len(answers) == 4 for answers in first)
     assert first != noisy.chat(prompts, SamplingParams(n=4, seed=2))
-    assert any(len(set(answers)) > 1 for answers in first)  # a prompt's samples flip differently
+    assert any(
+        len({a.text for a in answers}) > 1 for answers in first
+    )  # a prompt's samples flip differently
 
 
 def test_keyword_arguments_and_a_seeded_rng_reach_the_function():
     config = ModelConfig(path=f"{__name__}:echo", engine="function", engine_kwargs={"suffix": "!"})
-    answers = FunctionEngine(config).chat([QUESTION], SamplingParams(n=3, seed=0))[0]
+    answers = [
+        a.text for a in FunctionEngine(config).chat([QUESTION], SamplingParams(n=3, seed=0))[0]
+    ]
     assert all(a.startswith("What is 31 + 37? 0.") and a.endswith("!") for a in answers)
     assert len(set(answers)) == 3
 
@@ -72,7 +76,7 @@ def test_keyword_arguments_and_a_seeded_rng_reach_the_function():
 def test_the_function_does_not_edit_the_callers_messages():
     fn = FunctionEngine(ModelConfig(path=f"{__name__}:vandal", engine="function"))
     conversation = [dict(QUESTION[0])]
-    assert fn.chat([conversation], SamplingParams()) == [["ok"]]
+    assert fn.chat([conversation], SamplingParams()) == [[Answer("ok")]]
     assert conversation == QUESTION
 
 

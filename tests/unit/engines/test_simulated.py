@@ -55,17 +55,22 @@ def test_answers_are_deterministic_and_vary_with_their_inputs():
 
 
 def test_word_count_is_exact_and_a_small_budget_cuts_the_tail():
-    assert len(engine().chat([HELLO], SamplingParams(max_new_tokens=9))[0][0].split()) == 9
-    answers = engine(answer_tokens=50).chat([HELLO], SamplingParams(max_new_tokens=9, n=2))[0]
-    assert [len(a.split()) for a in answers] == [50, 50]
-    two = engine(answer_tokens=2).chat([HELLO], SamplingParams())[0][0]
+    assert len(engine().chat([HELLO], SamplingParams(max_new_tokens=9))[0][0].text.split()) == 9
+    filled = engine().chat([HELLO], SamplingParams(max_new_tokens=9))[0][0]
+    assert filled.finish_reason == "stop"  # fills the budget exactly and ends with its verdict
+    long = engine(answer_tokens=50).chat([HELLO], SamplingParams(max_new_tokens=9, n=2))[0]
+    assert [len(a.text.split()) for a in long] == [9, 9] and all(a.truncated for a in long)
+    assert parse_verdict(long[0].text) is None  # the cut took the verdict at the end
+    whole = engine(answer_tokens=50).chat([HELLO], SamplingParams(max_new_tokens=50))[0][0]
+    assert whole.text.startswith(long[0].text) and not whole.truncated
+    two = engine(answer_tokens=2).chat([HELLO], SamplingParams())[0][0].text
     assert two.split()[0] == "Verdict:" and parse_verdict(two) is not None
-    assert engine(answer_tokens=1).chat([HELLO], SamplingParams())[0][0] == "Verdict:"
+    assert engine(answer_tokens=1).chat([HELLO], SamplingParams())[0][0].text == "Verdict:"
 
 
 def test_answers_carry_a_verdict_and_a_grade_that_parse():
     conversations = [[{"role": "user", "content": f"question {i}"}] for i in range(40)]
-    answers = [a[0] for a in engine().chat(conversations, SamplingParams(max_new_tokens=12))]
+    answers = [a[0].text for a in engine().chat(conversations, SamplingParams(max_new_tokens=12))]
     verdicts = [parse_verdict(a) for a in answers]
     grades = [parse_rating(a) for a in answers]
     assert set(verdicts) == {"A", "B", "tie"}
@@ -81,7 +86,7 @@ def test_answers_carry_a_verdict_and_a_grade_that_parse():
 
 def test_an_arena_hard_judge_prompt_gets_one_of_its_five_labels():
     prompts = [render_arena_hard_judge_prompt(f"q{i}", "answer a", "answer b") for i in range(40)]
-    answers = [a[0] for a in engine().chat(prompts, SamplingParams(max_new_tokens=12))]
+    answers = [a[0].text for a in engine().chat(prompts, SamplingParams(max_new_tokens=12))]
     verdicts = {parse_arena_hard_verdict(a) for a in answers}
     assert verdicts == {"A>>B", "A>B", "A=B", "B>A", "B>>A"}
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from moaa_ray.config import BenchmarkConfig, EvaluateConfig, MoaaConfig, load_config
 from moaa_ray.core.benchmarks import EvalQuestion
+from moaa_ray.engines.base import Answer
 from moaa_ray.engines.pools import Completion
 from moaa_ray.pipeline.evaluate import (
     AnswerStep,
@@ -111,7 +112,10 @@ class FakePool:
 
     def submit(self, method, items, *args):
         self.calls.append((method, items))
-        return [self.reply(method, item, *args) for item in items]
+        replies = [self.reply(method, item, *args) for item in items]
+        if method == "chat":  # engines answer with Answer objects; replies are their texts
+            replies = [[Answer(text) for text in reply] for reply in replies]
+        return replies
 
     def collect(self, submitted):
         return [Completion(output) for output in submitted]

@@ -1,10 +1,17 @@
 """The preference stage's files without a cluster: what a batch writes, and the statistics read back."""
 
-import pyarrow as pa
+import math
 
-from moaa_ray.config import PreferencesConfig
+import pyarrow as pa
+import pytest
+
+from moaa_ray.config import JudgingConfig, PreferencesConfig
+from moaa_ray.core.judging import parse_judge_prompt
 from moaa_ray.core.tournament import new_tournament, record_judgment, record_samples
+from moaa_ray.engines.base import Answer
+from moaa_ray.engines.pools import Completion
 from moaa_ray.pipeline import preferences
+from moaa_ray.pipeline.preference_graph import AggregateStep, JudgeStep
 from moaa_ray.runs.rundir import StageDir
 
 PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -60,3 +67,60 @@ def test_verifier_stats_are_read_from_every_pair_drop_and_judgment_written(tmp_p
         "ensemble_agreement": 0.75,
     }
     assert "verifier" not in preferences._stage_stats(stage, dropped, audit, PREFS, None)
+
+
+class FakePool:
+    """A model pool that answers at once: ``reply(method, item)`` per item."""
+
+    def __init__(self, reply):
+        self.reply = reply
+
+    def submit(self, method, items, *args):
+        return [self.reply(method, item) for item in items]
+
+    def collect(self, submitted):
+        return [Completion(output) for output in submitted]
+
+
+def prefers_four(method, conversation):
+    """A judge that writes which shown answer is "4"."""
+    shown = parse_judge_prompt(conversation[-1]["content"])
+    return [Answer(f"Four is right.\nVerdict: {'A' if shown.answer_a == '4' else 'B'}")]
+
+
+def judge_and_write(tmp_path, monkeypatch, judging, pools):
+    """Judge one prompt with samples "4" and "5" through the stage's steps; its written stats."""
+    monkeypatch.setattr(preferences, "count_rows", lambda *args, **kwargs: None)
+    prefs = PREFS.model_copy(update={"judging": JudgingConfig(**judging)})
+    state = tournament("row", ["4", "5"], {})
+    JudgeStep(pools, prefs.judging, "round_robin")([state])
+    if prefs.judging.aggregator_judge:
+        AggregateStep(pools[prefs.judging.aggregator_judge], prefs.judging, "round_robin")([state])
+    stage = StageDir(tmp_path / "preferences")
+    dropped, audit = StageDir(stage.path / "dropped"), StageDir(stage.path / "judgments")
+    preferences._write_batch([state], prefs, stage, dropped, audit)
+    return preferences._stage_stats(stage, dropped, audit, prefs, None), audit.read().to_pylist()
+
+
+@pytest.mark.parametrize(("fallback", "pairs_kept"), [("judges_mean", 1), ("abstain", 0)])
+def test_an_abstaining_aggregator_judge_is_replaced_by_the_judges_or_abstains(
+    tmp_path, monkeypatch, fallback, pairs_kept
+):
+    pools = {"j": FakePool(prefers_four), "agg": FakePool(lambda m, c: [Answer("I am not sure.")])}
+    judging = {"judges": ["j"], "aggregator_judge": "agg", "aggregator_fallback": fallback}
+    stats, audit = judge_and_write(tmp_path, monkeypatch, judging, pools)
+    assert stats["pairs_kept"] == pairs_kept
+    assert stats["aggregator_fallbacks"] == (2 if fallback == "judges_mean" else 0)
+    assert stats["pair_abstain_rate"] == (0.0 if fallback == "judges_mean" else 1.0)
+    assert [(r["judge"], r["verdict"]) for r in audit if r["order"] == "ab"] == [
+        ("j", "A"),
+        ("aggregator", None),
+    ]
+
+
+def test_logprob_verdicts_inside_the_tie_band_are_audited_as_ties(tmp_path, monkeypatch):
+    pools = {"j": FakePool(lambda method, conversation: [math.log(0.52), math.log(0.48)])}
+    judging = {"judges": ["j"], "verdict_mode": "logprob", "tie_band": 0.05}
+    stats, audit = judge_and_write(tmp_path, monkeypatch, judging, pools)
+    assert [(r["verdict"], round(r["p_a"], 2)) for r in audit] == [("tie", 0.52)] * 2
+    assert stats["pairs_kept"] == 0 and stats["abstain_rate"] == 0.0

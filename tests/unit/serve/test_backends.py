@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from moaa_ray.engines.base import SamplingParams
+from moaa_ray.engines.base import Answer, SamplingParams
 from moaa_ray.serve.backends import (
-    completion_from_text,
+    completion_of,
     context_length_of,
     group_requests,
     render_prompt,
@@ -55,12 +55,14 @@ def test_context_length_comes_from_the_first_field_a_config_names():
     assert context_length_of(SimpleNamespace(hidden_size=64)) is None
 
 
-def test_a_completion_at_its_limit_is_cut_and_counts_no_more_than_the_limit():
-    assert completion_from_text("a b", 2, max_new_tokens=4) == GeneratedChoice("a b", 2, "stop")
-    assert completion_from_text("a b c d", 4, max_new_tokens=4) == GeneratedChoice(
-        "a b c d", 4, "length"
+def test_a_completion_keeps_the_engines_finish_reason_and_counts_no_more_than_the_limit():
+    assert completion_of(Answer("a b"), 2, max_new_tokens=4) == GeneratedChoice("a b", 2, "stop")
+    # Ended by the model exactly at the limit: no cut.
+    assert completion_of(Answer("a b c d"), 4, max_new_tokens=4) == GeneratedChoice(
+        "a b c d", 4, "stop"
     )
-    assert completion_from_text("abcdef", 6, max_new_tokens=4) == GeneratedChoice(
+    # Re-encoding counted more tokens than were generated: capped.
+    assert completion_of(Answer("abcdef", "length"), 6, max_new_tokens=4) == GeneratedChoice(
         "abcdef", 4, "length"
     )
 
@@ -74,7 +76,7 @@ def tokenizer(tiny_model_dirs):
 
 def test_the_prompt_is_the_chat_template_with_the_generation_prompt(tokenizer):
     conversation = [{"role": "user", "content": "Hi"}]
-    ids = render_prompt(tokenizer, conversation)
+    ids = render_prompt(tokenizer, conversation, accepts_system=True)
     assert tokenizer.decode(ids) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -86,9 +88,22 @@ def test_a_template_that_refuses_the_messages_is_a_400(tokenizer):
     )
     with pytest.raises(OpenAIError, match="roles must start with user") as caught:
         render_prompt(
-            strict, [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]
+            strict,
+            [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}],
+            accepts_system=True,
         )
     assert (caught.value.status, caught.value.param) == (400, "messages")
+
+
+def test_a_system_message_is_folded_for_a_template_that_refuses_it(tiny_model_dirs):
+    from transformers import AutoTokenizer
+
+    gemma = AutoTokenizer.from_pretrained(tiny_model_dirs["gemma-style"])
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    ids = render_prompt(gemma, conversation, accepts_system=False)
+    assert gemma.decode(ids) == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    )
 
 
 def test_a_batch_makes_one_engine_call_per_group_and_a_failed_call_fails_only_its_requests():

@@ -132,3 +132,19 @@ def test_packed_rows_score_each_sequence_as_if_it_were_alone(tokenizer, model_di
     assert batch.inputs["input_ids"].shape == (1, batch.num_tokens)
     assert torch.allclose(scores[True], scores[False], atol=1e-4)
     assert (scores[True] < 0).all()
+
+
+@pytest.mark.parametrize("family", ["gemma-style", "mistral-style"])
+def test_a_system_turn_is_trained_on_under_templates_of_other_families(family):
+    from transformers import AutoTokenizer
+
+    strict = AutoTokenizer.from_pretrained(resolve_model_path(f"tiny:{family}"))
+    example = encode_conversation(strict, CHAT, max_seq_len=512)  # CHAT opens with a system turn
+    assert "Be brief." in strict.decode(example.input_ids)
+    assert _trained_text(strict, example).startswith("Hello!")
+    assert "Be brief." not in _trained_text(strict, example)
+    chosen, rejected = encode_preference(
+        strict, CHAT[:2], [CHAT[2]], [{"role": "assistant", "content": "No."}], max_seq_len=512
+    )
+    assert _trained_text(strict, chosen).startswith("Hello!")
+    assert _trained_text(strict, rejected).startswith("No.")

@@ -153,3 +153,59 @@ def test_a_swapped_run_has_another_fingerprint():
     plain, swapped = DPOConfig(), DPOConfig(swap_pairs=True)
     assert config_identity(swapped, "dpo")["dpo.swap_pairs"] is True
     assert config_identity(plain, "dpo") != config_identity(swapped, "dpo")
+
+
+@pytest.fixture(scope="module")
+def scored_pairs_dir(tmp_path_factory):
+    """Pairs as the preference stage writes them: with the chosen, rejected and all sample scores."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = tmp_path_factory.mktemp("scored-preferences")
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Name color {i}."}],
+            "chosen": [{"role": "assistant", "content": f"Blue number {i}."}],
+            "rejected": [{"role": "assistant", "content": "I do not know."}],
+            "score_chosen": 1.0 + i,
+            "score_rejected": -1.0,
+            "scores": [1.0 + i, 0.0, -1.0],
+        }
+        for i in range(3)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), directory / "part-0.parquet")
+    return directory
+
+
+def _win_rate(score, scores):
+    return sum(1 / (1 + math.exp(other - score)) for other in scores) / len(scores)
+
+
+def test_sppo_targets_are_win_rates_from_the_pairs_scores(scored_pairs_dir, process_group):
+    spec = _spec(scored_pairs_dir, loss_type="sppo")
+    objective = DPOObjective(spec, load_tokenizer(spec))
+    expected = [
+        [_win_rate(1.0 + i, [1.0 + i, 0.0, -1.0]), _win_rate(-1.0, [1.0 + i, 0.0, -1.0])]
+        for i in range(3)
+    ]
+    assert torch.allclose(objective.win_rates, torch.tensor(expected, dtype=torch.float64))
+    engine = FakeEngine(_policy(spec))
+    objective.prepare(engine, None)
+    item = objective.make_batch([0, 2])
+    # The policy starts as its own reference: every log-ratio is 0, each target (p - 1/2) / beta.
+    loss, metrics = objective.loss(engine, item, objective.counts(item))
+    at_start = [((w - 0.5) ** 2 + (lose - 0.5) ** 2) / (2 * BETA**2) for w, lose in expected]
+    assert loss.item() == pytest.approx((at_start[0] + at_start[2]) / 2, rel=1e-4)
+    assert metrics["reward_margin"].item() == pytest.approx(0.0, abs=1e-5)
+    loss.backward()
+    assert any(p.grad is not None for p in engine.module.parameters())
+
+
+def test_swapped_sppo_pairs_keep_their_targets_on_the_swapped_answers(scored_pairs_dir):
+    plain_spec = _spec(scored_pairs_dir, loss_type="sppo")
+    swapped_spec = _spec(scored_pairs_dir, loss_type="sppo", swap_pairs=True)
+    plain = DPOObjective(plain_spec, load_tokenizer(plain_spec))
+    swapped = DPOObjective(swapped_spec, load_tokenizer(swapped_spec))
+    assert swapped.rows[0]["chosen"] == plain.rows[0]["rejected"]
+    # The winner's target now asks for the loser's answer: the control must make the model worse.
+    assert torch.equal(swapped.win_rates, plain.win_rates)

@@ -1,4 +1,4 @@
-"""Tests for moaa_ray.train.losses: token and sequence log-probs, DPO / cDPO / robust / IPO losses."""
+"""Tests for moaa_ray.train.losses: token and sequence log-probs, DPO / cDPO / robust / IPO / SPPO."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from moaa_ray.train.losses import IGNORE_INDEX, dpo_loss, sequence_logprobs, token_logprobs
+from moaa_ray.train.losses import (
+    IGNORE_INDEX,
+    dpo_loss,
+    sequence_logprobs,
+    sppo_loss,
+    token_logprobs,
+    win_rate_against_samples,
+)
 
 
 def test_token_logprobs_match_cross_entropy_and_zero_ignored_positions():
@@ -117,3 +124,57 @@ def test_ipo_pulls_the_margin_to_one_over_two_beta():
 def test_dpo_loss_rejects_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         dpo_loss(*_pair(1.0), beta=0.1, **kwargs)
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def test_win_rate_is_the_mean_bradley_terry_win_probability_over_all_samples():
+    scores = [2.0, 0.0, -1.0]
+    # SPPO's compute_prob.py: row i of [sigmoid(s_i - s_j)] over all j (itself a tie), averaged.
+    expected = (0.5 + _sigmoid(2.0) + _sigmoid(3.0)) / 3
+    assert win_rate_against_samples(2.0, scores) == pytest.approx(expected)
+    assert win_rate_against_samples(0.3, [0.3, 0.3]) == pytest.approx(0.5)
+    # Every comparison is won by one side: a prompt's K win rates sum to K / 2.
+    assert sum(win_rate_against_samples(s, scores) for s in scores) == pytest.approx(1.5)
+    with pytest.raises(ValueError):
+        win_rate_against_samples(1.0, [])
+
+
+def test_sppo_loss_regresses_each_log_ratio_onto_its_centred_win_rate():
+    beta = 0.5
+    losses, chosen_rewards, rejected_rewards = sppo_loss(
+        torch.tensor([-10.0, -3.0]),  # log-ratios 1.0 and 0.0
+        torch.tensor([-14.0, -8.0]),  # log-ratios -1.0 and -2.0
+        torch.tensor([-11.0, -3.0]),
+        torch.tensor([-13.0, -6.0]),
+        torch.tensor([0.9, 0.5]),  # targets (p - 1/2) / beta: 0.8 and 0.0
+        torch.tensor([0.2, 0.5]),  # targets -0.6 and 0.0
+        beta=beta,
+    )
+    expected = [((1.0 - 0.8) ** 2 + (-1.0 + 0.6) ** 2) / 2, (0.0**2 + (-2.0) ** 2) / 2]
+    assert losses.tolist() == pytest.approx(expected, rel=1e-6)
+    assert chosen_rewards.tolist() == pytest.approx([0.5, 0.0])
+    assert rejected_rewards.tolist() == pytest.approx([-0.5, -1.0])
+
+
+def test_sppo_moves_log_ratios_to_their_targets_and_no_further():
+    beta, win_chosen, win_rejected = 0.1, 0.75, 0.3
+    ratios = torch.zeros(2, requires_grad=True)  # policy log-probs over a reference of zeros
+    optimizer = torch.optim.SGD([ratios], lr=0.5)
+    for _ in range(100):
+        optimizer.zero_grad()
+        losses = sppo_loss(
+            ratios[:1],
+            ratios[1:],
+            torch.zeros(1),
+            torch.zeros(1),
+            torch.tensor([win_chosen]),
+            torch.tensor([win_rejected]),
+            beta=beta,
+        )[0]
+        losses.sum().backward()
+        optimizer.step()
+    targets = [(win_chosen - 0.5) / beta, (win_rejected - 0.5) / beta]
+    assert ratios.tolist() == pytest.approx(targets, abs=1e-4)

@@ -24,6 +24,7 @@ def test_sections_default_to_the_papers_recipe(tmp_path):
     assert config.dpo.model is None  # the run's sft/model
     assert config.dpo.lr_schedule == "cosine" and config.dpo.warmup_ratio == 0.1
     assert config.dpo.precompute_ref_logprobs is True
+    assert config.sft.optimizer == config.dpo.optimizer == "adamw"
 
 
 def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
@@ -41,6 +42,7 @@ def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
         ("sft: {model: a, zero_stage: 0, offload: true}", "sft.offload: .*zero_stage 2 or 3"),
         ("sft: {model: a, zero_stage: 1}", "sft.zero_stage"),
         ("dpo: {loss_type: hinge}", "dpo.loss_type"),
+        ("dpo: {optimizer: sgd}", "dpo.optimizer"),
         ("dpo: {label_smoothing: 0.5}", "dpo.label_smoothing"),
         ("dpo: {lora: {rank: 8}}", "dpo.lora.rank: unknown key"),
     ],

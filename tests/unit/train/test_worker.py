@@ -1,11 +1,14 @@
-"""Tests for moaa_ray.train.worker: the step loop's cadence, without Ray Train or DeepSpeed."""
+"""Tests for moaa_ray.train.worker: the step loop's cadence without Ray Train, and the client
+optimizers through DeepSpeed on CPU."""
 
 from __future__ import annotations
 
 import json
 from types import SimpleNamespace
 
+import pytest
 import ray.train
+import torch
 
 from moaa_ray.config import SFTConfig
 from moaa_ray.train import worker
@@ -49,3 +52,45 @@ def test_worker_reports_to_ray_train_only_with_its_checkpoints(monkeypatch, tmp_
     assert checkpoints == [2, 4, 5] and reports == []
     progress = json.loads((tmp_path / "progress.json").read_text())
     assert progress == {"step": 5, "loss": 1.0, "tokens_per_s": 5.0, "steps_total": 5}
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_rmsprop_steps_through_deepspeed_on_cpu_as_plain_torch_does(
+    process_group, zero_stage, monkeypatch
+):
+    import deepspeed
+
+    monkeypatch.setenv("LOCAL_RANK", "0")  # Ray Train sets it in its workers
+
+    from moaa_ray.train.recipe import build_deepspeed_config
+
+    torch.manual_seed(0)
+    model, twin = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+    twin.load_state_dict(model.state_dict())
+    optimizer = worker.build_optimizer(list(model.parameters()), "rmsprop", 0.01, 0.0)
+    assert isinstance(optimizer, torch.optim.RMSprop)
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # as the worker: no op build
+    config = build_deepspeed_config(
+        zero_stage=zero_stage,
+        offload=False,
+        micro_batch_size=1,
+        num_micro_batches=1,
+        world_size=1,
+        max_grad_norm=0.0,
+        gpu=False,
+    )
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+    reference = torch.optim.RMSprop(twin.parameters(), lr=0.01)
+    for x in torch.randn(3, 1, 4):
+        engine.backward(engine(x).pow(2).sum())
+        engine.step()
+        reference.zero_grad()
+        twin(x).pow(2).sum().backward()
+        reference.step()
+    assert torch.allclose(engine.module.weight, twin.weight, atol=1e-6)
+    assert not torch.allclose(twin.weight, torch.nn.Linear(4, 2).weight)  # it did move
+
+
+def test_unknown_optimizer_is_an_error():
+    with pytest.raises(ValueError, match="sgd"):
+        worker.build_optimizer([torch.nn.Parameter(torch.zeros(1))], "sgd", 0.1, 0.0)

@@ -1,0 +1,249 @@
+"""``moaa validate``: every problem of a config, found before anything starts and without Ray.
+
+Loading already checks the schema, bounds, model references and criteria files. This adds what a
+run would only find out later: that the files it reads exist (local inputs, the prompt template,
+benchmark files, training data), that the Python functions it names import, and, given a Ray
+cluster-launcher file, that every stage fits the cluster's GPUs.
+
+Stages run one after another and each stops its model pools when it ends, so the GPU check is per
+stage: the GPUs a stage asks for at full scale (each of its models' ``num_replicas[1]`` x
+``num_gpus``; one model at a time in staged mode; training: ``num_workers[1]`` x
+``gpus_per_worker``) against the cluster's GPUs with every worker type at its ``max_workers``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moaa_ray.callables import load_callable
+from moaa_ray.config import ConfigCheck, ConfigError, MoaaConfig, check_config, read_yaml
+from moaa_ray.core.templates import load_template
+
+_LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+@dataclass
+class Report:
+    """What ``moaa validate`` found: problems (exit 2) and notes on what it could not check."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def validate_config(
+    path: str | Path, overrides: list[str] | None = None, cluster: str | Path | None = None
+) -> Report:
+    """Check a config completely, collecting every problem.
+
+    Args:
+        path: the YAML config.
+        overrides: ``dotted.key=value`` overrides, as for every command.
+        cluster: a Ray cluster-launcher YAML (``cluster.yaml``) to check the GPUs against; None
+            skips that check.
+
+    Returns:
+        The problems, each ``<source>: <dotted.key>: <what is wrong>``, and notes.
+    """
+    check = check_config(path, overrides)
+    report = Report(problems=list(check.problems))
+    if check.config is None:
+        return report
+    _check_files(check, check.config, report)
+    report.problems += _callable_problems(check, check.config)
+    if cluster is not None:
+        _check_cluster(check, check.config, Path(cluster), report)
+    return report
+
+
+def _named_files(config: MoaaConfig) -> list[tuple[str, str]]:
+    """``(dotted key, path)`` of every local file or directory the config reads.
+
+    An input counts as local when its format is jsonl or parquet, its name ends in a file suffix,
+    or it starts with ``/``, ``.`` or ``~``; any other name is a ``datasets`` hub name.
+    """
+    files: list[tuple[str, str]] = []
+    for section in ("generate", "preferences"):
+        stage = getattr(config, section)
+        for i, source in enumerate(stage.inputs if stage else []):
+            local = source.format in ("jsonl", "parquet") or source.path.endswith(_LOCAL_SUFFIXES)
+            if local or source.path.startswith(("/", ".", "~")):
+                files.append((f"{section}.inputs.{i}.path", source.path))
+    for i, bench in enumerate(config.evaluate.benchmarks if config.evaluate else []):
+        for name in (
+            "path",
+            "reference_answers_path",
+            "baseline_answers_path",
+            "instruction_difficulty_path",
+        ):
+            value = getattr(bench, name)
+            if value is not None:
+                files.append((f"evaluate.benchmarks.{i}.{name}", value))
+    for section in ("sft", "dpo"):
+        train = getattr(config, section)
+        if train is not None and train.data_path is not None:
+            files.append((f"{section}.data_path", train.data_path))
+    return files
+
+
+def _check_files(check: ConfigCheck, config: MoaaConfig, report: Report) -> None:
+    """Missing files are problems; those on storage this machine does not mount are notes."""
+    for key, name in _named_files(config):
+        path = Path(name).expanduser()
+        if path.exists():
+            continue
+        storage = _unmounted_storage(path)
+        if storage is not None:
+            report.notes.append(f"{key}: {name} not checked: {storage} is not mounted here")
+        else:
+            report.problems.append(f"{check.source(key)}: {key}: {name} does not exist")
+    if config.generate is not None:
+        template = config.generate.aggregate_template
+        try:
+            load_template(template)
+        except OSError:
+            report.problems.append(
+                f"{check.source('generate.aggregate_template')}: generate.aggregate_template: "
+                f"{template!r} is neither a file nor a template in moaa_ray/prompts/"
+            )
+
+
+def _unmounted_storage(path: Path) -> Path | None:
+    """The storage root of an absolute path when it is absent here (``/mnt/shared`` on a laptop).
+
+    The root is the path's first two directories (``/data`` for a file directly under it). A
+    missing file whose root exists is a plain mistake; a missing root means other machines' storage.
+    """
+    if not path.is_absolute():
+        return None
+    parts = path.parts[:3] if len(path.parts) > 3 else path.parts[:2]
+    root = Path(*parts)
+    return None if root.exists() else root
+
+
+def _callable_problems(check: ConfigCheck, config: MoaaConfig) -> list[str]:
+    """Functions named by function engines and the verifier that cannot be imported."""
+    specs = [
+        (f"models.{n}.path", m.path) for n, m in config.models.items() if m.engine == "function"
+    ]
+    if config.verifier is not None:
+        specs.append(("verifier", config.verifier))
+    problems = []
+    for key, spec in specs:
+        try:
+            load_callable(spec)
+        except ValueError as exc:
+            problems.append(f"{check.source(key)}: {key}: {exc}")
+    return problems
+
+
+@dataclass(frozen=True)
+class ClusterGpus:
+    """A cluster-launcher file's GPUs: all of them at max workers, and the most on one node."""
+
+    total: float
+    per_node: float
+
+
+def read_cluster_gpus(path: Path) -> ClusterGpus:
+    """The GPUs of a Ray cluster-launcher config with every worker type at its ``max_workers``.
+
+    A node type's GPUs are its ``resources: {GPU: n}`` (0 when not stated: the launcher can detect
+    them, this check cannot). Worker types are filled largest first up to the cluster's
+    ``max_workers`` (Ray's default: 2); the head node counts once.
+
+    Raises:
+        ConfigError: the file cannot be read or has no ``available_node_types``.
+    """
+    try:
+        cluster = read_yaml(path.read_text(), str(path))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read cluster config: {exc}") from None
+    types = cluster.get("available_node_types") if isinstance(cluster, dict) else None
+    if (
+        not isinstance(types, dict)
+        or not types
+        or not all(isinstance(t, dict) for t in types.values())
+    ):
+        raise ConfigError(f"{path}: available_node_types: expected the cluster's node types")
+    try:
+        return _count_gpus(cluster, types)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot count its GPUs: {exc}") from None
+
+
+def _count_gpus(cluster: dict, types: dict[str, dict]) -> ClusterGpus:
+    gpus = {
+        name: float((spec.get("resources") or {}).get("GPU", 0)) for name, spec in types.items()
+    }
+    head = cluster.get("head_node_type")
+    cap = int(cluster.get("max_workers", 2))
+    total = gpus.get(str(head), 0.0)
+    for name in sorted((n for n in types if n != head), key=gpus.__getitem__, reverse=True):
+        count = max(0, min(int(types[name].get("max_workers", cap)), cap))
+        total += gpus[name] * count
+        cap -= count
+    return ClusterGpus(total=total, per_node=max(gpus.values()))
+
+
+def _stage_gpus(config: MoaaConfig) -> dict[str, float]:
+    """GPUs each stage asks for at full scale (see the module docstring)."""
+    pools: dict[str, set[str]] = {}
+    for key, name in config.model_references():
+        stage = key.split(".")[0]
+        if stage not in ("sft", "dpo") and name in config.models:  # sft/dpo.model: a start point
+            pools.setdefault(stage, set()).add(name)
+    demand = {}
+    for stage, names in pools.items():
+        sizes = [config.models[n].num_replicas[1] * config.models[n].num_gpus for n in names]
+        staged = (
+            stage == "generate" and config.generate is not None and config.generate.mode == "staged"
+        )
+        demand[stage] = max(sizes) if staged else sum(sizes)
+    for stage in ("sft", "dpo"):
+        train = getattr(config, stage)
+        if train is not None:
+            demand[stage] = train.num_workers[1] * train.gpus_per_worker
+    return demand
+
+
+def _check_cluster(check: ConfigCheck, config: MoaaConfig, path: Path, report: Report) -> None:
+    """Each stage's GPUs against the cluster's, and each actor's GPUs against its largest node."""
+    try:
+        cluster = read_cluster_gpus(path)
+    except ConfigError as exc:
+        report.problems += exc.problems
+        return
+    demand = _stage_gpus(config)
+    for stage, gpus in demand.items():
+        if gpus > cluster.total:
+            report.problems.append(
+                f"{check.path}: {stage}: asks for {gpus:g} GPUs at max replicas or "
+                f"workers; {path} has {cluster.total:g} with every worker type at max_workers"
+            )
+    one_node = [(f"models.{n}.num_gpus", m.num_gpus) for n, m in config.models.items()]
+    one_node += [
+        (f"{s}.gpus_per_worker", getattr(config, s).gpus_per_worker)
+        for s in ("sft", "dpo")
+        if getattr(config, s) is not None
+    ]
+    for key, gpus in one_node:
+        if gpus > cluster.per_node:
+            report.problems.append(
+                f"{check.source(key)}: {key}: {gpus:g} GPUs for one actor, but no node of "
+                f"{path} has more than {cluster.per_node:g}"
+            )
+    report.notes.append(
+        f"{path}: {cluster.total:g} GPUs at max workers; the largest stage asks for "
+        f"{max(demand.values(), default=0):g}"
+    )
+
+
+def format_report(config_path: str, report: Report) -> str:
+    """The lines ``moaa validate`` prints: each problem, or that the config is valid; then notes."""
+    if report.problems:
+        head = [f"{config_path}: {len(report.problems)} problem(s):"]
+        head += [f"  {problem}" for problem in report.problems]
+    else:
+        head = [f"{config_path}: valid"]
+    return "\n".join(head + [f"  note: {note}" for note in report.notes])

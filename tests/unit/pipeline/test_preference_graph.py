@@ -1,0 +1,82 @@
+"""The preference stage's steps without a cluster: a pairwise ranker's rewards."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from moaa_ray.core.tournament import new_tournament, record_samples
+from moaa_ray.engines.pools import Completion
+from moaa_ray.pipeline.preference_graph import RewardModelStep
+
+PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]
+SAMPLES = ["4", "5", "four"]
+# PairRM's logit that the first answer beats the second, one per order (not antisymmetric).
+LOGITS = {
+    ("4", "5"): 2.0,
+    ("5", "4"): -1.0,
+    ("4", "four"): 0.5,
+    ("four", "4"): 0.1,
+    ("5", "four"): -3.0,
+    ("four", "5"): 2.0,
+}
+
+
+class FakeRanker:
+    """A pool of one pairwise ranker engine: answers each method from a table, records the calls."""
+
+    def __init__(self, engine: str, fail: tuple | None = None):
+        self.config = SimpleNamespace(engine=engine)
+        self.calls: list[tuple[str, list]] = []
+        self.fail = fail
+
+    def submit(self, method, items):
+        self.calls.append((method, items))
+        if method == "compare":
+            return [
+                Completion(None, "boom") if (a, b) == self.fail else Completion(LOGITS[(a, b)])
+                for _, a, b in items
+            ]
+        return [Completion(0.25) for _ in items]
+
+    def collect(self, completions):
+        return completions
+
+
+def tournament() -> dict:
+    state = new_tournament("id", PROMPT, "src")
+    record_samples(state, SAMPLES)
+    return state
+
+
+def test_pairrm_rewards_are_llm_blenders_ranking_scores():
+    pool = FakeRanker("pairrm")
+    state = tournament()
+    RewardModelStep(pool, "pairwise_ranker", ("accuracy",))([state])
+    [(method, items)] = pool.calls
+    assert method == "compare" and len(items) == 6  # every pair, both orders
+    assert {(a, b) for _, a, b in items} == set(LOGITS) and all(p == PROMPT for p, _, _ in items)
+    # llm-blender's get_scores_from_cmps (max_logits): mean over j of cmp[i][j] - cmp[j][i].
+    k = len(SAMPLES)
+    expected = [
+        sum(LOGITS[(x, y)] - LOGITS[(y, x)] for y in SAMPLES if y != x) / k for x in SAMPLES
+    ]
+    assert state["rewards"] == pytest.approx(expected)
+    assert min(state["rewards"]) == state["rewards"][1]  # "5" loses both of its pairs
+
+
+def test_a_failed_comparison_fails_the_row_instead_of_scoring_it():
+    state = tournament()
+    RewardModelStep(FakeRanker("pairrm", fail=("5", "four")), "pairwise_ranker", ())([state])
+    assert state["failed"] and state["rewards"] is None
+
+
+def test_another_engine_scores_the_judge_prompt_of_each_ordered_pair():
+    pool = FakeRanker("hf_reward")
+    state = tournament()
+    RewardModelStep(pool, "pairwise_ranker", ("accuracy",))([state])
+    [(method, items)] = pool.calls
+    assert method == "score" and len(items) == 6
+    assert all("accuracy" in str(conversation) for conversation in items)
+    assert state["rewards"] == pytest.approx([0.0, 0.0, 0.0])  # equal scores cancel per pair
