@@ -96,6 +96,7 @@ def judging_config(models: dict, inputs: dict, mode: str, pairing: str) -> MoaaC
                 "policy": POLICY,
                 "num_samples": NUM_SAMPLES,
                 "sampling": {"temperature": 1.0, "max_new_tokens": SAMPLE_TOKENS, "seed": 0},
+                "truncated_samples": "keep",  # random tiny models never end an answer
                 "judging": {
                     "judges": JUDGES,
                     "aggregator_judge": JUDGE_AGGREGATOR,

@@ -170,14 +170,14 @@ def sequential_moa(config: MoaaConfig) -> float:
         for layer in range(len(plan.layers)):
             calls: dict[tuple[int, str], list] = {}
             for state in batch:
-                for slot, model, conversation in layer_requests(
+                for slot, model, prompt in layer_requests(
                     state, plan, 0, layer, gen.aggregate_template
                 ):
-                    calls.setdefault((slot, model), []).append((state, conversation))
+                    calls.setdefault((slot, model), []).append((state, prompt.messages()))
             for (slot, model), items in calls.items():
                 answers = engines[model].chat([c for _, c in items], params)
                 for (state, _), answer in zip(items, answers, strict=True):
-                    record_output(state, 0, layer, slot, model, answer[0], None)
+                    record_output(state, 0, layer, slot, model, answer[0].text, None)
     return time.monotonic() - started
 
 

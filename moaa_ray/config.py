@@ -124,6 +124,12 @@ class ModelConfig(_Section):
         16, ge=1, description="conversations per engine call", json_schema_extra=OPERATIONAL
     )
     trust_remote_code: bool = Field(False, description="run code shipped with the model")
+    max_model_len: int | None = Field(
+        None,
+        ge=2,
+        description="context window in tokens that prompts are fitted to (hf and vllm: given to "
+        "vLLM too); None: vLLM's engine_kwargs.max_model_len, else the model config's",
+    )
     dtype: str = Field("auto", description="torch dtype name; auto = bf16 on GPU, fp32 on CPU")
     engine_kwargs: dict[str, Any] = Field(
         {}, description="passed through to the backend as is (function: its keyword arguments)"

@@ -1,5 +1,9 @@
 """The whole MoAA pipeline: MoA SFT data -> SFT -> (sample, judge, DPO) x iterations -> evaluate.
 
+Sections that are absent are skipped: without ``sft`` the rounds start from ``preferences.policy``
+(Snorkel's and SPPO's recipes, which start from an instruct model), and without ``generate`` SFT
+reads its ``data_path``.
+
 Every stage resumes on its own (finished rows, checkpoints and models are kept), so rerunning the same
 command continues where a stopped run left off. A stage that did not finish every row stops the run
 there (its status says why), so no later stage trains or evaluates on incomplete data. Round ``r`` of sample/judge/DPO lives in
@@ -25,9 +29,18 @@ logger = logging.getLogger(__name__)
 TRAINED_POLICY = "trained-policy"  # the model entry each round points at its starting checkpoint
 
 
+def starting_model(config: MoaaConfig) -> str | None:
+    """The model name the run trains from: the SFT model, else the preference policy."""
+    if config.sft:
+        return config.sft.model
+    return config.preferences.policy if config.preferences else None
+
+
 def with_trained_policy(config: MoaaConfig, model_path: str) -> MoaaConfig:
-    """The config with the policy, DPO start/reference and evaluated model set to ``model_path``."""
-    base = config.models[config.sft.model] if config.sft else ModelConfig(path=model_path)
+    """The config with the policy, DPO start/reference and evaluated model set to ``model_path``
+    (with the starting model's engine settings)."""
+    start = starting_model(config)
+    base = config.models[start] if start else ModelConfig(path=model_path)
     policy = base.model_copy(update={"path": model_path})
     models = {**config.models, TRAINED_POLICY: policy}
     update: dict = {"models": models}
@@ -73,21 +86,25 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
             raise StageIncomplete(name)
         return stages[name]
 
-    model_path = None
+    start = starting_model(config)
+    model_path = config.models[start].path if start else None
     with RunDir(root).lock():
         try:
             every_round = bool(config.evaluate and config.evaluate.every_round)
-            if every_round and config.sft:
-                base = config.models[config.sft.model].path
-                timed("base/evaluate", evaluate, with_trained_policy(config, base), root / "base")
+            if every_round and model_path:
+                base = with_trained_policy(config, model_path)
+                timed("base/evaluate", evaluate, base, root / "base")
             # 1. MoA SFT data, then SFT of the target model.
-            timed("generate", generate_sft, config, root)
-            model_path = timed("sft", train_sft, config, root)["model_path"]
-            if every_round:
-                sft_model = with_trained_policy(config, model_path)
-                timed("round-0/evaluate", evaluate, sft_model, root / "round-0")
+            if config.generate:
+                timed("generate", generate_sft, config, root)
+            if config.sft:
+                model_path = timed("sft", train_sft, config, root)["model_path"]
+                if every_round:
+                    sft_model = with_trained_policy(config, model_path)
+                    timed("round-0/evaluate", evaluate, sft_model, root / "round-0")
             # 2. Rounds of on-policy sampling, judging and DPO, each from the last round's model.
             for index in range(config.iterations):
+                assert model_path is not None, "rounds need sft or preferences.policy to start"
                 round_config = with_trained_policy(config, model_path)
                 round_dir = root / f"round-{index + 1}"
                 timed(
@@ -105,7 +122,8 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
                     timed(f"round-{index + 1}/evaluate", evaluate, dpo_model, round_dir)
             # 3. Evaluate the final model against the baseline.
             if config.evaluate:
-                timed("evaluate", evaluate, with_trained_policy(config, model_path), root)
+                evaluated = with_trained_policy(config, model_path) if model_path else config
+                timed("evaluate", evaluate, evaluated, root)
         except StageIncomplete as stop:
             status = stages[str(stop)]["status"]
             logger.error("stopped after %s (%s): rerun the same command to retry", stop, status)
@@ -125,7 +143,8 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
 def model_progress(config: MoaaConfig, stages: dict[str, dict]) -> list[dict]:
     """Each model the run went through, in order, with its path and the accuracy measured on it.
 
-    ``base`` is the model SFT starts from (evaluated in ``base/evaluate`` with ``every_round``);
+    ``base`` is the model the run starts from (evaluated in ``base/evaluate`` with
+    ``every_round``);
     ``moa-data`` is the verifier's accuracy of the MoA SFT answers (no model); then ``sft`` and each
     ``round-<r>/dpo``, whose accuracy comes from the evaluation of that model (the last one's from
     ``evaluate``). A model's accuracy is ``{benchmark: accuracy}`` over its verified benchmarks;
@@ -135,12 +154,13 @@ def model_progress(config: MoaaConfig, stages: dict[str, dict]) -> list[dict]:
     trained = [name for name in stages if name == "sft" or name.endswith("/dpo")]
     evaluations = [name for name in stages if name.endswith("evaluate")]
     progress = []
-    if config.sft:
+    start = starting_model(config)
+    if start:
         base = stages.get("base/evaluate", {})
         progress.append(
             {
                 "stage": "base",
-                "model_path": config.models[config.sft.model].path,
+                "model_path": config.models[start].path,
                 "accuracy": base.get("accuracy"),
             }
         )
@@ -157,7 +177,8 @@ def model_progress(config: MoaaConfig, stages: dict[str, dict]) -> list[dict]:
     for index, name in enumerate(trained):
         # The SFT model is evaluated in round-0/evaluate, round r's model in round-r/evaluate, and
         # the last model in evaluate.
-        evaluated = "evaluate" if index == len(trained) - 1 else f"round-{index}/evaluate"
+        round_dir = "round-0" if name == "sft" else name.split("/")[0]
+        evaluated = "evaluate" if index == len(trained) - 1 else f"{round_dir}/evaluate"
         result = stages.get(evaluated, {}) if evaluated in evaluations else {}
         progress.append(
             {

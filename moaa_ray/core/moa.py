@@ -13,7 +13,9 @@ A row's state is a JSON-able dict, so Ray Data can carry it between layers as a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
+from moaa_ray.core.context import Prompt
 from moaa_ray.core.templates import render_template, split_numbered
 from moaa_ray.records import mark_failed
 
@@ -79,6 +81,7 @@ def new_state(row_id: str, messages: list[dict[str, str]], source: str) -> dict:
         "targets": generation_targets(messages),
         "outputs": [],
         "error": None,
+        "shortened": 0,  # prompts whose references were cut to fit a context window
     }
 
 
@@ -191,8 +194,9 @@ def layer_requests(
     layer: int,
     template: str,
     min_references: int | None = None,
-) -> list[tuple[int, str, list[dict[str, str]]]]:
-    """The (slot, model, conversation) calls one layer makes for one turn of a row.
+) -> list[tuple[int, str, Prompt]]:
+    """The (slot, model, prompt) calls one layer makes for one turn of a row; an aggregating
+    layer's references are the prompt's parts, cut evenly where it must fit a context window.
 
     Args:
         state: the row's state.
@@ -235,8 +239,16 @@ def layer_requests(
                 f"turn {turn} layer {layer + 1}: {len(references)} usable previous-layer answers"
             )
             return []
-        context = with_references(context, references, template)
-    return [(slot, model, context) for slot, model in enumerate(plan.layers[layer])]
+        prompt = Prompt(partial(_aggregator_prompt, context, template), tuple(references))
+    else:
+        prompt = Prompt.fixed(context)
+    return [(slot, model, prompt) for slot, model in enumerate(plan.layers[layer])]
+
+
+def _aggregator_prompt(
+    context: list[dict[str, str]], template: str, references: list[str]
+) -> list[dict[str, str]]:
+    return with_references(context, references, template)
 
 
 class TruncatedAnswer(ValueError):

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
+from moaa_ray.core.context import Prompt
 from moaa_ray.core.judging import (
     ANSWER_A_SCORE,
     OrderPolicy,
@@ -48,6 +50,7 @@ def new_tournament(row_id: str, prompt: list[dict[str, str]], source: str) -> di
             "empty_samples": 0,
             "duplicate_samples": 0,
             "truncated_samples": 0,
+            "shortened_prompts": 0,  # judge prompts whose parts were cut to fit a context window
             "criteria_fallback": 0,
         },
         "criteria": [],
@@ -80,16 +83,23 @@ def shown(state: dict, pair: Sequence[int], order: str) -> tuple[str, str]:
 
 
 def judge_requests(state: dict, pairs: list[tuple[int, int]], judges: list[str]) -> list[tuple]:
-    """(judge, pair, order, conversation) for every judge, pair and order of a live row."""
+    """(judge, pair, order, prompt) for every judge, pair and order of a live row; the two answers
+    are the prompt's parts, cut evenly where it must fit a judge's context window."""
     if state["error"]:
         return []
     requests = []
     for pair in pairs:
         for order in ORDERS:
-            a, b = shown(state, pair, order)
-            conversation = render_judge_prompt(state["prompt"], a, b, state["criteria"])
-            requests += [(judge, pair, order, conversation) for judge in judges]
+            render = partial(_judge_prompt, state["prompt"], state["criteria"])
+            prompt = Prompt(render, shown(state, pair, order))
+            requests += [(judge, pair, order, prompt) for judge in judges]
     return requests
+
+
+def _judge_prompt(
+    prompt: list[dict[str, str]], criteria: list[str], answers: list[str]
+) -> list[dict[str, str]]:
+    return render_judge_prompt(prompt, answers[0], answers[1], criteria)
 
 
 def describe_judgment(judgment: dict) -> str:
@@ -102,7 +112,8 @@ def describe_judgment(judgment: dict) -> str:
 
 
 def aggregator_requests(state: dict, pairs: list[tuple[int, int]]) -> list[tuple]:
-    """(pair, order, conversation) asking the aggregator judge for a final verdict per pair and order."""
+    """(pair, order, prompt) asking the aggregator judge for a final verdict per pair and order; the
+    judges' evaluations are the prompt's parts, cut evenly where it must fit the context window."""
     if state["error"]:
         return []
     requests = []
@@ -114,10 +125,8 @@ def aggregator_requests(state: dict, pairs: list[tuple[int, int]]) -> list[tuple
                 if j["pair"] == list(pair) and j["order"] == order and j["judge"] != AGGREGATOR
             ]
             a, b = shown(state, pair, order)
-            conversation = render_aggregator_prompt(
-                state["prompt"], a, b, state["criteria"], evaluations
-            )
-            requests.append((pair, order, conversation))
+            render = partial(render_aggregator_prompt, state["prompt"], a, b, state["criteria"])
+            requests.append((pair, order, Prompt(render, tuple(evaluations))))
     return requests
 
 

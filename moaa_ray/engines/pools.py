@@ -36,7 +36,9 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from moaa_ray.config import ModelConfig
+from moaa_ray.core.context import Prompt
 from moaa_ray.engines.base import Conversation, SamplingParams
+from moaa_ray.engines.context import context_window
 from moaa_ray.redact import register_secrets, scrub
 
 logger = logging.getLogger(__name__)
@@ -232,6 +234,21 @@ class ModelPool:
             del call.in_flight[ref]
             self._set_down(actor)
             call.queued.append(chunk)
+
+    def fit(self, prompt: Prompt, max_new_tokens: int) -> tuple[Conversation, int]:
+        """The prompt fitted to this model's context window beside ``max_new_tokens`` (its parts cut
+        evenly, :mod:`moaa_ray.core.context`); as it is where the window is not measured.
+
+        Returns:
+            ``(conversation, parts_cut)``.
+
+        Raises:
+            PromptTooLong: the prompt does not fit even with every part cut to nothing.
+        """
+        window = context_window(self.config)
+        if window is None:
+            return prompt.messages(), 0
+        return window.fit(prompt, max_new_tokens)
 
     def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[Completion]:
         """Sample answers for each conversation."""

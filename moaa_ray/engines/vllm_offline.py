@@ -14,8 +14,11 @@ from moaa_ray.tiny_models import resolve_model_path
 
 def vllm_engine_args(config: ModelConfig) -> dict:
     """Keyword arguments of ``vllm.LLM`` and ``AsyncEngineArgs``: ``engine_kwargs`` unchanged, the
-    model's dtype, and tensor parallelism over the actor's GPUs unless ``engine_kwargs`` says."""
+    model's dtype and ``max_model_len``, and tensor parallelism over the actor's GPUs unless
+    ``engine_kwargs`` says."""
     kwargs = {"dtype": config.dtype, **config.engine_kwargs}
+    if config.max_model_len is not None:
+        kwargs.setdefault("max_model_len", config.max_model_len)
     if config.num_gpus > 1:
         kwargs.setdefault("tensor_parallel_size", int(config.num_gpus))
     model = resolve_model_path(config.path)

@@ -27,6 +27,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from moaa_ray.callables import load_callable
@@ -45,6 +46,7 @@ from moaa_ray.core.arena_hard import (
     render_arena_hard_judge_prompt,
 )
 from moaa_ray.core.benchmarks import EvalQuestion, detect_benchmark_format, load_eval_questions
+from moaa_ray.core.context import Prompt
 from moaa_ray.core.mt_bench import (
     GRADE_PREFIX,
     answer_temperature,
@@ -66,7 +68,11 @@ from moaa_ray.core.winrates import (
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.engines.pools import ModelPool, PoolSet
 from moaa_ray.pipeline.inputs import fingerprint_input
-from moaa_ray.pipeline.preference_graph import verdict_rules
+from moaa_ray.pipeline.preference_graph import (
+    LOGPROB_REPLY_TOKENS,
+    fit_prompt,
+    verdict_rules,
+)
 from moaa_ray.pipeline.preferences import audit_row, judging_steps
 from moaa_ray.pipeline.report import write_report
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
@@ -186,9 +192,15 @@ class AnswerStep:
             for s in states:
                 if _answers_now(s, side, self.turn):
                     by_temperature.setdefault(s["temperature"], []).append(s)
-            for temperature, live in by_temperature.items():
-                conversations = [answer_conversation(s["turns"], s[side], self.turn) for s in live]
+            for temperature, asking in by_temperature.items():
                 params = _params(self.sampling, temperature)
+                live, conversations = [], []
+                for s in asking:
+                    prompt = Prompt.fixed(answer_conversation(s["turns"], s[side], self.turn))
+                    conversation = fit_prompt(pool, s, prompt, params.max_new_tokens)
+                    if conversation is not None:
+                        live.append(s)
+                        conversations.append(conversation)
                 submitted.append((side, live, pool.submit("chat", conversations, params)))
         for side, live, refs in submitted:
             for state, completion in zip(live, self.pools[side].collect(refs), strict=True):
@@ -217,9 +229,14 @@ class ArenaHardJudgeStep:
     def __call__(self, states: list[dict]) -> None:
         live = [s for s in states if s["arena_answers"] and not s["error"]]
         submitted = []
+        room = self.sampling.max_new_tokens
         for judge, pool in self.pools.items():
-            games = [(s, game) for s in live for game in (1, 2)]
-            conversations = [_arena_game(s, game) for s, game in games]
+            games, conversations = [], []
+            for state, game in [(s, game) for s in live for game in (1, 2)]:
+                conversation = fit_prompt(pool, state, _arena_game(state, game), room)
+                if conversation is not None:
+                    games.append((state, game))
+                    conversations.append(conversation)
             submitted.append(
                 (judge, games, pool.submit("chat", conversations, _params(self.sampling)))
             )
@@ -237,10 +254,15 @@ class ArenaHardJudgeStep:
                 )
 
 
-def _arena_game(state: dict, game: int) -> list[dict]:
+def _arena_game(state: dict, game: int) -> Prompt:
+    """One game's judge prompt; the two answers are its parts, cut evenly to fit a window."""
     model, baseline = state["arena_answers"]
     first, second = (baseline, model) if game == 1 else (model, baseline)
-    return render_arena_hard_judge_prompt(state["turns"][-1], first, second)
+    return Prompt(partial(_arena_prompt, state["turns"][-1]), (first, second))
+
+
+def _arena_prompt(question: str, answers: list[str]) -> list[dict]:
+    return render_arena_hard_judge_prompt(question, answers[0], answers[1])
 
 
 _MODEL_SCORE = {"model_a": 0.0, "model_b": 1.0, "tie": 0.5}  # battles are (baseline, model, winner)
@@ -305,10 +327,16 @@ def verify_answers(verifier: Verifier, turns: list[str], answers: list[str]) -> 
     return None if verdict is None else bool(verdict)
 
 
-def _grade_request(state: dict, turn: int) -> list[dict]:
-    return render_grade_prompt(
-        state["turns"], state["model_answers"], turn, state["category"], state["reference"]
-    )
+def _grade_request(state: dict, turn: int) -> Prompt:
+    """The grading prompt of one turn; the model's answers are its parts, cut evenly to fit."""
+    render = partial(_grade_prompt, state["turns"], turn, state["category"], state["reference"])
+    return Prompt(render, tuple(state["model_answers"]))
+
+
+def _grade_prompt(
+    turns: list[str], turn: int, category: str, reference: list[str] | None, answers: list[str]
+) -> list[dict]:
+    return render_grade_prompt(turns, answers, turn, category, reference)
 
 
 @dataclass(frozen=True)
@@ -320,10 +348,13 @@ class GradeStep:
     sampling: SamplingConfig
 
     def __call__(self, states: list[dict]) -> None:
-        items = [
-            (s, t) for s in states if s["graded"] and not s["error"] for t in range(len(s["turns"]))
-        ]
-        conversations = [_grade_request(s, t) for s, t in items]
+        room = self.sampling.max_new_tokens if self.mode == "text" else LOGPROB_REPLY_TOKENS
+        items, conversations = [], []
+        for state, turn in [(s, t) for s in states if s["graded"] for t in range(len(s["turns"]))]:
+            conversation = fit_prompt(self.pool, state, _grade_request(state, turn), room)
+            if conversation is not None:
+                items.append((state, turn))
+                conversations.append(conversation)
         if self.mode == "logprob":
             first = self.pool.submit("choice_logprobs", conversations, GRADE_PREFIX, GRADES)
             split = self.pool.submit(
@@ -346,8 +377,10 @@ class GradeStep:
             state["grades"].append(_grade(state, turn, parse_rating(text), text))
 
 
-def _truncation_stats(state: dict) -> dict:
-    return {f"truncated_{side}": count for side, count in state["truncated"].items()}
+def _length_stats(state: dict) -> dict:
+    """Answers cut at max_new_tokens per side, and prompts cut to fit a context window."""
+    cut = {f"truncated_{side}": count for side, count in state["truncated"].items()}
+    return cut | {"shortened_prompts": state["counts"]["shortened_prompts"]}
 
 
 def _grade(state: dict, turn: int, score: float | None, raw: str | None) -> dict:
@@ -676,7 +709,7 @@ def _write_batch(
             {
                 **{key: state[key] for key in _STATE_COLUMNS},
                 "score": score,
-                "stats": json.dumps(stats | _truncation_stats(state)),
+                "stats": json.dumps(stats | _length_stats(state)),
                 "correct": correct,
             }
         )
@@ -789,7 +822,8 @@ def benchmark_results(
         rates, questions judged in one A/B order only (``single_order_pairs``: under the default
         order policy they abstain) and orders the judges' mean decided for an abstaining aggregator
         judge (``aggregator_fallbacks``), and answers cut at ``max_new_tokens`` per side
-        (``truncated_answers``: judged as written, as the benchmarks do). NaN is written as None.
+        (``truncated_answers``: judged as written, as the benchmarks do) and prompts whose parts
+        were cut to fit a context window (``shortened_prompts``). NaN is written as None.
     """
     scores = [row["score"] for row in rows]
     result: dict = {"baseline": baseline, "judged": len(rows), "skipped_no_baseline": num_skipped}
@@ -823,6 +857,7 @@ def benchmark_results(
         "model": totals["truncated_model_answers"],
         "baseline": totals["truncated_baseline_answers"],
     }
+    result["shortened_prompts"] = totals["shortened_prompts"]
     return _json_safe(result)
 
 

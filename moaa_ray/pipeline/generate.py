@@ -36,7 +36,8 @@ def generate_sft(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
     Returns:
         The runner's summary (rows total, written, rejected, failed, status) plus proposer answers
         dropped (empty), references cut at ``max_new_tokens`` (kept) and rows rejected because
-        their final answer was cut (``truncated_answers: drop``); with ``config.verifier``, also ``verifier``: the accuracy of the written
+        their final answer was cut (``truncated_answers: drop``), and aggregator prompts whose
+        references were cut to fit a context window (``shortened_prompts``); with ``config.verifier``, also ``verifier``: the accuracy of the written
         rows' final answers and of each proposer (:func:`moaa_ray.core.verification.moa_accuracy`).
     """
     if config.generate is None:
@@ -59,6 +60,7 @@ class GenerateStage:
         self.dropped_references = 0
         self.truncated_references = 0
         self.truncated_answers = 0  # rows dropped: their final answer was cut
+        self.shortened_prompts = 0  # aggregator prompts whose references were cut to fit
 
     def fingerprint(self) -> dict:
         """The generate section, its models and its input files' content."""
@@ -120,6 +122,7 @@ class GenerateStage:
         """Write finished rows as one shard; failed and unusable rows become rejects."""
         rows, rejects = [], []
         for state in batch:
+            self.shortened_prompts += state.get("shortened", 0)
             try:
                 row = finish_row(state, self.plan, self.gen.truncated_answers == "keep")
             except ValueError as exc:
@@ -141,6 +144,7 @@ class GenerateStage:
             "dropped_references": self.dropped_references,
             "truncated_references": self.truncated_references,
             "truncated_answers_dropped": self.truncated_answers,
+            "shortened_prompts": self.shortened_prompts,
         }
         if self.config.verifier:
             written = _read_rows(self.stage)

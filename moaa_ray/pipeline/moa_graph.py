@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from moaa_ray.config import GenerateConfig
+from moaa_ray.core.context import PromptTooLong
 from moaa_ray.core.moa import LayerPlan, layer_requests, record_output
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.engines.pools import ModelPool
@@ -61,8 +62,9 @@ class LayerStep:
     def __call__(self, states: list[dict]) -> None:
         step = self.step
         calls: dict[tuple[str, int], list[tuple[int, list]]] = defaultdict(list)
+        max_new_tokens = self.config.sampling.max_new_tokens
         for i, state in enumerate(states):
-            for slot, model, conversation in layer_requests(
+            for slot, model, prompt in layer_requests(
                 state,
                 self.plan,
                 step.turn,
@@ -70,8 +72,15 @@ class LayerStep:
                 self.config.aggregate_template,
                 self.config.min_references,
             ):
-                if step.model is None or model == step.model:
-                    calls[(model, slot)].append((i, conversation))
+                if state["error"] is not None or step.model not in (None, model):
+                    continue
+                try:
+                    conversation, cut = self.pools[model].fit(prompt, max_new_tokens)
+                except PromptTooLong as exc:  # the user's conversation alone is too long
+                    state["error"] = f"turn {step.turn} layer {step.layer + 1}: {model}: {exc}"
+                    continue
+                state["shortened"] += bool(cut)
+                calls[(model, slot)].append((i, conversation))
         submitted = {
             (model, slot): self.pools[model].submit(
                 "chat", [c for _, c in items], sampling_for(self.config, step, slot)

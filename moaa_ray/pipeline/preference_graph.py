@@ -10,6 +10,7 @@ import zlib
 from dataclasses import dataclass
 
 from moaa_ray.config import JudgingConfig, SamplingConfig
+from moaa_ray.core.context import Prompt, PromptTooLong
 from moaa_ray.core.criteria import Criterion, render_criteria_prompt, select_criteria_or_default
 from moaa_ray.core.judging import render_judge_prompt, verdict_from_logprobs
 from moaa_ray.core.pairing import anchor_pairs, round_robin_pairs
@@ -27,6 +28,32 @@ from moaa_ray.engines.pools import Completion, ModelPool
 from moaa_ray.records import mark_failed
 
 VERDICT_PREFIX = "Verdict: "  # logprob verdicts: the choices "A" and "B" continue it
+LOGPROB_REPLY_TOKENS = 8  # room a logprob verdict needs after the prompt: the prefix and a choice
+
+
+def fit_prompt(pool: ModelPool, state: dict, prompt: Prompt, reply_tokens: int) -> list | None:
+    """The prompt fitted to the pool's context window beside ``reply_tokens``, or None.
+
+    A prompt whose parts were cut is counted in ``state["counts"]["shortened_prompts"]``; one that
+    cannot fit rejects its row (``state["error"]``, not a failure: a rerun would not fit it either).
+    A row already in error gets None.
+    """
+    if state["error"]:
+        return None
+    try:
+        conversation, cut = pool.fit(prompt, reply_tokens)
+    except PromptTooLong as exc:
+        state["error"] = f"{pool.name}'s context window: {exc}"
+        return None
+    state["counts"]["shortened_prompts"] += bool(cut)
+    return conversation
+
+
+def reply_tokens(judging: JudgingConfig) -> int:
+    """Tokens a judge's reply needs beside its prompt."""
+    return (
+        judging.sampling.max_new_tokens if judging.verdict_mode == "text" else LOGPROB_REPLY_TOKENS
+    )
 
 
 def verdict_rules(judging: JudgingConfig | None) -> VerdictRules:
@@ -65,8 +92,11 @@ class SampleStep:
 
     def __call__(self, states: list[dict]) -> None:
         params = _params(self.sampling, n=self.num_samples)
-        completions = self.pool.chat([s["prompt"] for s in states], params)
-        for state, completion in zip(states, completions, strict=True):
+        prompts = [(s, fit_prompt(self.pool, s, Prompt.fixed(s["prompt"]), params.max_new_tokens))
+                   for s in states]  # fmt: skip
+        live = [(s, p) for s, p in prompts if p is not None]
+        completions = self.pool.chat([p for _, p in live], params)
+        for (state, _), completion in zip(live, completions, strict=True):
             if completion.output is None:
                 mark_failed(state, f"sampling failed: {completion.error}")
                 continue
@@ -90,9 +120,17 @@ class CriteriaStep:
             for state in live:
                 state["criteria"] = list(default)
             return
-        prompts = [render_criteria_prompt(s["prompt"], list(self.criteria), k) for s in live]
-        completions = self.pool.chat(prompts, _params(self.judging.sampling))
-        for state, completion in zip(live, completions, strict=True):
+        params = _params(self.judging.sampling)
+        asked = []
+        for state in live:
+            prompt = Prompt.fixed(render_criteria_prompt(state["prompt"], list(self.criteria), k))
+            try:
+                asked.append((state, self.pool.fit(prompt, params.max_new_tokens)[0]))
+            except PromptTooLong:  # too long for the selector's window: the default criteria
+                state["criteria"] = list(default)
+                state["counts"]["criteria_fallback"] += 1
+        completions = self.pool.chat([p for _, p in asked], params)
+        for (state, _), completion in zip(asked, completions, strict=True):
             if completion.output is None:
                 mark_failed(state, f"criteria selection failed: {completion.error}")
                 continue
@@ -146,9 +184,13 @@ class JudgeStep:
 
     def __call__(self, states: list[dict]) -> None:
         calls = []
+        room = reply_tokens(self.judging)
         for state in states:
             requests = judge_requests(state, pairs_for(state, self.pairing), self.judging.judges)
-            calls += [(state, judge, pair, order, conv) for judge, pair, order, conv in requests]
+            for judge, pair, order, prompt in requests:
+                conversation = fit_prompt(self.pools[judge], state, prompt, room)
+                if conversation is not None:
+                    calls.append((state, judge, pair, order, conversation))
         completions = _call_judges(self.pools, [(c[1], c[4]) for c in calls], self.judging)
         for (state, judge, pair, order, _), completion in zip(calls, completions, strict=True):
             _record(state, judge, pair, order, completion, self.judging)
@@ -164,9 +206,12 @@ class AggregateStep:
 
     def __call__(self, states: list[dict]) -> None:
         calls = []
+        room = reply_tokens(self.judging)
         for state in states:
-            requests = aggregator_requests(state, pairs_for(state, self.pairing))
-            calls += [(state, pair, order, conv) for pair, order, conv in requests]
+            for pair, order, prompt in aggregator_requests(state, pairs_for(state, self.pairing)):
+                conversation = fit_prompt(self.pool, state, prompt, room)
+                if conversation is not None:
+                    calls.append((state, pair, order, conversation))
         pools = {AGGREGATOR: self.pool}
         completions = _call_judges(pools, [(AGGREGATOR, c[3]) for c in calls], self.judging)
         for (state, pair, order, _), completion in zip(calls, completions, strict=True):

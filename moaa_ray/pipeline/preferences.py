@@ -291,6 +291,7 @@ def _stage_stats(
         "empty_samples": totals["empty_samples"],
         "duplicate_samples": totals["duplicate_samples"],
         "truncated_samples": totals["truncated_samples"],
+        "shortened_prompts": totals["shortened_prompts"],
         "criteria_fallbacks": totals["criteria_fallback"],
     }
     if verifier is not None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from moaa_ray.core.conversations import conform, template_accepts_system
 from moaa_ray.engines.base import Answer, Conversation, SamplingParams
+from moaa_ray.engines.context import context_length_of
 from moaa_ray.serve.protocol import GeneratedChoice, OpenAIError
 
 if TYPE_CHECKING:
@@ -21,12 +22,10 @@ if TYPE_CHECKING:
     from moaa_ray.engines.base import Engine
 
 BATCH_WAIT_S = 0.02  # how long a batch waits for more requests once one has arrived
-# Names model configs give their context length, most common first.
-CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
 @dataclass(frozen=True)
-class Prompt:
+class RenderedPrompt:
     """A conversation and its templated prompt's token ids."""
 
     conversation: Conversation
@@ -38,11 +37,13 @@ class Backend(Protocol):
 
     context_length: int | None
 
-    def render(self, conversation: Conversation) -> Prompt:
+    def render(self, conversation: Conversation) -> RenderedPrompt:
         """Apply the chat template; a template that refuses the messages raises OpenAIError (400)."""
         ...
 
-    async def generate(self, prompt: Prompt, params: SamplingParams) -> list[GeneratedChoice]:
+    async def generate(
+        self, prompt: RenderedPrompt, params: SamplingParams
+    ) -> list[GeneratedChoice]:
         """``params.n`` completions of the prompt."""
         ...
 
@@ -66,15 +67,6 @@ def render_prompt(tokenizer: Any, conversation: Conversation, *, accepts_system:
         message = f"the model's chat template refused the messages: {exc}"
         raise OpenAIError(message, "messages") from exc
     return tokenizer.encode(text, add_special_tokens=False)
-
-
-def context_length_of(model_config: Any) -> int | None:
-    """The context length a transformers model config declares, or None if it names none."""
-    for name in CONTEXT_FIELDS:
-        value = getattr(model_config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def completion_of(answer: Answer, tokens: int, max_new_tokens: int) -> GeneratedChoice:
@@ -127,14 +119,16 @@ class BatchedBackend:
             max_batch_size=max_batch_size, batch_wait_timeout_s=BATCH_WAIT_S
         )(self._run_batch)
 
-    def render(self, conversation: Conversation) -> Prompt:
+    def render(self, conversation: Conversation) -> RenderedPrompt:
         """Apply the chat template (see :func:`render_prompt`)."""
-        return Prompt(
+        return RenderedPrompt(
             conversation,
             render_prompt(self.tokenizer, conversation, accepts_system=self.accepts_system),
         )
 
-    async def generate(self, prompt: Prompt, params: SamplingParams) -> list[GeneratedChoice]:
+    async def generate(
+        self, prompt: RenderedPrompt, params: SamplingParams
+    ) -> list[GeneratedChoice]:
         """Queue the request for the next batch and wait for its answers."""
         answers = await self._batched((prompt.conversation, params))
         if isinstance(answers, Exception):

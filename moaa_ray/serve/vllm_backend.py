@@ -18,7 +18,7 @@ from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import Conversation, SamplingParams
 from moaa_ray.engines.hf import accepts_system
 from moaa_ray.engines.vllm_offline import vllm_engine_args, vllm_sampling
-from moaa_ray.serve.backends import Prompt, render_prompt
+from moaa_ray.serve.backends import RenderedPrompt, render_prompt
 from moaa_ray.serve.protocol import GeneratedChoice
 
 
@@ -36,14 +36,16 @@ class VLLMBackend:
         self.accepts_system = accepts_system(self.tokenizer, path)
         self.context_length: int | None = self.engine.model_config.max_model_len
 
-    def render(self, conversation: Conversation) -> Prompt:
+    def render(self, conversation: Conversation) -> RenderedPrompt:
         """Apply the chat template; vLLM then gets token ids, so counts and generation agree."""
-        return Prompt(
+        return RenderedPrompt(
             conversation,
             render_prompt(self.tokenizer, conversation, accepts_system=self.accepts_system),
         )
 
-    async def generate(self, prompt: Prompt, params: SamplingParams) -> list[GeneratedChoice]:
+    async def generate(
+        self, prompt: RenderedPrompt, params: SamplingParams
+    ) -> list[GeneratedChoice]:
         """``params.n`` completions, from the engine's final output for the request."""
         sampling = vllm_sampling(params, output_kind=RequestOutputKind.FINAL_ONLY)
         final = None

@@ -93,4 +93,4 @@ def test_sft_and_dpo_train_in_bf16_with_zero3(gpu_cluster, tmp_path):
 
     engine = HFEngine(ModelConfig(path=str(tmp_path / "dpo" / "model")))
     params = SamplingParams(temperature=0, max_new_tokens=8)
-    assert engine.chat([[{"role": "user", "content": questions[0]}]], params)[0][0].strip()
+    assert engine.chat([[{"role": "user", "content": questions[0]}]], params)[0][0].text.strip()

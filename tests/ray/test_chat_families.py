@@ -63,12 +63,14 @@ def make_config(tmp_path, family):
             "proposers": ["m", "m2"],
             "aggregator": "m",
             "sampling": {"max_new_tokens": 8, "temperature": 0.8},
+            "truncated_answers": "keep",  # random tiny models never end an answer
         },
         "preferences": {
             "inputs": inputs,
             "policy": "m",
             "num_samples": 3,
             "sampling": {"temperature": 1.0, "max_new_tokens": 8},
+            "truncated_samples": "keep",
             "judging": judging,
         },
         "evaluate": {

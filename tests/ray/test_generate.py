@@ -45,6 +45,7 @@ def make_config(tmp_path, **generate):
             "proposers": ["a", "b", "a"],
             "aggregator": "d",
             "sampling": {"max_new_tokens": 8, "temperature": 0.8},
+            "truncated_answers": "keep",  # random tiny models never end an answer
             "batch_size": 2,
             **generate,
         },

@@ -32,6 +32,7 @@ def make_config(tmp_path, judging=(), **preferences):
             "policy": "policy",
             "num_samples": 3,
             "sampling": {"temperature": 1.0, "max_new_tokens": 8},
+            "truncated_samples": "keep",  # random tiny models never end an answer
             "judging": {
                 "judges": ["j1", "j2"],
                 "aggregator_judge": "j1",  # j1 is judge and aggregator: one pool

@@ -85,7 +85,7 @@ def _chat(model_dir, question: str) -> str:
 
     engine = HFEngine(ModelConfig(path=str(model_dir)))
     params = SamplingParams(temperature=0, max_new_tokens=12)
-    return engine.chat([[SYSTEM, {"role": "user", "content": question}]], params)[0][0]
+    return engine.chat([[SYSTEM, {"role": "user", "content": question}]], params)[0][0].text
 
 
 def _kill_a_worker_after(checkpoint: str, run_dir: Path, killed: list) -> None:
@@ -248,7 +248,7 @@ from moaa_ray.engines.base import SamplingParams, build_engine
 if __name__ == "__main__":
     engine = build_engine(ModelConfig(path=sys.argv[1], engine="vllm", engine_kwargs={"max_model_len": 256}))
     conversation = [{"role": "system", "content": sys.argv[2]}, {"role": "user", "content": sys.argv[3]}]
-    print("ANSWER:" + engine.chat([conversation], SamplingParams(temperature=0.0, max_new_tokens=12))[0][0])
+    print("ANSWER:" + engine.chat([conversation], SamplingParams(temperature=0.0, max_new_tokens=12))[0][0].text)
 """
 
 

@@ -71,3 +71,31 @@ def test_every_round_evaluates_the_base_the_sft_model_and_each_round(monkeypatch
     assert summary["models"][1]["proposer_accuracy"] == {"a": 0.5}
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["models"] == summary["models"]
+
+
+def test_a_recipe_without_sft_starts_its_rounds_from_the_preference_policy(monkeypatch, tmp_path):
+    import moaa_ray.pipeline.evaluate as evaluate_module
+    import moaa_ray.pipeline.preferences as preferences_module
+    import moaa_ray.train.dpo as dpo_module
+    from moaa_ray.orchestrator import run_pipeline
+
+    config = load_config(REPO / "configs" / "sppo.yaml", [f"run_dir={tmp_path}"])
+    assert config.generate is None and config.sft is None
+    policies: list[tuple[str, str]] = []
+    rounds = iter(["sppo-1", "sppo-2", "sppo-3"])
+
+    def fake_preferences(c, d, fresh, **_):
+        policy = c.models[c.preferences.policy]
+        policies.append((policy.path, policy.engine))
+        return {}
+
+    monkeypatch.setattr(preferences_module, "build_preferences", fake_preferences)
+    monkeypatch.setattr(dpo_module, "train_dpo", lambda c, d, fresh: {"model_path": next(rounds)})
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda c, d, fresh: {})
+    summary = run_pipeline(config, tmp_path)
+    assert summary["status"] == "done" and summary["final_model"] == "sppo-3"
+    start = config.models[config.preferences.policy]
+    assert policies == [(start.path, "vllm"), ("sppo-1", "vllm"), ("sppo-2", "vllm")]
+    assert [m["stage"] for m in summary["models"]] == [
+        "base", "round-1/dpo", "round-2/dpo", "round-3/dpo"
+    ]  # fmt: skip

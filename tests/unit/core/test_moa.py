@@ -99,8 +99,8 @@ def run_layers(state, plan, answer, min_references=None):
     for turn in range(len(state["targets"])):
         for layer in range(len(plan.layers)):
             requests = layer_requests(state, plan, turn, layer, TEMPLATE, min_references)
-            for slot, model, conversation in requests:
-                text, error = answer(turn, layer, slot, model, conversation)
+            for slot, model, prompt in requests:
+                text, error = answer(turn, layer, slot, model, prompt.messages())
                 record_output(state, turn, layer, slot, model, text, error)
 
 

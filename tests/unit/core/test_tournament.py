@@ -34,6 +34,7 @@ def test_empty_and_identical_samples_are_counted_not_kept():
         "empty_samples": 2,
         "duplicate_samples": 1,
         "truncated_samples": 0,  # counted by the sampling step, which drops cut answers
+        "shortened_prompts": 0,  # counted where prompts are fitted to a context window
         "criteria_fallback": 0,
     }
 
@@ -46,9 +47,10 @@ def test_each_pair_is_judged_in_both_orders_by_every_judge():
     state = tournament(["r", "g", "b"])
     requests = judge_requests(state, round_robin_pairs(3), ["j1", "j2"])
     assert len(requests) == 3 * 2 * 2
-    (judge, pair, order, conversation), swapped = requests[0], requests[2]
+    (judge, pair, order, prompt), swapped = requests[0], requests[2]
     assert (judge, pair, order, swapped[2]) == ("j1", (0, 1), "ab", "ba")
-    text = conversation[-1]["content"]
+    assert prompt.parts == ("r", "g") and swapped[3].parts == ("g", "r")  # what may be cut
+    text = prompt.messages()[-1]["content"]
     assert text.index("r") < text.index("[Answer B]") and "accuracy" in text
 
 
@@ -84,7 +86,8 @@ def test_the_aggregator_judge_decides_over_the_judges():
     for order, verdict in (("ab", "Verdict: A"), ("ba", "Verdict: B")):
         record_judgment(state, "j1", (0, 1), order, text=verdict)  # judges prefer x
     requests = aggregator_requests(state, [(0, 1)])
-    assert len(requests) == 2 and "Verdict: A" in requests[0][2][-1]["content"]
+    assert len(requests) == 2 and "Verdict: A" in requests[0][2].messages()[-1]["content"]
+    assert requests[0][2].parts == ("Verdict: A",)  # the evaluations may be cut, not the answers
     record_judgment(state, AGGREGATOR, (0, 1), "ab", p_a=0.2)  # aggregator prefers y
     record_judgment(state, AGGREGATOR, (0, 1), "ba", p_a=0.8)
     assert pair_comparisons(state, [(0, 1)], AGGREGATOR_DECIDES)[0].score_i == pytest.approx(0.2)

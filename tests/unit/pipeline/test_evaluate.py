@@ -123,6 +123,9 @@ class FakePool:
     def chat(self, conversations, params):
         return self.collect(self.submit("chat", conversations, params))
 
+    def fit(self, prompt, max_new_tokens):
+        return prompt.messages(), 0  # no context window: every prompt goes as it is
+
 
 def two_turn_state(baseline=None, row_id="q"):
     question = EvalQuestion("1", ["first question", "second question"])

@@ -28,6 +28,9 @@ class FakePool:
     def collect(self, completions):
         return completions
 
+    def fit(self, prompt, max_new_tokens):
+        return prompt.messages(), 0  # no context window: every prompt goes as it is
+
 
 def run(staged: bool):
     plan = plan_layers(

@@ -81,6 +81,9 @@ class FakePool:
     def collect(self, submitted):
         return [Completion(output) for output in submitted]
 
+    def fit(self, prompt, max_new_tokens):
+        return prompt.messages(), 0  # no context window: every prompt goes as it is
+
 
 def prefers_four(method, conversation):
     """A judge that writes which shown answer is "4"."""

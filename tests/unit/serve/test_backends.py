@@ -3,14 +3,11 @@ counts, prompts under a real tiny tokenizer."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from moaa_ray.engines.base import Answer, SamplingParams
 from moaa_ray.serve.backends import (
     completion_of,
-    context_length_of,
     group_requests,
     render_prompt,
 )
@@ -46,13 +43,6 @@ def test_each_seeded_request_runs_alone_so_its_seed_reproduces():
 
 def test_an_empty_batch_has_no_calls():
     assert group_requests([]) == []
-
-
-def test_context_length_comes_from_the_first_field_a_config_names():
-    assert context_length_of(SimpleNamespace(max_position_embeddings=2048)) == 2048
-    assert context_length_of(SimpleNamespace(n_positions=1024)) == 1024
-    assert context_length_of(SimpleNamespace(max_position_embeddings=None, seq_length=8)) == 8
-    assert context_length_of(SimpleNamespace(hidden_size=64)) is None
 
 
 def test_a_completion_keeps_the_engines_finish_reason_and_counts_no_more_than_the_limit():
