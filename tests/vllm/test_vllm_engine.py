@@ -75,7 +75,7 @@ def test_a_judge_on_vllm_gives_text_and_logprob_verdicts(engine):
         render_judge_prompt(prompt, "blue", "red", ["accuracy"]),  # order ba
     ]
     texts = engine.chat(requests, SamplingParams(temperature=0.0, max_new_tokens=16))
-    assert all(parse_verdict(t[0]) in (None, "A", "B", "tie") for t in texts)
+    assert all(parse_verdict(t[0].text) in (None, "A", "B", "tie") for t in texts)
     p_ab, p_ba = (
         verdict_from_logprobs(*lp)
         for lp in engine.choice_logprobs(requests, "Verdict: ", ["A", "B"])
