@@ -57,10 +57,10 @@ ANSWER_TOKENS = 64
 LATENCY = {"latency_s": 0.1, "latency_per_token_s": 0.004, "answer_tokens": ANSWER_TOKENS}
 SIZES = {  # quick, full
     "moa_prompts": (1000, 5000),
-    "sequential_prompts": (240, 2000),
-    "scaling_prompts": (400, 1000),
-    "preference_prompts": (80, 400),
-    "driver_prompts": (8000, 20000),
+    "sequential_prompts": (160, 2000),
+    "scaling_prompts": (240, 1000),
+    "preference_prompts": (64, 400),
+    "driver_prompts": (4000, 20000),
     "rss_prompts": (20000, 100000),
 }
 

@@ -395,10 +395,11 @@ class BenchmarkConfig(_Section):
     baseline_answers_path: str | None = Field(
         None, description="arena_hard: the baseline model's answers (model_answer/<name>.jsonl)"
     )
-    baseline: Literal["model", "answers"] | None = Field(
+    baseline: Literal["model", "answers", "none"] | None = Field(
         None,
         description="model: evaluate.baseline_model answers; answers: the file's baseline answers "
-        "(questions without one are skipped); None: model if baseline_model is set",
+        "(questions without one are skipped); none (mt_bench only): no baseline and no pairwise "
+        "judging, the grader rates the model's answers; None: model if baseline_model is set",
     )
     limit: int | None = Field(None, ge=1, description="evaluate the first N questions")
     instruction_difficulty_path: str | None = Field(
@@ -406,11 +407,16 @@ class BenchmarkConfig(_Section):
         description="alpaca_eval: AlpacaEval's instruction_difficulty.csv (Hugging Face dataset "
         "tatsu-lab/alpaca_eval), keyed by position in its 805 instructions, for the LC win rate",
     )
-    judge: Literal["auto", "ensemble", "arena_hard"] = Field(
+    judge: Literal["auto", "ensemble", "arena_hard", "alpaca_eval"] = Field(
         "auto",
         description="ensemble: the evaluate judges with the aggregator judge; arena_hard: each "
         "judge as arena-hard-auto judges (its prompt, 5-level verdicts, two games, BT scores); "
-        "auto: arena_hard for arena_hard files, else ensemble",
+        "alpaca_eval: each judge as AlpacaEval 2's leaderboard judges (alpaca_eval 0.6.6's "
+        "weighted_alpaca_eval_gpt4_turbo: its prompt, its seeded order per instruction, the "
+        "preference weighted by the first token's log-probabilities of m and M, top 5 from "
+        "openai_http; function judges' text m or M; verdict_mode does not apply); auto: "
+        "arena_hard for arena_hard files, else ensemble (never alpaca_eval: files judged by the "
+        "ensemble keep their judge)",
     )
     style_control: bool = Field(
         False, description="arena_hard: also report style-controlled scores (length, markdown)"
@@ -426,20 +432,47 @@ class BenchmarkConfig(_Section):
     def _verified_has_no_baseline(self) -> BenchmarkConfig:
         if not self.verified:
             return self
-        judged_only = {
-            "baseline": None,
-            "baseline_answers_path": None,
-            "reference_answers_path": None,
-            "instruction_difficulty_path": None,
-            "judge": "auto",
-            "style_control": False,
-        }
-        set_keys = [key for key, unset in judged_only.items() if getattr(self, key) != unset]
+        set_keys = self._set_keys(
+            baseline=None,
+            baseline_answers_path=None,
+            reference_answers_path=None,
+            instruction_difficulty_path=None,
+            judge="auto",
+            style_control=False,
+        )
         if set_keys:
             raise ValueError(
                 f"format 'verified' has no baseline and no judges; remove {', '.join(set_keys)}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _no_baseline_is_graded_mt_bench(self) -> BenchmarkConfig:
+        """``baseline: none`` leaves only MT-Bench's grading: no other format has a score without
+        a baseline, and keys of the pairwise judging would be ignored."""
+        if self.baseline != "none":
+            return self
+        if self.format not in ("auto", "mt_bench"):
+            raise ValueError(
+                f"benchmark {self.key()!r}: baseline 'none' (grading only) is for mt_bench "
+                f"benchmarks, not format {self.format!r}"
+            )
+        set_keys = self._set_keys(
+            baseline_answers_path=None,
+            instruction_difficulty_path=None,
+            judge="auto",
+            style_control=False,
+        )
+        if set_keys:
+            raise ValueError(
+                f"benchmark {self.key()!r}: baseline 'none' has no pairwise judging; remove "
+                f"{', '.join(set_keys)}"
+            )
+        return self
+
+    def _set_keys(self, **unset: object) -> list[str]:
+        """The keys among ``unset`` whose value differs from the one given there."""
+        return [key for key, value in unset.items() if getattr(self, key) != value]
 
     @property
     def verified(self) -> bool:
@@ -454,7 +487,8 @@ class BenchmarkConfig(_Section):
 class EvaluateConfig(_Section):
     """The model against a baseline, judged by the ensemble: win rates, LC win rate, BT score, grades.
 
-    Verified benchmarks are scored by the top-level verifier instead: exact-match accuracy.
+    Verified benchmarks are scored by the top-level verifier instead: exact-match accuracy; graded-
+    only MT-Bench ones (``baseline: none``) by the grader alone: MT-Bench grades.
     """
 
     benchmarks: list[BenchmarkConfig] = Field(min_length=1, description="question files")
@@ -468,17 +502,22 @@ class EvaluateConfig(_Section):
     judging: JudgingConfig | None = Field(
         None,
         description="the judges, each answer pair in both orders; needed unless every benchmark "
-        "is verified",
+        "is verified or graded only (baseline 'none', with a grader)",
     )
-    grader: str | None = Field(None, description="MT-Bench 1-10 grader; None: the first judge")
+    grader: str | None = Field(
+        None,
+        description="MT-Bench 1-10 grader, sampling as judging.sampling (without judging: its "
+        "default); None: the first judge",
+    )
     grading_mode: Literal["text", "logprob"] = Field(
         "text", description="parse 'Rating: [[N]]', or the expected grade from P(1..10)"
     )
     bootstrap_rounds: int = Field(100, ge=1, description="resamples for the BT score's 95% CI")
     every_round: bool = Field(
         False,
-        description="`moaa run` also evaluates the SFT model and each DPO round's model before "
-        "the last (round-<r>/evaluate/), and the report compares them",
+        description="`moaa run` also evaluates the starting model (base/evaluate/), the SFT model "
+        "(round-0/evaluate/) and each DPO round's model before the last (round-<r>/evaluate/), "
+        "and the report compares them",
     )
     batch_size: int = Field(
         4, ge=1, description="questions per Ray Data batch", json_schema_extra=OPERATIONAL
@@ -496,18 +535,28 @@ class EvaluateConfig(_Section):
                 raise ValueError(
                     f"benchmark {bench.key()!r}: baseline 'model' but no baseline_model"
                 )
-            if not bench.verified and self.judging is None:
+            if self.judged(bench) and self.judging is None:
                 raise ValueError(
                     f"benchmark {bench.key()!r} is judged and needs 'judging' (only format "
-                    "'verified' needs no judges)"
+                    "'verified' and baseline 'none' need no judges)"
+                )
+            if self.baseline_of(bench) == "none" and self.grader is None and self.judging is None:
+                raise ValueError(
+                    f"benchmark {bench.key()!r} is graded only (baseline 'none') and needs "
+                    "'grader' (or 'judging', whose first judge grades)"
                 )
         return self
 
-    def baseline_of(self, bench: BenchmarkConfig) -> Literal["model", "answers"] | None:
-        """Who answers as the baseline on a benchmark; None for a verified one (it has none)."""
+    def baseline_of(self, bench: BenchmarkConfig) -> Literal["model", "answers", "none"] | None:
+        """Who answers as the baseline on a benchmark: ``none`` for a graded-only one, None for a
+        verified one."""
         if bench.verified:
             return None
         return bench.baseline or ("model" if self.baseline_model else "answers")
+
+    def judged(self, bench: BenchmarkConfig) -> bool:
+        """Whether the judges compare the model's answers with a baseline's on a benchmark."""
+        return self.baseline_of(bench) in ("model", "answers")
 
 
 class RayConfig(_Section):

@@ -252,6 +252,10 @@ def format_table(summary: dict) -> str:
                     f"({result['correct']} of {result['verifiable']} verifiable correct)"
                 )
                 continue
+            if result.get("baseline") is None:  # graded only (MT-Bench with baseline: none)
+                overall = (result.get("mt_bench") or {}).get("overall")
+                lines.append(f"  {bench:<20} {'':>8}  mt_bench={_short(overall)} (no baseline)")
+                continue
             bt = result.get("bt") or {}
             lines.append(
                 f"  {bench:<20} {'':>8}  win_rate={_short(result.get('win_rate'))}, "

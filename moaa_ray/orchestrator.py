@@ -11,7 +11,8 @@ there (its status says why), so no later stage trains or evaluates on incomplete
 reads the r-th slice of the preference prompts (Snorkel / SPPO-style iterative DPO). With
 ``evaluate.every_round`` the starting model (``base/evaluate/``), the SFT model
 (``round-0/evaluate/``) and each round's model but the last (``round-<r>/evaluate/``) are evaluated
-too, and the final report compares them all. The run's summary and manifest list, under ``models``,
+too (:func:`~moaa_ray.pipeline.report.evaluated_models`), and the final report compares them all.
+The run's summary and manifest list, under ``models``,
 each stage's model with its path and the accuracy of its verified benchmarks.
 """
 
@@ -72,6 +73,7 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
     from moaa_ray.pipeline.evaluate import evaluate
     from moaa_ray.pipeline.generate import generate_sft
     from moaa_ray.pipeline.preferences import build_preferences
+    from moaa_ray.pipeline.report import evaluated_models
     from moaa_ray.train.dpo import train_dpo
     from moaa_ray.train.sft import train_sft
 
@@ -88,10 +90,11 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
 
     start = starting_model(config)
     model_path = config.models[start].path if start else None
+    earlier = {folder for _, folder in evaluated_models(config)}  # what the report will list
     with RunDir(root).lock():
         try:
-            every_round = bool(config.evaluate and config.evaluate.every_round)
-            if every_round and model_path:
+            if "base" in earlier:
+                assert model_path is not None  # base is evaluated only when the run has a start
                 base = with_trained_policy(config, model_path)
                 timed("base/evaluate", evaluate, base, root / "base")
             # 1. MoA SFT data, then SFT of the target model.
@@ -99,7 +102,7 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
                 timed("generate", generate_sft, config, root)
             if config.sft:
                 model_path = timed("sft", train_sft, config, root)["model_path"]
-                if every_round:
+                if "round-0" in earlier:
                     sft_model = with_trained_policy(config, model_path)
                     timed("round-0/evaluate", evaluate, sft_model, root / "round-0")
             # 2. Rounds of on-policy sampling, judging and DPO, each from the last round's model.
@@ -117,7 +120,7 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
                 )
                 dpo = timed(f"round-{index + 1}/dpo", train_dpo, round_config, round_dir)
                 model_path = dpo["model_path"]
-                if every_round and index + 1 < config.iterations:
+                if round_dir.name in earlier:
                     dpo_model = with_trained_policy(config, model_path)
                     timed(f"round-{index + 1}/evaluate", evaluate, dpo_model, round_dir)
             # 3. Evaluate the final model against the baseline.

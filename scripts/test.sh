@@ -15,4 +15,5 @@ export VLLM_CPU_KVCACHE_SPACE=1
 .venv-vllm/bin/python -m pytest tests/vllm -m vllm -q -p no:cacheprovider
 # The README's cluster flow takes Ray's default ports and ends with `ray stop`: its own process first.
 .venv/bin/pytest tests/ray/test_readme_cluster.py -q -p no:cacheprovider
-.venv/bin/pytest tests --ignore=tests/vllm --ignore=tests/ray/test_readme_cluster.py -q -p no:cacheprovider "$@"
+.venv/bin/pytest tests --ignore=tests/vllm --ignore=tests/ray/test_readme_cluster.py -q -p no:cacheprovider \
+  --durations=20 "$@"

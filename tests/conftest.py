@@ -33,3 +33,17 @@ def tiny_model_dirs():
     from moaa_ray.tiny_models import TINY_MODELS, resolve_model_path
 
     return {name: resolve_model_path(f"tiny:{name}") for name in TINY_MODELS}
+
+
+@pytest.fixture
+def length_encoding(monkeypatch):
+    """Sets how Arena-Hard style control loads tiktoken's encoding (a function returning one, or
+    raising as offline), so no test downloads it; the counter chosen is forgotten before and after."""
+    from moaa_ray.core import arena_hard
+
+    def use(loader):
+        monkeypatch.setattr(arena_hard, "_load_length_encoding", loader)
+
+    arena_hard.answer_length_counter.cache_clear()
+    yield use
+    arena_hard.answer_length_counter.cache_clear()

@@ -8,8 +8,9 @@ Bradley-Terry model fitted by logistic regression on Elo scale (400, base 10) gi
 rating, the baseline anchored at 1000; the Arena-Hard score is the predicted win rate against the
 baseline in percent, and the 95% interval comes from 2.5/97.5 percentiles of ratings refitted on
 bootstrap resamples of the battles. Style control adds normalised style differences between the two
-answers (length, markdown headers, lists, bold) as covariates fitted jointly, and scores from the
-model terms alone.
+answers (length in tiktoken gpt-3.5-turbo tokens, or in words where tiktoken cannot load that
+encoding; markdown headers, lists, bold) as covariates fitted jointly, and scores from the model
+terms alone.
 
 Reference: arena-hard-auto at commit 3071ef95d913bb5cd632641db336a3b6c7fe4bdd (the last v0.1 code):
 ``config/judge_config.yaml``, ``gen_judgment.py``, ``show_result.py``, ``utils_math.py`` and
@@ -18,12 +19,16 @@ Reference: arena-hard-auto at commit 3071ef95d913bb5cd632641db336a3b6c7fe4bdd (t
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cache, partial
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+logger = logging.getLogger(__name__)
 
 ArenaBattle = tuple[str, str, str]
 """``(model_a, model_b, winner)`` with ``winner`` one of ``"model_a"``, ``"model_b"``, ``"tie"``."""
@@ -200,6 +205,51 @@ def answer_style_counts(answer: str, token_len: int) -> tuple[int, int, int, int
     lists = sum(len(pattern.findall(answer)) for pattern in _LIST_PATTERNS)
     bolds = sum(len(pattern.findall(answer)) for pattern in _BOLD_PATTERNS)
     return token_len, headers, lists, bolds
+
+
+LENGTH_MODEL = "gpt-3.5-turbo"  # whose tiktoken encoding arena-hard-auto counts answers in
+
+
+def _load_length_encoding():
+    """tiktoken's encoding of :data:`LENGTH_MODEL`. tiktoken is optional and downloads encodings
+    on first use (cached after, in ``TIKTOKEN_CACHE_DIR``): raises where it is missing or cannot."""
+    import tiktoken
+
+    return tiktoken.encoding_for_model(LENGTH_MODEL)
+
+
+@cache
+def answer_length_counter() -> tuple[Callable[[str], int], str]:
+    """How style control measures an answer's length, and the unit's name.
+
+    arena-hard-auto counts tiktoken tokens of :data:`LENGTH_MODEL`; where the encoding does not
+    load (no tiktoken, or no cached encoding and no internet), words stand in, with a warning
+    logged once per process.
+
+    Returns:
+        ``(count, unit)``: ``unit`` is ``"tiktoken gpt-3.5-turbo"`` or ``"words"``.
+    """
+    try:
+        encoding = _load_length_encoding()
+    except (ImportError, OSError, ValueError) as exc:
+        logger.warning(
+            "Arena-Hard style control counts answer lengths in words, not arena-hard-auto's "
+            "tiktoken %s tokens (%s: %s)",
+            LENGTH_MODEL,
+            type(exc).__name__,
+            exc,
+        )
+        return _word_count, "words"
+    return partial(_token_count, encoding), f"tiktoken {LENGTH_MODEL}"
+
+
+def _token_count(encoding, text: str) -> int:
+    """Tokens as arena-hard-auto counts them: special tokens' text is plain text."""
+    return len(encoding.encode(text, disallowed_special=()))
+
+
+def _word_count(text: str) -> int:
+    return len(text.split())
 
 
 def _fit_logistic(

@@ -6,6 +6,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from openai import OpenAI
+from openai.types.chat.chat_completion import Choice
 
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import Answer, Conversation, SamplingParams, answer_of
@@ -44,14 +45,32 @@ class OpenAIHTTPEngine:
             **extra,
         )
 
+    def _complete_all(self, conversations: list[Conversation], params: SamplingParams, **extra):
+        """One request per conversation, several at a time; responses in order."""
+        with ThreadPoolExecutor(MAX_PARALLEL_REQUESTS) as pool:
+            return list(pool.map(lambda c: self._complete(c, params, **extra), conversations))
+
     def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Answer]]:
         """Sample ``params.n`` answers per conversation, each with the server's finish reason."""
-        with ThreadPoolExecutor(MAX_PARALLEL_REQUESTS) as pool:
-            responses = list(pool.map(lambda c: self._complete(c, params), conversations))
+        responses = self._complete_all(conversations, params)
         return [
             [answer_of(c.message.content or "", c.finish_reason) for c in r.choices]
             for r in responses
         ]
+
+    def first_token_logprobs(
+        self, conversations: list[Conversation], params: SamplingParams, top: int
+    ) -> list[tuple[str, dict[str, float] | None]]:
+        """The reply and its first token's ``top`` most likely tokens, as AlpacaEval 2's judge reads
+        them (``logprobs=True``, ``top_logprobs``): what the model writes first after the prompt,
+        the one position a chat endpoint can give log-probabilities for.
+
+        Returns:
+            Per conversation, the reply's text and ``{token: logprob}`` of its first token's top
+            tokens, or None when the server sends no log-probabilities.
+        """
+        responses = self._complete_all(conversations, params, logprobs=True, top_logprobs=top)
+        return [_first_token(r.choices[0]) for r in responses]
 
     def choice_logprobs(
         self, conversations: list[Conversation], prefix: str, choices: list[str]
@@ -69,3 +88,13 @@ class OpenAIHTTPEngine:
             f"{self.model}: an openai_http engine cannot give log-probabilities that continue the "
             "assistant's turn; set verdict_mode: text (and grading_mode: text)"
         )
+
+
+def _first_token(choice: Choice) -> tuple[str, dict[str, float] | None]:
+    """A choice's text and its first token's top log-probabilities (None when it has none)."""
+    text = choice.message.content or ""
+    content = choice.logprobs.content if choice.logprobs is not None else None
+    tops = content[0].top_logprobs if content else None
+    if not tops:
+        return text, None
+    return text, {top.token: top.logprob for top in tops}

@@ -367,13 +367,17 @@ def start_actors(name: str, config: ModelConfig, options: dict) -> list[Any]:
     ]
 
 
-def start_pool(name: str, config: ModelConfig) -> ModelPool:
-    """Request ``max`` actors for a model and return once ``min`` are up.
+@dataclass
+class PoolLaunch:
+    """A pool's actors requested and pinged, not yet waited for (see :func:`await_pool`)."""
 
-    Raises:
-        EngineFailure: the model failed to load, or ``min`` actors were not placed in time.
-    """
-    low, high = config.num_replicas
+    name: str
+    config: ModelConfig
+    pings: dict[Any, Any]  # ready() ref -> actor
+
+
+def launch_pool(name: str, config: ModelConfig) -> PoolLaunch:
+    """Request ``max`` actors for a model and ping them; returns at once (loading goes on)."""
     options = {
         "num_gpus": config.num_gpus,
         "num_cpus": config.num_cpus,
@@ -382,18 +386,28 @@ def start_pool(name: str, config: ModelConfig) -> ModelPool:
         "max_task_retries": 0,  # the pool retries, on another replica and with backoff
     }
     actors = start_actors(name, config, options)
-    refs = {a.ready.remote(): a for a in actors}
+    return PoolLaunch(name, config, {a.ready.remote(): a for a in actors})
+
+
+def await_pool(launch: PoolLaunch) -> ModelPool:
+    """Wait until ``min`` of a launched pool's actors are up; the rest join as they come up.
+
+    Raises:
+        EngineFailure: the model failed to load, or ``min`` actors were not placed in time.
+    """
+    name, config, refs = launch.name, launch.config, launch.pings
+    low, high = config.num_replicas
     ready, _ = ray.wait(list(refs), num_returns=low, timeout=config.startup_timeout_s)
     up = []
     for ref in ready:
         try:
             ray.get(ref)
         except (RayActorError, RayTaskError) as exc:
-            stop_actors(actors)
+            stop_actors(list(refs.values()))
             raise EngineFailure(f"model {name!r} ({config.path}) failed to load: {exc}") from exc
         up.append(refs[ref])
     if len(up) < low:
-        stop_actors(actors)
+        stop_actors(list(refs.values()))
         raise EngineFailure(
             f"model {name!r}: {len(up)}/{low} actors started within startup_timeout_s="
             f"{config.startup_timeout_s:g}; each needs num_gpus={config.num_gpus}, "
@@ -403,6 +417,11 @@ def start_pool(name: str, config: ModelConfig) -> ModelPool:
     logger.info("pool %s: %d actors up, %d pending", name, len(up), high - len(up))
     pending = [(ref, actor) for ref, actor in refs.items() if actor not in up]
     return ModelPool(name, config, up, pending)
+
+
+def start_pool(name: str, config: ModelConfig) -> ModelPool:
+    """Request ``max`` actors for a model and return once ``min`` are up (see :func:`await_pool`)."""
+    return await_pool(launch_pool(name, config))
 
 
 def stop_actors(actors: list[Any]) -> None:
@@ -426,10 +445,22 @@ class PoolSet:
             self.stop(name)
 
     def start(self, names: list[str] | tuple[str, ...]) -> dict[str, ModelPool]:
-        """The pools of ``names``, starting those not running yet."""
-        for name in names:
-            if name not in self.pools:
-                self.pools[name] = start_pool(name, self.models[name])
+        """The pools of ``names``, starting those not running yet, all loading at once.
+
+        Every model's actors are requested before any is waited for, so the stage's start-up is
+        its slowest model's load, not the sum of all. If one fails, the others are stopped too.
+        """
+        launches = [
+            launch_pool(n, self.models[n]) for n in dict.fromkeys(names) if n not in self.pools
+        ]
+        try:
+            for launch in launches:
+                self.pools[launch.name] = await_pool(launch)
+        except EngineFailure:
+            for launch in launches:
+                if launch.name not in self.pools:
+                    stop_actors(list(launch.pings.values()))
+            raise
         return {name: self.pools[name] for name in names}
 
     def only(self, name: str) -> ModelPool:

@@ -1,17 +1,56 @@
 """The evaluation report a person reads: ``report.md`` with a table per benchmark, ``scores.png``.
 
-Built from evaluation results (``results.json``: :func:`moaa_ray.pipeline.evaluate.benchmark_results`
-per judged benchmark, :func:`~moaa_ray.pipeline.evaluate.verified_results` per verified one), one per
-evaluated model: the SFT model and each DPO round's when ``moaa run``
-evaluates every round, else the one evaluated model.
+Built from evaluation results (``results.json``:
+:func:`moaa_ray.pipeline.evaluate_results.benchmark_results` per judged benchmark,
+:func:`~moaa_ray.pipeline.evaluate_results.graded_results` per graded-only MT-Bench one,
+:func:`~moaa_ray.pipeline.evaluate_results.verified_results` per verified one), one per evaluated
+model: the starting model, the SFT model and each DPO round's when ``moaa run`` evaluates every
+round (:func:`evaluated_models`), else the one evaluated model.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+from moaa_ray.config import MoaaConfig
+
 Evaluation = tuple[str, dict]  # (label, results.json's content)
+
+
+def evaluated_models(config: MoaaConfig) -> list[tuple[str, str]]:
+    """The models ``moaa run`` evaluates before the final one (``evaluate.every_round``), in the
+    order it trains them: ``(label, folder)``, whose ``<folder>/evaluate/`` under the run directory
+    holds the model's results.
+
+    The starting model (``start``, ``base/``) when the run trains from one (the SFT model or the
+    preference policy), the SFT model (``SFT``, ``round-0/``) when it trains one, and each DPO
+    round's model but the last (``DPO round <r>``, ``round-<r>/``): the last one is the final model,
+    evaluated in ``evaluate/``. The orchestrator evaluates exactly these, so the report and the run
+    agree on what was evaluated where.
+    """
+    if config.evaluate is None or not config.evaluate.every_round:
+        return []
+    start = [("start", "base")] if config.sft or config.preferences else []
+    sft = [("SFT", "round-0")] if config.sft else []
+    rounds = [(f"DPO round {r}", f"round-{r}") for r in range(1, config.iterations)]
+    return start + sft + rounds
+
+
+def earlier_evaluations(run_root: Path, models: list[tuple[str, str]]) -> list[Evaluation]:
+    """The results of the given models (:func:`evaluated_models`) that were evaluated, in order,
+    each labelled by its model.
+
+    Only the current run's models are asked for: a rerun with fewer iterations, without SFT or
+    without ``every_round`` leaves earlier runs' results in the run directory.
+    """
+    found = []
+    for label, folder in models:
+        path = run_root / folder / "evaluate" / "results.json"
+        if path.exists():
+            found.append((label, json.loads(path.read_text())))
+    return found
 
 
 def _number(value: float | None, digits: int = 1) -> str:
@@ -38,24 +77,33 @@ def _comparison_table(name: str, evaluations: list[Evaluation]) -> list[str]:
         "| model | judged | win / tie / loss | win rate | LC win rate | BT score (95% CI) | abstained |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label, results in evaluations:
-        result = results["benchmarks"].get(name)
-        if result is None:
-            continue
+    results = [(label, r["benchmarks"].get(name, {})) for label, r in evaluations]
+    compared = [(label, result) for label, result in results if _compared(result)]
+    for label, result in compared:
         record = f"{result['wins']} / {result['ties']} / {result['losses']}"
         lines.append(
             f"| {label} | {result['judged']} | {record} | {_number(result['win_rate'])} | "
             f"{_number(result['lc_win_rate'])} | {_bt(result)} | {result['abstained']} |"
         )
-    baseline = next(
-        r["benchmarks"][name]["baseline"] for _, r in evaluations if name in r["benchmarks"]
-    )
+    baseline = compared[0][1]["baseline"]
     return [*lines, "", f"Against `{baseline}`; ties count half a win.", ""]
+
+
+def _graded_only(name: str, evaluations: list[Evaluation]) -> list[str]:
+    """A benchmark the grader alone rates (MT-Bench with ``baseline: none``): its grades."""
+    grades = _grades_table(name, evaluations) or ["No answer was graded.", ""]
+    return [f"### {name}", "", *grades, "No baseline: single grading only, no win rates.", ""]
 
 
 def _verified(results: list[dict]) -> bool:
     """Whether a benchmark's results are the verifier's (exact match), not the judges'."""
     return any(result.get("format") == "verified" for result in results)
+
+
+def _compared(result: dict) -> bool:
+    """Whether a benchmark's results compare the model with a baseline: a graded-only or a
+    verified benchmark has none."""
+    return result.get("baseline") is not None
 
 
 def _percent(fraction: float | None) -> str:
@@ -120,17 +168,21 @@ def render_report(evaluations: list[Evaluation]) -> str:
         ]
     for name in names:
         subset = [(label, r) for label, r in evaluations if name in r["benchmarks"]]
-        if _verified([r["benchmarks"][name] for _, r in subset]):
+        results = [r["benchmarks"][name] for _, r in subset]
+        if _verified(results):
             lines += _accuracy_table(name, subset)
-        else:
+        elif any(_compared(result) for result in results):
             lines += _comparison_table(name, subset) + _grades_table(name, subset)
+        else:
+            lines += _graded_only(name, subset)
     lines += ["![scores per evaluated model](scores.png)", ""]
     return "\n".join(lines)
 
 
 def plot_scores(evaluations: list[Evaluation], path: Path) -> None:
     """One panel per benchmark and a point per model: win rate, LC win rate, BT score (with CI) and
-    MT-Bench, or for a verified benchmark a bar of its accuracy."""
+    MT-Bench (a graded-only benchmark: MT-Bench alone), or for a verified benchmark a bar of its
+    accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,7 +207,17 @@ def plot_scores(evaluations: list[Evaluation], path: Path) -> None:
 
 
 def _plot_judged(axis, labels: list[str], rows: list[dict]) -> None:
-    """Win rate, LC win rate, BT score (with CI) and MT-Bench × 10 per model, around 50."""
+    """MT-Bench × 10 per model, and where a baseline was compared with (not on a graded-only
+    benchmark), win rate, LC win rate and BT score (with CI) around 50."""
+    if any(_compared(row) for row in rows):
+        _plot_win_rates(axis, labels, rows)
+    grades = [(row.get("mt_bench") or {}).get("overall") for row in rows]
+    if any(g is not None for g in grades):
+        axis.plot(labels, [_nan(g) * 10 for g in grades], marker="^", label="MT-Bench × 10")
+
+
+def _plot_win_rates(axis, labels: list[str], rows: list[dict]) -> None:
+    """Win rate, LC win rate and BT score (with CI) per model, and the baseline's 50."""
     for key, title in (("win_rate", "win rate"), ("lc_win_rate", "LC win rate")):
         values = [_nan(row.get(key)) for row in rows]
         axis.plot(labels, values, marker="o", label=title)
@@ -167,9 +229,6 @@ def _plot_judged(axis, labels: list[str], rows: list[dict]) -> None:
             [_nan(bt.get("upper")) - s for s, bt in zip(scores, bts, strict=True)],
         ]
         axis.errorbar(labels, scores, yerr=errors, marker="s", capsize=3, label="BT score")
-    grades = [(row.get("mt_bench") or {}).get("overall") for row in rows]
-    if any(g is not None for g in grades):
-        axis.plot(labels, [_nan(g) * 10 for g in grades], marker="^", label="MT-Bench × 10")
     axis.axhline(50, color="grey", linewidth=0.8, linestyle=":")
 
 

@@ -124,6 +124,21 @@ def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
     return math.ceil(total_steps * warmup_ratio)
 
 
+def effective_zero_stage(zero_stage: int, num_workers: list[int], offload: bool) -> int:
+    """The ZeRO stage to train with: 0 for the default ZeRO-2 where there is nothing to shard.
+
+    ZeRO-2 partitions optimizer state and gradients over the data-parallel workers; on a fixed
+    single worker without offload it partitions nothing and only adds flat fp32 copies and bucket
+    copies per micro-batch (a fifth of the step time of a 19M-parameter model on CPU, see
+    ``benchmarks/bench_training.py``). Only a fixed worker count of 1 qualifies: an elastic run may
+    resume on more workers, and its checkpoints keep the configured layout. ZeRO-3 (never the
+    default) is kept as configured, e.g. to try on one worker the layout a larger run will use.
+    """
+    if zero_stage == 2 and not offload and list(num_workers) == [1, 1]:
+        return 0
+    return zero_stage
+
+
 def build_deepspeed_config(
     *,
     zero_stage: int,

@@ -31,6 +31,7 @@ from moaa_ray.train.checkpoints import restore_checkpoint, save_checkpoint, save
 from moaa_ray.train.recipe import (
     accumulation_steps,
     build_deepspeed_config,
+    effective_zero_stage,
     lr_factor,
     plan_batches,
     split_step,
@@ -148,8 +149,11 @@ def build_deepspeed_engine(
 
     cfg = spec.train
     gpu = ray.train.torch.get_device().type == "cuda"
+    zero_stage = effective_zero_stage(cfg.zero_stage, cfg.num_workers, cfg.offload)
+    if zero_stage != cfg.zero_stage:
+        logger.info("one fixed worker, no offload: ZeRO-2 would shard nothing; training at stage 0")
     ds_config = build_deepspeed_config(
-        zero_stage=cfg.zero_stage,
+        zero_stage=zero_stage,
         offload=cfg.offload,
         micro_batch_size=cfg.micro_batch_size,
         num_micro_batches=num_micro_batches,
@@ -249,7 +253,8 @@ def train_worker(spec: WorkerSpec, make_objective) -> None:
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else nullcontext(None) as checkpoint_dir:
         objective.prepare(engine, checkpoint_dir)
-        start = restore_checkpoint(engine, checkpoint_dir, world_size, cfg.zero_stage)
+        zero_stage = effective_zero_stage(cfg.zero_stage, cfg.num_workers, cfg.offload)
+        start = restore_checkpoint(engine, checkpoint_dir, world_size, zero_stage)
     logger.info("rank %d/%d: steps %d..%d of %d", rank, world_size, start, len(steps), len(steps))
     # 4. Train; log every step, checkpoint (and report to Ray Train) every N steps and at the end.
     # Not a report per step: Ray Train's result queue holds one report and its controller takes

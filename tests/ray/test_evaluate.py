@@ -1,5 +1,5 @@
 """The evaluation stage end to end on a local Ray cluster: the real hf engine on tiny models, and a
-verified benchmark answered by a simulated model."""
+verified benchmark and a graded-only MT-Bench answered by simulated models."""
 
 import json
 
@@ -15,13 +15,18 @@ from moaa_ray.tasks.addition import prompt_rows
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 
-def make_config(tmp_path):
+def write_mt_bench(tmp_path):
     mt_bench = tmp_path / "mt_bench.jsonl"
     questions = [
         {"question_id": 1, "category": "writing", "turns": ["Write a poem.", "Now shorter."]},
         {"question_id": 2, "category": "math", "turns": ["2 + 2?", "Times 3?"], "reference": ["4", "12"]},
     ]  # fmt: skip
     mt_bench.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    return mt_bench
+
+
+def make_config(tmp_path):
+    mt_bench = write_mt_bench(tmp_path)
     alpaca = tmp_path / "alpaca.json"
     rows = [
         {"instruction": "Name a color.", "output": "Blue.", "generator": "g", "dataset": "d"},
@@ -168,3 +173,37 @@ def test_a_verified_benchmark_reports_accuracy_without_judges_and_resumes(ray_cl
     assert again["skipped"] and again["rows_written"] == 0  # nothing answered again
     assert again["benchmarks"] == results["benchmarks"]
     assert len(RunDir(config.run_dir).stage("evaluate").read()) == 6
+
+
+def test_a_graded_only_mt_bench_is_graded_without_baseline_or_judges(ray_cluster, tmp_path):
+    simulated = {"engine": "simulated", "num_cpus": 0}
+    raw = {
+        "run_dir": str(tmp_path / "run"),
+        "models": {
+            "policy": {"path": "sim/policy", **simulated},
+            "grader": {"path": "sim/grader", **simulated},
+        },
+        "evaluate": {
+            "benchmarks": [{"path": str(write_mt_bench(tmp_path)), "baseline": "none"}],
+            "model": "policy",
+            "grader": "grader",
+            "sampling": {"max_new_tokens": 8},
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+
+    summary = evaluate(config, config.run_dir)
+    stage = tmp_path / "run" / "evaluate"
+    mt = json.loads((stage / "results.json").read_text())["benchmarks"]["mt_bench"]
+    assert summary["rows_failed"] == 0 and summary["benchmarks"]["mt_bench"] == mt
+    assert (mt["baseline"], mt["graded"]) == (None, 2) and "win_rate" not in mt
+    assert mt["mt_bench"]["num_graded"] == 4 and 1.0 <= mt["mt_bench"]["overall"] <= 10.0
+    assert set(mt["mt_bench"]["per_turn"]) == {"1", "2"}
+    assert set(mt["mt_bench"]["per_category"]) == {"writing", "math"}
+    rows = RunDir(config.run_dir).stage("evaluate").read().to_pylist()
+    assert all(len(r["model_answers"]) == 2 and r["baseline_answers"] == [] for r in rows)
+    assert not list((stage / "judgments").glob("*.parquet"))  # nobody judged
+    report = (stage / "report.md").read_text()
+    assert "### mt_bench" in report and "win / tie / loss" not in report

@@ -46,6 +46,8 @@ def test_the_official_judges_config_judges_with_gpt4_turbo_and_grades_with_gpt4(
     config = load_config(REPO / "configs" / "eval-official-judges.yaml")
     ev = config.evaluate
     assert ev is not None and ev.judging.judges == ["gpt-4-1106-preview"] and ev.grader == "gpt-4"
+    judges = {bench.key(): bench.judge for bench in ev.benchmarks}
+    assert judges == {"arena_hard": "auto", "alpaca_eval": "alpaca_eval", "mt_bench": "auto"}
     for name in ("gpt-4-1106-preview", "gpt-4"):
         model = config.models[name]
         assert model.engine == "openai_http" and model.api_key_env == "OPENAI_API_KEY"
@@ -217,6 +219,51 @@ def test_a_verified_benchmark_takes_no_baseline_or_judge_keys(write):
         "remove baseline, judge",
     ):
         load_config(write(VERIFIED), overrides)
+
+
+GRADED_ONLY = """
+models:
+  a: {path: "tiny:llama-a"}
+  g: {path: "tiny:qwen2-b"}
+evaluate:
+  model: a
+  grader: g
+  benchmarks: [{path: question.jsonl, baseline: none, reference_answers_path: ref.jsonl}]
+"""
+
+
+def test_a_graded_only_mt_bench_needs_a_grader_and_no_judges(write):
+    config = load_config(write(GRADED_ONLY))
+    ev = config.evaluate
+    assert ev is not None and ev.judging is None
+    assert ev.baseline_of(ev.benchmarks[0]) == "none" and not ev.judged(ev.benchmarks[0])
+    assert config.model_references() == [("evaluate.model", "a"), ("evaluate.grader", "g")]
+    no_grader = write(GRADED_ONLY.replace("  grader: g\n", ""))
+    with pytest.raises(
+        ConfigError,
+        match=r"evaluate: benchmark 'question' is graded only \(baseline 'none'\) and needs "
+        r"'grader' \(or 'judging', whose first judge grades\)",
+    ):
+        load_config(no_grader)
+    first_judge_grades = load_config(no_grader, ["evaluate.judging={judges: [g]}"]).evaluate
+    assert first_judge_grades is not None and first_judge_grades.grader is None
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("format=alpaca_eval", "baseline 'none' \\(grading only\\) is for mt_bench benchmarks, "
+         "not format 'alpaca_eval'"),
+        ("judge=arena_hard", "baseline 'none' has no pairwise judging; remove judge"),
+        ("baseline_answers_path=b.jsonl", "baseline 'none' has no pairwise judging; remove "
+         "baseline_answers_path"),
+    ],
+)  # fmt: skip
+def test_baseline_none_is_for_mt_bench_grading_alone(write, override, match):
+    with pytest.raises(
+        ConfigError, match=rf"evaluate\.benchmarks\.0: benchmark 'question': {match}"
+    ):
+        load_config(write(GRADED_ONLY), [f"evaluate.benchmarks.0.{override}"])
 
 
 FUNCTION_JUDGES = """

@@ -112,6 +112,16 @@ def test_summary_table_shows_the_accuracy_of_verified_benchmarks():
     assert line.split() == ["addition", "accuracy=0.75", "(3", "of", "4", "verifiable", "correct)"]
 
 
+def test_summary_table_shows_the_grade_of_graded_only_benchmarks():
+    mt_bench = {"baseline": None, "graded": 2, "mt_bench": {"overall": 7.25}}
+    summary = {
+        "stages": {"evaluate": {"rows_total": 2, "benchmarks": {"mt_bench": mt_bench}}},
+        "run_dir": "runs/x",
+    }
+    line = format_table(summary).splitlines()[3]
+    assert line.split() == ["mt_bench", "mt_bench=7.25", "(no", "baseline)"]
+
+
 def test_summary_table_says_first_that_a_stage_is_incomplete():
     summary = {
         "stages": {"generate": {"rows_total": 30, "rows_failed": 6, "status": "partial"}},

@@ -1,8 +1,11 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from moaa_ray.config import load_config
 from moaa_ray.orchestrator import TRAINED_POLICY, with_trained_policy
+from moaa_ray.pipeline.report import earlier_evaluations, evaluated_models
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,6 +47,8 @@ def test_every_round_evaluates_the_base_the_sft_model_and_each_round(monkeypatch
     def fake_evaluate(c, d, fresh):
         model = c.models[c.evaluate.model].path
         evaluated.append((model, Path(d)))
+        (Path(d) / "evaluate").mkdir(parents=True, exist_ok=True)
+        (Path(d) / "evaluate" / "results.json").write_text(json.dumps({"model": model}))
         return {"accuracy": {"bench": f"accuracy of {model}"}}
 
     monkeypatch.setattr(evaluate_module, "evaluate", fake_evaluate)
@@ -69,6 +74,13 @@ def test_every_round_evaluates_the_base_the_sft_model_and_each_round(monkeypatch
         ("round-2/dpo", "dpo-2", {"bench": "accuracy of dpo-2"}),
     ]
     assert summary["models"][1]["proposer_accuracy"] == {"a": 0.5}
+    # The final report reads exactly the folders the run wrote, each labelled by its model.
+    earlier = earlier_evaluations(tmp_path, evaluated_models(config))
+    assert [(label, r["model"]) for label, r in earlier] == [
+        ("start", "tiny:llama-a"),
+        ("SFT", "sft-model"),
+        ("DPO round 1", "dpo-1"),
+    ]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["models"] == summary["models"]
 
@@ -99,3 +111,35 @@ def test_a_recipe_without_sft_starts_its_rounds_from_the_preference_policy(monke
     assert [m["stage"] for m in summary["models"]] == [
         "base", "round-1/dpo", "round-2/dpo", "round-3/dpo"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["iterations=3", "evaluate.every_round=true"],
+        ["iterations=1", "evaluate.every_round=true"],
+        ["iterations=2", "evaluate.every_round=true", "sft=null", "generate=null"],
+        ["iterations=2"],
+    ],
+)
+def test_the_report_reads_the_evaluations_the_run_writes(monkeypatch, tmp_path, overrides):
+    import moaa_ray.pipeline.evaluate as evaluate_module
+    import moaa_ray.pipeline.generate as generate_module
+    import moaa_ray.pipeline.preferences as preferences_module
+    import moaa_ray.train.dpo as dpo_module
+    import moaa_ray.train.sft as sft_module
+    from moaa_ray.orchestrator import run_pipeline
+
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "configs" / "demo.yaml", overrides)
+    written: list[Path] = []
+    rounds = (f"dpo-{r}" for r in range(1, 10))
+    monkeypatch.setattr(generate_module, "generate_sft", lambda c, d, fresh: {})
+    monkeypatch.setattr(sft_module, "train_sft", lambda c, d, fresh: {"model_path": "sft-model"})
+    monkeypatch.setattr(preferences_module, "build_preferences", lambda c, d, fresh, **_: {})
+    monkeypatch.setattr(dpo_module, "train_dpo", lambda c, d, fresh: {"model_path": next(rounds)})
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda c, d, fresh: written.append(d) or {})
+    assert run_pipeline(config, tmp_path)["status"] == "done"
+    *earlier, final = written
+    assert final == tmp_path
+    assert earlier == [tmp_path / folder for _, folder in evaluated_models(config)]

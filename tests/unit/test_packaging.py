@@ -29,14 +29,15 @@ def _name(requirement: str) -> str:
 def test_declared_dependencies_are_exactly_the_imported_ones():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = {_name(r) for r in project["dependencies"]}
-    gpu = {_name(r) for r in project["optional-dependencies"]["gpu"]}
+    extras = {"vllm": "gpu", "tiktoken": "arena-hard"}  # imported only where installed
+    for module, extra in extras.items():
+        assert {_name(r) for r in project["optional-dependencies"][extra]} == {module}
     distributions = packages_distributions()
     imported = set()
-    for module in _imported_top_level_modules() - {"vllm"}:  # vllm: the gpu extra
+    for module in _imported_top_level_modules() - set(extras):
         imported |= {_name(d) for d in distributions[module]}
     # torch.utils.tensorboard writes the training curves, and needs the tensorboard package.
     assert declared == imported | {"tensorboard"}
-    assert gpu == {"vllm"}
 
 
 def test_the_license_is_an_spdx_expression_with_its_file():

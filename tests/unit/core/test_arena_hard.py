@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from moaa_ray.core import arena_hard
 from moaa_ray.core.arena_hard import (
     JUDGE_SYSTEM_PROMPT,
     VERDICTS,
@@ -249,6 +250,31 @@ def test_style_counts_match_arena_hard_autos_markdown_counter(oracle, judged):
 def test_style_counts_skip_fenced_code():
     answer = "# Title\n```\n# comment\n- x\n**y**\n```\n- item\n**bold** and __bold__\n"
     assert answer_style_counts(answer, 9) == (9, 1, 1, 2)
+
+
+def test_lengths_are_tiktoken_tokens_as_arena_hard_auto_counts_them(length_encoding):
+    class Encoding:
+        def encode(self, text, disallowed_special):
+            assert disallowed_special == ()  # "<|endoftext|>" in an answer is plain text
+            return list(text)
+
+    length_encoding(Encoding)
+    count, unit = arena_hard.answer_length_counter()
+    assert (count("two words"), unit) == (9, "tiktoken gpt-3.5-turbo")
+
+
+def test_lengths_are_words_when_the_encoding_cannot_load_and_that_is_logged_once(
+    length_encoding, caplog
+):
+    def offline():
+        raise OSError("no cached encoding and no internet")
+
+    length_encoding(offline)
+    for _ in range(2):
+        count, unit = arena_hard.answer_length_counter()
+        assert (count("three words here"), unit) == (3, "words")
+    warnings = [r for r in caplog.records if "counts answer lengths in words" in r.getMessage()]
+    assert len(warnings) == 1 and "no cached encoding" in warnings[0].getMessage()
 
 
 # -- scores --

@@ -7,26 +7,21 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from moaa_ray.config import BenchmarkConfig, EvaluateConfig, MoaaConfig, load_config
+from moaa_ray.config import BenchmarkConfig, EvaluateConfig, JudgingConfig, MoaaConfig, load_config
 from moaa_ray.core.benchmarks import EvalQuestion
 from moaa_ray.engines.base import Answer
 from moaa_ray.engines.pools import Completion
-from moaa_ray.pipeline.evaluate import (
-    AnswerStep,
-    ArenaHardJudgeStep,
-    EvaluationStage,
-    GradeStep,
-    JudgedOnly,
-    arena_battles,
+from moaa_ray.pipeline import evaluate as evaluate_module
+from moaa_ray.pipeline.evaluate import EvaluationStage, shared_judges
+from moaa_ray.pipeline.evaluate_questions import (
     baseline_name,
-    benchmark_results,
     new_question_state,
     question_row_id,
-    shared_judges,
     transcript,
-    verified_results,
-    verify_answers,
 )
+from moaa_ray.pipeline.evaluate_results import arena_battles, benchmark_results, verified_results
+from moaa_ray.pipeline.evaluate_rows import verify_answers
+from moaa_ray.pipeline.evaluate_steps import AnswerStep, ArenaHardJudgeStep, GradeStep, JudgedOnly
 from moaa_ray.runs.rundir import RunDir
 from moaa_ray.tasks.addition import verify
 
@@ -94,9 +89,13 @@ def test_evaluate_config_resolves_and_checks_baselines():
     mt = BenchmarkConfig(path="q/mt_bench.jsonl")
     alpaca = BenchmarkConfig(path="alpaca.json", baseline="answers")
     mt_on_model = BenchmarkConfig(path="q/mt_bench.jsonl", baseline="model")
-    ev = EvaluateConfig(benchmarks=[mt, alpaca], model="m", baseline_model="b", judging=judging)
+    graded = BenchmarkConfig(path="q/mt_bench.jsonl", name="graded", baseline="none")
+    ev = EvaluateConfig(
+        benchmarks=[mt, alpaca, graded], model="m", baseline_model="b", judging=judging
+    )
     assert ev.baseline_of(mt) == "model" and ev.baseline_of(alpaca) == "answers"
     assert baseline_name(ev, mt) == "b" and baseline_name(ev, alpaca) == "alpaca-answers"
+    assert ev.baseline_of(graded) == "none" and baseline_name(ev, graded) is None
     assert EvaluateConfig(benchmarks=[mt], model="m", judging=judging).baseline_of(mt) == "answers"
     with pytest.raises(ValidationError, match="baseline 'model' but no baseline_model"):
         EvaluateConfig(benchmarks=[mt_on_model], model="m", judging=judging)
@@ -234,22 +233,49 @@ def test_arena_hard_questions_are_judged_in_two_games_per_judge_with_its_prompt(
     assert battles == [("gpt-4-0314", "policy", "model_b")] * 4
 
 
-def test_arena_hard_results_are_arena_hard_autos_bt_score_with_its_interval():
+class CharacterEncoding:
+    """Stands in for tiktoken's encoding: a token per character."""
+
+    def encode(self, text, disallowed_special):
+        return list(text)
+
+
+def arena_rows():
     wins = [{"judge": "j", "game": g, "verdict": v, "raw": ""} for g, v in ((1, "B>A"), (2, "A>B"))]
     losses = [
         {"judge": "j", "game": g, "verdict": v, "raw": ""} for g, v in ((1, "A>B"), (2, "B>A"))
     ]
-    rows = [
+    return [
         row(1.0, "# Title\n- a\n- b " * 30) | {"arena_verdicts": wins},
         row(1.0, "**bold** words " * 20) | {"arena_verdicts": wins},
         row(0.0, "short") | {"arena_verdicts": losses},
     ]
-    result = benchmark_results(rows, "policy", "gpt-4-0314", 0, 50, style_control=True)
+
+
+def test_arena_hard_results_are_arena_hard_autos_bt_score_with_its_interval(length_encoding):
+    length_encoding(CharacterEncoding)
+    result = benchmark_results(arena_rows(), "policy", "gpt-4-0314", 0, 50, style_control=True)
     bt = result["bt"]
     assert bt["method"] == "arena-hard-auto v0.1"
     assert bt["score"] == pytest.approx(100 * 2 / 3, abs=0.01)  # 4 wins, 2 losses
     assert bt["lower"] <= bt["score"] <= bt["upper"]
     assert bt["style_controlled"] is not None
+    assert bt["style_length_unit"] == "tiktoken gpt-3.5-turbo"
+
+
+def test_style_control_records_that_it_counted_words_where_tiktoken_cannot_load(length_encoding):
+    def offline():
+        raise OSError("no cached encoding and no internet")
+
+    length_encoding(offline)
+    rows = arena_rows()
+    bt = benchmark_results(rows, "policy", "gpt-4-0314", 0, 50, style_control=True)["bt"]
+    assert bt["style_length_unit"] == "words" and bt["style_controlled"] is not None
+    plain = benchmark_results(rows, "policy", "gpt-4-0314", 0, 50)["bt"]
+    assert plain["style_controlled"] is None and plain["style_length_unit"] is None
+    assert {k: plain[k] for k in ("score", "lower", "upper")} == {
+        k: bt[k] for k in ("score", "lower", "upper")
+    }
 
 
 def test_alpaca_eval_difficulty_enters_the_lc_win_rate_by_question_position(tmp_path):
@@ -367,3 +393,77 @@ def test_the_verifier_is_part_of_the_fingerprint_of_verified_benchmarks_only(tmp
     assert fingerprint(other)["verifier"] == "moaa_ray.tasks.addition:is_correct"
     judged = load_config(ROOT / "configs" / "demo.yaml")
     assert "verifier" not in fingerprint(judged)
+
+
+def graded_only_config(tmp_path, questions):
+    path = tmp_path / "mt.json"
+    path.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    return MoaaConfig.model_validate(
+        {
+            "models": {
+                "a": {"path": "tiny:llama-a", "engine": "simulated"},
+                "g": {"path": "tiny:qwen2-b", "engine": "simulated"},
+            },
+            "evaluate": {
+                "model": "a",
+                "grader": "g",
+                "benchmarks": [{"path": str(path), "name": "mt", "baseline": "none"}],
+            },
+        }
+    )
+
+
+MT_BENCH = [
+    {"question_id": 81, "category": "writing", "turns": ["Write a poem.", "Now shorter."]},
+    {"question_id": 111, "category": "math", "turns": ["2 + 2?", "Times 3?"], "reference": ["4", "12"]},
+]  # fmt: skip
+
+
+def test_a_graded_only_benchmark_is_answered_by_the_model_and_graded_without_judges(tmp_path):
+    config = graded_only_config(tmp_path, MT_BENCH)
+    ev = config.evaluate
+    assert ev is not None and ev.judging is None
+    stage = EvaluationStage(config, ev, RunDir(tmp_path / "run"), "evaluate")
+    states, rejects = stage.load()
+    assert rejects == [] and all(s["graded"] and not s["judged"] for s in states)
+    assert evaluate_module._models(ev, states) == ["a", "g"]  # no baseline model, no judges
+    model = FakePool(lambda method, conversation, params: [f"says {len(conversation)}"])
+    grader = FakePool(lambda method, conversation, params: ["Rating: [[6]]"])
+    steps = evaluate_module._steps(ev, {"a": model, "g": grader}, states)
+    assert [step.name for step in steps] == ["answer_turn_1", "answer_turn_2", "grade"]
+    assert steps[-1].apply.sampling == JudgingConfig.model_fields["sampling"].default
+    for step in steps:
+        step.apply(states)
+    assert all(s["model_answers"] == ["says 1", "says 3"] for s in states)
+    assert all(s["baseline_answers"] == [] and s["samples"] == [] for s in states)
+
+    assert stage.write(states).written == 2
+    rows = stage.stage.read().to_pylist()
+    assert all(r["score"] is None and r["baseline_answers"] == [] for r in rows)
+    assert not list((stage.stage.path / "judgments").glob("*.parquet"))  # nobody judged
+    results = stage.summarize()["benchmarks"]["mt"]
+    assert results == {
+        "baseline": None,
+        "graded": 2,
+        "mt_bench": {
+            "per_turn": {"1": 6.0, "2": 6.0},
+            "per_category": {"math": 6.0, "writing": 6.0},
+            "overall": 6.0,
+            "num_graded": 4,
+            "num_missing": 0,
+        },
+        "truncated_answers": {"model": 0},
+        "shortened_prompts": 0,
+    }  # grades only: no win rates, no BT score, no judge rates
+    report = (tmp_path / "run" / "evaluate" / "report.md").read_text()
+    assert "### mt" in report and "| a | 6.00 | 6.00 | 6.00 | 6.00 | 6.00 |" in report
+    assert "win / tie / loss" not in report
+
+
+def test_a_graded_only_benchmark_whose_file_is_not_mt_bench_is_refused_on_load(tmp_path):
+    alpaca = [{"instruction": "Name a color.", "output": "Blue.", "generator": "g"}]
+    config = graded_only_config(tmp_path, alpaca)
+    assert config.evaluate is not None  # format auto: the config cannot tell
+    stage = EvaluationStage(config, config.evaluate, RunDir(tmp_path / "run"), "evaluate")
+    with pytest.raises(ValueError, match=r"benchmark 'mt': baseline 'none' \(grading only\) is "):
+        stage.load()

@@ -1,9 +1,18 @@
 """The evaluation report: tables per benchmark and a plot, from results as the stage writes them."""
 
 import json
+from pathlib import Path
 
-from moaa_ray.pipeline.evaluate import benchmark_results, earlier_evaluations, verified_results
-from moaa_ray.pipeline.report import render_report, write_report
+from moaa_ray.config import load_config
+from moaa_ray.pipeline.evaluate_results import benchmark_results, verified_results
+from moaa_ray.pipeline.report import (
+    earlier_evaluations,
+    evaluated_models,
+    render_report,
+    write_report,
+)
+
+REPO = Path(__file__).resolve().parents[3]
 
 STATS = json.dumps({"judgments": 2, "abstains": 0, "position_flips": 0, "pairs": 1})
 
@@ -69,12 +78,48 @@ def test_verified_benchmarks_get_an_accuracy_row_per_round_and_a_bar(tmp_path):
     assert (tmp_path / "scores.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_earlier_rounds_are_found_in_round_order(tmp_path):
-    for number in (10, 0, 2):
-        folder = tmp_path / f"round-{number}" / "evaluate"
-        folder.mkdir(parents=True)
-        (folder / "results.json").write_text(json.dumps({"benchmarks": {}, "n": number}))
+def test_earlier_evaluations_are_found_in_the_given_order_with_their_labels(tmp_path):
+    for folder in ("round-10", "base", "round-2", "round-3"):
+        (tmp_path / folder / "evaluate").mkdir(parents=True)
+        (tmp_path / folder / "evaluate" / "results.json").write_text(json.dumps({"n": folder}))
     (tmp_path / "round-1").mkdir()  # a round that was not evaluated
-    found = earlier_evaluations(tmp_path)
-    assert [label for label, _ in found] == ["SFT", "DPO round 2", "DPO round 10"]
-    assert [r["n"] for _, r in found] == [0, 2, 10]
+    models = [("start", "base"), ("DPO round 1", "round-1"), ("DPO round 2", "round-2")]
+    found = earlier_evaluations(tmp_path, [*models, ("DPO round 10", "round-10")])
+    assert [label for label, _ in found] == ["start", "DPO round 2", "DPO round 10"]
+    assert [r["n"] for _, r in found] == ["base", "round-2", "round-10"]  # round 3: stale
+
+
+def test_only_the_models_this_run_evaluates_are_reported(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+    def models(*overrides):
+        config = load_config(REPO / "configs" / "demo.yaml", list(overrides))
+        return [label for label, _ in evaluated_models(config)]
+
+    # The last round's model is the final one, evaluated in evaluate/.
+    every_round = "evaluate.every_round=true"
+    assert models("iterations=3", every_round) == ["start", "SFT", "DPO round 1", "DPO round 2"]
+    assert models("iterations=1", every_round) == ["start", "SFT"]  # a rerun with fewer
+    assert models("iterations=3") == []  # without every_round nothing earlier is evaluated
+    assert models("iterations=2", every_round, "sft=null") == ["start", "DPO round 1"]
+
+
+def test_a_graded_only_benchmark_reports_its_grades_and_no_win_rates(tmp_path):
+    grades = [
+        {"turn": 1, "category": "writing", "score": 8.0},
+        {"turn": 2, "category": "writing", "score": 6.0},
+    ]
+    rows = [{"grades": grades, "stats": json.dumps({"truncated_model_answers": 1})}]
+    graded = benchmark_results(rows, "policy", None, 0, bootstrap_rounds=20)
+    assert graded["baseline"] is None and "win_rate" not in graded and "bt" not in graded
+    assert graded["truncated_answers"] == {"model": 1}
+    evaluations = [
+        ("SFT", {"benchmarks": {"mt": graded}}),
+        ("final", {"benchmarks": {"mt": graded}}),
+    ]
+    path = write_report(tmp_path, evaluations)
+    text = path.read_text()
+    assert "### mt" in text and "| model | turn 1 | turn 2 | overall | writing |" in text
+    assert "| final | 8.00 | 6.00 | 7.00 | 7.00 |" in text
+    assert "win / tie / loss" not in text and "Against" not in text
+    assert (tmp_path / "scores.png").read_bytes().startswith(b"\x89PNG")

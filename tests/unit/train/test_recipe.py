@@ -11,6 +11,7 @@ import pytest
 from moaa_ray.train.recipe import (
     accumulation_steps,
     build_deepspeed_config,
+    effective_zero_stage,
     lr_factor,
     plan_batches,
     split_step,
@@ -143,3 +144,19 @@ def test_recipe_is_pure_python():
     code = "import sys, moaa_ray.train.recipe\nprint([m for m in ('torch', 'ray') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("stage", "workers", "offload", "effective"),
+    [
+        (2, [1, 1], False, 0),  # nothing to shard across: no flat copies
+        (3, [1, 1], False, 3),  # never the default: kept as asked
+        (0, [1, 1], False, 0),
+        (2, [1, 1], True, 2),  # offload needs ZeRO
+        (2, [1, 2], False, 2),  # elastic: may resume on 2 workers with this layout
+        (2, [2, 2], False, 2),
+        (3, [4, 4], False, 3),
+    ],
+)
+def test_zero_shards_only_where_there_is_something_to_shard(stage, workers, offload, effective):
+    assert effective_zero_stage(stage, workers, offload) == effective

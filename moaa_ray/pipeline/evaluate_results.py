@@ -1,0 +1,244 @@
+"""``results.json``'s figures from the evaluation stage's rows, per benchmark: win rates, the
+length-controlled win rate, Bradley-Terry and Arena-Hard scores, MT-Bench grades, verified accuracy.
+
+They read the written rows, never the question states, so the figures of a finished stage can be
+recomputed from its parquet files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+from moaa_ray.core.arena_hard import (
+    answer_length_counter,
+    answer_style_counts,
+    arena_hard_scores,
+    battles_from_verdicts,
+)
+from moaa_ray.core.mt_bench import mt_bench_summary
+from moaa_ray.core.verification import share
+from moaa_ray.core.winrates import (
+    bootstrap_ci,
+    bradley_terry_battles,
+    length_controlled_win_rate,
+    win_tie_loss,
+)
+
+
+def arena_battles(verdicts: list[dict], model: str, baseline: str) -> list[tuple[str, str, str]]:
+    """A question's battles: per judge, its two games' verdicts with arena-hard-auto's weights."""
+    by_judge: dict[str, dict[int, str | None]] = {}
+    for v in verdicts:
+        by_judge.setdefault(v["judge"], {})[v["game"]] = v["verdict"]
+    return [
+        battle
+        for games in by_judge.values()
+        for battle in battles_from_verdicts(model, baseline, games.get(1), games.get(2))
+    ]
+
+
+def verified_results(rows: list[dict]) -> dict:
+    """One verified benchmark's exact-match accuracy from its answered questions.
+
+    Args:
+        rows: one per answered question, with ``correct``: the verifier's True or False, or None
+            when it could not check the answer.
+
+    Returns:
+        ``accuracy`` (correct / verifiable, rounded to 4 places; None when nothing was
+        verifiable), ``correct``, ``verifiable``, ``total`` (questions answered) and ``format``:
+        ``"verified"``.
+    """
+    verdicts = [row["correct"] for row in rows]
+    verifiable = sum(v is not None for v in verdicts)
+    correct = sum(v is True for v in verdicts)
+    return {
+        "accuracy": share(correct, verifiable),
+        "correct": correct,
+        "verifiable": verifiable,
+        "total": len(rows),
+        "format": "verified",
+    }
+
+
+def benchmark_results(
+    rows: list[dict],
+    model: str,
+    baseline: str | None,
+    num_skipped: int,
+    bootstrap_rounds: int,
+    seed: int = 0,
+    style_control: bool = False,
+    instruction_difficulty: dict[str, float] | None = None,
+) -> dict:
+    """One benchmark's numbers from its judged questions, or its graded ones when it has no baseline.
+
+    Args:
+        rows: one per judged question: ``score`` (the model's win score against the baseline, both
+            orders combined; None when the judges abstained), ``model_answers`` and
+            ``baseline_answers`` (per turn; the last one was judged), ``grades`` (``{"turn",
+            "score"}`` per graded turn) and ``stats`` (JSON of :func:`~moaa_ray.core.tournament.judgment_stats`).
+        model: the evaluated model's name.
+        baseline: the baseline's name, the Bradley-Terry anchor (score 50); None: the benchmark is
+            graded only (``baseline: none``), see :func:`graded_results`.
+        num_skipped: questions skipped for want of a baseline answer.
+        bootstrap_rounds: resamples for the Bradley-Terry interval.
+        seed: seed of the resampling (Arena-Hard rows: arena-hard-auto's 42).
+        style_control: Arena-Hard rows: also the style-controlled score.
+        instruction_difficulty: AlpacaEval's difficulty by ``question_id`` (its position in the
+            805 instructions) for the LC win rate; a question without one counts as 0.
+
+    Returns:
+        Counts and win rate (:func:`win_tie_loss`), ``lc_win_rate`` (answer lengths in characters),
+        ``bt`` (``{"score", "lower", "upper"}`` or None when nothing was decided; for rows judged
+        as arena-hard-auto judges, :func:`arena_hard_results`), ``mt_bench``
+        (:func:`mt_bench_summary`, or None when nothing was graded), abstain and position-bias
+        rates, questions judged in one A/B order only (``single_order_pairs``: under the default
+        order policy they abstain) and orders the judges' mean decided for an abstaining aggregator
+        judge (``aggregator_fallbacks``), and answers cut at ``max_new_tokens`` per side
+        (``truncated_answers``: judged as written, as the benchmarks do) and prompts whose parts
+        were cut to fit a context window (``shortened_prompts``). NaN is written as None.
+    """
+    if baseline is None:
+        return graded_results(rows)
+    scores = [row["score"] for row in rows]
+    result: dict = {"baseline": baseline, "judged": len(rows), "skipped_no_baseline": num_skipped}
+    result.update(win_tie_loss(scores))
+    result["lc_win_rate"] = length_controlled_win_rate(
+        scores,
+        [len(row["model_answers"][-1]) for row in rows],
+        [len(row["baseline_answers"][-1]) for row in rows],
+        instruction_difficulty=None
+        if instruction_difficulty is None
+        else [instruction_difficulty.get(row["question_id"], 0.0) for row in rows],
+    )
+    battles = [(model, baseline, score) for score in scores if score is not None]
+    result["bt"] = None
+    if any(row.get("arena_verdicts") for row in rows):
+        result["bt"] = arena_hard_results(rows, model, baseline, bootstrap_rounds, style_control)
+    elif battles:
+        point = bradley_terry_battles(battles, baseline)[model]
+        _, lower, upper = bootstrap_ci(battles, baseline, bootstrap_rounds, seed)[model]
+        result["bt"] = {"score": point, "lower": lower, "upper": upper}
+    result["mt_bench"] = _mt_bench(rows)
+    totals = _stat_totals(rows)
+    result["abstain_rate"] = share(totals["abstains"], totals["judgments"])
+    result["position_bias_rate"] = share(totals["position_flips"], totals["pairs"])
+    result["single_order_pairs"] = totals["single_order_pairs"]
+    result["aggregator_fallbacks"] = totals["aggregator_fallbacks"]
+    result["truncated_answers"] = {
+        "model": totals["truncated_model_answers"],
+        "baseline": totals["truncated_baseline_answers"],
+    }
+    result["shortened_prompts"] = totals["shortened_prompts"]
+    return _json_safe(result)
+
+
+def graded_results(rows: list[dict]) -> dict:
+    """One graded-only MT-Bench benchmark's numbers (``baseline: none``): FastChat's single
+    grading, nothing compared, so no win rate, BT score or judge rates.
+
+    Args:
+        rows: one per answered question: ``grades`` (``{"turn", "category", "score"}`` per graded
+            turn) and ``stats`` (JSON of the answers and prompts cut).
+
+    Returns:
+        ``baseline`` (None), ``graded`` (questions answered), ``mt_bench`` (:func:`mt_bench_summary`
+        per turn, category and overall, or None when nothing was graded), the model's answers cut
+        at ``max_new_tokens`` (``truncated_answers``) and prompts cut to fit a context window
+        (``shortened_prompts``). NaN is written as None.
+    """
+    totals = _stat_totals(rows)
+    result = {
+        "baseline": None,
+        "graded": len(rows),
+        "mt_bench": _mt_bench(rows),
+        "truncated_answers": {"model": totals["truncated_model_answers"]},
+        "shortened_prompts": totals["shortened_prompts"],
+    }
+    return _json_safe(result)
+
+
+def _mt_bench(rows: list[dict]) -> dict | None:
+    """The MT-Bench summary of the rows' grades; None when nothing was graded."""
+    grades = [grade for row in rows for grade in row["grades"]]
+    return mt_bench_summary(grades) if grades else None
+
+
+def _stat_totals(rows: list[dict]) -> Counter:
+    """The rows' per-question stats (judgments, abstains, cut answers and prompts...) summed."""
+    totals: Counter = Counter()
+    for row in rows:
+        totals.update(json.loads(row["stats"]))
+    return totals
+
+
+ARENA_HARD_SEED = 42  # arena-hard-auto seeds its bootstrap with 42
+
+
+def arena_hard_results(
+    rows: list[dict], model: str, baseline: str, bootstrap_rounds: int, style_control: bool
+) -> dict | None:
+    """The model's Arena-Hard score against the baseline with its 95% interval, as arena-hard-auto.
+
+    Style control adds each battle's style features (answer length, markdown header, list and bold
+    counts) of the baseline's and the model's answers, fitted jointly: ``style_controlled`` is the
+    score with style held equal, ``style_length_unit`` what lengths were counted in
+    (:func:`answer_length_counter`: arena-hard-auto's tiktoken tokens, else words).
+
+    Returns:
+        ``{"score", "lower", "upper", "method", "style_controlled", "style_length_unit"}`` (the
+        last two None without style control), or None with no decided battle.
+    """
+    battles, played = [], []
+    for row in rows:
+        found = arena_battles(row.get("arena_verdicts") or [], model, baseline)
+        battles += found
+        played.append(((row["baseline_answers"][-1], row["model_answers"][-1]), len(found)))
+    if not battles:
+        return None
+    plain = arena_hard_scores(battles, baseline, bootstrap_rounds, ARENA_HARD_SEED)[model]
+    result = {**plain, "method": "arena-hard-auto v0.1"}
+    if not style_control:
+        return {**result, "style_controlled": None, "style_length_unit": None}
+    return result | _style_controlled(battles, played, model, baseline, bootstrap_rounds)
+
+
+def _style_controlled(
+    battles: list, played: list, model: str, baseline: str, bootstrap_rounds: int
+) -> dict:
+    """The style-controlled score (None when no style feature varies), and the length unit.
+
+    Args:
+        battles: every decided battle, in row order.
+        played: per row, ``((baseline's answer, model's answer), number of its battles)``.
+    """
+    count, unit = answer_length_counter()
+    styles = []
+    for answers, num_battles in played:
+        styles += [[answer_style_counts(a, count(a)) for a in answers]] * num_battles
+    controlled = None
+    varying = _varying_features(styles)
+    if varying:  # a feature no battle varies in (e.g. no markdown anywhere) cannot be fitted
+        features = [[[side[k] for k in varying] for side in style] for style in styles]
+        controlled = arena_hard_scores(
+            battles, baseline, bootstrap_rounds, ARENA_HARD_SEED, style_features=features
+        )[model]
+    return {"style_controlled": controlled, "style_length_unit": unit}
+
+
+def _varying_features(styles: list) -> list[int]:
+    """Indices of the style features whose normalised difference varies across battles."""
+    diffs = [[(a - b) / (a + b + 1) for a, b in zip(*style, strict=True)] for style in styles]
+    return [k for k in range(len(diffs[0])) if len({d[k] for d in diffs}) > 1]
+
+
+def _json_safe(value):
+    """NaN as None and keys as strings, so results read the same from memory and from JSON."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

@@ -1,0 +1,65 @@
+"""PoolSet start-up order, without Ray: every model is requested before any is waited for."""
+
+from __future__ import annotations
+
+import pytest
+
+from moaa_ray.config import ModelConfig
+from moaa_ray.engines import pools
+from moaa_ray.engines.pools import EngineFailure, PoolLaunch, PoolSet
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Launch and await replaced by recorders; a model named ``broken-*`` fails to load."""
+    events: list[tuple[str, str]] = []
+
+    def launch(name: str, config: ModelConfig) -> PoolLaunch:
+        events.append(("launch", name))
+        return PoolLaunch(name, config, {f"ref-{name}": f"actor-{name}"})
+
+    def wait(launch: PoolLaunch) -> str:
+        events.append(("await", launch.name))
+        if launch.name.startswith("broken"):
+            raise EngineFailure(f"model {launch.name!r} failed to load")
+        return f"pool-{launch.name}"
+
+    monkeypatch.setattr(pools, "launch_pool", launch)
+    monkeypatch.setattr(pools, "await_pool", wait)
+    monkeypatch.setattr(pools, "stop_actors", lambda actors: events.append(("stop", *actors)))
+    return events
+
+
+def models(*names: str) -> dict[str, ModelConfig]:
+    return {n: ModelConfig(path=n, engine="simulated") for n in names}
+
+
+def test_every_model_loads_at_once(recorded):
+    started = PoolSet(models("a", "b", "c")).start(["a", "b", "c", "a"])
+    assert started == {"a": "pool-a", "b": "pool-b", "c": "pool-c"}
+    assert recorded == [
+        ("launch", "a"),
+        ("launch", "b"),
+        ("launch", "c"),
+        ("await", "a"),
+        ("await", "b"),
+        ("await", "c"),
+    ]
+
+
+def test_running_pools_are_not_started_again(recorded):
+    pool_set = PoolSet(models("a", "b"))
+    pool_set.start(["a"])
+    recorded.clear()
+    assert pool_set.start(["a", "b"]) == {"a": "pool-a", "b": "pool-b"}
+    assert recorded == [("launch", "b"), ("await", "b")]
+
+
+def test_a_failed_load_stops_the_pools_still_loading(recorded):
+    pool_set = PoolSet(models("a", "broken-b", "c"))
+    with pytest.raises(EngineFailure, match="broken-b"):
+        pool_set.start(["a", "broken-b", "c"])
+    # a is up and stays in the set (stopped on exit); c was loading and is stopped now.
+    assert ("stop", "actor-c") in recorded
+    assert ("stop", "actor-a") not in recorded
+    assert set(pool_set.pools) == {"a"}

@@ -1,0 +1,171 @@
+"""AlpacaEval 2's own judge in the evaluation stage, without a cluster: the step, its engines'
+readings, the rows it writes and the stage's choice of it."""
+
+import json
+import math
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from moaa_ray.config import EvaluateConfig
+from moaa_ray.core.alpaca_eval_judge import outputs_switched
+from moaa_ray.core.benchmarks import EvalQuestion
+from moaa_ray.pipeline.evaluate import _steps
+from moaa_ray.pipeline.evaluate_questions import _question_states, new_question_state
+from moaa_ray.pipeline.evaluate_results import benchmark_results
+from moaa_ray.pipeline.evaluate_rows import _write_batch
+from moaa_ray.pipeline.evaluate_steps import AlpacaEvalJudgeStep, AnswerStep
+from moaa_ray.pipeline.report import render_report
+from moaa_ray.runs.rundir import StageDir
+from tests.unit.pipeline.test_evaluate import FakePool
+
+SAMPLING = EvaluateConfig.model_fields["sampling"].default
+SWITCHED, UNSWITCHED = "Question 1?", "Question 0?"  # alpaca_eval shows the model first, then last
+
+
+class EnginePool(FakePool):
+    """A fake pool of one engine kind, which decides how the step asks it."""
+
+    def __init__(self, engine, reply):
+        super().__init__(reply)
+        self.config = SimpleNamespace(engine=engine, num_replicas=(1, 1))
+
+
+def shown_label(conversation, answer):
+    """The label (``m`` or ``M``) under which ``answer`` is shown in an AlpacaEval judge prompt."""
+    first, second = re.findall(r'"output": """(.*?)"""', conversation[1]["content"], re.DOTALL)
+    assert answer in (first, second)
+    return "m" if first == answer else "M"
+
+
+def prefers(answer):
+    """Replies of a judge that prefers ``answer``, whatever engine asks it."""
+
+    def reply(method, conversation, *args):
+        label = shown_label(conversation, answer)
+        if method == "choice_logprobs":
+            return [0.0 if choice == label else -math.inf for choice in args[1]]
+        if method == "first_token_logprobs":
+            return (label, {label: -0.01, "m" if label == "M" else "M": -6.0, "The": -7.0})
+        return [label]
+
+    return reply
+
+
+def alpaca_state(instruction, model="model output", baseline="baseline output", row_id=None):
+    question = EvalQuestion("0", [instruction])
+    state = new_question_state(
+        row_id or instruction, question, "alpaca#0", [baseline], False, alpaca_eval=True
+    )
+    state["model_answers"] = [model]
+    AnswerStep({}, 0, SAMPLING)([state])
+    return state
+
+
+def test_each_engine_is_asked_for_the_first_token_as_alpaca_eval_reads_it():
+    assert outputs_switched(SWITCHED) and not outputs_switched(UNSWITCHED)
+    states = [alpaca_state(SWITCHED), alpaca_state(UNSWITCHED)]
+    assert states[0]["samples"] == [] and states[0]["alpaca_answers"] == [
+        "model output",
+        "baseline output",
+    ]
+    pools = {
+        engine: EnginePool(engine, prefers("model output"))
+        for engine in ("hf", "openai_http", "function")
+    }
+    AlpacaEvalJudgeStep(pools)(states)
+    [(method, _)] = pools["hf"].calls
+    assert method == "choice_logprobs"
+    [(method, conversations)] = pools["openai_http"].calls
+    assert method == "first_token_logprobs"
+    assert [shown_label(c, "model output") for c in conversations] == ["m", "M"]
+    assert conversations[0][0]["role"] == "system" and "m or M" in conversations[0][1]["content"]
+    assert pools["function"].calls[0][0] == "chat"
+    for state, switched in zip(states, (True, False), strict=True):
+        preferences = state["alpaca_preferences"]
+        assert [p["judge"] for p in preferences] == ["hf", "openai_http", "function"]
+        assert {p["switched"] for p in preferences} == {switched}
+        assert [p["preference"] for p in preferences] == pytest.approx([2.0] * 3, abs=1e-2)
+    assert json.loads(states[0]["alpaca_preferences"][0]["raw"]) == {"m": 0.0, "M": -math.inf}
+    assert states[0]["alpaca_preferences"][2]["raw"] == "m"
+
+
+def test_the_requests_are_alpaca_evals_one_token_at_temperature_1_with_the_top_5():
+    seen = []
+
+    def reply(method, conversation, *args):
+        seen.append(args)
+        return ("M", None)  # an endpoint without log-probabilities: the text is read
+
+    state = alpaca_state(UNSWITCHED)
+    AlpacaEvalJudgeStep({"gpt": EnginePool("openai_http", reply)})([state])
+    [(params, top)] = seen
+    assert (params.temperature, params.max_new_tokens, params.n, params.seed) == (1.0, 1, 1, None)
+    assert top == 5
+    assert state["alpaca_preferences"][0]["preference"] == 2.0
+
+
+def test_identical_outputs_are_a_tie_unasked_and_a_judge_without_m_or_m_abstains():
+    same = alpaca_state(UNSWITCHED, model="same", baseline="same")
+    other = alpaca_state(SWITCHED)
+    judge = EnginePool("openai_http", lambda method, conversation, *args: ("The", {"The": -0.1}))
+    AlpacaEvalJudgeStep({"j": judge})([same, other])
+    assert len(judge.calls[0][1]) == 1
+    assert same["alpaca_preferences"] == [
+        {"judge": "j", "preference": 1.5, "switched": False, "raw": None}
+    ]
+    assert other["alpaca_preferences"][0]["preference"] is None
+
+
+def evaluate_config():
+    return EvaluateConfig.model_validate(
+        {"benchmarks": [{"path": "alpaca.json"}], "model": "m", "judging": {"judges": ["j"]}}
+    )
+
+
+def test_a_model_always_preferred_wins_every_question_and_a_win_rate_of_100(tmp_path):
+    instructions = [SWITCHED, UNSWITCHED, "Name a color.", "Explain recursion."]
+    states = [alpaca_state(i, model=f"model {n}") for n, i in enumerate(instructions)]
+    for state in states:
+        state["benchmark"] = "alpaca"
+
+    def reply(method, conversation, *args):
+        model = next(s["model_answers"][0] for s in states if s["turns"][0] in str(conversation))
+        return prefers(model)(method, conversation, *args)
+
+    AlpacaEvalJudgeStep({"j": EnginePool("vllm", reply)})(states)
+    stage = StageDir(tmp_path / "evaluate")
+    _write_batch(states, evaluate_config(), None, stage, StageDir(tmp_path / "judgments"))
+    rows = stage.read().to_pylist()
+    assert [r["alpaca_preferences"][0]["switched"] for r in rows] == [True, False, False, False]
+    result = benchmark_results(rows, "m", "alpaca-answers", 0, 10)
+    assert result["win_rate"] == pytest.approx(100.0)
+    assert (result["wins"], result["ties"], result["losses"]) == (4, 0, 0)
+    assert result["abstain_rate"] == 0.0 and result["lc_win_rate"] is not None
+    report = render_report([("m", {"benchmarks": {"alpaca": result}})])
+    assert "| m | 4 | 4 / 0 / 0 | 100.0 |" in report  # the report reads the same keys
+
+
+def test_the_stage_judges_as_alpaca_eval_only_where_a_benchmark_names_it(tmp_path):
+    path = tmp_path / "alpaca.json"
+    path.write_text(json.dumps([{"instruction": "Name a color.", "output": "Blue."}]))
+    ev = EvaluateConfig.model_validate(
+        {
+            "benchmarks": [
+                {"path": str(path), "name": "official", "judge": "alpaca_eval"},
+                {"path": str(path), "name": "auto"},
+            ],
+            "model": "m",
+            "judging": {"judges": ["j"]},
+        }
+    )
+    states, _ = _question_states(ev)
+    assert [(s["benchmark"], s["alpaca_eval"]) for s in states] == [
+        ("official", True),
+        ("auto", False),
+    ]
+    pools = {name: EnginePool("hf", None) for name in ("m", "j")}
+    names = [step.name for step in _steps(ev, pools, states)]
+    assert "alpaca_eval_judges" in names and "arena_hard_judges" not in names
+    assert "alpaca_eval_judges" not in [step.name for step in _steps(ev, pools, states[1:])]
