@@ -19,8 +19,17 @@ stats (``EngineActor.stats``: calls and items finished) split the cost by role.
   no token (one forward pass per request; the audit's ``raw`` is null, ``p_a`` holds P(A)). Also
   the stage wall time per judged pair (sampling and criteria included) and the judge and aggregator
   pools' busy time per judged pair, text vs logprob (``logprob_speedup_vs_text``: round robin).
-- ``agreement_on_toy_task``: how often logprob / anchor verdicts agree with round-robin text verdicts
-  needs a task with known answers; pending.
+- On the toy task "What is A + B?" (``configs/toy-addition.yaml``'s preference stage: policy
+  ``tiny:addition-base``, K = 4, 5 noisy verifier judges and the majority lead judge, all
+  ``function`` engines; 64 DPO prompts, 200 in the full run), round robin against anchor pairing on
+  the same samples (same policy, seed and batches): per pairing, the DPO pairs kept, the judge
+  requests per prompt and, over kept pairs the verifier splits (one answer correct, one wrong), how
+  often the chosen answer is the correct one (``toy_<pairing>_pairs_chosen_correct_rate``, over
+  ``toy_<pairing>_split_pairs``); and ``toy_anchor_agreement_with_round_robin``: over prompts both
+  pairings keep a pair for (with the same samples), how often round robin's scores rank anchor's
+  chosen sample strictly above its rejected one. Function engines write text and have no
+  log-probabilities (``FunctionEngine.choice_logprobs`` raises), so logprob against text verdicts is
+  not measurable on this task: only the pairings are compared there.
 
 A "judged pair" is a pair of samples the pairing compares (6 per prompt in round robin, 3 anchored,
 for K = 4); a "DPO pair kept" is a (chosen, rejected) row the stage writes. Random tiny models never
@@ -40,13 +49,15 @@ from typing import Any
 
 import ray
 
-from moaa_ray.config import MoaaConfig
+from moaa_ray.config import MoaaConfig, load_config
 from moaa_ray.core.pairing import count_judge_calls
+from moaa_ray.core.verification import share
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.engines.pools import PoolSet
 from moaa_ray.pipeline.preferences import PreferenceStage
 from moaa_ray.runs.cluster import connect
 from moaa_ray.runs.rundir import RunDir
+from moaa_ray.tasks.addition import verify
 
 if __package__ in (None, ""):  # run as a script: the repo root holds the `benchmarks` package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -76,8 +87,11 @@ TINY = {  # role model -> tiny model, as in configs/demo.yaml (the selector gets
     JUDGE_AGGREGATOR: "tiny:qwen2-d",
     SELECTOR: "tiny:qwen2-d",
 }
-SIZES = {"simulated_prompts": (32, 96), "tiny_prompts": (8, 24)}  # quick, full
+SIZES = {"simulated_prompts": (32, 96), "tiny_prompts": (8, 24), "toy_prompts": (64, 200)}
+SIDES = ("chosen", "rejected")  # a kept row's two answers
 DEMO_PROMPTS = ROOT / "moaa_ray" / "data" / "demo_prompts.jsonl"
+TOY_CONFIG = ROOT / "configs" / "toy-addition.yaml"
+TOY_PROMPTS = ROOT / "moaa_ray" / "data" / "toy_addition" / "dpo.jsonl"
 
 
 def tiny_models() -> dict:
@@ -143,6 +157,8 @@ def run_variant(config: MoaaConfig, directory: Path, pools: PoolSet) -> dict[str
         dropped.to_pylist() if dropped is not None else []
     )
     pairs = [json.loads(row["stats"])["pairs"] for row in rows]
+    judging = config.preferences.judging
+    assert judging is not None
     audit = stage.audit.read()
     return {
         "prompts": len(states),
@@ -150,8 +166,17 @@ def run_variant(config: MoaaConfig, directory: Path, pools: PoolSet) -> dict[str
         "stats": used,
         "pairs_judged": sum(pairs),
         "pairs_kept": kept.num_rows if kept is not None else 0,
+        "kept": kept.to_pylist() if kept is not None else [],
         # The formula over each prompt's own judged pairs (samples are deduplicated first).
-        "formula_calls": sum(count_judge_calls(p, len(JUDGES)) for p in pairs),
+        "formula_calls": sum(
+            count_judge_calls(
+                p,
+                len(judging.judges),
+                with_aggregator=judging.aggregator_judge is not None,
+                with_criteria_selection=judging.criteria_selector is not None,
+            )
+            for p in pairs
+        ),
         "audit": audit.to_pylist() if audit is not None else [],
     }
 
@@ -286,13 +311,96 @@ def measure_tiny(directory: Path, quick: bool) -> dict:
     return figures
 
 
+def toy_config(prompts: int, pairing: str) -> MoaaConfig:
+    """The toy task's preference stage as configured, on its first ``prompts`` DPO prompts."""
+    return load_config(
+        TOY_CONFIG,
+        [
+            f"preferences.inputs.0.path={TOY_PROMPTS}",  # whatever the working directory
+            f"preferences.inputs.0.limit={prompts}",
+            f"preferences.pairing={pairing}",
+        ],
+    )
+
+
+def chosen_correct(kept: list[dict]) -> list[bool]:
+    """For each kept pair the verifier splits (one correct answer, one wrong): is the chosen right?
+
+    Pairs of two correct or two wrong answers say nothing about the judges' ranking, so they are
+    left out rather than counted as right or wrong.
+    """
+    outcomes = []
+    for row in kept:
+        chosen, rejected = (verify(row["prompt"], row[side][0]["content"]) for side in SIDES)
+        if chosen is not None and rejected is not None and chosen != rejected:
+            outcomes.append(chosen)
+    return outcomes
+
+
+def anchor_agreement(anchor: list[dict], round_robin: list[dict]) -> tuple[int, int]:
+    """How often round robin's scores rank anchor's (chosen, rejected) the same way.
+
+    Only prompts both pairings keep a pair for, with the same samples, are compared (anchor judges
+    k - 1 of round robin's k(k - 1)/2 pairs of the same k distinct samples). A tie in round robin's
+    scores disagrees: round robin would not have preferred anchor's chosen sample.
+
+    Returns:
+        (prompts compared, prompts where round robin scores anchor's chosen sample above its
+        rejected one).
+    """
+    ranked = {row["row_id"]: row for row in round_robin}
+    compared = agreed = 0
+    for row in anchor:
+        other = ranked.get(row["row_id"])
+        if other is None or other["samples"] != row["samples"]:
+            continue
+        chosen, rejected = (row["samples"].index(row[side][0]["content"]) for side in SIDES)
+        compared += 1
+        agreed += other["scores"][chosen] > other["scores"][rejected]
+    return compared, agreed
+
+
+def measure_toy(directory: Path, quick: bool) -> dict:
+    """Round robin against anchor pairing on the toy task: pairs kept, accuracy, judge cost."""
+    prompts = SIZES["toy_prompts"][not quick]
+    configs = {pairing: toy_config(prompts, pairing) for pairing in PAIRINGS}
+    prefs = configs[PAIRINGS[0]].preferences
+    assert prefs is not None and prefs.judging is not None
+    judge_models = prefs.judging.models()
+    figures: dict[str, Any] = {"toy_prompts": prompts, "toy_judges": len(prefs.judging.judges)}
+    runs, match = {}, True
+    with PoolSet(configs[PAIRINGS[0]].models) as pools:
+        pools.start([prefs.policy, *judge_models])  # up before the first run: its stats are its own
+        for pairing, config in configs.items():
+            run = runs[pairing] = run_variant(config, directory / f"toy-{pairing}", pools)
+            requests = sum(run["stats"][m]["items"] for m in judge_models)
+            match &= requests == run["formula_calls"]
+            outcomes = chosen_correct(run["kept"])
+            figures |= {
+                f"toy_{pairing}_pairs_kept": run["pairs_kept"],
+                f"toy_{pairing}_split_pairs": len(outcomes),
+                f"toy_{pairing}_pairs_chosen_correct_rate": share(sum(outcomes), len(outcomes)),
+                f"toy_{pairing}_pairs_judged_per_prompt": round(run["pairs_judged"] / prompts, 2),
+                f"toy_{pairing}_judge_requests_per_prompt": round(requests / prompts, 2),
+            }
+    compared, agreed = anchor_agreement(runs["anchor"]["kept"], runs["round_robin"]["kept"])
+    figures |= {
+        "toy_calls_match_formula": match,
+        "toy_agreement_prompts": compared,
+        "toy_anchor_agreement_with_round_robin": share(agreed, compared),
+        "toy_logprob_vs_text": "not measurable: function judges have no log-probabilities",
+    }
+    return figures
+
+
 def measure(quick: bool) -> dict:
     """Every judging figure; starts (and shuts down) a local Ray cluster."""
     figures: dict[str, Any] = {
         "setup": (
             f"preference stage, K={NUM_SAMPLES} samples, {len(JUDGES)} judges in both orders +"
             f" aggregator judge + criteria selector, {BATCH} prompts per batch; simulated engines"
-            " (no latency) for calls, tiny hf models on CPU for tokens and wall time"
+            " (no latency) for calls, tiny hf models on CPU for tokens and wall time; toy task"
+            " (configs/toy-addition.yaml, text verdicts) for pair accuracy and pairing agreement"
         ),
         "quick": quick,
         "num_samples": NUM_SAMPLES,
@@ -304,14 +412,15 @@ def measure(quick: bool) -> dict:
         try:
             figures |= measure_simulated(Path(tmp), quick)
             figures |= measure_tiny(Path(tmp), quick)
+            figures |= measure_toy(Path(tmp), quick)
         finally:
             ray.shutdown()
-    figures["agreement_on_toy_task"] = "pending: needs the toy addition task"
     return figures
 
 
 def plot(figures: dict, path: Path) -> None:
-    """Judge requests per DPO pair kept (simulated) and generated tokens per judged pair (tiny)."""
+    """Judge requests per DPO pair kept (simulated), generated tokens per judged pair (tiny) and,
+    on the toy task, how often each pairing's chosen answer is the correct one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -319,7 +428,9 @@ def plot(figures: dict, path: Path) -> None:
 
     names = [f"{mode}\n{pairing.replace('_', ' ')}" for mode, pairing in VARIANTS]
     keys = [f"{mode}_{pairing}" for mode, pairing in VARIANTS]
-    fig, (calls_ax, tokens_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (calls_ax, tokens_ax, toy_ax) = plt.subplots(
+        1, 3, figsize=(15, 3.8), gridspec_kw={"width_ratios": [2, 2, 1]}
+    )
     width = 0.4
     xs = range(len(keys))
     requests = [figures[f"sim_{k}_requests_per_pair_kept"] for k in keys]
@@ -339,6 +450,14 @@ def plot(figures: dict, path: Path) -> None:
         tokens_ax.annotate(label, (x, value or 0), ha="center", va="bottom")
     tokens_ax.set_ylabel("generated tokens per judged pair")
     tokens_ax.set_title(f"Judge tokens (tiny models, max {figures['judge_max_new_tokens']}/call)")
+    rates = [100 * (figures[f"toy_{p}_pairs_chosen_correct_rate"] or 0) for p in PAIRINGS]
+    bars = toy_ax.bar([p.replace("_", " ") for p in PAIRINGS], rates, color="tab:purple")
+    toy_ax.bar_label(bars, fmt="%.1f")
+    toy_ax.set_ylim(0, 110)
+    toy_ax.set_ylabel("chosen answer correct (% of split pairs)")
+    agreement = figures["toy_anchor_agreement_with_round_robin"] or 0
+    toy_ax.set_title("Toy task (text verdicts)")
+    toy_ax.set_xlabel(f"anchor's pick agrees with\nround robin's ranking: {100 * agreement:.0f}%")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
