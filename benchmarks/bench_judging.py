@@ -21,7 +21,7 @@ stats (``EngineActor.stats``: calls and items finished) split the cost by role.
   pools' busy time per judged pair, text vs logprob (``logprob_speedup_vs_text``: round robin).
 - On the toy task "What is A + B?" (``configs/toy-addition.yaml``'s preference stage: policy
   ``tiny:addition-base``, K = 4, 5 noisy verifier judges and the majority lead judge, all
-  ``function`` engines; 64 DPO prompts, 200 in the full run), round robin against anchor pairing on
+  ``function`` engines; 48 DPO prompts, 200 in the full run), round robin against anchor pairing on
   the same samples (same policy, seed and batches): per pairing, the DPO pairs kept, the judge
   requests per prompt and, over kept pairs the verifier splits (one answer correct, one wrong), how
   often the chosen answer is the correct one (``toy_<pairing>_pairs_chosen_correct_rate``, over
@@ -87,7 +87,7 @@ TINY = {  # role model -> tiny model, as in configs/demo.yaml (the selector gets
     JUDGE_AGGREGATOR: "tiny:qwen2-d",
     SELECTOR: "tiny:qwen2-d",
 }
-SIZES = {"simulated_prompts": (32, 96), "tiny_prompts": (8, 24), "toy_prompts": (64, 200)}
+SIZES = {"simulated_prompts": (24, 96), "tiny_prompts": (6, 24), "toy_prompts": (48, 200)}
 SIDES = ("chosen", "rejected")  # a kept row's two answers
 DEMO_PROMPTS = ROOT / "moaa_ray" / "data" / "demo_prompts.jsonl"
 TOY_CONFIG = ROOT / "configs" / "toy-addition.yaml"

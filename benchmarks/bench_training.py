@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 MODELS = {"bench": "tiny:bench-512", "tiny": "tiny:llama-a"}
-STEPS = {"bench": (8, 32), "tiny": (22, 102)}  # steps per run (quick, full), warm-up included
+STEPS = {"bench": (6, 32), "tiny": (16, 102)}  # steps per run (quick, full), warm-up included
 WARMUP_STEPS = 2
 THREADS = os.cpu_count() or 1
 SEED = 0
@@ -305,7 +305,7 @@ def measure(quick: bool) -> dict[str, float | int | str]:
     """Run both comparisons on both models in a local Ray cluster of this machine's cores.
 
     Args:
-        quick: fewer steps (about 3.5 minutes on 2 idle cores instead of about 8).
+        quick: fewer steps (about 3 minutes on 2 idle cores instead of about 8).
 
     Returns:
         Flat figures; ``bench_``/``tiny_`` prefixes name the model, and the two unprefixed ratios

@@ -1,7 +1,8 @@
-"""The evaluation stage end to end on a local Ray cluster: the real hf engine on tiny models, and a
-verified benchmark and a graded-only MT-Bench answered by simulated models."""
+"""The evaluation stage end to end on a local Ray cluster: the real hf engine on tiny models; a
+verified benchmark, a graded-only MT-Bench and the benchmarks' real files on simulated models."""
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -207,3 +208,57 @@ def test_a_graded_only_mt_bench_is_graded_without_baseline_or_judges(ray_cluster
     assert not list((stage / "judgments").glob("*.parquet"))  # nobody judged
     report = (stage / "report.md").read_text()
     assert "### mt_bench" in report and "win / tie / loss" not in report
+
+
+def test_the_benchmarks_real_files_are_answered_judged_and_scored(ray_cluster, tmp_path):
+    """MT-Bench (all 80 questions, GPT-4 references), Arena-Hard v0.1 against gpt-4-0314's answers
+    and AlpacaEval 2 against GPT-4 Turbo's outputs, in their native files, judged their own ways by
+    simulated judges: every question written, every benchmark scored."""
+    data = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
+    simulated = {"engine": "simulated", "num_cpus": 0, "max_batch_size": 16}
+    raw = {
+        "run_dir": str(tmp_path / "run"),
+        "models": {name: {"path": f"sim/{name}", **simulated} for name in ("policy", "j1", "j2")},
+        "evaluate": {
+            "benchmarks": [
+                {
+                    "path": str(data / "mt_bench_question.jsonl"),
+                    "reference_answers_path": str(data / "mt_bench_reference_answer_gpt-4.jsonl"),
+                    "baseline": "none",
+                },
+                {
+                    "path": str(data / "arena_hard_v0.1_question.jsonl"),
+                    "baseline_answers_path": str(
+                        data / "arena_hard_v0.1_model_answer_gpt-4-0314.jsonl"
+                    ),
+                },
+                {
+                    "path": str(data / "alpaca_eval_gpt4_1106_preview_outputs.json"),
+                    "judge": "alpaca_eval",
+                },
+            ],
+            "model": "policy",
+            "sampling": {"max_new_tokens": 16},
+            "judging": {"judges": ["j1", "j2"], "sampling": {"max_new_tokens": 16}},
+            "grader": "j1",
+            "bootstrap_rounds": 20,
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+
+    summary = evaluate(config, config.run_dir)
+    assert summary["rows_written"] == 80 + 24 + 24 and summary["rows_rejected"] == 0
+    benchmarks = json.loads((tmp_path / "run" / "evaluate" / "results.json").read_text())
+    mt = benchmarks["benchmarks"]["mt_bench_question"]
+    arena = benchmarks["benchmarks"]["arena_hard_v0.1_question"]
+    alpaca = benchmarks["benchmarks"]["alpaca_eval_gpt4_1106_preview_outputs"]
+    grades = mt["mt_bench"]
+    assert grades["num_graded"] == 160 and set(grades["per_turn"]) == {"1", "2"}
+    assert len(grades["per_category"]) == 8  # writing ... humanities, 10 questions each
+    assert arena["baseline"] == "arena_hard_v0.1_model_answer_gpt-4-0314-answers"
+    assert arena["judged"] == 24 and arena["abstain_rate"] == 0.0
+    assert arena["bt"]["lower"] <= arena["bt"]["score"] <= arena["bt"]["upper"]
+    assert alpaca["judged"] == 24 and alpaca["wins"] + alpaca["ties"] + alpaca["losses"] == 24
+    assert 0.0 <= alpaca["win_rate"] <= 100.0 and 0.0 <= alpaca["lc_win_rate"] <= 100.0
