@@ -622,7 +622,11 @@ class TrainConfig(_Section):
     cpus_per_worker: float = Field(
         1, gt=0, description="logical CPUs per worker", json_schema_extra=OPERATIONAL
     )
-    zero_stage: Literal[0, 2, 3] = Field(2, description="DeepSpeed ZeRO stage")
+    zero_stage: Literal[0, 2, 3] = Field(
+        2,
+        description="DeepSpeed ZeRO stage; 2 on a fixed single worker without offload trains at "
+        "stage 0 (nothing to shard, and ZeRO-2's flat copies cost time)",
+    )
     offload: bool = Field(False, description="optimizer state (ZeRO-3: also params) in CPU memory")
     lora: LoraConfig | None = Field(None, description="train LoRA adapters, not all weights")
     checkpoint_every_steps: int = Field(

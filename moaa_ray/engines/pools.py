@@ -448,15 +448,17 @@ class PoolSet:
         """The pools of ``names``, starting those not running yet, all loading at once.
 
         Every model's actors are requested before any is waited for, so the stage's start-up is
-        its slowest model's load, not the sum of all. If one fails, the others are stopped too.
+        its slowest model's load, not the sum of all. If one fails (or the wait is interrupted),
+        the pools still loading are stopped; those up stay in the set, stopped on its exit.
         """
-        launches = [
-            launch_pool(n, self.models[n]) for n in dict.fromkeys(names) if n not in self.pools
-        ]
+        launches: list[PoolLaunch] = []
         try:
+            for name in dict.fromkeys(names):
+                if name not in self.pools:
+                    launches.append(launch_pool(name, self.models[name]))
             for launch in launches:
                 self.pools[launch.name] = await_pool(launch)
-        except EngineFailure:
+        except BaseException:
             for launch in launches:
                 if launch.name not in self.pools:
                     stop_actors(list(launch.pings.values()))

@@ -11,7 +11,8 @@ from moaa_ray.engines.pools import EngineFailure, PoolLaunch, PoolSet
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """Launch and await replaced by recorders; a model named ``broken-*`` fails to load."""
+    """Launch and await replaced by recorders; a model named ``broken-*`` fails to load, and the
+    wait for ``interrupted-*`` is interrupted (Ctrl-C)."""
     events: list[tuple[str, str]] = []
 
     def launch(name: str, config: ModelConfig) -> PoolLaunch:
@@ -22,6 +23,8 @@ def recorded(monkeypatch):
         events.append(("await", launch.name))
         if launch.name.startswith("broken"):
             raise EngineFailure(f"model {launch.name!r} failed to load")
+        if launch.name.startswith("interrupted"):
+            raise KeyboardInterrupt
         return f"pool-{launch.name}"
 
     monkeypatch.setattr(pools, "launch_pool", launch)
@@ -62,4 +65,12 @@ def test_a_failed_load_stops_the_pools_still_loading(recorded):
     # a is up and stays in the set (stopped on exit); c was loading and is stopped now.
     assert ("stop", "actor-c") in recorded
     assert ("stop", "actor-a") not in recorded
+    assert set(pool_set.pools) == {"a"}
+
+
+def test_an_interrupted_wait_stops_the_pools_still_loading(recorded):
+    pool_set = PoolSet(models("a", "interrupted-b", "c"))
+    with pytest.raises(KeyboardInterrupt):
+        pool_set.start(["a", "interrupted-b", "c"])
+    assert ("stop", "actor-interrupted-b") in recorded and ("stop", "actor-c") in recorded
     assert set(pool_set.pools) == {"a"}
