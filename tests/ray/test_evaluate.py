@@ -16,6 +16,13 @@ from moaa_ray.tasks.addition import prompt_rows
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 
+def loaded(tmp_path, raw: dict):
+    """The config as a user writes it: a YAML file, loaded and validated."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
+
+
 def write_mt_bench(tmp_path):
     mt_bench = tmp_path / "mt_bench.jsonl"
     questions = [
@@ -80,9 +87,7 @@ def make_config(tmp_path):
             "bootstrap_rounds": 20,
         },
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_config(path)
+    return loaded(tmp_path, raw)
 
 
 def test_evaluation_writes_results_and_resumes_without_rejudging(ray_cluster, tmp_path):
@@ -151,9 +156,7 @@ def test_a_verified_benchmark_reports_accuracy_without_judges_and_resumes(ray_cl
             "sampling": {"max_new_tokens": 8},
         },
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    config = load_config(path)
+    config = loaded(tmp_path, raw)
 
     summary = evaluate(config, config.run_dir)
     stage = tmp_path / "run" / "evaluate"
@@ -191,9 +194,7 @@ def test_a_graded_only_mt_bench_is_graded_without_baseline_or_judges(ray_cluster
             "sampling": {"max_new_tokens": 8},
         },
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    config = load_config(path)
+    config = loaded(tmp_path, raw)
 
     summary = evaluate(config, config.run_dir)
     stage = tmp_path / "run" / "evaluate"
@@ -244,9 +245,7 @@ def test_the_benchmarks_real_files_are_answered_judged_and_scored(ray_cluster, t
             "bootstrap_rounds": 20,
         },
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    config = load_config(path)
+    config = loaded(tmp_path, raw)
 
     summary = evaluate(config, config.run_dir)
     assert summary["rows_written"] == 80 + 24 + 24 and summary["rows_rejected"] == 0
