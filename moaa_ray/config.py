@@ -52,6 +52,12 @@ class SimulatedConfig(_Section):
     injects faults.
     """
 
+    load_s: float = Field(
+        0.0,
+        ge=0,
+        description="seconds the engine takes to load, without CPU (as a large model's weights)",
+        json_schema_extra=OPERATIONAL,
+    )
     latency_s: float = Field(0.0, ge=0, description="fixed seconds per engine call")
     latency_per_token_s: float = Field(
         0.0, ge=0, description="seconds per generated token (the batch's longest answer)"

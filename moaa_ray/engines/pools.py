@@ -270,6 +270,8 @@ class ModelPool:
         """A usable replica, round robin, preferring one other than ``avoid``; None if none is."""
         if self.pending:
             self._admit_ready()
+        if not self.actors and not self.pending:  # a pool called while loading, all failed
+            raise EngineFailure(f"model {self.name!r}: no replica loaded")
         if self._turn is None:
             self._turn = itertools.count(random.randrange(1 << 16))
         now = time.monotonic()
@@ -293,11 +295,14 @@ class ModelPool:
             self._admit_ready_locked()
 
     def _admit_ready_locked(self) -> None:
+        if not self.pending:  # admitted by another thread meanwhile
+            return
         ready, _ = ray.wait(
             [ref for ref, _ in self.pending], num_returns=len(self.pending), timeout=0
         )
         for ref, actor in [p for p in self.pending if p[0] in ready]:
-            self.pending.remove((ref, actor))
+            # A replica is in ``actors`` before it leaves ``pending``: other threads read both
+            # without the lock, and a pool with neither fails (see _pick).
             try:
                 ray.get(ref)
             except (RayActorError, RayTaskError) as exc:
@@ -305,9 +310,10 @@ class ModelPool:
                     "model %s: a pending replica failed to load, dropped: %s", self.name, exc
                 )
                 ray.kill(actor)
-                continue
-            logger.info("model %s: a pending replica joined the pool", self.name)
-            self.actors.append(actor)
+            else:
+                logger.info("model %s: a pending replica joined the pool", self.name)
+                self.actors.append(actor)
+            self.pending.remove((ref, actor))
 
     def _settle(self, call: PoolCall, ref: Any) -> None:
         chunk, actor = call.in_flight.pop(ref)
@@ -375,6 +381,10 @@ class PoolLaunch:
     config: ModelConfig
     pings: dict[Any, Any]  # ready() ref -> actor
 
+    def loading_pool(self) -> ModelPool:
+        """The pool with every replica pending: its calls wait for the first to come up."""
+        return ModelPool(self.name, self.config, [], list(self.pings.items()))
+
 
 def launch_pool(name: str, config: ModelConfig) -> PoolLaunch:
     """Request ``max`` actors for a model and ping them; returns at once (loading goes on)."""
@@ -431,39 +441,61 @@ def stop_actors(actors: list[Any]) -> None:
 
 
 class PoolSet:
-    """The pools of one stage, started on demand and all stopped on exit (a context manager)."""
+    """The pools of one stage, started on demand and all stopped on exit (a context manager).
+
+    A stage launches its pools, starts its stream (whose steps may call pools still loading: their
+    calls wait for a replica), and then waits for the pools: Ray Data's start-up overlaps the models'
+    load, and a model that fails to load still ends the stage at once with its error.
+    """
 
     def __init__(self, models: dict[str, ModelConfig]):
         self.models = models
         self.pools: dict[str, ModelPool] = {}
+        self.loading: dict[str, PoolLaunch] = {}
 
     def __enter__(self) -> PoolSet:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop_loading()
         for name in list(self.pools):
             self.stop(name)
 
-    def start(self, names: list[str] | tuple[str, ...]) -> dict[str, ModelPool]:
-        """The pools of ``names``, starting those not running yet, all loading at once.
+    def launch(self, names: list[str] | tuple[str, ...]) -> dict[str, ModelPool]:
+        """The pools of ``names`` at once; those not running yet load (see :meth:`wait`)."""
+        for name in dict.fromkeys(names):
+            if name not in self.pools and name not in self.loading:
+                self.loading[name] = launch_pool(name, self.models[name])
+        return {
+            name: self.pools[name] if name in self.pools else self.loading[name].loading_pool()
+            for name in names
+        }
 
-        Every model's actors are requested before any is waited for, so the stage's start-up is
-        its slowest model's load, not the sum of all. If one fails (or the wait is interrupted),
-        the pools still loading are stopped; those up stay in the set, stopped on its exit.
+    def wait(self) -> None:
+        """Wait until every launched pool has ``min`` replicas up (see :func:`await_pool`).
+
+        All load at once, so this takes the slowest model's load, not the sum of all. If one fails
+        (or the wait is interrupted), the pools still loading are stopped; those up stay in the set,
+        stopped on its exit.
         """
-        launches: list[PoolLaunch] = []
         try:
-            for name in dict.fromkeys(names):
-                if name not in self.pools:
-                    launches.append(launch_pool(name, self.models[name]))
-            for launch in launches:
-                self.pools[launch.name] = await_pool(launch)
+            for name, launch in list(self.loading.items()):
+                self.pools[name] = await_pool(launch)
+                del self.loading[name]
         except BaseException:
-            for launch in launches:
-                if launch.name not in self.pools:
-                    stop_actors(list(launch.pings.values()))
+            self._stop_loading()
             raise
+
+    def start(self, names: list[str] | tuple[str, ...]) -> dict[str, ModelPool]:
+        """The pools of ``names``, once up: :meth:`launch`, then :meth:`wait`."""
+        self.launch(names)
+        self.wait()
         return {name: self.pools[name] for name in names}
+
+    def _stop_loading(self) -> None:
+        for launch in self.loading.values():
+            stop_actors(list(launch.pings.values()))
+        self.loading.clear()
 
     def only(self, name: str) -> ModelPool:
         """The pool of ``name`` with every other pool stopped (staged mode: one model at a time)."""

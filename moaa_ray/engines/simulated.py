@@ -73,6 +73,7 @@ class SimulatedEngine:
         self.path = config.path
         self.settings = config.simulated
         self.calls = 0  # calls of any method on this instance; faults are counted by it
+        time.sleep(self.settings.load_s)
 
     def _check_faults(self, conversations: list[Conversation]) -> None:
         self.calls += 1

@@ -145,8 +145,8 @@ class EvaluationStage:
 
     def batches(self, todo: list[dict], pools: PoolSet) -> Iterator[list[dict]]:
         """Answered, judged and graded questions, batch by batch."""
-        steps = _steps(self.ev, pools.start(_models(self.ev, todo)), todo)
-        return stream_states(todo, steps, self.ev.batch_size)
+        steps = _steps(self.ev, pools.launch(_models(self.ev, todo)), todo)
+        return stream_states(todo, steps, self.ev.batch_size, starting=pools.wait)
 
     def write(self, batch: list[dict]) -> BatchOutcome:
         """Write judged and verified questions and the judgments; failed ones become rejects."""

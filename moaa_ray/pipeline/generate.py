@@ -85,7 +85,8 @@ class GenerateStage:
             yield from self._staged(todo, num_turns, pools)
         else:
             steps = plan_steps(self.plan, num_turns, staged=False)
-            yield from stream(todo, steps, self.plan, pools.start(self.plan.models), self.gen)
+            loading = pools.launch(self.plan.models)
+            yield from stream(todo, steps, self.plan, loading, self.gen, starting=pools.wait)
 
     def _staged(self, todo: list[dict], num_turns: int, pools: PoolSet) -> Iterator[list[dict]]:
         """One model on the cluster at a time; each step's states persist, so a rerun skips them."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from moaa_ray.config import GenerateConfig
@@ -103,8 +103,10 @@ def stream(
     plan: LayerPlan,
     pools: dict[str, ModelPool],
     config: GenerateConfig,
+    starting: Callable[[], None] | None = None,
 ) -> Iterator[list[dict]]:
-    """Push row states through the MoA ``steps``; yield finished states per batch."""
+    """Push row states through the MoA ``steps``; yield finished states per batch (``starting``: as
+    :func:`~moaa_ray.pipeline.streaming.stream_states`)."""
     stream_steps = []
     for step in steps:
         layer_pools = [pools[m] for m in dict.fromkeys(plan.layers[step.layer]) if m in pools]
@@ -112,4 +114,4 @@ def stream(
             f"_{step.model}" if step.model else ""
         )
         stream_steps.append(StreamStep(LayerStep(step, plan, pools, config), name, layer_pools))
-    yield from stream_states(states, stream_steps, config.batch_size)
+    yield from stream_states(states, stream_steps, config.batch_size, starting)

@@ -113,8 +113,8 @@ class PreferenceStage:
 
     def batches(self, todo: list[dict], pools: PoolSet) -> Iterator[list[dict]]:
         """Judged tournaments, batch by batch."""
-        steps = _steps(self.prefs, pools.start(_models(self.prefs)))
-        return stream_states(todo, steps, self.prefs.batch_size)
+        steps = _steps(self.prefs, pools.launch(_models(self.prefs)))
+        return stream_states(todo, steps, self.prefs.batch_size, starting=pools.wait)
 
     def write(self, batch: list[dict]) -> BatchOutcome:
         """Write kept pairs, dropped prompts and the judgment audit."""

@@ -13,12 +13,16 @@ drive many pools (see ``benchmarks/results/orchestration.json``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import ray
+
+T = TypeVar("T")
+_END = object()  # the end of an iterator, in place of its first item
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,16 @@ class _StepActor:
 
 
 def stream_states(
-    states: list[dict], steps: list[StreamStep], batch_size: int
+    states: list[dict],
+    steps: list[StreamStep],
+    batch_size: int,
+    starting: Callable[[], None] | None = None,
 ) -> Iterator[list[dict]]:
-    """Push states through ``steps``; yield finished states batch by batch as they complete."""
+    """Push states through ``steps``; yield finished states batch by batch as they complete.
+
+    ``starting`` (e.g. waiting for the steps' pools to load) runs while the stream starts its
+    operators; nothing is yielded before it returns, and what it raises ends the stream.
+    """
     items = [{"row_id": s["row_id"], "state": json.dumps(s)} for s in states]
     num_blocks = max(1, min(-(-len(items) // batch_size), 2000))  # one block per batch
     dataset = ray.data.from_items(items, override_num_blocks=num_blocks)
@@ -75,5 +86,34 @@ def stream_states(
                 enable_true_multi_threading=True,
             ),
         )
-    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+    batches = dataset.iter_batches(batch_size=batch_size, batch_format="numpy")
+    if starting is not None:
+        batches = started_during(batches, starting)
+    for batch in batches:
         yield [json.loads(s) for s in batch["state"]]
+
+
+def started_during(iterable: Iterable[T], wait: Callable[[], None]) -> Iterator[T]:
+    """``iterable``'s items, the first fetched in a thread while ``wait`` runs, then as usual.
+
+    If ``wait`` raises, its exception propagates, and the thread is left to end with the stream:
+    once its pools are stopped, the stream's calls fail within their retries.
+    """
+    items, first = iter(iterable), []
+
+    def advance() -> None:
+        try:
+            first.append((next(items, _END), None))
+        except BaseException as exc:  # handed to the caller below
+            first.append((_END, exc))
+
+    thread = threading.Thread(target=advance, name="stream-start", daemon=True)
+    thread.start()
+    wait()
+    thread.join()
+    item, error = first[0]
+    if error is not None:
+        raise error
+    if item is not _END:
+        yield item
+        yield from items

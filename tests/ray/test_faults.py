@@ -244,6 +244,27 @@ def test_evaluating_another_model_in_the_same_run_dir_is_refused(ray_cluster, tm
         evaluate(load_config(path, ["evaluate.model=c"]), config.run_dir)
 
 
+def test_a_slow_model_gets_its_calls_once_loaded_while_the_stream_runs_ahead(ray_cluster, tmp_path):
+    """The stream starts while the pools load: the aggregator's calls wait for it, untimed."""
+    models = moa_models(load_s=3)
+    models["agg"]["request_timeout_s"] = 1
+    config = load_config(write_config(tmp_path, models, [f"q{i}" for i in range(8)], generate=MOA))
+    summary = generate_sft(config, config.run_dir)
+    assert summary["rows_written"] == 8 and summary["rows_rejected"] == 0
+    assert all(row["messages"][-1]["content"] for row in rows_of(tmp_path / "run"))
+
+
+def test_a_model_that_fails_to_load_ends_the_stage_its_stream_had_started(ray_cluster, tmp_path):
+    from moaa_ray.engines.pools import EngineFailure
+
+    (tmp_path / "no-model").mkdir()
+    models = {**moa_models(), "agg": {"path": str(tmp_path / "no-model"), "num_cpus": 0}}
+    config = load_config(write_config(tmp_path, models, [f"q{i}" for i in range(8)], generate=MOA))
+    with pytest.raises(EngineFailure, match="model 'agg' .* failed to load"):
+        generate_sft(config, config.run_dir)
+    assert rows_of(tmp_path / "run") == []
+
+
 def test_a_pending_replica_that_fails_to_load_is_dropped_and_the_pool_goes_on(
     ray_cluster, tmp_path
 ):

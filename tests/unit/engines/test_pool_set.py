@@ -1,4 +1,5 @@
-"""PoolSet start-up order, without Ray: every model is requested before any is waited for."""
+"""PoolSet start-up order, without Ray: every model is requested before any is waited for, and
+a stage may hand out pools still loading."""
 
 from __future__ import annotations
 
@@ -74,3 +75,30 @@ def test_an_interrupted_wait_stops_the_pools_still_loading(recorded):
         pool_set.start(["a", "interrupted-b", "c"])
     assert ("stop", "actor-interrupted-b") in recorded and ("stop", "actor-c") in recorded
     assert set(pool_set.pools) == {"a"}
+
+
+def test_launch_hands_out_loading_pools_at_once_and_wait_waits_for_them(recorded):
+    pool_set = PoolSet(models("a", "b"))
+    pool_set.start(["a"])
+    recorded.clear()
+    launched = pool_set.launch(["a", "b"])
+    assert launched["a"] == "pool-a"  # running: as it is
+    loading = launched["b"]
+    assert (loading.actors, loading.pending) == ([], [("ref-b", "actor-b")])
+    assert recorded == [("launch", "b")]  # not waited for yet
+    pool_set.wait()
+    assert recorded == [("launch", "b"), ("await", "b")]
+    assert pool_set.pools == {"a": "pool-a", "b": "pool-b"} and not pool_set.loading
+
+
+def test_pools_still_loading_are_stopped_on_exit(recorded):
+    with PoolSet(models("a")) as pool_set:
+        pool_set.launch(["a"])
+    assert ("stop", "actor-a") in recorded and ("await", "a") not in recorded
+
+
+def test_a_pool_whose_every_replica_failed_to_load_fails_its_calls_at_once():
+    """A step's copy of a loading pool, once its pending replicas were all dropped."""
+    pool = pools.ModelPool("judge", ModelConfig(path="judge", engine="simulated"), [])
+    with pytest.raises(EngineFailure, match="'judge': no replica loaded"):
+        pool.submit("chat", [[{"role": "user", "content": "hi"}]])
