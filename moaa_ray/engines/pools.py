@@ -198,8 +198,8 @@ class ModelPool:
         last_answer = time.monotonic()
         while call.queued or call.in_flight:
             self._dispatch(call)
-            if not call.in_flight:
-                time.sleep(0.2)  # every chunk waits for a backoff or a usable replica
+            if not call.in_flight:  # every chunk waits for a backoff or a usable replica
+                self._wait_for_a_replica(timeout_s=0.2)
                 continue
             ready, _ = ray.wait(list(call.in_flight), num_returns=1, timeout=1.0)
             for ref in ready:
@@ -210,6 +210,13 @@ class ModelPool:
                 self._requeue_from_lost_replicas(call)
                 last_answer = time.monotonic()
         return [call.results[i] for i in range(len(call.items))]
+
+    def _wait_for_a_replica(self, timeout_s: float) -> None:
+        """Sleep ``timeout_s``, or less if a pending replica comes up (or fails) meanwhile."""
+        if self.pending:
+            ray.wait([ref for ref, _ in self.pending], num_returns=1, timeout=timeout_s)
+        else:
+            time.sleep(timeout_s)
 
     def _requeue_from_lost_replicas(self, call: PoolCall) -> None:
         """Calls on a replica that no longer answers (its node is gone, it waits to be placed again)

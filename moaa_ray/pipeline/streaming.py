@@ -86,7 +86,9 @@ def stream_states(
                 enable_true_multi_threading=True,
             ),
         )
-    batches = dataset.iter_batches(batch_size=batch_size, batch_format="numpy")
+    # Ray Data polls each task's memory from a thread of its own; a step's batches are small rows.
+    dataset.context.memory_usage_poll_interval_s = None
+    batches = dataset.iter_batches(batch_size=None, batch_format="numpy")
     if starting is not None:
         batches = started_during(batches, starting)
     for batch in batches:
@@ -99,7 +101,8 @@ def started_during(iterable: Iterable[T], wait: Callable[[], None]) -> Iterator[
     If ``wait`` raises, its exception propagates, and the thread is left to end with the stream:
     once its pools are stopped, the stream's calls fail within their retries.
     """
-    items, first = iter(iterable), []
+    items = iter(iterable)
+    first: list[tuple[Any, BaseException | None]] = []  # (the first item or _END, its error)
 
     def advance() -> None:
         try:
