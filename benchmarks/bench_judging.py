@@ -87,7 +87,7 @@ TINY = {  # role model -> tiny model, as in configs/demo.yaml (the selector gets
     JUDGE_AGGREGATOR: "tiny:qwen2-d",
     SELECTOR: "tiny:qwen2-d",
 }
-SIZES = {"simulated_prompts": (24, 96), "tiny_prompts": (6, 24), "toy_prompts": (48, 200)}
+SIZES = {"simulated_prompts": (24, 96), "tiny_prompts": (4, 24), "toy_prompts": (40, 200)}
 SIDES = ("chosen", "rejected")  # a kept row's two answers
 DEMO_PROMPTS = ROOT / "moaa_ray" / "data" / "demo_prompts.jsonl"
 TOY_CONFIG = ROOT / "configs" / "toy-addition.yaml"

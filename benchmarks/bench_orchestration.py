@@ -4,7 +4,7 @@ Every model is the ``simulated`` engine: a call sleeps ``latency_s + latency_per
 and uses no CPU, as a GPU replica looks from the driver; the latency model is written into the
 figures. What is timed is the real stage code (the stage's ``load``, ``batches`` and ``write`` with its
 pools), from the pools being up to the last row written. As on a cluster, the stage starts its
-stream while its models load; the MoA and preference models take 8 s to load (``load_s``, no CPU;
+stream while its models load; the MoA and preference models take 6 s to load (``load_s``, no CPU;
 a GPU model takes tens of seconds), and whatever of Ray Data's start-up that does not hide shows in
 ``moa_first_batch_s``.
 
@@ -62,16 +62,16 @@ BATCH = 16  # rows per stream batch and per engine call
 ANSWER_TOKENS = 64
 # A call of up to 16 rows: 0.1 s + 4 ms per generated token, ~0.36 s for 64 tokens.
 LATENCY = {"latency_s": 0.1, "latency_per_token_s": 0.004, "answer_tokens": ANSWER_TOKENS}
-# Where a stage is timed whole, its models load for 8 s without CPU: a GPU model takes tens of
+# Where a stage is timed whole, its models load for 6 s without CPU: a GPU model takes tens of
 # seconds, which the stream's own start-up overlaps.
-LOADING = {**LATENCY, "load_s": 8.0}
+LOADING = {**LATENCY, "load_s": 6.0}
 SIZES = {  # quick, full
     "moa_prompts": (1000, 5000),
-    "sequential_prompts": (96, 2000),
+    "sequential_prompts": (64, 2000),
     "scaling_prompts": (160, 1000),
     "preference_prompts": (48, 400),
     "driver_prompts": (4000, 20000),
-    "rss_prompts": (5000, 100000),
+    "rss_prompts": (3000, 100000),
 }
 
 

@@ -31,7 +31,7 @@ from moaa_ray.engines.base import SamplingParams
 from moaa_ray.serve.openai_app import ServeSettings, run_server
 
 MODEL, NAME = "tiny:llama-a", "tiny"
-CONCURRENT, MAX_TOKENS, REPEATS, GOAL = 8, 128, 5, 2.0
+CONCURRENT, MAX_TOKENS, REPEATS, GOAL = 8, 128, 3, 2.0
 CPUS = os.cpu_count() or 1
 MESSAGES = [{"role": "user", "content": "Tell me about the sky."}]
 
