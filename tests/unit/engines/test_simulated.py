@@ -201,3 +201,12 @@ print("second:", sim.chat([[{"role": "user", "content": "hi"}]], params)[0][0], 
 def test_a_restarted_replica_does_not_crash_again(monkeypatch):
     monkeypatch.setattr("moaa_ray.engines.simulated._was_restarted", lambda: True)
     assert len(engine(crash_after_calls=1).chat([HELLO], SamplingParams())[0]) == 1
+
+
+def test_load_s_is_spent_loading_as_a_large_model_would(monkeypatch):
+    from moaa_ray.engines import simulated
+
+    slept: list[float] = []
+    monkeypatch.setattr(simulated.time, "sleep", slept.append)
+    build_engine(ModelConfig(path="m", engine="simulated", simulated=SimulatedConfig(load_s=7.5)))
+    assert slept == [7.5]
