@@ -35,10 +35,10 @@ class StreamStep:
 
 
 def batches_in_flight(pools: Sequence[Any]) -> int:
-    """Batches a step keeps in flight: two per replica of its pools (at least 2).
+    """Batches a step keeps in flight: four per replica of its pools (at least 2).
 
     Every batch makes at least one call to each pool it uses, so this many keep every replica busy
-    with a call queued behind it.
+    with calls queued behind it while other batches are decoded, dispatched and collected.
     """
     return max(2, sum(4 * p.config.num_replicas[1] for p in pools))
 
