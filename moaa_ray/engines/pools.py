@@ -214,8 +214,6 @@ class ModelPool:
     def _wait_for_a_replica(self, timeout_s: float) -> None:
         """Sleep ``timeout_s``, or less if a pending replica comes up (or fails) meanwhile."""
         if self.pending:
-            self._admit_ready()  # so that the wait below is on replicas still loading
-        if self.pending:
             ray.wait([ref for ref, _ in self.pending], num_returns=1, timeout=timeout_s)
         else:
             time.sleep(timeout_s)
