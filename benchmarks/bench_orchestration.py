@@ -253,8 +253,8 @@ def measure_moa(directory: Path, quick: bool) -> dict:
     }
     base = None
     for replicas in (1, 2, 4):
-        prompts = SIZES["scaling_prompts"][not quick] * replicas
-        _, scaled = run(prompts, replicas, f"r{replicas}", LATENCY)
+        scaled_prompts = SIZES["scaling_prompts"][not quick] * replicas
+        _, scaled = run(scaled_prompts, replicas, f"r{replicas}", LATENCY)
         base = base or scaled["steady_rows_per_s"]
         figures[f"rows_per_s_{replicas}_replicas"] = round(scaled["steady_rows_per_s"], 1)
         figures[f"replica_scaling_{replicas}"] = round(
