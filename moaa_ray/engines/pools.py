@@ -214,7 +214,10 @@ class ModelPool:
     def _wait_for_a_replica(self, timeout_s: float) -> None:
         """Sleep ``timeout_s``, or less if a pending replica comes up (or fails) meanwhile."""
         if self.pending:
-            ray.wait([ref for ref, _ in self.pending], num_returns=1, timeout=timeout_s)
+            self._admit_ready()  # so that the wait below is on replicas still loading
+        pending = [ref for ref, _ in self.pending]  # other threads admit replicas too
+        if pending:
+            ray.wait(pending, num_returns=1, timeout=timeout_s)
         else:
             time.sleep(timeout_s)
 
