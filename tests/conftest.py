@@ -1,10 +1,18 @@
-"""Shared fixtures: one local Ray cluster per test session, on loopback, tiny models built once."""
+"""Shared fixtures: one local Ray cluster per test session, on loopback, tiny models built once, and
+the README's long runs, each run once as a user runs it."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Loopback only, no telemetry, nothing from a model hub. Token auth is off only for this test cluster.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -47,3 +55,67 @@ def length_encoding(monkeypatch):
     arena_hard.answer_length_counter.cache_clear()
     yield use
     arena_hard.answer_length_counter.cache_clear()
+
+
+@dataclass(frozen=True)
+class ReadmeRun:
+    """A README command run as a user runs it, in a fresh directory holding only what it reads."""
+
+    directory: Path  # the command's working directory
+    command: str
+    returncode: int
+    console: str  # stdout and stderr, interleaved
+
+    def check(self) -> str:
+        """The console of a command that succeeded."""
+        assert self.returncode == 0, f"{self.command}\n{self.console[-6000:]}"
+        return self.console
+
+
+def run_as_user(command: str, directory: Path, timeout: int = 1200) -> ReadmeRun:
+    """``command`` in ``directory`` (where ``.venv`` links to the installed environment), with the
+    environment a user has: no ``RAY_*`` settings of this test session."""
+    venv = directory / ".venv"
+    if not venv.exists():
+        venv.symlink_to(REPO / ".venv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    done = subprocess.run(
+        command,
+        shell=True,
+        cwd=directory,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+    return ReadmeRun(directory, command, done.returncode, done.stdout)
+
+
+def readme_line(pattern: str) -> str:
+    """The README's first line matching ``pattern``: a command to run verbatim."""
+    text = (REPO / "README.md").read_text()
+    return next(line for line in text.splitlines() if re.search(pattern, line))
+
+
+def fresh_directory(tmp_path_factory, name: str, folders: list[str]) -> Path:
+    directory = tmp_path_factory.mktemp(name)
+    for folder in folders:
+        shutil.copytree(REPO / folder, directory / folder)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> ReadmeRun:
+    """The README's first command, the demo, run once per session (its console test and the
+    notebooks read the same run: ``runs/demo`` in its directory)."""
+    directory = fresh_directory(tmp_path_factory, "demo", ["scripts", "configs", "moaa_ray/data"])
+    return run_as_user("bash scripts/demo.sh", directory)
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory) -> ReadmeRun:
+    """The README's toy-task command, run once per session (its test and the notebooks read it)."""
+    folders = ["configs", "moaa_ray/data/toy_addition"]
+    directory = fresh_directory(tmp_path_factory, "toy", folders)
+    return run_as_user(readme_line(r"moaa run .*toy-addition"), directory)

@@ -8,22 +8,15 @@ below SFT. The figures with their goals are benchmarks/results/toy_addition.json
 """
 
 import json
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_as_user
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1500)]
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def readme_command() -> str:
-    text = (REPO / "README.md").read_text()
-    return next(line for line in text.splitlines() if re.search(r"moaa run .*toy-addition", line))
 
 
 def accuracy(manifest: dict) -> dict[str, float]:
@@ -34,23 +27,9 @@ def accuracy(manifest: dict) -> dict[str, float]:
     }
 
 
-def run(command: str, cwd: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    done = subprocess.run(
-        command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
-
-
-def test_readme_toy_run_improves_at_every_stage_and_swapped_pairs_make_it_worse(tmp_path):
-    command = readme_command()
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
-    data = Path("moaa_ray") / "data" / "toy_addition"
-    shutil.copytree(REPO / data, tmp_path / data)
-    (tmp_path / ".venv").symlink_to(REPO / ".venv")
-    console = run(command, tmp_path)
-    run_dir = tmp_path / re.search(r"--run-dir (\S+)", command).group(1)
+def test_readme_toy_run_improves_at_every_stage_and_swapped_pairs_make_it_worse(toy_run):
+    console, command, directory = toy_run.check(), toy_run.command, toy_run.directory
+    run_dir = directory / re.search(r"--run-dir (\S+)", command).group(1)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     measured = accuracy(manifest)
     stages = list(measured)
@@ -66,13 +45,10 @@ def test_readme_toy_run_improves_at_every_stage_and_swapped_pairs_make_it_worse(
 
     # Negative control: the same run with chosen and rejected swapped. Round 1's pairs are reused;
     # DPO and every evaluation after it run again (a result of the unswapped model is never reused).
-    control = tmp_path / "runs" / "swapped"
+    control = directory / "runs" / "swapped"
     shutil.copytree(run_dir, control)
-    run(
-        f"{command.replace(str(run_dir.relative_to(tmp_path)), 'runs/swapped')}"
-        " --fresh dpo.swap_pairs=true",
-        tmp_path,
-    )
+    swap = command.replace(str(run_dir.relative_to(directory)), "runs/swapped")
+    run_as_user(f"{swap} --fresh dpo.swap_pairs=true", directory).check()
     swapped = json.loads((control / "manifest.json").read_text())
     assert accuracy(swapped)["round-1/dpo"] < measured["sft"], accuracy(swapped)
     assert accuracy(swapped)["round-2/dpo"] < measured["sft"], accuracy(swapped)
