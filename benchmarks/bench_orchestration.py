@@ -68,7 +68,7 @@ LOADING = {**LATENCY, "load_s": 6.0}
 SIZES = {  # quick, full
     "moa_prompts": (1000, 5000),
     "sequential_prompts": (64, 2000),
-    "scaling_prompts": (160, 1000),
+    "scaling_prompts": (480, 1000),  # per replica: 30 batches through each in quick
     "preference_prompts": (48, 400),
     "driver_prompts": (4000, 20000),
     "rss_prompts": (3000, 100000),

@@ -5,12 +5,12 @@ with the openai client. Every request is the same greedy request (same prompt, s
 each generates the same tokens. The server batches requests that arrive together, so 8 at once should
 take about as long as one: the goal is at most 2x. 8 one after another are measured too, for scale.
 
-The replica is measured twice: as ``moaa serve`` deploys it by default (1 CPU, so torch computes with
-one thread), and holding every core (``--num-cpus N``, N threads). For reference, the engine alone
+The replica is measured as ``moaa serve`` deploys it by default (1 CPU, so torch computes with one
+thread), and in the full run also holding every core (``--num-cpus N``, N threads). For reference, the engine alone
 (no server) gives the floor: ``chat`` on 8 conversations over ``chat`` on one, with one thread.
 Each figure is the median of several runs, single and batched in turn, on a warm server.
 
-Run as ``.venv/bin/python benchmarks/run.py --only serve_concurrency``.
+Run as ``.venv/bin/python benchmarks/run.py [--quick] --only serve_concurrency``.
 """
 
 from __future__ import annotations
@@ -98,25 +98,22 @@ def measure_engine_alone() -> float:
 
 
 def measure(quick: bool) -> dict:
-    """Every figure; starts (and shuts down) a local Ray cluster. ``quick`` changes nothing here."""
+    """Every figure; starts (and shuts down) a local Ray cluster. ``quick``: no ``all_cores_*``."""
     load = os.getloadavg()[0]  # other work on the machine skews the figures; recorded with them
     ray.init(address="local", num_cpus=CPUS, include_dashboard=False, log_to_driver=False)
     port = free_port()
     default = measure_server(ModelConfig(path=MODEL), port)
-    all_cores = measure_server(ModelConfig(path=MODEL, num_cpus=CPUS), port)
+    all_cores = None if quick else measure_server(ModelConfig(path=MODEL, num_cpus=CPUS), port)
     serve.shutdown()
     ray.shutdown()
     floor = measure_engine_alone()
-    return {
+    figures = {
         "one_request_s": round(default["one"], 3),
         "eight_concurrent_s": round(default["eight"], 3),
         "concurrent_over_single": round(default["eight"] / default["one"], 2),
         "goal": GOAL,
         "eight_sequential_s": round(default["sequential"], 3),
         "sequential_over_single": round(default["sequential"] / default["one"], 2),
-        "all_cores_one_request_s": round(all_cores["one"], 3),
-        "all_cores_eight_concurrent_s": round(all_cores["eight"], 3),
-        "all_cores_concurrent_over_single": round(all_cores["eight"] / all_cores["one"], 2),
         "engine_alone_eight_over_one_1_thread": round(floor, 2),
         "max_tokens": MAX_TOKENS,
         "repeats": REPEATS,
@@ -126,10 +123,17 @@ def measure(quick: bool) -> dict:
             f"moaa serve's app, one hf replica of {MODEL}, openai client on 127.0.0.1, a "
             f"{CPUS}-core machine; {CONCURRENT} identical greedy requests of max_tokens="
             f"{MAX_TOKENS} sent at once vs one, medians of {REPEATS} alternating runs on a warm "
-            "server; the replica as deployed by default (1 CPU, one torch thread), then all_cores "
-            f"(--num-cpus {CPUS}); engine_alone is HFEngine.chat without a server"
+            "server; the replica as deployed by default (1 CPU, one torch thread), then (full run "
+            f"only) all_cores (--num-cpus {CPUS}); engine_alone is HFEngine.chat without a server"
         ),
     }
+    if all_cores is not None:
+        figures |= {
+            "all_cores_one_request_s": round(all_cores["one"], 3),
+            "all_cores_eight_concurrent_s": round(all_cores["eight"], 3),
+            "all_cores_concurrent_over_single": round(all_cores["eight"] / all_cores["one"], 2),
+        }
+    return figures
 
 
 def plot(figures: dict, path: Path) -> None:

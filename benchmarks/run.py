@@ -55,7 +55,7 @@ GOALS: dict[str, dict[str, tuple[str, float]]] = {
 }
 COMPARE = {"<=": operator.le, "<": operator.lt, ">=": operator.ge}
 # Left out of a plain --quick run (name one with --only to run it quick): the toy task trains its
-# models end to end and takes about 6 minutes however small, so --quick keeps to about 10 minutes.
+# models end to end and takes about 6 minutes however small, so --quick keeps under 10 minutes.
 FULL_RUN_ONLY = ["toy_addition"]
 
 
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"smaller sizes, without {', '.join(FULL_RUN_ONLY)}: about 10 minutes",
+        help=f"smaller sizes, without {', '.join(FULL_RUN_ONLY)}: under 10 minutes",
     )
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
     parser.add_argument("--child", help=argparse.SUPPRESS)
