@@ -49,6 +49,9 @@ PING_TIMEOUT_S = 10.0  # a replica that does not answer a ping in this time is t
 # A stream step calls its pools from several threads (see pipeline/streaming.py): one admits a
 # pending replica at a time.
 _ADMIT_LOCK = threading.Lock()
+# Held by a step while it submits one batch's calls to several pools, so that every pool gets the
+# batches in the same order and a batch's calls finish together rather than one behind another.
+SUBMIT_IN_ORDER = threading.Lock()
 
 
 class EngineFailure(RuntimeError):
@@ -180,7 +183,15 @@ class ModelPool:
         """Start an engine method over ``items`` in chunks of ``max_batch_size`` across replicas.
 
         Submitting every model's work before collecting any lets a MoA layer's models run at once.
+        While the pool loads, this waits for its first replica, so that the call is sent now rather
+        than when it is collected, after the calls collected before it.
+
+        Raises:
+            EngineFailure: no replica came up within ``startup_timeout_s``.
         """
+        while not self.actors and self.pending:
+            self._wait_for_a_replica(timeout_s=1.0)
+            self._pick(None)  # raises once startup_timeout_s has passed with no replica
         size = self.config.max_batch_size
         chunks = [
             _Chunk(list(range(i, min(i + size, len(items))))) for i in range(0, len(items), size)
@@ -212,9 +223,13 @@ class ModelPool:
         return [call.results[i] for i in range(len(call.items))]
 
     def _wait_for_a_replica(self, timeout_s: float) -> None:
-        """Sleep ``timeout_s``, or less if a pending replica comes up (or fails) meanwhile."""
+        """Sleep ``timeout_s``, or less if a pending replica comes up (or fails) meanwhile; not at all
+        if one has come up already (it joins the pool)."""
+        up = len(self.actors)
         if self.pending:
             self._admit_ready()  # so that the wait below is on replicas still loading
+        if len(self.actors) > up:
+            return
         pending = [ref for ref, _ in self.pending]  # other threads admit replicas too
         if pending:
             ray.wait(pending, num_returns=1, timeout=timeout_s)

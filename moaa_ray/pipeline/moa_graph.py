@@ -16,7 +16,7 @@ from moaa_ray.config import GenerateConfig
 from moaa_ray.core.context import PromptTooLong
 from moaa_ray.core.moa import LayerPlan, layer_requests, record_output
 from moaa_ray.engines.base import SamplingParams
-from moaa_ray.engines.pools import ModelPool
+from moaa_ray.engines.pools import SUBMIT_IN_ORDER, ModelPool
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 
 logger = logging.getLogger(__name__)
@@ -81,12 +81,13 @@ class LayerStep:
                     continue
                 state["shortened"] += bool(cut)
                 calls[(model, slot)].append((i, conversation))
-        submitted = {
-            (model, slot): self.pools[model].submit(
-                "chat", [c for _, c in items], sampling_for(self.config, step, slot)
-            )
-            for (model, slot), items in calls.items()
-        }
+        with SUBMIT_IN_ORDER:
+            submitted = {
+                (model, slot): self.pools[model].submit(
+                    "chat", [c for _, c in items], sampling_for(self.config, step, slot)
+                )
+                for (model, slot), items in calls.items()
+            }
         for (model, slot), refs in submitted.items():
             completions = self.pools[model].collect(refs)
             for (i, _), completion in zip(calls[(model, slot)], completions, strict=True):

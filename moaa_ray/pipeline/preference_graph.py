@@ -24,7 +24,7 @@ from moaa_ray.core.tournament import (
     shown,
 )
 from moaa_ray.engines.base import SamplingParams
-from moaa_ray.engines.pools import Completion, ModelPool
+from moaa_ray.engines.pools import SUBMIT_IN_ORDER, Completion, ModelPool
 from moaa_ray.records import mark_failed
 
 VERDICT_PREFIX = "Verdict: "  # logprob verdicts: the choices "A" and "B" continue it
@@ -148,13 +148,14 @@ def _call_judges(
     for index, (judge, _) in enumerate(requests):
         by_judge.setdefault(judge, []).append(index)
     submitted = {}
-    for judge, indices in by_judge.items():
-        conversations = [requests[i][1] for i in indices]
-        if judging.verdict_mode == "logprob":
-            args: tuple = ("choice_logprobs", conversations, VERDICT_PREFIX, ["A", "B"])
-        else:
-            args = ("chat", conversations, _params(judging.sampling, salt=judge))
-        submitted[judge] = pools[judge].submit(*args)
+    with SUBMIT_IN_ORDER:
+        for judge, indices in by_judge.items():
+            conversations = [requests[i][1] for i in indices]
+            if judging.verdict_mode == "logprob":
+                args: tuple = ("choice_logprobs", conversations, VERDICT_PREFIX, ["A", "B"])
+            else:
+                args = ("chat", conversations, _params(judging.sampling, salt=judge))
+            submitted[judge] = pools[judge].submit(*args)
     results: list[Completion] = [Completion(None)] * len(requests)
     for judge, refs in submitted.items():
         for index, completion in zip(by_judge[judge], pools[judge].collect(refs), strict=True):
