@@ -6,8 +6,9 @@ each generates the same tokens. The server batches requests that arrive together
 take about as long as one: the goal is at most 2x. 8 one after another are measured too, for scale.
 
 The replica is measured as ``moaa serve`` deploys it by default (1 CPU, so torch computes with one
-thread), and in the full run also holding every core (``--num-cpus N``, N threads). For reference, the engine alone
-(no server) gives the floor: ``chat`` on 8 conversations over ``chat`` on one, with one thread.
+thread), and in the full run also holding every core (``--num-cpus N``, N threads). For reference,
+the engine alone (no server) gives the floor: ``chat`` on 8 conversations over ``chat`` on one, with
+one thread.
 Each figure is the median of several runs, single and batched in turn, on a warm server.
 
 Run as ``.venv/bin/python benchmarks/run.py [--quick] --only serve_concurrency``.
