@@ -22,6 +22,12 @@ class ReadmeRun:
     returncode: int
     console: str  # stdout and stderr, interleaved
 
+    @property
+    def run_dir(self) -> Path:
+        """Where the run writes: the command's ``--run-dir``, else ``configs/demo.yaml``'s."""
+        given = re.search(r"--run-dir (\S+)", self.command)
+        return self.directory / (given.group(1) if given else "runs/demo")
+
     def check(self) -> str:
         """The console of a command that succeeded."""
         assert self.returncode == 0, f"{self.command}\n{self.console[-6000:]}"

@@ -11,7 +11,7 @@ def test_demo_console_is_at_most_60_lines_and_holds_the_table(demo_run):
     console = demo_run.check()
     lines = console.splitlines()
     assert len(lines) <= MAX_LINES, console
-    run_dir = demo_run.directory / "runs" / "demo"
+    run_dir = demo_run.run_dir
     table = (run_dir / "summary.txt").read_text()
     assert table.strip() in console
     for stage in ("generate", "sft", "round-1/preferences", "round-1/dpo", "evaluate"):

@@ -36,8 +36,8 @@ def test_notebooks_run_on_the_readme_runs_and_show_their_plots(demo_run, toy_run
 
     demo_run.check()
     toy_run.check()
-    toy_dir = toy_run.directory / re.search(r"--run-dir (\S+)", toy_run.command).group(1)
-    monkeypatch.setenv("MOAA_RUN_DIR", str(demo_run.directory / "runs" / "demo"))
+    toy_dir = toy_run.run_dir
+    monkeypatch.setenv("MOAA_RUN_DIR", str(demo_run.run_dir))
     monkeypatch.setenv("MOAA_TOY_RUN_DIR", str(toy_dir))
     for name in ("01_quickstart.ipynb", "02_analysis.ipynb"):
         notebook = nbformat.read(REPO / "notebooks" / name, as_version=4)

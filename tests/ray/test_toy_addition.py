@@ -28,8 +28,7 @@ def accuracy(manifest: dict) -> dict[str, float]:
 
 
 def test_readme_toy_run_improves_at_every_stage_and_swapped_pairs_make_it_worse(toy_run):
-    console, command, directory = toy_run.check(), toy_run.command, toy_run.directory
-    run_dir = directory / re.search(r"--run-dir (\S+)", command).group(1)
+    console, directory, run_dir = toy_run.check(), toy_run.directory, toy_run.run_dir
     manifest = json.loads((run_dir / "manifest.json").read_text())
     measured = accuracy(manifest)
     stages = list(measured)
@@ -48,7 +47,7 @@ def test_readme_toy_run_improves_at_every_stage_and_swapped_pairs_make_it_worse(
     # DPO and every evaluation after it run again (a result of the unswapped model is never reused).
     control = directory / "runs" / "swapped"
     shutil.copytree(run_dir, control)
-    swap = command.replace(str(run_dir.relative_to(directory)), "runs/swapped")
+    swap = toy_run.command.replace(str(run_dir.relative_to(directory)), "runs/swapped")
     run_as_user(f"{swap} --fresh dpo.swap_pairs=true", directory).check()
     swapped = json.loads((control / "manifest.json").read_text())
     assert accuracy(swapped)["round-1/dpo"] < measured["sft"], accuracy(swapped)
