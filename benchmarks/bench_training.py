@@ -50,23 +50,37 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-MODELS = {"bench": "tiny:bench-512", "tiny": "tiny:llama-a"}
-STEPS = {"bench": (7, 32), "tiny": (None, 102)}  # steps per run (quick, full), warm-up included;
-# quick runs the bench model only: the tiny model's runs are mostly start-up.
 WARMUP_STEPS = 2
 THREADS = os.cpu_count() or 1
 SEED = 0
 MAX_SEQ_LEN = 256
-SFT_BATCH, SFT_MICRO = 8, 4  # rows per step, rows per forward
-DPO_BATCH, DPO_MICRO = 4, 2  # pairs per step, pairs per forward
 LEARNING_RATE, BETA, MAX_GRAD_NORM = 1e-4, 0.1, 1.0
 
 Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One model's comparison: the model, the steps and the batches every trainer gets."""
+
+    model: str  # a tiny: name or a directory
+    steps: tuple[int | None, int]  # per run (quick, full), warm-up included; None: full run only
+    sft_batch: tuple[int, int] = (8, 4)  # rows per step, rows per forward
+    dpo_batch: tuple[int, int] = (4, 2)  # pairs per step, pairs per forward
+    gpu: bool = False  # one GPU, bf16 (ours: DeepSpeed bf16; baselines: autocast) instead of CPU
+    # GPU baselines: PyTorch's default attention kernel, cuDNN's on Hopper, rather than the ones
+    # our trainer uses (moaa_ray.train.worker turns cuDNN's off).
+    cudnn_attention: bool = False
+
+
+# Quick runs the bench model only: the tiny model's runs are mostly start-up.
+SETUPS = {"bench": Setup("tiny:bench-512", (7, 32)), "tiny": Setup("tiny:llama-a", (None, 102))}
 
 
 def make_conversations(count: int, seed: int) -> list[Messages]:
@@ -109,12 +123,12 @@ def steady_rate(tokens: list[int], seconds: list[float]) -> float:
     return statistics.median(count / duration for count, duration in steady)
 
 
-def run_ours(stage: str, model: str, rows: list, steps: int) -> dict[str, float]:
+def run_ours(stage: str, setup: Setup, rows: list, steps: int) -> dict[str, float]:
     """Train with ``train_sft`` or ``train_dpo`` in a fresh run directory.
 
     Args:
         stage: ``sft`` (rows are conversations) or ``dpo`` (rows are preference pairs).
-        model: a ``tiny:`` model, the starting weights.
+        setup: the model (the starting weights), batches and device.
         rows: the data set.
         steps: optimizer steps.
 
@@ -134,7 +148,7 @@ def run_ours(stage: str, model: str, rows: list, steps: int) -> dict[str, float]
     from moaa_ray.train.sft import train_sft
 
     sft = stage == "sft"
-    batch, micro = (SFT_BATCH, SFT_MICRO) if sft else (DPO_BATCH, DPO_MICRO)
+    batch, micro = setup.sft_batch if sft else setup.dpo_batch
     section = {
         "model": "m",
         "learning_rate": LEARNING_RATE,
@@ -147,6 +161,7 @@ def run_ours(stage: str, model: str, rows: list, steps: int) -> dict[str, float]
         "max_grad_norm": MAX_GRAD_NORM,
         "num_workers": [1, 1],
         "cpus_per_worker": THREADS,
+        "gpus_per_worker": int(setup.gpu),
         "checkpoint_every_steps": steps + 1,
         "max_failures": 0,  # a restarted run would mix two runs' timings
         "seed": SEED,
@@ -159,7 +174,7 @@ def run_ours(stage: str, model: str, rows: list, steps: int) -> dict[str, float]
         table = [{"row_id": str(i), "messages": r} for i, r in enumerate(rows)] if sft else rows
         pq.write_table(pa.Table.from_pylist(table), data / "part-00000.parquet")
         config = MoaaConfig.model_validate(
-            {"run_dir": run_dir, "models": {"m": {"path": model}}, stage: section}
+            {"run_dir": run_dir, "models": {"m": {"path": setup.model}}, stage: section}
         )
         called = time.time()
         (train_sft if sft else train_dpo)(config, run_dir)
@@ -167,7 +182,7 @@ def run_ours(stage: str, model: str, rows: list, steps: int) -> dict[str, float]
         events.Reload()
         ends = [e.wall_time for e in events.Scalars(f"{stage}/step")]
         first_rate = events.Scalars(f"{stage}/tokens_per_s")[0].value
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(setup.model))
     if sft:
         lengths = [len(encode_conversation(tokenizer, r, MAX_SEQ_LEN).input_ids) for r in rows]
     else:
@@ -185,8 +200,10 @@ def run_ours(stage: str, model: str, rows: list, steps: int) -> dict[str, float]
     }
 
 
-def run_torch_loop(model: str, conversations: list[Messages], steps: int) -> dict[str, float]:
+def run_torch_loop(setup: Setup, conversations: list[Messages], steps: int) -> dict[str, float]:
     """SFT as a plain single-process torch loop over the rows ours takes in each step.
+
+    On a GPU, fp32 weights and AdamW under bf16 autocast: mixed precision as TRL trains it.
 
     Returns:
         ``tokens_per_s`` (steady state), ``step_ms`` (median steady-state step), ``parameters``.
@@ -201,24 +218,32 @@ def run_torch_loop(model: str, conversations: list[Messages], steps: int) -> dic
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(SEED)
-    path = resolve_model_path(model)
+    torch.backends.cuda.enable_cudnn_sdp(setup.cudnn_attention)
+    device = "cuda" if setup.gpu else "cpu"
+    path = resolve_model_path(setup.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    network = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    network = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=LEARNING_RATE, fused=True)
+    autocast = torch.autocast("cuda", torch.bfloat16, enabled=setup.gpu)
     examples = [encode_conversation(tokenizer, c, MAX_SEQ_LEN) for c in conversations]
     lengths = [len(e.input_ids) for e in examples]
+    batch, micro = setup.sft_batch
     tokens, seconds = [], []
-    for rows in plan_batches(len(examples), SFT_BATCH, 1, SEED, steps):
+    for rows in plan_batches(len(examples), batch, 1, SEED, steps):
         started = time.perf_counter()
         batches = [
-            collate([examples[i] for i in micro], tokenizer.pad_token_id, packed=False)
-            for micro in split_step(rows, lengths, 1, SFT_BATCH // SFT_MICRO)[0]
+            collate([examples[i] for i in part], tokenizer.pad_token_id, packed=False)
+            for part in split_step(rows, lengths, 1, batch // micro)[0]
         ]
         targets = sum(int((b.targets != IGNORE_INDEX).sum()) for b in batches)
-        for batch in batches:
-            logits = network(**batch.inputs, use_cache=False).logits
+        for micro_batch in batches:
+            inputs = {k: v.to(device) for k, v in micro_batch.inputs.items()}
+            with autocast:
+                logits = network(**inputs, use_cache=False).logits
             loss = torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1).float(), batch.targets.flatten(), reduction="sum"
+                logits.flatten(0, 1).float(),
+                micro_batch.targets.to(device).flatten(),
+                reduction="sum",
             )
             (loss / targets).backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), MAX_GRAD_NORM)
@@ -234,8 +259,10 @@ def run_torch_loop(model: str, conversations: list[Messages], steps: int) -> dic
     }
 
 
-def run_trl(model: str, pairs: list[dict[str, Messages]], steps: int) -> dict[str, float]:
-    """DPO with TRL's ``DPOTrainer`` on CPU: no evaluation, no saving, no report.
+def run_trl(setup: Setup, pairs: list[dict[str, Messages]], steps: int) -> dict[str, float]:
+    """DPO with TRL's ``DPOTrainer``: no evaluation, no saving, no report.
+
+    On a GPU, bf16 mixed precision; each step's end waits for the GPU, so the clock times the step.
 
     Returns:
         ``tokens_per_s`` (steady state) and ``startup_s`` (models, data, trainer until step 1).
@@ -248,7 +275,9 @@ def run_trl(model: str, pairs: list[dict[str, Messages]], steps: int) -> dict[st
     from moaa_ray.tiny_models import resolve_model_path
 
     torch.set_num_threads(THREADS)
-    path = resolve_model_path(model)
+    torch.backends.cuda.enable_cudnn_sdp(setup.cudnn_attention)
+    path = resolve_model_path(setup.model)
+    batch, micro = setup.dpo_batch
     counted = [0]  # policy input tokens so far
     marks: list[tuple[float, int]] = []  # (time, tokens) when step 1 begins and each step ends
 
@@ -258,6 +287,8 @@ def run_trl(model: str, pairs: list[dict[str, Messages]], steps: int) -> dict[st
                 marks.append((time.perf_counter(), counted[0]))
 
         def on_step_end(self, args, state, control, **kwargs):
+            if setup.gpu:
+                torch.cuda.synchronize()
             marks.append((time.perf_counter(), counted[0]))
 
     def count(module: Any, args: tuple, kwargs: dict) -> None:
@@ -269,8 +300,8 @@ def run_trl(model: str, pairs: list[dict[str, Messages]], steps: int) -> dict[st
             model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
             args=DPOConfig(
                 output_dir=output_dir,
-                per_device_train_batch_size=DPO_MICRO,
-                gradient_accumulation_steps=DPO_BATCH // DPO_MICRO,
+                per_device_train_batch_size=micro,
+                gradient_accumulation_steps=batch // micro,
                 learning_rate=LEARNING_RATE,
                 lr_scheduler_type="constant",
                 max_grad_norm=MAX_GRAD_NORM,
@@ -279,8 +310,8 @@ def run_trl(model: str, pairs: list[dict[str, Messages]], steps: int) -> dict[st
                 max_length=MAX_SEQ_LEN,
                 precompute_ref_log_probs=False,
                 gradient_checkpointing=False,
-                bf16=False,
-                use_cpu=True,
+                bf16=setup.gpu,
+                use_cpu=not setup.gpu,
                 eval_strategy="no",
                 save_strategy="no",
                 report_to="none",
@@ -313,6 +344,18 @@ def measure(quick: bool) -> dict[str, float | int | str]:
         Flat figures; ``bench_``/``tiny_`` prefixes name the model, and the two unprefixed ratios
         are the bench model's.
     """
+    figures = compare(SETUPS, quick)
+    figures["sft_tokens_per_s_ratio_vs_torch"] = figures["bench_sft_tokens_per_s_ratio_vs_torch"]
+    figures["dpo_tokens_per_s_ratio_vs_trl"] = figures["bench_dpo_tokens_per_s_ratio_vs_trl"]
+    return figures
+
+
+def compare(setups: dict[str, Setup], quick: bool, gpus: int = 0) -> dict[str, float | int | str]:
+    """Both comparisons for each setup, in a local Ray cluster of this machine's cores (and GPUs).
+
+    Returns:
+        Flat figures, each named with its setup's key as prefix.
+    """
     import ray
 
     # Ray Train's placement-group cleaner asks the State API of the cluster that
@@ -324,42 +367,48 @@ def measure(quick: bool) -> dict[str, float | int | str]:
     # busy machine from slowing one side only.
     os.environ["RAY_worker_niceness"] = "0"
     figures: dict[str, float | int | str] = {"torch_threads": THREADS, "warmup_steps": WARMUP_STEPS}
-    ray.init(address="local", num_cpus=THREADS, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=THREADS,
+        num_gpus=gpus,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     # The trainers' progress lines and TRL's logs go to stderr: stdout is for the figures.
     with contextlib.redirect_stdout(sys.stderr):
-        for size, model in MODELS.items():
-            steps = STEPS[size][0 if quick else 1]
+        for name, setup in setups.items():
+            steps = setup.steps[0 if quick else 1]
             if steps is None:
                 continue
-            conversations = make_conversations(SFT_BATCH * steps, SEED)
-            pairs = make_pairs(DPO_BATCH * steps, SEED)
-            sft = run_ours("sft", model, conversations, steps)
-            loop = run_torch_loop(model, conversations, steps)
-            dpo = run_ours("dpo", model, pairs, steps)
-            trl = run_trl(model, pairs, steps)
+            conversations = make_conversations(setup.sft_batch[0] * steps, SEED)
+            pairs = make_pairs(setup.dpo_batch[0] * steps, SEED)
+            sft = run_ours("sft", setup, conversations, steps)
+            loop = run_torch_loop(setup, conversations, steps)
+            dpo = run_ours("dpo", setup, pairs, steps)
+            trl = run_trl(setup, pairs, steps)
             figures |= {
-                f"{size}_model": model,
-                f"{size}_parameters": loop["parameters"],
-                f"{size}_steps_measured": steps - WARMUP_STEPS,
-                f"{size}_torch_loop_step_ms": round(loop["step_ms"], 1),
-                f"{size}_sft_tokens_per_s_ours": round(sft["tokens_per_s"]),
-                f"{size}_sft_tokens_per_s_torch": round(loop["tokens_per_s"]),
-                f"{size}_sft_tokens_per_s_ratio_vs_torch": round(
+                f"{name}_model": setup.model,
+                f"{name}_parameters": loop["parameters"],
+                f"{name}_steps_measured": steps - WARMUP_STEPS,
+                f"{name}_sft_rows_per_step": setup.sft_batch[0],
+                f"{name}_dpo_pairs_per_step": setup.dpo_batch[0],
+                f"{name}_torch_loop_step_ms": round(loop["step_ms"], 1),
+                f"{name}_sft_tokens_per_s_ours": round(sft["tokens_per_s"]),
+                f"{name}_sft_tokens_per_s_torch": round(loop["tokens_per_s"]),
+                f"{name}_sft_tokens_per_s_ratio_vs_torch": round(
                     sft["tokens_per_s"] / loop["tokens_per_s"], 2
                 ),
-                f"{size}_dpo_tokens_per_s_ours": round(dpo["tokens_per_s"]),
-                f"{size}_dpo_tokens_per_s_trl": round(trl["tokens_per_s"]),
-                f"{size}_dpo_tokens_per_s_ratio_vs_trl": round(
+                f"{name}_dpo_tokens_per_s_ours": round(dpo["tokens_per_s"]),
+                f"{name}_dpo_tokens_per_s_trl": round(trl["tokens_per_s"]),
+                f"{name}_dpo_tokens_per_s_ratio_vs_trl": round(
                     dpo["tokens_per_s"] / trl["tokens_per_s"], 2
                 ),
-                f"{size}_sft_startup_s_ours": round(sft["startup_s"], 1),
-                f"{size}_dpo_startup_s_ours": round(dpo["startup_s"], 1),
-                f"{size}_dpo_startup_s_trl": round(trl["startup_s"], 1),
+                f"{name}_sft_startup_s_ours": round(sft["startup_s"], 1),
+                f"{name}_dpo_startup_s_ours": round(dpo["startup_s"], 1),
+                f"{name}_dpo_startup_s_trl": round(trl["startup_s"], 1),
             }
     ray.shutdown()
     shutil.rmtree(ray_dir, ignore_errors=True)
-    figures["sft_tokens_per_s_ratio_vs_torch"] = figures["bench_sft_tokens_per_s_ratio_vs_torch"]
-    figures["dpo_tokens_per_s_ratio_vs_trl"] = figures["bench_dpo_tokens_per_s_ratio_vs_trl"]
     return figures
 
 
@@ -371,9 +420,9 @@ def plot(figures: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [
-        (size, stage, base)
-        for size in MODELS
-        if f"{size}_model" in figures  # the tiny model runs in the full run only
+        (key.removesuffix("_model"), stage, base)
+        for key in figures
+        if key.endswith("_model")  # one per setup that ran: the tiny model's in the full run only
         for stage, base in (("sft", "torch"), ("dpo", "trl"))
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.5))
@@ -385,7 +434,8 @@ def plot(figures: dict, path: Path) -> None:
             [n.replace("_", " ") for n in names], [figures[key + n] for n in names], color=colors
         )
         ratio = figures[f"{key}ratio_vs_{base}"]
-        ax.set_title(f"{stage.upper()}, {figures[f'{size}_model']}\nratio {ratio}", fontsize=9)
+        model = Path(figures[f"{size}_model"]).name
+        ax.set_title(f"{stage.upper()}, {model}\nratio {ratio}", fontsize=9)
     axes[0].set_ylabel("tokens/s (steady state)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

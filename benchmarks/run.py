@@ -28,6 +28,7 @@ BENCHMARKS = [
     "training",
     "pool_vs_serve",
     "serve_concurrency",
+    "gpu",
 ]
 GOALS: dict[str, dict[str, tuple[str, float]]] = {
     "toy_addition": {
@@ -52,11 +53,16 @@ GOALS: dict[str, dict[str, tuple[str, float]]] = {
         "dpo_tokens_per_s_ratio_vs_trl": (">=", 0.9),
     },
     "serve_concurrency": {"concurrent_over_single": ("<=", 2.0)},
+    "gpu": {
+        "gpu_sft_tokens_per_s_ratio_vs_torch": (">=", 0.9),
+        "gpu_dpo_tokens_per_s_ratio_vs_trl": (">=", 0.9),
+    },
 }
 COMPARE = {"<=": operator.le, "<": operator.lt, ">=": operator.ge}
 # Left out of a plain --quick run (name one with --only to run it quick): the toy task trains its
 # models end to end and takes about 6 minutes however small, so --quick keeps under 10 minutes.
 FULL_RUN_ONLY = ["toy_addition"]
+GPU_ONLY = ["gpu"]  # left out where torch sees no CUDA GPU
 
 
 def module(name: str):
@@ -80,6 +86,23 @@ def run_one(name: str, quick: bool) -> dict:
     (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
     module(name).plot(figures, RESULTS / f"{name}.png")
     return figures
+
+
+def default_benchmarks(quick: bool, gpu: bool) -> list[str]:
+    """What a run without ``--only`` measures: quick runs leave out the slow ones, and a machine
+    without a GPU the GPU ones."""
+    return [
+        name
+        for name in BENCHMARKS
+        if not (quick and name in FULL_RUN_ONLY) and (gpu or name not in GPU_ONLY)
+    ]
+
+
+def has_gpu() -> bool:
+    """Whether torch sees a CUDA GPU here."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def goal_lines(name: str, figures: dict) -> list[str]:
@@ -108,7 +131,7 @@ def main() -> None:
         print(json.dumps(module(args.child).measure(args.quick)))
         return
     report = []
-    names = args.only or [n for n in BENCHMARKS if not (args.quick and n in FULL_RUN_ONLY)]
+    names = args.only or default_benchmarks(args.quick, has_gpu())
     started = time.monotonic()
     for name in names:
         print(f"== {name}", flush=True)

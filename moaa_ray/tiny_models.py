@@ -163,7 +163,7 @@ def resolve_model_path(model_path: str, cache_dir: Path | None = None) -> str:
         from moaa_ray.engines.pairrm import build_tiny_checkpoint
 
         return str(_build_once(root / name, lambda tmp: build_tiny_checkpoint(tmp, 64, 2, seed=9)))
-    return str(_build_once(root / name, lambda tmp: _build_model(TINY_MODELS[name], tmp)))
+    return str(_build_once(root / name, lambda tmp: build_model(TINY_MODELS[name], tmp)))
 
 
 def _build_once(target: Path, build) -> Path:
@@ -234,7 +234,8 @@ def build_tokenizer(directory: Path, chat_format: str = "chatml"):
     return tokenizer
 
 
-def _build_model(spec: TinySpec, directory: Path) -> None:
+def build_model(spec: TinySpec, directory: Path) -> None:
+    """Write a random-init model of ``spec`` and its tokenizer to ``directory``."""
     import torch
     from transformers import (
         AutoModelForCausalLM,

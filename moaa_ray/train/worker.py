@@ -161,7 +161,11 @@ def build_deepspeed_engine(
         max_grad_norm=cfg.max_grad_norm,
         gpu=gpu,
     )
-    if not gpu:
+    if gpu:
+        # cuDNN's attention builds an execution plan for every new sequence length, milliseconds of
+        # host time per layer and call; batches of varied lengths then wait on the host.
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    else:
         # DeepSpeed's CPU comm backend JIT-builds a shared-memory all-reduce op when it starts
         # (~75 s on 2 cores, raced by every worker); gloo collectives are enough on CPU.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
@@ -192,10 +196,17 @@ def build_deepspeed_engine(
     return engine
 
 
-def all_reduce_sums(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Sum each value over all workers (every worker passes the same keys)."""
+def all_reduce_sums(
+    values: dict[str, float | torch.Tensor], device: torch.device
+) -> dict[str, float]:
+    """Sum each value over all workers (every worker passes the same keys).
+
+    Values may be scalar tensors on ``device``: they are read back once, together, not one by one.
+    """
     keys = sorted(values)
-    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    tensor = torch.stack(
+        [torch.as_tensor(values[k], dtype=torch.float64, device=device) for k in keys]
+    )
     dist.all_reduce(tensor)
     return dict(zip(keys, tensor.tolist(), strict=True))
 
@@ -214,13 +225,16 @@ def run_step(engine: Any, objective: Objective, micro_batches: list[list[int]]) 
         local.update(objective.counts(batch))
     totals = all_reduce_sums(dict(local), engine.device)
     world_size = dist.get_world_size()
-    sums: Counter[str] = Counter()
+    # Metrics stay on the device until the step ends: reading one back waits for the GPU, which
+    # would stop the host from queueing the next micro-batch's work while this one runs.
+    sums: dict[str, float | torch.Tensor] = {}
     for batch in batches:
         loss, metrics = objective.loss(engine, batch, totals)
         engine.backward(loss * world_size, scale_wrt_gas=False)
         engine.step()
-        sums.update({k: float(v) for k, v in metrics.items()})
-    result = all_reduce_sums(dict(sums), engine.device)
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + value
+    result = all_reduce_sums(sums, engine.device)
     result["tokens_per_s"] = totals["tokens"] / (time.perf_counter() - started)
     grad_norm = engine.get_global_grad_norm()  # before clipping; None where DeepSpeed skips it
     if grad_norm is not None:

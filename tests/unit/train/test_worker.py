@@ -94,3 +94,11 @@ def test_rmsprop_steps_through_deepspeed_on_cpu_as_plain_torch_does(
 def test_unknown_optimizer_is_an_error():
     with pytest.raises(ValueError, match="sgd"):
         worker.build_optimizer([torch.nn.Parameter(torch.zeros(1))], "sgd", 0.1, 0.0)
+
+
+def test_step_metrics_are_summed_from_device_tensors_and_numbers_alike(process_group):
+    """run_step keeps each micro-batch's metrics as tensors and reads them back once per step."""
+    sums = worker.all_reduce_sums(
+        {"loss": torch.tensor(1.25) + torch.tensor(0.5), "tokens": 7}, torch.device("cpu")
+    )
+    assert sums == {"loss": 1.75, "tokens": 7.0}
