@@ -1,9 +1,9 @@
 """GPU figures: the hf engine's generation and Ray Train + DeepSpeed training on one GPU.
 
 Runs where CUDA is (``benchmarks/run.py`` leaves it out elsewhere), on a random-init
-Llama-architecture model of about 0.5B parameters (hidden 2048, 12 layers, grouped-query attention
-with 4 key/value heads), built offline like the tiny models, with the tiny models' 512-token
-vocabulary. Random weights generate random text, which costs what real text costs per token.
+Llama-architecture model of 417M parameters (hidden 2048, 12 layers, grouped-query attention with 4
+key/value heads), built offline like the tiny models, with the tiny models' 512-token vocabulary.
+Random weights generate random text, which costs what real text costs per token.
 
 * Generation: ``HFEngine.chat`` (the ``hf`` engine a pool replica runs) in bf16 on batches of
   ``GENERATION_BATCHES`` one-turn conversations, ``NEW_TOKENS`` new tokens at most, temperature 1.
@@ -12,7 +12,8 @@ vocabulary. Random weights generate random text, which costs what real text cost
 * Training: ``bench_training.compare`` on one GPU. Ours is ``train_sft``/``train_dpo`` (a Ray Train
   worker with one GPU, DeepSpeed bf16, ZeRO-2 config on one worker as the default); the torch loop
   and TRL's ``DPOTrainer`` train fp32 weights under bf16 autocast. Larger batches than on CPU so
-  a step is GPU work, not launch overhead: ``SETUP``.
+  a step is GPU work, not launch overhead: ``SETUP``. The baselines use our trainer's attention
+  kernels (cuDNN's off) for the goal ratios, then run again with PyTorch's default (cuDNN's).
 
 Run as ``.venv/bin/python benchmarks/run.py --only gpu``.
 """
