@@ -236,14 +236,11 @@ def run_torch_loop(setup: Setup, conversations: list[Messages], steps: int) -> d
             for part in split_step(rows, lengths, 1, batch // micro)[0]
         ]
         targets = sum(int((b.targets != IGNORE_INDEX).sum()) for b in batches)
-        for micro_batch in batches:
-            inputs = {k: v.to(device) for k, v in micro_batch.inputs.items()}
+        for micro_batch in (b.to(device) for b in batches):
             with autocast:
-                logits = network(**inputs, use_cache=False).logits
+                logits = network(**micro_batch.inputs, use_cache=False).logits
             loss = torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1).float(),
-                micro_batch.targets.to(device).flatten(),
-                reduction="sum",
+                logits.flatten(0, 1).float(), micro_batch.targets.flatten(), reduction="sum"
             )
             (loss / targets).backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), MAX_GRAD_NORM)
