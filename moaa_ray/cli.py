@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the config, run the stage and print its summary table.
 
     Returns:
-        0 when every row was written; 3 when rows failed (rerun to retry them); 4 when there was
-        work and nothing was written; 2 for usage errors; 1 when the stage failed.
+        0 when every row was written; 3 when rows failed (rerun to retry them); 4 when the stage
+        kept nothing usable (no SFT row, DPO pair or scored question); 2 for usage errors; 1 when
+        the stage failed.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ALIASES:

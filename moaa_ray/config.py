@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from moaa_ray.callables import check_callable_spec
+from moaa_ray.real_models import REAL_PREFIX, check_real_model
 from moaa_ray.tiny_models import KNOWN_MODELS, TINY_PREFIX
 
 
@@ -95,6 +96,11 @@ class SimulatedConfig(_Section):
     seed: int = Field(0, description="varies the deterministic answers")
 
 
+# Conversations a replica's engine works on at once, where 16 would leave it half empty: hf batches
+# 64 about as fast per step as 16, and vLLM keeps up to 256 sequences in its running batch.
+ENGINE_BATCH_SIZES = {"hf": 64, "vllm": 256}
+
+
 class ModelConfig(_Section):
     """One model and the Ray actor pool that serves it."""
 
@@ -127,7 +133,11 @@ class ModelConfig(_Section):
         json_schema_extra=OPERATIONAL,
     )
     max_batch_size: int = Field(
-        16, ge=1, description="conversations per engine call", json_schema_extra=OPERATIONAL
+        16,
+        ge=1,
+        description="conversations a replica's engine works on at once: merged into one batch (hf, "
+        "reward models), or running in its continuous batch (vllm); unset: 64 for hf, 256 for vllm",
+        json_schema_extra=OPERATIONAL,
     )
     trust_remote_code: bool = Field(False, description="run code shipped with the model")
     max_model_len: int | None = Field(
@@ -182,6 +192,16 @@ class ModelConfig(_Section):
         SimulatedConfig(), description="settings of the simulated engine"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_batch_size(cls, data: Any) -> Any:
+        """An unset ``max_batch_size`` is the engine's: what keeps its batches full."""
+        if isinstance(data, dict) and "max_batch_size" not in data:
+            size = ENGINE_BATCH_SIZES.get(data.get("engine", "hf"))
+            if size is not None:
+                return {**data, "max_batch_size": size}
+        return data
+
     @field_validator("num_replicas")
     @classmethod
     def _min_max(cls, value: list[int]) -> list[int]:
@@ -200,8 +220,11 @@ class ModelConfig(_Section):
 
 
 def _check_model_path(path: str) -> None:
-    """Raise ValueError when ``path`` names an unknown tiny model or a missing local directory."""
-    if path.startswith(TINY_PREFIX):
+    """Raise ValueError when ``path`` names an unknown tiny or real model, a real model whose
+    packages are missing, or a missing local directory."""
+    if path.startswith(REAL_PREFIX):
+        check_real_model(path)
+    elif path.startswith(TINY_PREFIX):
         if path[len(TINY_PREFIX) :] not in KNOWN_MODELS:
             raise ValueError(f"no tiny model {path!r}; known: {sorted(KNOWN_MODELS)}")
     elif path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():

@@ -5,8 +5,9 @@ Sections that are absent are skipped: without ``sft`` the rounds start from ``pr
 reads its ``data_path``.
 
 Every stage resumes on its own (finished rows, checkpoints and models are kept), so rerunning the same
-command continues where a stopped run left off. A stage that did not finish every row stops the run
-there (its status says why), so no later stage trains or evaluates on incomplete data. Round ``r`` of sample/judge/DPO lives in
+command continues where a stopped run left off. A stage that did not finish every row, or kept
+nothing usable (no SFT row, no DPO pair), stops the run there (its status says why), so no later
+stage trains or evaluates on incomplete or empty data. Round ``r`` of sample/judge/DPO lives in
 ``<run_dir>/round-<r>/``; its policy is the previous round's model (round 1: the SFT model), and it
 reads the r-th slice of the preference prompts (Snorkel / SPPO-style iterative DPO). With
 ``evaluate.every_round`` the starting model (``base/evaluate/``), the SFT model
@@ -129,7 +130,10 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
                 timed("evaluate", evaluate, evaluated, root)
         except StageIncomplete as stop:
             status = stages[str(stop)]["status"]
-            logger.error("stopped after %s (%s): rerun the same command to retry", stop, status)
+            why = "rerun the same command to retry"
+            if status == "empty":  # a rerun keeps nothing either, unless rows failed
+                why = f"{stages[str(stop)].get('warning')}; nothing to go on with"
+            logger.error("stopped after %s (%s): %s", stop, status, why)
         else:
             status = "done"
         models = model_progress(config, stages)

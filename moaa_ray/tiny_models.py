@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -137,15 +138,20 @@ def is_tiny(model_path: str) -> bool:
 
 
 def resolve_model_path(model_path: str, cache_dir: Path | None = None) -> str:
-    """Return a loadable path: tiny models are built (once) and their directory returned.
+    """Return a loadable path: tiny and real models are built (once) and their directory returned.
 
     Args:
-        model_path: ``tiny:<name>``, a local directory, or a hub name.
-        cache_dir: where tiny models live; defaults to :func:`default_cache_dir`.
+        model_path: ``tiny:<name>``, ``real:<name>`` (:mod:`moaa_ray.real_models`), a local
+            directory, or a hub name.
+        cache_dir: where built models live; defaults to :func:`default_cache_dir`.
 
     Returns:
-        The local directory of a tiny model, or ``model_path`` unchanged.
+        The local directory of a tiny or real model, or ``model_path`` unchanged.
     """
+    from moaa_ray import real_models  # here, not at the top: it builds on this module
+
+    if model_path.startswith(real_models.REAL_PREFIX):
+        return real_models.resolve_real_model(model_path, cache_dir or default_cache_dir())
     if not is_tiny(model_path):
         return model_path
     name = model_path[len(TINY_PREFIX) :]
@@ -156,18 +162,26 @@ def resolve_model_path(model_path: str, cache_dir: Path | None = None) -> str:
         from moaa_ray.tasks.addition_models import build_task_model, build_trunk, recipe_digest
 
         # Named by their training recipe, so a changed recipe never reuses an older build.
-        trunk = _build_once(root / f"{ADDITION_TRUNK}-{recipe_digest(ADDITION_TRUNK)}", build_trunk)
+        trunk = build_once(root / f"{ADDITION_TRUNK}-{recipe_digest(ADDITION_TRUNK)}", build_trunk)
         target = root / f"{name}-{recipe_digest(name)}"
-        return str(_build_once(target, lambda tmp: build_task_model(name, trunk, tmp)))
+        return str(build_once(target, lambda tmp: build_task_model(name, trunk, tmp)))
     if name in PAIRWISE_RANKERS:
         from moaa_ray.engines.pairrm import build_tiny_checkpoint
 
-        return str(_build_once(root / name, lambda tmp: build_tiny_checkpoint(tmp, 64, 2, seed=9)))
-    return str(_build_once(root / name, lambda tmp: build_model(TINY_MODELS[name], tmp)))
+        return str(build_once(root / name, lambda tmp: build_tiny_checkpoint(tmp, 64, 2, seed=9)))
+    return str(build_once(root / name, lambda tmp: build_model(TINY_MODELS[name], tmp)))
 
 
-def _build_once(target: Path, build) -> Path:
-    """Build ``target`` unless it exists; other processes wait on a lock instead of building it too."""
+def build_once(target: Path, build: Callable[[Path], object]) -> Path:
+    """Build ``target`` unless it exists; other processes wait on a lock instead of building it too.
+
+    Args:
+        target: the directory to make; it counts as built once it holds ``config.json``.
+        build: writes the model into the (temporary) directory it is given, renamed to ``target``.
+
+    Returns:
+        ``target``.
+    """
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,12 @@ def answer_of(text: str, finish_reason: str | None) -> Answer:
 
 
 class Engine(Protocol):
-    """A chat model. Each backend applies the model's own chat template."""
+    """A chat model. Each backend applies the model's own chat template.
+
+    A backend whose methods are coroutines (``vllm``) takes many calls at once and batches them
+    itself; one with ``batches_items = True`` (``hf``) has its waiting calls merged into one
+    (:mod:`moaa_ray.engines.replica`).
+    """
 
     def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Answer]]:
         """Return ``params.n`` answers for each conversation, in order."""
@@ -53,6 +58,12 @@ class Engine(Protocol):
     ) -> list[list[float]]:
         """Log-probability of each choice's first token right after ``prefix`` in the assistant turn."""
         ...
+
+
+def merges_calls(engine: object) -> bool:
+    """Whether an engine runs a call's items as one batch, at about the cost of one item per step
+    (``hf``, reward models, rankers): calls waiting on its replica are then merged into one."""
+    return bool(getattr(engine, "batches_items", False))
 
 
 def build_engine(config: ModelConfig) -> Engine:
@@ -67,9 +78,9 @@ def build_engine(config: ModelConfig) -> Engine:
 
         return HFEngine(config)
     if config.engine == "vllm":
-        from moaa_ray.engines.vllm_offline import VLLMEngine
+        from moaa_ray.engines.vllm_async import VLLMEngine
 
-        return VLLMEngine(config)
+        return VLLMEngine(config)  # type: ignore[return-value]  # async methods (see Engine)
     if config.engine == "hf_reward":
         from moaa_ray.engines.hf_reward import HFRewardEngine
 

@@ -35,6 +35,8 @@ def accepts_system(tokenizer: Any, name: str) -> bool:
 class HFEngine:
     """A causal LM loaded with transformers; left-padded batches, the model's chat template."""
 
+    batches_items = True  # waiting calls are merged into one batch (engines/replica.py)
+
     def __init__(self, config: ModelConfig):
         path = resolve_model_path(config.path)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -131,6 +131,8 @@ class PairRMEngine:
         ValueError: the tokenizer's marker tokens are not the ids the checkpoint was trained with.
     """
 
+    batches_items = True  # waiting calls are merged into one batch (engines/replica.py)
+
     def __init__(self, config: ModelConfig):
         kwargs = dict(config.engine_kwargs)
         self.source_max_length = int(kwargs.pop("source_max_length", SOURCE_MAX_LENGTH))

@@ -39,7 +39,8 @@ from moaa_ray.config import ModelConfig
 from moaa_ray.core.context import Prompt
 from moaa_ray.engines.base import Conversation, SamplingParams
 from moaa_ray.engines.context import context_window
-from moaa_ray.redact import register_secrets, scrub
+from moaa_ray.engines.replica import EngineError, EngineTimeout, Replica, ReplicaRestarting
+from moaa_ray.redact import register_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -58,34 +59,24 @@ class EngineFailure(RuntimeError):
     """A model's pool cannot serve: it failed to load, or no replica was usable for too long."""
 
 
-class EngineTimeout(RuntimeError):
-    """An engine call ran past ``request_timeout_s`` on its replica."""
-
-
-class EngineError(RuntimeError):
-    """An engine call raised; the message names the original exception."""
-
-
-class ReplicaRestarting(RuntimeError):
-    """The replica is about to restart; the call was not tried (no fault of its items)."""
-
-
 @ray.remote
 class EngineActor:
-    """Holds one engine (one model replica) and answers batched calls one at a time."""
+    """Holds one engine (one model replica) and answers the calls the pool keeps in flight on it:
+    merged into large batches, or added to a running batch, as :mod:`moaa_ray.engines.replica`
+    says."""
 
     def __init__(self, name: str, config: ModelConfig, replica: int = 0):
-        from moaa_ray.engines.base import build_engine
+        from moaa_ray.engines.base import build_engine, merges_calls
 
         self.name = name
         self.replica = replica
         self.engine_name = config.engine
         self.path = config.path
-        self.timeout_s = config.request_timeout_s
+        self.config = config
         register_secrets(config.model_dump(mode="json"))  # so this process's errors mask them
         self.engine = build_engine(config)
-        self.broken = False
-        self.totals = {"calls": 0, "items": 0, "busy_s": 0.0}  # finished calls, for stats()
+        self.merge = merges_calls(self.engine)
+        self.scheduler: Replica | None = None
 
     def __repr__(self) -> str:
         """What the dashboard shows for this actor (and in its task names)."""
@@ -96,45 +87,45 @@ class EngineActor:
         return self.name
 
     async def stats(self) -> dict[str, float]:
-        """Calls and items finished by this replica, and the seconds its engine spent on them."""
-        return dict(self.totals)
+        """Engine calls and items finished by this replica, and the seconds its engine spent on
+        them (summed over calls, so concurrent calls count their overlap more than once)."""
+        usage = self._replica().usage
+        return {"calls": usage.calls, "items": usage.items, "busy_s": usage.busy_s}
 
     async def call(self, method: str, items: list, *args: Any) -> list:
         """Run an engine method; the timeout starts when the call gets the engine, not when queued."""
-        from moaa_ray.metrics import engine_metrics
+        try:
+            return await self._replica().run(method, items, *args)
+        except ReplicaRestarting as exc:
+            raise ReplicaRestarting(f"{self.name}: {exc}") from None
+        except (EngineTimeout, EngineError) as exc:
+            raise type(exc)(f"{self.name}: {exc}") from None
 
-        if not hasattr(self, "lock"):
-            self.lock = asyncio.Lock()  # bound to the actor's event loop, so created in it
-        counters, tags = engine_metrics(), {"model": self.name}
-        async with self.lock:
-            if self.broken:
-                raise ReplicaRestarting(f"{self.name}: replica restarts after a timed-out call")
-            started = time.monotonic()
-            work = asyncio.to_thread(getattr(self.engine, method), items, *args)
-            try:
-                out = await asyncio.wait_for(work, self.timeout_s)
-            except asyncio.TimeoutError:
-                counters["failures"].inc(tags=tags)
-                self.broken = True
-                # The engine's thread cannot be stopped: exit, and Ray restarts a fresh replica.
+    def _replica(self) -> Replica:
+        """The call scheduler, made on first use: it belongs to the actor's event loop."""
+        if self.scheduler is None:
+            from moaa_ray.metrics import engine_metrics
+
+            counters, tags = engine_metrics(), {"model": self.name}
+
+            def done(items: int, seconds: float) -> None:
+                counters["items"].inc(items, tags=tags)
+                counters["seconds"].inc(seconds, tags=tags)
+                counters["items_per_s"].set(items / max(seconds, 1e-9), tags=tags)
+
+            def hang() -> None:  # the engine's thread cannot be stopped: Ray restarts a fresh one
                 asyncio.get_running_loop().call_later(1.0, os._exit, 1)
-                raise EngineTimeout(
-                    f"{self.name}: no answer within request_timeout_s={self.timeout_s:g}; "
-                    "restarting the replica"
-                ) from None
-            except Exception as exc:
-                counters["failures"].inc(tags=tags)
-                # Re-raised as a plain error: a client library's exception (e.g. openai's
-                # APIStatusError) may not unpickle on the caller, which would hide the reason.
-                raise EngineError(scrub(f"{type(exc).__name__}: {exc}")) from None
-        seconds = time.monotonic() - started
-        self.totals["calls"] += 1
-        self.totals["items"] += len(items)
-        self.totals["busy_s"] += seconds
-        counters["items"].inc(len(items), tags=tags)
-        counters["seconds"].inc(seconds, tags=tags)
-        counters["items_per_s"].set(len(items) / max(seconds, 1e-9), tags=tags)
-        return out
+
+            self.scheduler = Replica(
+                self.engine,
+                capacity=self.config.max_batch_size,
+                timeout_s=self.config.request_timeout_s,
+                on_hang=hang,
+                merge=self.merge,
+                on_done=done,
+                on_failure=lambda: counters["failures"].inc(tags=tags),
+            )
+        return self.scheduler
 
 
 @dataclass

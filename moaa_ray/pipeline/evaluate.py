@@ -29,13 +29,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from moaa_ray.callables import load_callable
-from moaa_ray.config import EvaluateConfig, InputConfig, JudgingConfig, MoaaConfig, SamplingConfig
+from moaa_ray.config import (
+    BenchmarkConfig,
+    EvaluateConfig,
+    InputConfig,
+    JudgingConfig,
+    MoaaConfig,
+    SamplingConfig,
+)
 from moaa_ray.core.mt_bench import needs_reference
 from moaa_ray.core.verification import Verifier
 from moaa_ray.core.winrates import load_instruction_difficulty
 from moaa_ray.engines.pools import PoolSet
 from moaa_ray.pipeline.evaluate_questions import _graded, _question_states, baseline_name
-from moaa_ray.pipeline.evaluate_results import benchmark_results, verified_results
+from moaa_ray.pipeline.evaluate_results import benchmark_results, is_scored, verified_results
 from moaa_ray.pipeline.evaluate_rows import _write_batch
 from moaa_ray.pipeline.evaluate_steps import (
     AlpacaEvalJudgeStep,
@@ -178,6 +185,12 @@ class EvaluationStage:
             )
             for bench in ev.benchmarks
         }
+        unscored = Counter(
+            _unscored_reason(ev, bench)
+            for bench in ev.benchmarks
+            for row in rows
+            if row["benchmark"] == bench.key() and not is_scored(row)
+        )
         accuracy = {b.key(): results[b.key()]["accuracy"] for b in ev.benchmarks if b.verified}
         shared = shared_judges(self.config)
         if shared:
@@ -196,7 +209,11 @@ class EvaluationStage:
         earlier = earlier_evaluations(self.stage.path.parent, evaluated_models(self.config))
         label = "final" if earlier else ev.model
         report = write_report(self.stage.path, [*earlier, (label, summary)])
-        return {**summary, "report": str(report)}
+        return {**summary, "report": str(report), "questions_unscored": dict(unscored)}
+
+    def unused(self, summary: dict) -> dict[str, int]:
+        """Questions written without a score, grade or verdict, by reason."""
+        return dict(summary["questions_unscored"])
 
 
 def shared_judges(config: MoaaConfig) -> list[str]:
@@ -216,6 +233,15 @@ def shared_judges(config: MoaaConfig) -> list[str]:
     if grader is not None and any(_graded(bench) for bench in ev.benchmarks):
         evaluators.append(grader)
     return sorted(labellers.intersection(evaluators))
+
+
+def _unscored_reason(ev: EvaluateConfig, bench: BenchmarkConfig) -> str:
+    """Why a question of ``bench`` has no result."""
+    if bench.verified:
+        return "the verifier could not check the answer"
+    if baseline_name(ev, bench) is None:
+        return "the grader gave no rating"
+    return "the judges abstained"
 
 
 def _grader(ev: EvaluateConfig) -> str | None:

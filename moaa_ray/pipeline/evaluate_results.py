@@ -39,6 +39,19 @@ def arena_battles(verdicts: list[dict], model: str, baseline: str) -> list[tuple
     ]
 
 
+def is_scored(row: dict) -> bool:
+    """Whether a written question has a result: a win score, the verifier's verdict or a grade.
+
+    A question without one (the judges abstained, the grader gave no rating, the verifier could
+    not check the answer) counts in no benchmark figure.
+    """
+    return (
+        row["score"] is not None
+        or row["correct"] is not None
+        or any(grade["score"] is not None for grade in row["grades"])
+    )
+
+
 def verified_results(rows: list[dict]) -> dict:
     """One verified benchmark's exact-match accuracy from its answered questions.
 

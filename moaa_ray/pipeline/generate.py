@@ -152,6 +152,10 @@ class GenerateStage:
             summary["verifier"] = moa_accuracy(written, load_callable(self.config.verifier))
         return summary
 
+    def unused(self, summary: dict) -> dict[str, int]:
+        """None: every row written is an SFT row (unusable ones are rejects)."""
+        return {}
+
 
 def _read_rows(step_dir: StageDir) -> list[dict]:
     table = step_dir.read()

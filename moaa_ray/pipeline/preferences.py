@@ -127,6 +127,10 @@ class PreferenceStage:
         (self.stage.path / "stats.json").write_text(json.dumps(stats, indent=2))
         return stats
 
+    def unused(self, summary: dict) -> dict[str, int]:
+        """Prompts dropped without a pair, by reason (an abstaining judge's: no valid judgments)."""
+        return dict(summary["prompts_dropped"])
+
 
 def _tournament(state: dict) -> dict:
     prompt = list(state["messages"])

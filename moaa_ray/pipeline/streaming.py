@@ -34,13 +34,21 @@ class StreamStep:
     pools: Sequence[Any] = ()  # ModelPool; sizes how many batches the step keeps in flight
 
 
-def batches_in_flight(pools: Sequence[Any]) -> int:
-    """Batches a step keeps in flight: four per replica of its pools (at least 2).
+def batches_in_flight(pools: Sequence[Any], batch_size: int) -> int:
+    """Batches a step keeps in flight: per replica of its pools, enough to hold twice what the
+    replica's engine works on at once (``max_batch_size`` conversations; at least 4 batches).
 
-    Every batch makes at least one call to each pool it uses, so this many keep every replica busy
-    with calls queued behind it while other batches are decoded, dispatched and collected.
+    Every batch makes at least one call to each pool it uses, so this many keep every engine full,
+    with the next calls waiting on it, while other batches are decoded, dispatched and collected: a
+    vLLM replica gets the sequences it batches continuously, an hf replica a full batch to merge.
     """
-    return max(2, sum(4 * p.config.num_replicas[1] for p in pools))
+    return max(
+        2,
+        sum(
+            p.config.num_replicas[1] * max(4, -(-2 * p.config.max_batch_size // batch_size))
+            for p in pools
+        ),
+    )
 
 
 class _StepActor:
@@ -70,7 +78,7 @@ def stream_states(
     num_blocks = max(1, min(-(-len(items) // batch_size), 2000))  # one block per batch
     dataset = ray.data.from_items(items, override_num_blocks=num_blocks)
     for step in steps:
-        in_flight = batches_in_flight(step.pools)
+        in_flight = batches_in_flight(step.pools, batch_size)
         # Named after the step, so progress bars and the dashboard show "MapBatches(judges)".
         actor_class = type(step.name, (_StepActor,), {})
         dataset = dataset.map_batches(

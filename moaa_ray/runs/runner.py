@@ -4,8 +4,9 @@ Every stage runs inside :func:`stage_run`, which refuses to reuse outputs produc
 fingerprint, holds the run directory's lock, and records the stage as running, then done / partial /
 empty / failed. Row stages (MoA data, preferences, evaluation) go through :func:`run_row_stage`, which
 adds resume bookkeeping (only ids not yet written), the stage's model pools, a stall watchdog and the
-rejects file; the stage itself only says what to load, which pools to start, how to process a batch
-and how to write it.
+rejects file; the stage itself only says what to load, which pools to start, how to process a batch,
+how to write it and which written rows are no usable output. :func:`judge_outcome` decides the status
+from what the stage kept: nothing is ``empty``, under half is a warning.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Exit codes of a stage's command (0: every row written).
 EXIT_FAILED_ROWS = 3  # some rows failed after their retries; rerunning the command retries them
-EXIT_NOTHING_WRITTEN = 4  # there was work, and no row was written
+EXIT_NOTHING_WRITTEN = 4  # the stage kept no usable output (no SFT row, pair, scored question)
 EXIT_CODES = {"done": 0, "partial": EXIT_FAILED_ROWS, "empty": EXIT_NOTHING_WRITTEN}
 
 
@@ -38,6 +40,40 @@ class FingerprintMismatch(RuntimeError):
 
 class StageStalled(RuntimeError):
     """A stage made no progress for ``ray.stall_timeout_s``."""
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a stage kept of its input: usable outputs (SFT rows, DPO pairs, scored questions) of
+    the input rows it read, and the rows it did not keep, counted by reason."""
+
+    count: int
+    of: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def judge_outcome(kept: Kept, failed: int) -> tuple[str, str | None]:
+    """A row stage's status, and the warning to print, from what it kept.
+
+    Args:
+        kept: usable outputs, input rows read, and the rows not kept by reason.
+        failed: rows whose engine calls failed after retries.
+
+    Returns:
+        ``empty`` when nothing usable was kept (nothing for a later stage to train on or report),
+        else ``partial`` when rows failed, else ``done``; and a warning naming the counts and
+        reasons when the stage kept nothing or under half of its input, else None.
+    """
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in Counter(kept.reasons).most_common())
+    why = f" ({reasons})" if reasons else ""
+    if not kept.of:
+        return "empty", "read no input rows"
+    if not kept.count:
+        return "empty", f"kept nothing of {kept.of} input rows{why}"
+    status = "partial" if failed else "done"
+    if kept.count < kept.of / 2:
+        return status, f"kept only {kept.count} of {kept.of} input rows{why}"
+    return status, None
 
 
 @dataclass
@@ -51,30 +87,33 @@ class StageRecord:
         """Merge fields into the stage's manifest entry."""
         self.run.update_stage(self.name, **fields)
 
-    def finish(self, summary: dict, *, todo: int, written: int, failed: int) -> dict:
+    def finish(self, summary: dict, *, failed: int = 0, kept: Kept | None = None) -> dict:
         """Record the outcome and return ``summary`` with its ``status``.
 
         Args:
             summary: the stage's figures.
-            todo: rows this run set out to process.
-            written: rows it wrote.
             failed: rows whose engine calls failed after retries (retried by the next run).
+            kept: what a row stage kept of its input (:func:`judge_outcome`); None for stages
+                without rows (training).
 
         Returns:
-            The summary plus ``status``: ``done``, ``partial`` (rows failed) or ``empty`` (there
-            was work and nothing was written).
+            The summary plus ``status``: ``done``, ``partial`` (rows failed) or ``empty`` (nothing
+            usable kept); with ``kept``, also ``rows_read``, ``rows_kept``, ``not_kept`` (rows by
+            reason) and ``warning`` (kept nothing or under half; else None).
         """
-        status = "done"
-        if failed:
-            status = "partial"
-        if todo and not written:
-            status = "empty"
+        status, warning = ("done", None) if kept is None else judge_outcome(kept, failed)
         summary = {**summary, "status": status, "rows_failed": failed}
+        if kept is not None:  # warning None replaces an earlier run's in the manifest
+            summary.update(
+                rows_read=kept.of, rows_kept=kept.count, not_kept=kept.reasons, warning=warning
+            )
+        if warning:
+            logger.warning("stage %s: %s", self.name, warning)
         self.update(**summary)
-        if status != "done":
+        if failed:
             logger.error(
-                "stage %s: %s (%d of %d rows written this run, %d failed)",
-                self.name, status, written, todo, failed,
+                "stage %s: %s, %d rows failed after their retries; rerunning the command retries "
+                "them", self.name, status, failed,
             )  # fmt: skip
         return summary
 
@@ -169,6 +208,11 @@ class RowStage(Protocol):
         """The stage's figures over everything it has written."""
         ...
 
+    def unused(self, summary: dict) -> dict[str, int]:
+        """Rows written that are no usable output (a prompt without a pair, a question nobody
+        scored), by reason, from :meth:`summarize`'s figures."""
+        ...
+
 
 @dataclass
 class BatchOutcome:
@@ -188,7 +232,8 @@ def run_row_stage(stage: RowStage, config: Any, fresh: bool = False) -> dict:
 
     Returns:
         The stage's summary with ``rows_total``, ``rows_written``, ``rows_rejected``,
-        ``rows_failed``, ``seconds`` and ``status``.
+        ``rows_failed``, ``seconds``, ``status`` and what it kept (:meth:`StageRecord.finish`):
+        usable outputs are the rows written less :meth:`RowStage.unused`, of the input rows read.
     """
     from moaa_ray.config import dump_config
     from moaa_ray.engines.pools import PoolSet
@@ -208,6 +253,7 @@ def run_row_stage(stage: RowStage, config: Any, fresh: bool = False) -> dict:
         )
         # 2. Process them through the stage's pools, writing batch by batch.
         written = processed = failed = 0
+        batch_rejects: list = []
         if todo:
             connect(config)
             with (
@@ -218,22 +264,31 @@ def run_row_stage(stage: RowStage, config: Any, fresh: bool = False) -> dict:
                 for batch in watch_progress(batches, config.ray.stall_timeout_s, pools.describe):
                     outcome = stage.write(batch)
                     written += outcome.written
-                    rejects += outcome.rejects
+                    batch_rejects += outcome.rejects
                     processed += len(batch)
                     failed += sum(1 for r in outcome.rejects if r.failed)
                     bar.update(processed, failed=failed)
-        # 3. Rejects (bad input, unusable output, failed rows) and the outcome.
-        stage.stage.write_rejects(rejects)
-        failed = sum(1 for r in rejects if r.failed)
+        # 3. Rejects (bad input, unusable output, failed rows), what was kept, and the outcome.
+        stage.stage.write_rejects(rejects + batch_rejects)
         summary = {
             **stage.summarize(),
             "rows_total": len(done) + written,  # no need to read every shard again
             "rows_written": written,
-            "rows_rejected": len(rejects) - failed,
+            "rows_rejected": len(rejects) + len(batch_rejects) - failed,
             "seconds": round(time.monotonic() - started, 1),
         }
-        result = record.finish(summary, todo=len(todo), written=written, failed=failed)
+        unused = stage.unused(summary)
+        not_kept = Counter(unused) + Counter(_reject_kind(r) for r in batch_rejects)
+        not_kept["input rows rejected"] += len(rejects)
+        usable = summary["rows_total"] - sum(unused.values())
+        kept = Kept(usable, of=len(states) + len(rejects), reasons=dict(+not_kept))
+        result = record.finish(summary, failed=failed, kept=kept)
         return {**result, "skipped": True} if not todo else result
+
+
+def _reject_kind(reject: Any) -> str:
+    """How the rejects of written batches are counted: engine failures apart from the rest."""
+    return "rows failed after retries" if reject.failed else "outputs rejected"
 
 
 def stage_label(run: RunDir, name: str) -> str:

@@ -130,7 +130,7 @@ def run_training(
             "checkpoint": result.checkpoint.path if result.checkpoint else None,
             "seconds": round(time.monotonic() - started, 1),
         }
-        return record.finish(summary, todo=0, written=0, failed=0)
+        return record.finish(summary)
 
 
 def wait_for_workers(section: SFTConfig | DPOConfig, timeout_s: float) -> None:

@@ -199,7 +199,10 @@ def test_an_http_judge_answering_503_fails_its_rows_and_the_stage_goes_on(ray_cl
         stats = build_preferences(config, config.run_dir)
     finally:
         server.shutdown()
-    assert stats["status"] == "partial" and stats["rows_written"] == 2 and stats["rows_failed"] == 1
+    assert stats["rows_written"] == 2 and stats["rows_failed"] == 1
+    # The endpoint's judge says "A" in both orders, pure position bias: no pair is kept, and the
+    # stage says so rather than reporting the failed row alone.
+    assert stats["status"] == "empty" and stats["pairs_kept"] == 0
     [reject] = rejects_of(config.run_dir, "preferences")
     assert reject["failed"] and "503" in reject["reason"]
 

@@ -9,6 +9,7 @@ import yaml
 from moaa_ray.config import load_config
 from moaa_ray.pipeline.preferences import build_preferences
 from moaa_ray.runs.rundir import RunDir
+from moaa_ray.runs.runner import EXIT_CODES
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -84,12 +85,21 @@ def test_logprob_verdicts_rank_samples_into_trl_pairs(ray_cluster, tmp_path):
     assert len(pq.read_table(stage / "judgments").to_pylist()) == len(audit)
 
 
-def test_unparseable_text_verdicts_abstain_and_drop_prompts(ray_cluster, tmp_path):
+def test_unparseable_text_verdicts_abstain_and_the_stage_says_it_kept_nothing(
+    ray_cluster, tmp_path, caplog
+):
     config = make_config(tmp_path, judging={"verdict_mode": "text", "aggregator_judge": None})
     stats = build_preferences(config, config.run_dir)
     assert stats["pairs_kept"] == 0
     assert stats["abstain_rate"] == 1.0
     assert stats["prompts_dropped"] == {"no valid judgments": 4}
+    # No pair to train on: exit 4 with the reasons, not "done".
+    assert (stats["status"], EXIT_CODES[stats["status"]]) == ("empty", 4)
+    why = "kept nothing of 5 input rows (no valid judgments: 4, input rows rejected: 1)"
+    assert f"stage preferences: {why}" in caplog.text
+    assert RunDir(config.run_dir).stage_status("preferences")["status"] == "empty"
+    again = build_preferences(config, config.run_dir)  # nothing left to judge: still empty
+    assert again["skipped"] and again["status"] == "empty" and again["warning"] == why
 
 
 @pytest.mark.parametrize("reward", ["scalar_rm", "pairwise_ranker"])

@@ -143,3 +143,33 @@ def test_the_report_reads_the_evaluations_the_run_writes(monkeypatch, tmp_path, 
     *earlier, final = written
     assert final == tmp_path
     assert earlier == [tmp_path / folder for _, folder in evaluated_models(config)]
+
+
+def test_a_preferences_stage_that_kept_no_pair_stops_the_run_before_dpo(
+    monkeypatch, tmp_path, caplog
+):
+    import moaa_ray.pipeline.evaluate as evaluate_module
+    import moaa_ray.pipeline.generate as generate_module
+    import moaa_ray.pipeline.preferences as preferences_module
+    import moaa_ray.train.dpo as dpo_module
+    import moaa_ray.train.sft as sft_module
+    from moaa_ray.orchestrator import run_pipeline
+    from moaa_ray.runs.runner import EXIT_CODES
+
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "configs" / "demo.yaml")
+    trained: list[str] = []
+    empty = {
+        "status": "empty",
+        "pairs_kept": 0,
+        "warning": "kept nothing of 4 input rows (no valid judgments: 4)",
+    }
+    monkeypatch.setattr(generate_module, "generate_sft", lambda c, d, fresh: {})
+    monkeypatch.setattr(sft_module, "train_sft", lambda c, d, fresh: {"model_path": "sft-model"})
+    monkeypatch.setattr(preferences_module, "build_preferences", lambda c, d, fresh, **_: empty)
+    monkeypatch.setattr(dpo_module, "train_dpo", lambda c, d, fresh: trained.append(d) or {})
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda c, d, fresh: trained.append(d) or {})
+    summary = run_pipeline(config, tmp_path)
+    assert (summary["status"], EXIT_CODES[summary["status"]]) == ("empty", 4)
+    assert trained == [] and list(summary["stages"])[-1] == "round-1/preferences"
+    assert "stopped after round-1/preferences (empty): kept nothing of 4 input rows" in caplog.text

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from moaa_ray.tiny_models import TASK_MODELS, TINY_MODELS, _build_once, resolve_model_path
+from moaa_ray.tiny_models import TASK_MODELS, TINY_MODELS, build_once, resolve_model_path
 
 
 def test_tiny_models_are_deterministic_and_distinct(tmp_path):
@@ -50,7 +50,7 @@ def test_concurrent_callers_build_a_target_once(tmp_path):
 
     def call(_):
         start.wait()
-        return _build_once(target, build)
+        return build_once(target, build)
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(call, range(4)))

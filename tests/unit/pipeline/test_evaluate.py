@@ -19,7 +19,12 @@ from moaa_ray.pipeline.evaluate_questions import (
     question_row_id,
     transcript,
 )
-from moaa_ray.pipeline.evaluate_results import arena_battles, benchmark_results, verified_results
+from moaa_ray.pipeline.evaluate_results import (
+    arena_battles,
+    benchmark_results,
+    is_scored,
+    verified_results,
+)
 from moaa_ray.pipeline.evaluate_rows import verify_answers
 from moaa_ray.pipeline.evaluate_steps import AnswerStep, ArenaHardJudgeStep, GradeStep, JudgedOnly
 from moaa_ray.runs.rundir import RunDir
@@ -309,6 +314,20 @@ def test_verified_results_are_accuracy_over_the_answers_the_verifier_could_check
     assert verified_results([])["accuracy"] is None
 
 
+@pytest.mark.parametrize(
+    ("score", "correct", "grades", "scored"),
+    [
+        (0.5, None, [], True),  # the judges decided
+        (None, False, [], True),  # the verifier checked: wrong is a result
+        (None, None, [{"turn": 1, "score": None}, {"turn": 2, "score": 7.0}], True),
+        (None, None, [{"turn": 1, "score": None}], False),  # no rating
+        (None, None, [], False),  # the judges abstained
+    ],
+)
+def test_a_question_counts_as_scored_only_with_a_result(score, correct, grades, scored):
+    assert is_scored({"score": score, "correct": correct, "grades": grades}) is scored
+
+
 def test_the_verifier_sees_the_models_conversation_and_its_last_answer():
     assert verify_answers(verify, ["What is 2 + 3?"], ["It is 5."]) is True
     turns, answers = ["What is 1 + 1?", "Then: What is 2 + 5?"], ["2", "6"]
@@ -374,6 +393,7 @@ def test_the_stage_verifies_written_answers_and_reports_accuracy(tmp_path):
     assert summary["accuracy"] == {"addition": 0.6667}
     assert summary["benchmarks"]["addition"]["correct"] == 2
     assert summary["benchmarks"]["addition"]["verifiable"] == 3
+    assert stage.unused(summary) == {"the verifier could not check the answer": 1}  # "Hi!"
     rows = stage.stage.read().to_pylist()
     assert [r["correct"] for r in rows] == [True, True, False, None]
     assert all(r["baseline_answers"] == [] and r["score"] is None for r in rows)

@@ -11,12 +11,12 @@ def verify(messages, answer):
     return answer == "4" if messages[-1]["content"] == "What is 2 + 2?" else None
 
 
-def config(tmp_path, verifier):
+def config(tmp_path, verifier, inputs="unused.jsonl"):
     return MoaaConfig(
         run_dir=str(tmp_path),
         verifier=verifier,
         models={"p": {"path": "tiny:llama-a"}, "q": {"path": "tiny:llama-a"}},
-        generate={"inputs": [{"path": "unused.jsonl"}], "proposers": ["p", "q"], "aggregator": "q"},
+        generate={"inputs": [{"path": inputs}], "proposers": ["p", "q"], "aggregator": "q"},
     )
 
 
@@ -45,3 +45,16 @@ def test_summary_has_verifier_figures_over_every_row_written(tmp_path, monkeypat
     unverified = config(tmp_path, None)
     stage = generate.GenerateStage(unverified, unverified.generate, RunDir(tmp_path))
     assert "verifier" not in stage.summarize()
+
+
+def test_a_run_whose_every_prompt_is_rejected_keeps_nothing_says_why_and_exits_4(tmp_path, caplog):
+    from moaa_ray.runs.runner import EXIT_CODES
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": 7}\n{"question": "no prompt column"}\n')
+    cfg = config(tmp_path, None, inputs=str(prompts))
+    summary = generate.generate_sft(cfg, tmp_path / "run")  # nothing to do: no cluster starts
+    assert (summary["status"], EXIT_CODES[summary["status"]]) == ("empty", 4)
+    assert summary["not_kept"] == {"input rows rejected": 2}
+    assert "stage generate: kept nothing of 2 input rows (input rows rejected: 2)" in caplog.text
+    assert RunDir(tmp_path / "run").stage_status("generate")["status"] == "empty"

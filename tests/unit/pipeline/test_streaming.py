@@ -11,18 +11,26 @@ from moaa_ray.config import ModelConfig
 from moaa_ray.pipeline.streaming import batches_in_flight, started_during
 
 
-def pool(replicas: int) -> SimpleNamespace:
-    return SimpleNamespace(config=ModelConfig(path="m", num_replicas=[1, replicas]))
+def pool(replicas: int, engine: str = "simulated", **kwargs) -> SimpleNamespace:
+    config = ModelConfig(path="m", engine=engine, num_replicas=[1, replicas], **kwargs)
+    return SimpleNamespace(config=config)
 
 
 def test_a_step_keeps_four_batches_per_replica_of_its_pools_in_flight():
-    assert batches_in_flight([pool(1)]) == 4
-    assert batches_in_flight([pool(4)]) == 16
-    assert batches_in_flight([pool(1), pool(1), pool(2)]) == 16  # a MoA layer of three models
+    assert batches_in_flight([pool(1)], batch_size=16) == 4
+    assert batches_in_flight([pool(4)], batch_size=16) == 16
+    assert batches_in_flight([pool(1), pool(1), pool(2)], 16) == 16  # a MoA layer of three models
+
+
+def test_a_step_keeps_enough_batches_to_fill_each_engine_twice():
+    # vLLM runs up to 256 sequences at once: 64 batches of 8 rows hold 512 conversations.
+    assert batches_in_flight([pool(1, "vllm")], batch_size=8) == 64
+    assert batches_in_flight([pool(2, "hf")], batch_size=8) == 2 * 16
+    assert batches_in_flight([pool(1, "hf", max_batch_size=4)], batch_size=8) == 4
 
 
 def test_a_step_without_pools_still_keeps_two_batches_in_flight():
-    assert batches_in_flight([]) == 2
+    assert batches_in_flight([], batch_size=8) == 2
 
 
 def test_the_stream_starts_while_its_pools_load():

@@ -6,7 +6,14 @@ import sys
 import pytest
 
 from moaa_ray.runs.rundir import RunDir, RunLocked
-from moaa_ray.runs.runner import FingerprintMismatch, stage_run, watch_progress
+from moaa_ray.runs.runner import (
+    EXIT_CODES,
+    FingerprintMismatch,
+    Kept,
+    judge_outcome,
+    stage_run,
+    watch_progress,
+)
 
 
 def test_a_second_driver_on_the_run_dir_fails_at_once(tmp_path):
@@ -44,7 +51,7 @@ def test_a_changed_fingerprint_is_refused_naming_the_key_and_the_ways_on(tmp_pat
     with stage_run(run, "evaluate", {"evaluate.model": "llama-a"}, outputs, fresh=False) as record:
         (tmp_path / "evaluate").mkdir()
         (tmp_path / "evaluate" / "part-1.parquet").write_text("rows of llama-a")
-        record.finish({}, todo=1, written=1, failed=0)
+        record.finish({}, kept=Kept(1, of=1))
     with pytest.raises(FingerprintMismatch) as error:
         with stage_run(run, "evaluate", {"evaluate.model": "llama-c"}, outputs, fresh=False):
             pass
@@ -60,7 +67,7 @@ def test_fresh_moves_earlier_outputs_aside_and_never_deletes(tmp_path):
     with stage_run(run, "evaluate", {"k": 1}, outputs, fresh=False) as record:
         (tmp_path / "evaluate").mkdir()
         (tmp_path / "evaluate" / "part-1.parquet").write_text("old")
-        record.finish({}, todo=1, written=1, failed=0)
+        record.finish({}, kept=Kept(1, of=1))
     with stage_run(run, "evaluate", {"k": 2}, outputs, fresh=True) as record:
         assert not (tmp_path / "evaluate").exists()
         assert record.run.stage_status("evaluate")["fingerprint"] == {"k": 2}
@@ -87,15 +94,61 @@ def test_a_failing_stage_is_recorded_failed_with_its_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("todo", "written", "failed", "status"),
-    [(4, 4, 0, "done"), (4, 3, 1, "partial"), (4, 0, 4, "empty"), (0, 0, 0, "done")],
+    ("kept", "failed", "status"),
+    [
+        (Kept(4, of=4), 0, "done"),
+        (Kept(3, of=4, reasons={"rows failed after retries": 1}), 1, "partial"),
+        (Kept(0, of=4, reasons={"rows failed after retries": 4}), 4, "empty"),
+        (Kept(0, of=5, reasons={"no valid judgments": 4, "input rows rejected": 1}), 0, "empty"),
+        (Kept(0, of=0), 0, "empty"),
+    ],
 )
-def test_the_status_tells_the_truth_about_rows(tmp_path, todo, written, failed, status):
+def test_the_status_tells_the_truth_about_rows(tmp_path, kept, failed, status):
     run = RunDir(tmp_path)
     with stage_run(run, "s", {}, [], fresh=False) as record:
-        summary = record.finish({}, todo=todo, written=written, failed=failed)
+        summary = record.finish({}, failed=failed, kept=kept)
     assert summary["status"] == status == run.stage_status("s")["status"]
     assert summary["rows_failed"] == failed
+    assert run.stage_status("s")["rows_kept"] == kept.count
+
+
+def test_a_stage_that_keeps_nothing_says_why_and_exits_4():
+    kept = Kept(0, of=5, reasons={"input rows rejected": 1, "no valid judgments": 4})
+    status, warning = judge_outcome(kept, failed=0)
+    assert (status, EXIT_CODES[status]) == ("empty", 4)
+    assert warning == "kept nothing of 5 input rows (no valid judgments: 4, input rows rejected: 1)"
+
+
+@pytest.mark.parametrize(
+    ("kept", "warned"),
+    [
+        (Kept(2, of=5, reasons={"all tied": 3}), True),
+        (Kept(3, of=6), False),
+        (Kept(6, of=6), False),
+    ],
+)
+def test_a_stage_that_keeps_under_half_warns_and_goes_on(kept, warned):
+    status, warning = judge_outcome(kept, failed=0)
+    assert EXIT_CODES[status] == 0
+    assert (warning == "kept only 2 of 5 input rows (all tied: 3)") if warned else warning is None
+
+
+def test_the_warning_reaches_the_log_and_the_manifest(tmp_path, caplog):
+    run = RunDir(tmp_path)
+    with stage_run(run, "preferences", {}, [], fresh=False) as record:
+        record.finish({}, kept=Kept(0, of=4, reasons={"no valid judgments": 4}))
+    assert "stage preferences: kept nothing of 4 input rows (no valid judgments: 4)" in caplog.text
+    entry = run.stage_status("preferences")
+    assert entry["not_kept"] == {"no valid judgments": 4} and entry["rows_read"] == 4
+    with stage_run(run, "preferences", {}, [], fresh=False) as record:
+        record.finish({}, kept=Kept(4, of=4))  # a later run that keeps its rows clears it
+    assert run.stage_status("preferences")["warning"] is None
+
+
+def test_a_training_stage_is_done_without_row_counts(tmp_path):
+    with stage_run(RunDir(tmp_path), "sft", {}, [], fresh=False) as record:
+        summary = record.finish({"model_path": "m"})
+    assert summary["status"] == "done" and "rows_kept" not in summary
 
 
 def test_leftover_temporary_files_of_a_killed_driver_are_removed(tmp_path):

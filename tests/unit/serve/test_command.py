@@ -59,5 +59,5 @@ def test_without_a_key_variable_no_key_is_needed():
         "hf",
         0.0,
         1,
-        16,
+        64,  # the hf engine's own batch size
     )
