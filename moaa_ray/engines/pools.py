@@ -9,9 +9,12 @@ Failures are handled here, so stages see only final outcomes:
   the pool fails only when none is usable for ``startup_timeout_s``;
 - a failing chunk is split until the failing items are isolated; an item is retried with backoff, on
   another replica first, up to ``max_attempts`` times, and then reported as failed, never as output;
-- ``request_timeout_s`` bounds a call's own run on its replica (calls queue on the replica's lock
-  without the clock running); a call past it fails, and the replica restarts, since the engine thread
-  that hangs cannot be stopped.
+- ``request_timeout_s`` bounds a call's own run on its replica (a call waiting for the engine does
+  not run the clock); a call past it fails, and the replica restarts, since the engine thread that
+  hangs cannot be stopped.
+
+A pool sends every chunk of a call at once, so a replica holds many calls: it merges them into
+large batches, or adds them to its running batch (vLLM), as :mod:`moaa_ray.engines.replica` says.
 
 Each engine actor is named after its model and replica (``llama-a/0``), so the dashboard's Actors page
 tells the pools apart; every pool start gets a namespace of its own (``moaa-pool-<hex>``), so a pool

