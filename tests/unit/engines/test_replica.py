@@ -64,7 +64,7 @@ def replica(engine, capacity=8, timeout_s=5.0, hangs=None, merge=True) -> Replic
 async def calls_behind_a_first_one(engine: BatchingEngine, rep: Replica, calls: list) -> list:
     """Start a first call that holds the engine, queue ``calls`` behind it, then let it go."""
     first = asyncio.create_task(rep.run("chat", ["first"], "!"))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # past MERGE_WAIT_S: the first call holds the engine alone
     rest = [asyncio.create_task(rep.run("chat", items, suffix)) for items, suffix in calls]
     await asyncio.sleep(0.05)
     assert engine.release is not None
@@ -153,3 +153,16 @@ def test_a_hung_continuous_call_cancels_the_others_as_restarting():
     assert isinstance(first, EngineTimeout)
     assert isinstance(second, (EngineTimeout, ReplicaRestarting))
     assert hangs == [1] and engine.holding == 0
+
+
+def test_calls_sent_together_to_an_idle_engine_start_together():
+    engine = BatchingEngine()
+    rep = replica(engine, capacity=64)
+
+    async def main():
+        first = asyncio.create_task(rep.run("chat", ["a"], "!"))
+        await asyncio.sleep(0.01)  # sent a little later, as from another thread
+        return await asyncio.gather(first, rep.run("chat", ["b", "c"], "!"))
+
+    assert asyncio.run(main()) == [["a!"], ["b!", "c!"]]
+    assert engine.calls == [["a", "b", "c"]]
