@@ -33,7 +33,6 @@ from typing import Any
 
 from moaa_ray.redact import scrub
 
-
 # How long an idle batching engine waits for the calls sent with the first before it starts: far
 # less than a batch takes, and enough for calls sent at once from several threads to arrive.
 MERGE_WAIT_S = 0.05
