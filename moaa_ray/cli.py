@@ -168,7 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     from moaa_ray import console
     from moaa_ray.engines.pools import EngineFailure
     from moaa_ray.runs.rundir import RunLocked
-    from moaa_ray.runs.runner import EXIT_CODES, FingerprintMismatch, StageStalled
+    from moaa_ray.runs.runner import (
+        EXIT_CODES,
+        EXIT_NOTHING_WRITTEN,
+        FingerprintMismatch,
+        StageStalled,
+    )
+    from moaa_ray.train.recipe import TooFewRows
 
     run_dir = Path(args.run_dir or config.run_dir)
     log_file = console.setup(run_dir, args.verbose)
@@ -180,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = stage(config, run_dir, fresh=args.fresh)
     except (FingerprintMismatch, RunLocked) as exc:
         return _fail(f"{args.command}: {exc}", EXIT_USAGE)
+    except TooFewRows as exc:  # the stage before kept too little: say so, as an empty stage does
+        return _fail(f"{args.command} stopped: {exc}", EXIT_NOTHING_WRITTEN)
     except (EngineFailure, StageStalled, FileNotFoundError) as exc:
         return _fail(f"{args.command} failed: {type(exc).__name__}: {exc}", EXIT_ERROR)
     except RayError as exc:  # raised in a Ray Data task: the original arrives as traceback text

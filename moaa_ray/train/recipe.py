@@ -12,6 +12,10 @@ import random
 from typing import Any, Literal
 
 
+class TooFewRows(ValueError):
+    """The training data holds fewer rows than one optimizer step takes."""
+
+
 def plan_batches(
     num_rows: int, global_batch_size: int, num_epochs: int, seed: int, max_steps: int | None = None
 ) -> list[list[int]]:
@@ -31,10 +35,12 @@ def plan_batches(
         One list of row indices per step.
 
     Raises:
-        ValueError: fewer rows than one global batch.
+        TooFewRows: fewer rows than one global batch.
     """
     if num_rows < global_batch_size:
-        raise ValueError(f"{num_rows} rows is fewer than global_batch_size={global_batch_size}")
+        raise TooFewRows(
+            f"{num_rows} rows is fewer than global_batch_size={global_batch_size}: nothing to train on"
+        )
     steps: list[list[int]] = []
     for epoch in range(num_epochs):
         order = list(range(num_rows))
