@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import ray
+from ray.util.annotations import RayDeprecationWarning
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 T = TypeVar("T")
@@ -83,24 +85,28 @@ def stream_states(
         in_flight = batches_in_flight(step.pools, batch_size)
         # Named after the step, so progress bars and the dashboard show "MapBatches(judges)".
         actor_class = type(step.name, (_StepActor,), {})
-        dataset = dataset.map_batches(
-            actor_class,
-            fn_constructor_args=(step,),
-            batch_size=batch_size,
-            batch_format="numpy",
-            num_cpus=0,
-            # On the driver's node, never restarted: a step holds no state worth a restart, and
-            # the job ends with its driver's node anyway. (Ray warns about restartable actors whose
-            # arguments are in the object store, as Ray Data's are.)
-            scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node, soft=False),
-            max_restarts=0,
-            compute=ray.data.ActorPoolStrategy(
-                size=1,
-                max_tasks_in_flight_per_actor=in_flight,
-                max_concurrent_calls_per_actor=in_flight,
-                enable_true_multi_threading=True,
-            ),
-        )
+        with warnings.catch_warnings():
+            # Ray 2.60 takes max_restarts and scheduling_strategy only as its deprecated
+            # ray_remote_args (to go in Ray 2.64; ray is pinned to 2.60.0).
+            warnings.simplefilter("ignore", RayDeprecationWarning)
+            dataset = dataset.map_batches(
+                actor_class,
+                fn_constructor_args=(step,),
+                batch_size=batch_size,
+                batch_format="numpy",
+                num_cpus=0,
+                # On the driver's node, never restarted: a step holds no state worth a restart,
+                # and the job ends with its driver's node anyway. (Ray warns on the console about
+                # restartable actors whose arguments are in the object store, as Ray Data's are.)
+                scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node, soft=False),
+                max_restarts=0,
+                compute=ray.data.ActorPoolStrategy(
+                    size=1,
+                    max_tasks_in_flight_per_actor=in_flight,
+                    max_concurrent_calls_per_actor=in_flight,
+                    enable_true_multi_threading=True,
+                ),
+            )
     # Ray Data polls each task's memory from a thread of its own; a step's batches are small rows.
     dataset.context.memory_usage_poll_interval_s = None
     batches = dataset.iter_batches(batch_size=None, batch_format="numpy")
