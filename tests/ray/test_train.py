@@ -241,14 +241,20 @@ def test_dpo_model_is_gathered_from_zero3_and_generates(dpo_run):
 
 VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 VLLM_CHAT = """
+import asyncio
 import sys
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import SamplingParams, build_engine
 
-if __name__ == "__main__":
+async def main():  # the vllm engine is vLLM's AsyncLLM: its methods are coroutines
     engine = build_engine(ModelConfig(path=sys.argv[1], engine="vllm", engine_kwargs={"max_model_len": 256}))
     conversation = [{"role": "system", "content": sys.argv[2]}, {"role": "user", "content": sys.argv[3]}]
-    print("ANSWER:" + engine.chat([conversation], SamplingParams(temperature=0.0, max_new_tokens=12))[0][0].text)
+    answers = await engine.chat([conversation], SamplingParams(temperature=0.0, max_new_tokens=12))
+    print("ANSWER:" + answers[0][0].text, flush=True)
+    engine.shutdown()
+
+if __name__ == "__main__":
+    asyncio.run(main())
 """
 
 
