@@ -13,6 +13,7 @@ replica's engine full. One long-lived process per step, rather than a task per b
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,6 +25,9 @@ import ray
 from ray.util.annotations import RayDeprecationWarning
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from moaa_ray.engines.context import context_window
+
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _END = object()  # the end of an iterator, in place of its first item
 
@@ -59,6 +63,19 @@ class _StepActor:
 
     def __init__(self, step: StreamStep):
         self.step = step
+        # The tokenizers that fit prompts to the pools' context windows load now, while the pools
+        # load, rather than on the first batch: a later MoA layer's step would otherwise hold its
+        # first prompts back (half a second for a small model) while its engine idles.
+        for pool in step.pools:
+            try:
+                context_window(pool.config)
+            except Exception as exc:  # the first batch that needs it raises it, with its context
+                logger.debug(
+                    "step %s: the context window of %s not loaded: %s",
+                    step.name,
+                    pool.config.path,
+                    exc,
+                )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
         states = [json.loads(s) for s in batch["state"]]
