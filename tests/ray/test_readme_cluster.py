@@ -1,8 +1,8 @@
 """The README's cluster flow, run verbatim: `ray start --head`, `ray job submit`, `ray stop`.
 
 It runs in a copy of the checkout with token auth on, as a new user would, and in its own pytest
-process (scripts/test.sh), since `ray start` takes Ray's default ports and `ray stop` stops every
-local cluster.
+process (``-m stops_ray``; scripts/test.sh), since `ray start` takes Ray's default ports and
+`ray stop` stops every local cluster.
 """
 
 import json
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.stops_ray, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 MARKER = "run verbatim by `tests/ray/test_readme_cluster.py`"
