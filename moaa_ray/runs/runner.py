@@ -134,7 +134,8 @@ def stage_run(
 
     Raises:
         FingerprintMismatch: earlier outputs came from another fingerprint and ``fresh`` is off;
-            raised before anything loads.
+            raised before anything loads. An earlier run that wrote nothing (it failed before its
+            first row) blocks nothing: its entry is replaced.
         RunLocked: another driver holds the run directory.
     """
     with run.lock():
@@ -159,8 +160,12 @@ def _check_fingerprint(
     run: RunDir, name: str, fingerprint: dict, outputs: list[Path], fresh: bool
 ) -> None:
     recorded = run.stage_status(name).get("fingerprint")
-    has_outputs = any(p.is_file() or any(f.is_file() for f in p.rglob("*")) for p in outputs)
-    if recorded == fingerprint or (recorded is None and not has_outputs):
+    if recorded == fingerprint:
+        return
+    if not _has_results(outputs):  # e.g. it failed before its first row: nothing to keep apart
+        if recorded is not None:
+            logger.info("stage %s: its earlier run wrote nothing; running the new config", name)
+            run.update_stage(name, reset=True)
         return
     change = (
         describe_change(recorded, fingerprint)
@@ -176,6 +181,13 @@ def _check_fingerprint(
     logger.warning("stage %s: configuration changed, starting over:\n%s", name, change)
     run.move_aside(outputs)
     run.update_stage(name, reset=True, status="superseded")
+
+
+def _has_results(outputs: list[Path]) -> bool:
+    """Whether any of a stage's outputs holds a file (temporary files of atomic writes aside)."""
+    files = [p for p in outputs if p.is_file()]
+    files += [f for p in outputs if p.is_dir() for f in p.rglob("*") if f.is_file()]
+    return any(not f.name.startswith(".") for f in files)
 
 
 class RowStage(Protocol):

@@ -182,3 +182,32 @@ def test_errors_of_the_batches_reach_the_consumer():
         for batch in watch_progress(broken(), 5, str):
             got.append(batch)
     assert got == [[1]]
+
+
+def test_a_stage_that_failed_before_writing_a_row_reruns_with_the_fixed_config(tmp_path):
+    run = RunDir(tmp_path)
+    outputs = [tmp_path / "generate"]
+    with pytest.raises(RuntimeError):
+        with stage_run(run, "generate", {"models.q.path": "BROKEN"}, outputs, fresh=False):
+            outputs[0].mkdir()
+            (outputs[0] / ".part-1.parquet.tmp").write_text("half a shard")
+            raise RuntimeError("model 'q' failed to load")
+    with stage_run(run, "generate", {"models.q.path": "tiny:q"}, outputs, fresh=False) as record:
+        record.finish({}, kept=Kept(1, of=1))
+    entry = run.stage_status("generate")
+    assert entry["status"] == "done" and entry["fingerprint"] == {"models.q.path": "tiny:q"}
+    assert "error" not in entry and not (tmp_path / "superseded").exists()
+
+
+def test_a_stage_that_failed_after_writing_rows_still_refuses_a_changed_config(tmp_path):
+    run = RunDir(tmp_path)
+    outputs = [tmp_path / "generate"]
+    with pytest.raises(RuntimeError):
+        with stage_run(run, "generate", {"models.q.path": "a"}, outputs, fresh=False):
+            outputs[0].mkdir()
+            (outputs[0] / "part-1.parquet").write_text("rows of model a")
+            raise RuntimeError("stalled")
+    with pytest.raises(FingerprintMismatch, match='models.q.path: "a" -> "b"'):
+        with stage_run(run, "generate", {"models.q.path": "b"}, outputs, fresh=False):
+            pass
+    assert run.stage_status("generate")["status"] == "failed"
