@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -32,3 +35,21 @@ def load_callable(spec: str) -> Callable[..., Any]:
     if not callable(function):
         raise ValueError(f"{spec!r}: {module_name!r} has no callable {name!r}")
     return function
+
+
+def source_digest(spec: str) -> str:
+    """A digest of the source file of the module that defines ``package.module:function``.
+
+    An edit of that module (the function, or anything else in its file) gives another digest, so
+    a result of the function is not reused after its code changed. Code it imports from other
+    modules is not covered. A module without a source file digests as the spec's name.
+    """
+    module_name = check_callable_spec(spec).partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        found = None
+    origin = Path(found.origin) if found is not None and found.origin else None
+    if origin is None or not origin.is_file():
+        return f"name:{spec}"
+    return hashlib.sha256(origin.read_bytes()).hexdigest()

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from moaa_ray.callables import source_digest
 from moaa_ray.redact import redact
 
 _MISSING = object()
@@ -115,7 +116,8 @@ def models_identity(models: dict[str, Any], names: list[str] | tuple[str, ...]) 
 
     Returns:
         Flat ``models.<name>.<key>`` entries; ``models.<name>.content`` digests a local path, so a
-        model retrained in place under the same path counts as another model.
+        model retrained in place under the same path counts as another model, and a function
+        engine's module file, so an edited function counts as another model too.
     """
     flat: dict[str, Any] = {}
     for name in dict.fromkeys(names):
@@ -123,5 +125,12 @@ def models_identity(models: dict[str, Any], names: list[str] | tuple[str, ...]) 
         if models[name].engine != "simulated":  # its settings mean nothing to other engines
             identity = {k: v for k, v in identity.items() if ".simulated." not in k}
         flat.update(identity)
-        flat[f"models.{name}.content"] = digest_path(Path(models[name].path).expanduser())
+        flat[f"models.{name}.content"] = _content_digest(models[name])
     return flat
+
+
+def _content_digest(model: Any) -> str:
+    """What a model's outputs come from: its function's source file, or its local folder."""
+    if model.engine == "function":
+        return source_digest(model.path)
+    return digest_path(Path(model.path).expanduser())

@@ -64,3 +64,14 @@ def test_a_pattern_limits_the_digest_to_the_rows(tmp_path):
     (tmp_path / "rejects.jsonl").write_text("rewritten by every run")
     assert digest_path(tmp_path, "part-*.parquet") == first
     assert digest_path(tmp_path) != first
+
+
+def test_editing_a_function_engines_module_changes_the_model_identity(tmp_path, monkeypatch):
+    module = tmp_path / "task_roles.py"
+    module.write_text("def judge(messages, *, rng):\n    return 'Verdict: A'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    models = {"j": ModelConfig(engine="function", path="task_roles:judge")}
+    before = models_identity(models, ["j"])
+    assert models_identity(models, ["j"]) == before
+    module.write_text("def judge(messages, *, rng):\n    return 'Verdict: B'\n")
+    assert changed_keys(before, models_identity(models, ["j"])) == ["models.j.content"]
