@@ -3,12 +3,14 @@
 Loading already checks the schema, bounds, model references and criteria files. This adds what a
 run would only find out later: that the files it reads exist (local inputs, the prompt template,
 benchmark files, training data), that the Python functions it names import, and, given a Ray
-cluster-launcher file, that every stage fits the cluster's GPUs.
+cluster-launcher file, that every stage fits the cluster's GPUs and custom resources.
 
-Stages run one after another and each stops its model pools when it ends, so the GPU check is per
-stage: the GPUs a stage asks for at full scale (each of its models' ``num_replicas[1]`` x
-``num_gpus``; one model at a time in staged mode; training: ``num_workers[1]`` x
-``gpus_per_worker``) against the cluster's GPUs with every worker type at its ``max_workers``.
+Stages run one after another and each stops its model pools when it ends, so the check is per
+stage: what a stage asks for at full scale (each of its models' ``num_replicas[1]`` x
+``num_gpus``, and x each of its ``resources``; one model at a time in staged mode; training:
+``num_workers[1]`` x ``gpus_per_worker``) against the cluster's with every worker type at its
+``max_workers``. One actor's GPUs and custom resources together must fit one node type: that is
+how a model is pinned to a worker type (a custom resource only that type offers).
 """
 
 from __future__ import annotations
@@ -138,18 +140,28 @@ def _callable_problems(check: ConfigCheck, config: MoaaConfig) -> list[str]:
 
 
 @dataclass(frozen=True)
-class ClusterGpus:
-    """A cluster-launcher file's GPUs: all of them at max workers, and the most on one node."""
+class ClusterResources:
+    """A cluster-launcher file's stated resources (``resources:`` of each node type: GPUs and
+    custom resources; CPUs and memory the launcher detects): each node type's, and the cluster's
+    with every worker type at its ``max_workers``."""
 
-    total: float
-    per_node: float
+    node_types: dict[str, dict[str, float]]
+    total: dict[str, float]
+
+    def fitting(self, actor: dict[str, float]) -> list[str]:
+        """The node types one node of which holds an actor asking for ``actor``."""
+        return [
+            name
+            for name, offered in self.node_types.items()
+            if all(offered.get(key, 0.0) >= amount for key, amount in actor.items() if amount > 0)
+        ]
 
 
-def read_cluster_gpus(path: Path) -> ClusterGpus:
-    """The GPUs of a Ray cluster-launcher config with every worker type at its ``max_workers``.
+def read_cluster_resources(path: Path) -> ClusterResources:
+    """The resources of a Ray cluster-launcher config with every worker type at ``max_workers``.
 
-    A node type's GPUs are its ``resources: {GPU: n}`` (0 when not stated: the launcher can detect
-    them, this check cannot). Worker types are filled largest first up to the cluster's
+    A node type's resources are its ``resources:`` (a GPU count not stated is 0: the launcher can
+    detect it, this check cannot). Worker types are filled most GPUs first up to the cluster's
     ``max_workers`` (Ray's default: 2); the head node counts once.
 
     Raises:
@@ -167,75 +179,117 @@ def read_cluster_gpus(path: Path) -> ClusterGpus:
     ):
         raise ConfigError(f"{path}: available_node_types: expected the cluster's node types")
     try:
-        return _count_gpus(cluster, types)
+        return _count_resources(cluster, types)
     except (AttributeError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot count its GPUs: {exc}") from None
+        raise ConfigError(f"{path}: cannot count its resources: {exc}") from None
 
 
-def _count_gpus(cluster: dict, types: dict[str, dict]) -> ClusterGpus:
-    gpus = {
-        name: float((spec.get("resources") or {}).get("GPU", 0)) for name, spec in types.items()
+def _count_resources(cluster: dict, types: dict[str, dict]) -> ClusterResources:
+    stated = {
+        name: {str(k): float(v) for k, v in (spec.get("resources") or {}).items()}
+        for name, spec in types.items()
     }
     head = cluster.get("head_node_type")
+    counts = {str(head): 1} if head in types else {}
     cap = int(cluster.get("max_workers", 2))
-    total = gpus.get(str(head), 0.0)
-    for name in sorted((n for n in types if n != head), key=gpus.__getitem__, reverse=True):
-        count = max(0, min(int(types[name].get("max_workers", cap)), cap))
-        total += gpus[name] * count
-        cap -= count
-    return ClusterGpus(total=total, per_node=max(gpus.values()))
+    workers = (n for n in types if n != head)
+    for name in sorted(workers, key=lambda n: stated[n].get("GPU", 0.0), reverse=True):
+        counts[name] = max(0, min(int(types[name].get("max_workers", cap)), cap))
+        cap -= counts[name]
+    total: dict[str, float] = {}
+    for name, count in counts.items():
+        for key, amount in stated[name].items():
+            total[key] = total.get(key, 0.0) + amount * count
+    return ClusterResources(node_types=stated, total=total)
 
 
-def _stage_gpus(config: MoaaConfig) -> dict[str, float]:
-    """GPUs each stage asks for at full scale (see the module docstring)."""
+def _actor_demands(config: MoaaConfig) -> list[tuple[str, dict[str, float]]]:
+    """Each model's and training stage's config key, and what one of its actors asks of a node."""
+    demands = [
+        (f"models.{n}.resources" if m.resources else f"models.{n}.num_gpus",
+         {"GPU": m.num_gpus, **m.resources})
+        for n, m in config.models.items()
+    ]  # fmt: skip
+    for stage in ("sft", "dpo"):
+        train = getattr(config, stage)
+        if train is not None:
+            demands.append((f"{stage}.gpus_per_worker", {"GPU": train.gpus_per_worker}))
+    return demands
+
+
+def _stage_demands(config: MoaaConfig) -> dict[str, dict[str, float]]:
+    """What each stage asks for at full scale, by resource (see the module docstring)."""
     pools: dict[str, set[str]] = {}
     for key, name in config.model_references():
         stage = key.split(".")[0]
         if stage not in ("sft", "dpo") and name in config.models:  # sft/dpo.model: a start point
             pools.setdefault(stage, set()).add(name)
-    demand = {}
+    demand: dict[str, dict[str, float]] = {}
     for stage, names in pools.items():
-        sizes = [config.models[n].num_replicas[1] * config.models[n].num_gpus for n in names]
         staged = (
             stage == "generate" and config.generate is not None and config.generate.mode == "staged"
         )
-        demand[stage] = max(sizes) if staged else sum(sizes)
+        combine = max if staged else sum
+        models = [config.models[n] for n in names]
+        keys = {"GPU", *(k for m in models for k in m.resources)}
+        demand[stage] = {
+            key: combine(
+                m.num_replicas[1] * (m.num_gpus if key == "GPU" else m.resources.get(key, 0.0))
+                for m in models
+            )
+            for key in keys
+        }
     for stage in ("sft", "dpo"):
         train = getattr(config, stage)
         if train is not None:
-            demand[stage] = train.num_workers[1] * train.gpus_per_worker
+            demand[stage] = {"GPU": train.num_workers[1] * train.gpus_per_worker}
     return demand
 
 
+def _amount(amount: float, resource: str) -> str:
+    return f"{amount:g} GPUs" if resource == "GPU" else f"{amount:g} of resource {resource!r}"
+
+
+def _offers(resources: dict[str, float]) -> str:
+    return ", ".join(f"{key}: {amount:g}" for key, amount in resources.items()) or "nothing stated"
+
+
 def _check_cluster(check: ConfigCheck, config: MoaaConfig, path: Path, report: Report) -> None:
-    """Each stage's GPUs against the cluster's, and each actor's GPUs against its largest node."""
+    """Each stage's resources against the cluster's, and each actor's against its node types."""
     try:
-        cluster = read_cluster_gpus(path)
+        cluster = read_cluster_resources(path)
     except ConfigError as exc:
         report.problems += exc.problems
         return
-    demand = _stage_gpus(config)
-    for stage, gpus in demand.items():
-        if gpus > cluster.total:
+    demands = _stage_demands(config)
+    for stage, demand in demands.items():
+        for resource, amount in sorted(demand.items()):
+            have = cluster.total.get(resource, 0.0)
+            if amount > have:
+                report.problems.append(
+                    f"{check.path}: {stage}: asks for {_amount(amount, resource)} at max "
+                    f"replicas or workers; {path} has {have:g} with every worker type at "
+                    f"max_workers"
+                )
+    for key, asks in _actor_demands(config):
+        if cluster.fitting(asks):
+            continue
+        if key.endswith(".resources"):
+            types = "; ".join(f"{n}: {_offers(r)}" for n, r in cluster.node_types.items())
             report.problems.append(
-                f"{check.path}: {stage}: asks for {gpus:g} GPUs at max replicas or "
-                f"workers; {path} has {cluster.total:g} with every worker type at max_workers"
+                f"{check.source(key)}: {key}: one actor asks for {_offers(asks)}, which no node "
+                f"type of {path} offers ({types})"
             )
-    one_node = [(f"models.{n}.num_gpus", m.num_gpus) for n, m in config.models.items()]
-    one_node += [
-        (f"{s}.gpus_per_worker", getattr(config, s).gpus_per_worker)
-        for s in ("sft", "dpo")
-        if getattr(config, s) is not None
-    ]
-    for key, gpus in one_node:
-        if gpus > cluster.per_node:
+        else:
+            most = max((r.get("GPU", 0.0) for r in cluster.node_types.values()), default=0.0)
             report.problems.append(
-                f"{check.source(key)}: {key}: {gpus:g} GPUs for one actor, but no node of "
-                f"{path} has more than {cluster.per_node:g}"
+                f"{check.source(key)}: {key}: {asks['GPU']:g} GPUs for one actor, but no node of "
+                f"{path} has more than {most:g}"
             )
+    largest = max((d.get("GPU", 0.0) for d in demands.values()), default=0)
     report.notes.append(
-        f"{path}: {cluster.total:g} GPUs at max workers; the largest stage asks for "
-        f"{max(demand.values(), default=0):g}"
+        f"{path}: {cluster.total.get('GPU', 0.0):g} GPUs at max workers; the largest stage asks "
+        f"for {largest:g}"
     )
 
 

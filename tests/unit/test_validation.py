@@ -1,11 +1,15 @@
 """``moaa validate``: every problem a run would meet later, listed before anything starts."""
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 from moaa_ray import cli
-from moaa_ray.validation import ClusterGpus, read_cluster_gpus, validate_config
+from moaa_ray.validation import read_cluster_resources, validate_config
+from tests.readme_runs import readme_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,8 +97,8 @@ def test_functions_that_do_not_import_are_problems(workdir):
 
 def test_cluster_gpus_fill_the_largest_worker_types_first_up_to_max_workers(workdir):
     # 2 nodes of 8 GPUs, then 1 of 4: the cluster's max_workers (3) is reached
-    assert read_cluster_gpus(Path("cluster.yaml")) == ClusterGpus(total=20, per_node=8)
-    assert read_cluster_gpus(REPO / "cluster.yaml") == ClusterGpus(total=128, per_node=8)
+    assert read_cluster_resources(Path("cluster.yaml")).total["GPU"] == 20
+    assert read_cluster_resources(REPO / "cluster.yaml").total["GPU"] == 128
 
 
 def test_each_stage_and_each_actor_must_fit_the_cluster(workdir):
@@ -134,3 +138,45 @@ def test_moaa_validate_lists_every_problem_and_exits_2(workdir, capsys):
     fix = "evaluate.benchmarks.0.path=prompts.jsonl"
     assert cli.main(["validate", "--config", "config.yaml", fix]) == 0
     assert capsys.readouterr().out == "config.yaml: valid\n"
+
+
+def test_a_model_pinned_to_a_worker_type_as_the_readme_writes_it(monkeypatch, capsys):
+    readme = (REPO / "README.md").read_text()
+    after = readme[readme.index("**Pinning a model to a worker type.**") :]
+    shown = yaml.safe_load(re.search(r"```yaml\n(.*?)```", after, re.S).group(1))
+    shipped = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    pinned = shown["available_node_types"]["gpu-8x"]["resources"]
+    assert shipped["available_node_types"]["gpu-8x"]["resources"] == pinned
+    [(name, model)] = shown["models"].items()
+    assert set(model["resources"]) <= set(pinned) and model["num_gpus"] <= pinned["GPU"]
+
+    monkeypatch.chdir(REPO)
+    command = shlex.split(readme_line(r"moaa validate .*resources="))
+    assert command[0].endswith("moaa") and f"models.{name}.resources" in command[-1]
+    assert cli.main(command[1:]) == 0, capsys.readouterr().err
+    for wrong in ("{h200: 8}", "{h100: 16}"):  # a name no type offers; more than one node holds
+        assert cli.main([*command[1:-1], f"models.{name}.resources={wrong}"]) == 2
+        err = capsys.readouterr().err
+        assert f"models.{name}.resources: one actor asks for GPU: 8, " in err
+        assert (
+            "which no node type of cluster.yaml offers (head: CPU: 0; gpu-8x: GPU: 8, h100: 8)"
+            in err
+        )
+
+
+def test_each_stage_s_custom_resources_must_fit_the_cluster(workdir):
+    (workdir / "prompts.jsonl").write_text('{"prompt": "hi"}\n')
+    pinned = [
+        "evaluate.benchmarks.0.path=prompts.jsonl",
+        "models.a.resources={big: 1}",
+        "models.a.num_replicas=[1, 3]",
+    ]
+    (workdir / "cluster.yaml").write_text(CLUSTER.replace("{GPU: 8}", "{GPU: 8, big: 1}"))
+    problems = validate_config("config.yaml", pinned, cluster="cluster.yaml").problems
+    assert sorted(problems) == [
+        f"config.yaml: {stage}: asks for 3 of resource 'big' at max replicas or workers; "
+        "cluster.yaml has 2 with every worker type at max_workers"
+        for stage in ("evaluate", "generate")
+    ]
+    fits = [*pinned[:2], "models.a.num_replicas=[1, 2]"]  # one replica per gpu-8x node
+    assert validate_config("config.yaml", fits, cluster="cluster.yaml").problems == []
