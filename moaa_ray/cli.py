@@ -189,12 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     except TooFewRows as exc:  # the stage before kept too little: say so, as an empty stage does
         return _fail(f"{args.command} stopped: {exc}", EXIT_NOTHING_WRITTEN)
     except (EngineFailure, StageStalled, FileNotFoundError) as exc:
-        return _fail(f"{args.command} failed: {type(exc).__name__}: {exc}", EXIT_ERROR)
+        return _stage_failed(args.command, f"{type(exc).__name__}: {exc}", exc, log_file)
     except RayError as exc:  # raised in a Ray Data task: the original arrives as traceback text
         reason = _moaa_error_line(str(exc))
         if reason is None:
             raise
-        return _fail(f"{args.command} failed: {reason}", EXIT_ERROR)
+        return _stage_failed(args.command, reason, exc, log_file)
     if args.command != "run":  # one stage: a table of one line
         stages = {args.command: summary}
         summary = {
@@ -207,6 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     (run_dir / "summary.txt").write_text(table + "\n")
     console.say(table)
     return EXIT_CODES[summary.get("status", "done")]
+
+
+def _stage_failed(command: str, reason: str, error: BaseException, log_file: Path) -> int:
+    """Say in one line what failed, then where its traceback is: the log file, and with ``-v``
+    the console (the traceback is logged at INFO, which only verbose consoles show)."""
+    logging.getLogger(__name__).info("%s failed", command, exc_info=error)
+    headline = reason.strip().splitlines()[0]
+    return _fail(f"{command} failed: {headline}\n  traceback: {log_file}", EXIT_ERROR)
 
 
 def _fail(message: str, code: int) -> int:

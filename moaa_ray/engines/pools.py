@@ -377,6 +377,17 @@ class ModelPool:
         call.queued.append(_Chunk(chunk.indices, attempt, time.monotonic() + delay, actor))
 
 
+def error_line(error: BaseException) -> str:
+    """An error in one line: Ray ends the message of an error raised in an actor with the actor's
+    traceback and then the exception it raised; this is that exception (``ValueError: ...``), its
+    lines joined, or the whole message joined when it holds no traceback."""
+    lines = str(error).splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    tail = lines[frames[-1] + 1 :] if frames else lines
+    text = " ".join(line.strip() for line in tail if line.strip() and not line.startswith(" "))
+    return text or type(error).__name__
+
+
 def replica_name(model: str, replica: int) -> str:
     """An engine actor's name: its model and replica index, e.g. ``llama-a/0``."""
     return f"{model}/{replica}"
@@ -433,7 +444,9 @@ def await_pool(launch: PoolLaunch) -> ModelPool:
             ray.get(ref)
         except (RayActorError, RayTaskError) as exc:
             stop_actors(list(refs.values()))
-            raise EngineFailure(f"model {name!r} ({config.path}) failed to load: {exc}") from exc
+            raise EngineFailure(
+                f"model {name!r} ({config.path}) failed to load: {error_line(exc)}"
+            ) from exc
         up.append(refs[ref])
     if len(up) < low:
         stop_actors(list(refs.values()))

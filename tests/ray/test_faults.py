@@ -257,15 +257,24 @@ def test_a_slow_model_gets_its_calls_once_loaded_while_the_stream_runs_ahead(ray
     assert all(row["messages"][-1]["content"] for row in rows_of(tmp_path / "run"))
 
 
-def test_a_model_that_fails_to_load_ends_the_stage_its_stream_had_started(ray_cluster, tmp_path):
+def test_a_model_that_fails_to_load_ends_the_stage_and_the_fixed_config_reruns_it(
+    ray_cluster, tmp_path
+):
     from moaa_ray.engines.pools import EngineFailure
 
-    (tmp_path / "no-model").mkdir()
-    models = {**moa_models(), "agg": {"path": str(tmp_path / "no-model"), "num_cpus": 0}}
-    config = load_config(write_config(tmp_path, models, [f"q{i}" for i in range(8)], generate=MOA))
-    with pytest.raises(EngineFailure, match="model 'agg' .* failed to load"):
+    broken = tmp_path / "broken"  # a config.json and no weights
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    models = {**moa_models(), "agg": {"path": str(broken), "num_cpus": 0}}
+    path = write_config(tmp_path, models, [f"q{i}" for i in range(8)], generate=MOA)
+    config = load_config(path)
+    with pytest.raises(EngineFailure, match="model 'agg' .* failed to load: \\w+Error: ") as error:
         generate_sft(config, config.run_dir)
+    assert "\n" not in str(error.value)  # one line; the traceback is on the error's cause
     assert rows_of(tmp_path / "run") == []
+    fixed = load_config(path, ["models.agg.engine=simulated", "models.agg.path=agg"])
+    summary = generate_sft(fixed, fixed.run_dir)  # no --fresh: the failed run wrote nothing
+    assert summary["status"] == "done" and len(rows_of(tmp_path / "run")) == 8
 
 
 def test_a_pending_replica_that_fails_to_load_is_dropped_and_the_pool_goes_on(

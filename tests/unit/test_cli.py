@@ -84,9 +84,37 @@ def test_an_engine_failure_inside_a_ray_task_is_said_in_one_line(monkeypatch, tm
     monkeypatch.setattr(generate, "generate_sft", fake_stage)
     argv = ["generate", "--config", "configs/demo.yaml", "--run-dir", str(tmp_path)]
     assert cli.main(argv) == 1
-    assert capsys.readouterr().err.strip() == (
-        "generate failed: EngineFailure: model 'j': no usable replica"
-    )
+    assert capsys.readouterr().err.splitlines() == [
+        "generate failed: EngineFailure: model 'j': no usable replica",
+        f"  traceback: {tmp_path / 'logs' / 'moaa.log'}",
+    ]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_stage_failure_is_one_line_and_the_log_s_path_and_v_shows_the_traceback(
+    monkeypatch, tmp_path, capsys, verbose
+):
+    from moaa_ray.engines.pools import EngineFailure
+
+    def fake_stage(config, run_dir, fresh):
+        raise EngineFailure("model 'agg' (/models/broken) failed to load: OSError: no weights")
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(generate, "generate_sft", fake_stage)
+    argv = ["generate", "--config", "configs/demo.yaml", "--run-dir", str(tmp_path)]
+    assert cli.main(argv + ["-v"] * verbose) == 1
+    err = capsys.readouterr().err
+    log = tmp_path / "logs" / "moaa.log"
+    failure = [
+        "generate failed: EngineFailure: model 'agg' (/models/broken) failed to load: OSError: "
+        "no weights",
+        f"  traceback: {log}",
+    ]
+    assert "Traceback (most recent call last)" in log.read_text()
+    if verbose:
+        assert "Traceback (most recent call last)" in err and err.splitlines()[-2:] == failure
+    else:
+        assert err.splitlines() == failure
 
 
 def readme_validate_commands() -> list[str]:

@@ -1,5 +1,5 @@
 """PoolSet start-up order, without Ray: every model is requested before any is waited for, and
-a stage may hand out pools still loading."""
+a stage may hand out pools still loading; a model that fails to load is named in one line."""
 
 from __future__ import annotations
 
@@ -162,3 +162,31 @@ def test_a_step_waiting_for_a_replica_returns_at_once_when_one_has_come_up(monke
     pool = loading_pool(actor)
     pool._wait_for_a_replica(timeout_s=5.0)
     assert pool.actors == [actor] and fake.timeouts == [0]  # admitted without waiting
+
+
+REMOTE_LOAD_ERROR = (
+    "The actor died because of an error raised in its creation task, ray::agg/0:EngineActor.__init__()"
+    " (pid=648)\n"
+    '  File "/work/main/moaa_ray/engines/hf.py", line 43, in __init__\n'
+    "    self.tokenizer = AutoTokenizer.from_pretrained(\n"
+    "                     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+    "ValueError: Couldn't instantiate the backend tokenizer from one of: \n"
+    "(1) a `tokenizers` library serialization file, \n"
+    "You need to have sentencepiece or tiktoken installed."
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "line"),
+    [
+        (
+            REMOTE_LOAD_ERROR,
+            "ValueError: Couldn't instantiate the backend tokenizer from one of: (1) a "
+            "`tokenizers` library serialization file, You need to have sentencepiece or tiktoken "
+            "installed.",
+        ),
+        ("no usable replica\nfor 900 s", "no usable replica for 900 s"),
+    ],
+)
+def test_a_load_error_is_named_in_one_line_by_the_exception_the_actor_raised(message, line):
+    assert pools.error_line(RuntimeError(message)) == line
