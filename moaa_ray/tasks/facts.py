@@ -105,7 +105,7 @@ def fact_questions(fact: Fact) -> list[Question]:
     return questions
 
 
-def splits(facts: Sequence[Fact], seed: int = SPLIT_SEED) -> dict[str, list[Question]]:
+def fact_splits(facts: Sequence[Fact], seed: int = SPLIT_SEED) -> dict[str, list[Question]]:
     """Disjoint questions per split: ``eval``, ``sft`` and ``dpo`` (the rest), whole facts each.
 
     The facts are shuffled once by ``seed``; each split in :data:`SPLIT_SIZES` takes the next facts
@@ -123,7 +123,7 @@ def splits(facts: Sequence[Fact], seed: int = SPLIT_SEED) -> dict[str, list[Ques
     return result
 
 
-def prompt_rows(questions: Sequence[Question], split: str) -> list[dict]:
+def question_rows(questions: Sequence[Question], split: str) -> list[dict]:
     """JSONL rows of a split: ``{"id", "prompt", "answer"}`` (the answer is for people: the
     verifier knows every accepted name)."""
     return [
@@ -152,7 +152,7 @@ def first_named(reply: str, names: Sequence[str], ignored: Sequence[str] = ()) -
     return None if match is None else match.group()
 
 
-def is_correct(question: Question, reply: str, names: Sequence[str]) -> bool:
+def names_the_answer(question: Question, reply: str, names: Sequence[str]) -> bool:
     """Whether the first answer among ``names`` (the question kind's) the reply names is accepted."""
     named = first_named(reply, names, question.shown)
     return named is not None and named in {normalize(name) for name in question.accepted}
@@ -169,7 +169,7 @@ def _shipped() -> tuple[dict[str, Question], dict[str, tuple[str, ...]]]:
     return by_prompt, {kind: tuple(sorted(found)) for kind, found in names.items()}
 
 
-def verify(messages: Sequence[Mapping[str, str]], answer: str) -> bool | None:
+def verify_fact(messages: Sequence[Mapping[str, str]], answer: str) -> bool | None:
     """The task's verifier: is ``answer`` correct for the conversation's last user message?
 
     Returns None when the last user message is none of the shipped questions.
@@ -177,4 +177,4 @@ def verify(messages: Sequence[Mapping[str, str]], answer: str) -> bool | None:
     users = [m["content"] for m in messages if m["role"] == "user"]
     by_prompt, names = _shipped()
     question = by_prompt.get(users[-1].strip()) if users else None
-    return None if question is None else is_correct(question, answer, names[question.kind])
+    return None if question is None else names_the_answer(question, answer, names[question.kind])

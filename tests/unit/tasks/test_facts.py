@@ -10,16 +10,16 @@ from moaa_ray.tasks.facts import (
     SPLIT_SIZES,
     Fact,
     fact_questions,
+    fact_splits,
     first_named,
     load_facts,
-    prompt_rows,
-    splits,
-    verify,
+    question_rows,
+    verify_fact,
 )
 
 
 def ask(prompt: str, reply: str) -> bool | None:
-    return verify([{"role": "user", "content": prompt}], reply)
+    return verify_fact([{"role": "user", "content": prompt}], reply)
 
 
 @pytest.mark.parametrize(
@@ -57,8 +57,8 @@ def test_verify_checks_the_last_user_message():
         {"role": "assistant", "content": "Paris"},
         {"role": "user", "content": "What is the capital of Italy?"},
     ]
-    assert verify(conversation, "Rome") is True and verify(conversation, "Paris") is False
-    assert verify([], "Paris") is None
+    assert verify_fact(conversation, "Rome") is True and verify_fact(conversation, "Paris") is False
+    assert verify_fact([], "Paris") is None
 
 
 def test_first_named_takes_the_earliest_and_longest_name_and_skips_the_ignored():
@@ -86,8 +86,8 @@ def test_load_facts_rejects_an_unknown_kind():
 
 def test_splits_hold_whole_facts_are_disjoint_and_deterministic():
     facts = load_facts()
-    parts = splits(facts)
-    assert parts == splits(facts) and splits(facts, seed=1)["eval"] != parts["eval"]
+    parts = fact_splits(facts)
+    assert parts == fact_splits(facts) and fact_splits(facts, seed=1)["eval"] != parts["eval"]
     for name, size in SPLIT_SIZES.items():
         assert len(parts[name]) >= size
     prompts = [q.prompt for questions in parts.values() for q in questions]
@@ -102,7 +102,7 @@ def test_splits_hold_whole_facts_are_disjoint_and_deterministic():
 def test_the_shipped_split_files_are_the_splits_and_every_prompt_verifies(split):
     text = resources.files("moaa_ray.data").joinpath(f"facts/{split}.jsonl").read_text("utf-8")
     rows = [json.loads(line) for line in text.splitlines()]
-    assert rows == prompt_rows(splits(load_facts())[split], split)
+    assert rows == question_rows(fact_splits(load_facts())[split], split)
     assert all(ask(row["prompt"], row["answer"]) is True for row in rows)
     path = resources.files("moaa_ray.data").joinpath(f"facts/{split}.jsonl")
     # What `evaluate` reads as a verified benchmark.
