@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from moaa_ray.core.tournament import AGGREGATOR, VerdictRules, final_verdict, order_verdict
+from moaa_ray.core.judging import probability_from_orders
+from moaa_ray.core.tournament import (
+    AGGREGATOR,
+    VerdictRules,
+    final_score,
+    final_verdict,
+    order_verdict,
+)
 
 Verifier = Callable[[list[dict[str, str]], str], Any]  # returns bool | None
 
@@ -94,7 +101,10 @@ def preference_accuracy(
         (``rejected_correct``) and the chosen correct while the rejected is wrong
         (``pair_accuracy``); ``comparisons`` counted, and the share of them where each judge
         (``judge_agreement``, by name) and the final verdict (``ensemble_agreement``) pick the
-        correct sample.
+        correct sample; ``split_pairs`` (judged pairs whose samples the verifier splits) and the
+        share of them where each judge's score over both orders (``judge_pair_agreement``) and the
+        pair's final score, as ranking reads it (``ensemble_pair_agreement``), favour the correct
+        sample: a position bias that shows in every order cancels there.
     """
     kept = list(kept)
     checks = {
@@ -142,16 +152,33 @@ def _agreement_stats(
     for judgment in audit:
         key = (judgment["row_id"], judgment["sample_x"], judgment["sample_y"], judgment["order"])
         comparisons.setdefault(key, []).append(judgment)
+    return {
+        **_order_agreement(comparisons, checks, rules),
+        **_pair_agreement(comparisons, checks, rules),
+    }
+
+
+def _correct_sample(checks: dict[str, list[Any]], row_id: str, x: int, y: int) -> int | None:
+    """Which of samples x and y alone is correct, when the verifier splits them; else None."""
+    verdicts = checks.get(row_id)
+    if verdicts is None or verdicts[x] is None or verdicts[y] is None:
+        return None
+    if bool(verdicts[x]) == bool(verdicts[y]):
+        return None
+    return x if verdicts[x] else y
+
+
+def _order_agreement(
+    comparisons: dict[tuple, list[dict]], checks: dict[str, list[Any]], rules: VerdictRules
+) -> dict:
     names = dict.fromkeys(j["judge"] for found in comparisons.values() for j in found)
     agreed = {name: 0 for name in names if name != AGGREGATOR}
     ensemble = counted = 0
     for (row_id, x, y, order), judgments in comparisons.items():
-        verdicts = checks.get(row_id)
-        if verdicts is None or verdicts[x] is None or verdicts[y] is None:
+        correct = _correct_sample(checks, row_id, x, y)
+        if correct is None:
             continue
-        if bool(verdicts[x]) == bool(verdicts[y]):
-            continue
-        right = "A" if bool(verdicts[x]) == (order == "ab") else "B"  # the correct one's letter
+        right = "A" if (correct == x) == (order == "ab") else "B"  # the correct one's letter
         counted += 1
         for name in agreed:
             agreed[name] += order_verdict([j for j in judgments if j["judge"] == name]) == right
@@ -161,3 +188,39 @@ def _agreement_stats(
         "judge_agreement": {name: share(count, counted) for name, count in agreed.items()},
         "ensemble_agreement": share(ensemble, counted),
     }
+
+
+def _pair_agreement(
+    comparisons: dict[tuple, list[dict]], checks: dict[str, list[Any]], rules: VerdictRules
+) -> dict:
+    by_pair: dict[tuple, dict[str, list[dict]]] = {}
+    for (row_id, x, y, order), judgments in comparisons.items():
+        by_pair.setdefault((row_id, x, y), {})[order] = judgments
+    names = dict.fromkeys(
+        j["judge"] for orders in by_pair.values() for o in orders.values() for j in o
+    )
+    agreed = {name: 0 for name in names if name != AGGREGATOR}
+    judge_rules = VerdictRules(order_policy=rules.order_policy)
+    ensemble = counted = 0
+    for (row_id, x, y), orders in by_pair.items():
+        correct = _correct_sample(checks, row_id, x, y)
+        if correct is None:
+            continue
+        counted += 1
+        for name in agreed:
+            of_judge = {o: [j for j in found if j["judge"] == name] for o, found in orders.items()}
+            agreed[name] += _favours(of_judge, judge_rules) == (correct == x)
+        ensemble += _favours(orders, rules) == (correct == x)
+    return {
+        "split_pairs": counted,
+        "judge_pair_agreement": {name: share(count, counted) for name, count in agreed.items()},
+        "ensemble_pair_agreement": share(ensemble, counted),
+    }
+
+
+def _favours(orders: dict[str, list[dict]], rules: VerdictRules) -> bool | None:
+    """Whether a pair's score over both orders favours sample x (None: a tie or no score)."""
+    ab, _ = final_score(orders.get("ab", []), rules)
+    ba, _ = final_score(orders.get("ba", []), rules)
+    score = probability_from_orders(ab, ba, rules.order_policy)
+    return None if score is None or score == 0.5 else score > 0.5

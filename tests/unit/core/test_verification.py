@@ -143,6 +143,27 @@ def test_logprob_verdicts_pick_answer_a_above_one_half():
     assert stats["ensemble_agreement"] == 0.5  # ba: mean 0.4 picks B, right
 
 
+def test_pair_agreement_reads_both_orders_so_a_position_bias_cancels():
+    audit = [
+        # d1 (0, 1): sample 0 is correct. j1 always prefers Answer A, but less when it is wrong.
+        judged("d1", 0, 1, "ab", "j1", p_a=0.9),
+        judged("d1", 0, 1, "ba", "j1", p_a=0.7),  # (0.9 + 0.3) / 2 = 0.6 favours sample 0
+        judged("d1", 0, 1, "ab", "j2", p_a=0.6),
+        judged("d1", 0, 1, "ba", "j2", p_a=0.8),  # (0.6 + 0.2) / 2 = 0.4 favours sample 1
+        judged("d1", 0, 1, "ab", AGGREGATOR, p_a=0.5),  # a tie in one order
+        judged("d1", 0, 1, "ba", AGGREGATOR, p_a=0.4),  # (0.5 + 0.6) / 2 favours sample 0
+        judged("k3", 0, 1, "ab", "j1", p_a=0.9),  # both samples wrong: not counted
+    ]
+    stats = preference_accuracy(KEPT, DROPPED, audit, verify, VerdictRules(aggregator=True))
+    assert stats["judge_agreement"] == {"j1": 0.5, "j2": 0.5}  # each order alone
+    assert stats["split_pairs"] == 1
+    assert stats["judge_pair_agreement"] == {"j1": 1.0, "j2": 0.0}
+    assert stats["ensemble_pair_agreement"] == 1.0
+    one_order = [j for j in audit if j["order"] == "ab"]
+    stats = preference_accuracy(KEPT, DROPPED, one_order, verify, VerdictRules(aggregator=True))
+    assert stats["ensemble_pair_agreement"] == 0.0  # both_required: one order alone abstains
+
+
 def test_the_final_verdict_of_an_abstaining_aggregator_judge_follows_the_fallback():
     audit = [
         judged("d1", 0, 1, "ab", "j1", "A"),  # sample 0 (correct) is A: right

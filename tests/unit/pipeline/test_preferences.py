@@ -65,6 +65,9 @@ def test_verifier_stats_are_read_from_every_pair_drop_and_judgment_written(tmp_p
         "comparisons": 4,  # both orders of "kept" and of "biased"
         "judge_agreement": {"j": 0.75},  # wrong once: "biased" in order ba
         "ensemble_agreement": 0.75,
+        "split_pairs": 2,
+        "judge_pair_agreement": {"j": 0.5},  # "biased" is a tie over both orders
+        "ensemble_pair_agreement": 0.5,
     }
     assert "verifier" not in preferences._stage_stats(stage, dropped, audit, PREFS, None)
 
