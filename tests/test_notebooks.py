@@ -37,7 +37,8 @@ def test_notebooks_run_on_the_readme_runs_and_show_their_plots(demo_run, toy_run
     demo_run.check()
     toy_run.check()
     toy_dir = toy_run.run_dir
-    monkeypatch.setenv("MOAA_CONFIG", "configs/demo.yaml")  # the notebooks' default is the real model's
+    # The notebooks' default config is the real model's (configs/smollm2.yaml).
+    monkeypatch.setenv("MOAA_CONFIG", "configs/demo.yaml")
     monkeypatch.setenv("MOAA_RUN_DIR", str(demo_run.run_dir))
     monkeypatch.setenv("MOAA_TOY_RUN_DIR", str(toy_dir))
     for name in ("01_quickstart.ipynb", "02_analysis.ipynb"):
