@@ -13,4 +13,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the uploaded wor
 from moaa_ray.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["train-sft", *sys.argv[1:]]))
+    sys.exit(main(["sft", *sys.argv[1:]]))
