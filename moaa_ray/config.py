@@ -378,11 +378,16 @@ class PreferencesConfig(_Section):
     policy: str = Field(description="model name that samples (in `moaa run`: the SFT model)")
     num_samples: int = Field(5, ge=2, description="K answers per prompt")
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=1024)
-    reward: Literal["llm_judges", "scalar_rm", "pairwise_ranker"] = Field(
-        "llm_judges", description="llm_judges: the judging ensemble; or a reward model"
+    reward: Literal["llm_judges", "scalar_rm", "pairwise_ranker", "likelihood"] = Field(
+        "llm_judges",
+        description="llm_judges: the judging ensemble; scalar_rm, pairwise_ranker: a reward "
+        "model; likelihood: each sample's mean token log-probability under reward_model (an hf "
+        "causal LM, e.g. the policy: its own confidence)",
     )
     judging: JudgingConfig | None = Field(None, description="the ensemble, for reward llm_judges")
-    reward_model: str | None = Field(None, description="scalar_rm / pairwise_ranker model name")
+    reward_model: str | None = Field(
+        None, description="scalar_rm / pairwise_ranker / likelihood model name"
+    )
     pairing: Literal["round_robin", "anchor"] = Field("round_robin", description="pairs judged")
     ranking: Literal["bradley_terry", "wins"] = Field("bradley_terry", description="sample scores")
     min_margin: float = Field(0.0, ge=0, description="best - worst score must exceed this")
@@ -778,14 +783,21 @@ class MoaaConfig(_Section):
 
     @field_validator("preferences")
     @classmethod
-    def _pairrm_ranks_pairs(
+    def _reward_model_fits_the_reward(
         cls, value: PreferencesConfig | None, info: ValidationInfo
     ) -> PreferencesConfig | None:
         model = info.data.get("models", {}).get(value.reward_model) if value else None
-        if value and model and model.engine == "pairrm" and value.reward == "scalar_rm":
+        if not (value and model):
+            return value
+        if model.engine == "pairrm" and value.reward == "scalar_rm":
             raise ValueError(
                 f"reward_model {value.reward_model!r} is a pairrm engine: it compares two "
                 "answers; set reward: pairwise_ranker"
+            )
+        if value.reward == "likelihood" and model.engine != "hf":
+            raise ValueError(
+                f"reward likelihood reads token log-probabilities from an hf causal LM; "
+                f"reward_model {value.reward_model!r} has engine {model.engine!r}"
             )
         return value
 

@@ -60,15 +60,18 @@ class HFEngine:
         self._end_ids = torch.tensor(end, device=self.device)  # generation stops at any of them
         logger.info("loaded %s on %s", path, self.device)
 
-    def _encode(self, conversations: list[Conversation], prefix: str = ""):
+    def _encode(self, conversations: list[Conversation], prefix: str | list[str] = ""):
+        """The chat-templated conversations, each continued by ``prefix`` (one per conversation
+        when a list), left-padded."""
+        prefixes = [prefix] * len(conversations) if isinstance(prefix, str) else prefix
         prompts = [
             self.tokenizer.apply_chat_template(
                 conform(c, accepts_system=self.accepts_system),
                 tokenize=False,
                 add_generation_prompt=True,
             )
-            + prefix
-            for c in conversations
+            + text
+            for c, text in zip(conversations, prefixes, strict=True)
         ]
         return self.tokenizer(
             prompts, return_tensors="pt", padding=True, add_special_tokens=False
@@ -98,6 +101,31 @@ class HFEngine:
         return [
             [answers[i * copies + j % copies] for j in range(params.n)]
             for i in range(len(conversations))
+        ]
+
+    @torch.inference_mode()
+    def answer_logprobs(self, conversations: list[Conversation]) -> list[float]:
+        """Mean log-probability of the tokens of each conversation's last (assistant) turn, given
+        the turns before it: how likely the model finds the answer, per token; one forward pass.
+        An empty answer scores ``-inf``."""
+        heads = self._encode([c[:-1] for c in conversations])["attention_mask"].sum(dim=1)
+        full = self._encode(
+            [c[:-1] for c in conversations], [c[-1]["content"] for c in conversations]
+        )
+        mask = full["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        logits = self.model(**full, position_ids=positions).logits
+        # Answer token k of a row sits at column width - answer_length + k (left padding), and is
+        # predicted by the logits one column before; only those columns get a softmax.
+        answer_lengths = (mask.sum(dim=1) - heads).tolist()
+        width = mask.shape[1]
+        rows = [r for r, n in enumerate(answer_lengths) for _ in range(n)]
+        columns = [width - n + k for n in answer_lengths for k in range(n)]
+        logprobs = torch.log_softmax(logits[rows, [c - 1 for c in columns]].float(), dim=-1)
+        picked = iter(logprobs[torch.arange(len(rows)), full["input_ids"][rows, columns]].tolist())
+        return [
+            sum(next(picked) for _ in range(n)) / n if n > 0 else float("-inf")
+            for n in answer_lengths
         ]
 
     @torch.inference_mode()

@@ -223,7 +223,8 @@ class AggregateStep:
 class RewardModelStep:
     """Reward-model scores of a prompt's samples (``state["rewards"]``).
 
-    Scalar RM: each sample's score. Pairwise ranker: every pair of samples in both orders, and a
+    Scalar RM: each sample's score. Likelihood: each sample's mean token log-probability under
+    the model (``answer_logprobs``). Pairwise ranker: every pair of samples in both orders, and a
     sample's reward is llm-blender's ranking score (``max_logits``): over all K samples (itself
     counting 0), the mean of its logit of beating the other minus the other's logit of beating it.
     A ``pairrm`` engine compares (prompt, answer 1, answer 2) (``compare``); another engine scores
@@ -231,7 +232,7 @@ class RewardModelStep:
     """
 
     pool: ModelPool
-    kind: str  # "scalar_rm" or "pairwise_ranker"
+    kind: str  # "scalar_rm", "likelihood" or "pairwise_ranker"
     criteria: tuple[str, ...]  # shown to a pairwise ranker that reads the judge prompt
 
     def __call__(self, states: list[dict]) -> None:
@@ -240,7 +241,7 @@ class RewardModelStep:
         items: list = []
         owners: list[tuple[dict, int, int | None]] = []
         for state in live:
-            if self.kind == "scalar_rm":
+            if self.kind != "pairwise_ranker":  # one score per sample
                 for i, sample in enumerate(state["samples"]):
                     items.append(state["prompt"] + [{"role": "assistant", "content": sample}])
                     owners.append((state, i, None))
@@ -254,6 +255,8 @@ class RewardModelStep:
                         items.append(render_judge_prompt(state["prompt"], a, b, self.criteria))
                     owners.append((state, first, second))
         method = "compare" if compares else "score"
+        if self.kind == "likelihood":
+            method = "answer_logprobs"
         completions = self.pool.collect(self.pool.submit(method, items))
         totals: dict[int, list[float]] = {}
         for (state, i, j), completion in zip(owners, completions, strict=True):
@@ -268,5 +271,5 @@ class RewardModelStep:
             if state.get("failed"):
                 continue
             k = len(state["samples"])
-            scale = 1 if self.kind == "scalar_rm" else k
+            scale = k if self.kind == "pairwise_ranker" else 1
             state["rewards"] = [r / scale for r in totals.get(id(state), [0.0] * k)]

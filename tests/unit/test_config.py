@@ -458,6 +458,14 @@ def test_a_pairrm_engine_ranks_pairs_and_sppo_reads_strengths(write):
         load_config(write(PAIRRM), [*judged, "preferences.ranking=wins"])
 
 
+def test_a_likelihood_reward_needs_an_hf_causal_lm(write):
+    likelihood = ["preferences.reward=likelihood", "preferences.reward_model=policy"]
+    config = load_config(write(PAIRRM), [*likelihood, "dpo.loss_type=sigmoid"])
+    assert config.preferences.reward == "likelihood"
+    with pytest.raises(ConfigError, match="hf causal LM; reward_model 'ranker' has engine"):
+        load_config(write(PAIRRM), [likelihood[0], "dpo.loss_type=sigmoid"])
+
+
 @pytest.mark.parametrize("name", ["snorkel-pairrm.yaml", "sppo.yaml"])
 def test_seed_recipes_rank_five_samples_with_pairrm_for_three_rounds(name, monkeypatch):
     monkeypatch.chdir(REPO)

@@ -1,4 +1,4 @@
-"""The preference stage's steps without a cluster: a pairwise ranker's rewards."""
+"""The preference stage's steps without a cluster: a pairwise ranker's and a likelihood's rewards."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ class FakeRanker:
 
     def submit(self, method, items):
         self.calls.append((method, items))
+        if method == "answer_logprobs":  # a shorter answer is likelier here
+            return [Completion(-float(len(c[-1]["content"]))) for c in items]
         if method == "compare":
             return [
                 Completion(None, "boom") if (a, b) == self.fail else Completion(LOGITS[(a, b)])
@@ -80,3 +82,13 @@ def test_another_engine_scores_the_judge_prompt_of_each_ordered_pair():
     assert method == "score" and len(items) == 6
     assert all("accuracy" in str(conversation) for conversation in items)
     assert state["rewards"] == pytest.approx([0.0, 0.0, 0.0])  # equal scores cancel per pair
+
+
+def test_likelihood_rewards_are_each_samples_mean_log_probability():
+    pool = FakeRanker("hf")
+    state = tournament()
+    RewardModelStep(pool, "likelihood", ("accuracy",))([state])
+    [(method, items)] = pool.calls
+    assert method == "answer_logprobs"
+    assert items == [[*PROMPT, {"role": "assistant", "content": s}] for s in SAMPLES]
+    assert state["rewards"] == [-1.0, -1.0, -4.0]  # the sample itself, not the judge prompt
