@@ -184,14 +184,19 @@ def test_errors_of_the_batches_reach_the_consumer():
     assert got == [[1]]
 
 
+def fail_having_written(run: RunDir, outputs: list, fingerprint: dict, file_name: str) -> None:
+    """A run of stage "generate" that writes ``file_name`` into its output folder, then fails."""
+    with pytest.raises(RuntimeError):
+        with stage_run(run, "generate", fingerprint, outputs, fresh=False):
+            outputs[0].mkdir()
+            (outputs[0] / file_name).write_text("written before the failure")
+            raise RuntimeError("the stage failed")
+
+
 def test_a_stage_that_failed_before_writing_a_row_reruns_with_the_fixed_config(tmp_path):
     run = RunDir(tmp_path)
     outputs = [tmp_path / "generate"]
-    with pytest.raises(RuntimeError):
-        with stage_run(run, "generate", {"models.q.path": "BROKEN"}, outputs, fresh=False):
-            outputs[0].mkdir()
-            (outputs[0] / ".part-1.parquet.tmp").write_text("half a shard")
-            raise RuntimeError("model 'q' failed to load")
+    fail_having_written(run, outputs, {"models.q.path": "BROKEN"}, ".part-1.parquet.tmp")
     with stage_run(run, "generate", {"models.q.path": "tiny:q"}, outputs, fresh=False) as record:
         record.finish({}, kept=Kept(1, of=1))
     entry = run.stage_status("generate")
@@ -202,11 +207,7 @@ def test_a_stage_that_failed_before_writing_a_row_reruns_with_the_fixed_config(t
 def test_a_stage_that_failed_after_writing_rows_still_refuses_a_changed_config(tmp_path):
     run = RunDir(tmp_path)
     outputs = [tmp_path / "generate"]
-    with pytest.raises(RuntimeError):
-        with stage_run(run, "generate", {"models.q.path": "a"}, outputs, fresh=False):
-            outputs[0].mkdir()
-            (outputs[0] / "part-1.parquet").write_text("rows of model a")
-            raise RuntimeError("stalled")
+    fail_having_written(run, outputs, {"models.q.path": "a"}, "part-1.parquet")
     with pytest.raises(FingerprintMismatch, match='models.q.path: "a" -> "b"'):
         with stage_run(run, "generate", {"models.q.path": "b"}, outputs, fresh=False):
             pass
