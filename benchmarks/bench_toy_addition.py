@@ -21,30 +21,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.moaa_commands import accuracies, keep_until_round_one_judged, manifest, moaa
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "toy-addition.yaml"
 HELD_OUT = "moaa_ray/data/toy_addition/eval.jsonl"
 SWAPPED = ["--fresh", "dpo.swap_pairs=true"]
-
-
-def moaa(command: str, run_dir: Path, *args: str) -> float:
-    """Run a ``moaa`` subcommand on the toy config; returns its seconds (raises if it failed)."""
-    started = time.monotonic()
-    argv = [sys.executable, "-m", "moaa_ray.cli", command, "--config", str(CONFIG)]
-    subprocess.run([*argv, "--run-dir", str(run_dir), *args], cwd=ROOT, check=True)
-    return round(time.monotonic() - started, 1)
-
-
-def manifest(run_dir: Path) -> dict:
-    return json.loads((run_dir / "manifest.json").read_text())
 
 
 def build_seconds(cache: Path | None) -> tuple[float, bool]:
@@ -60,26 +47,6 @@ def build_seconds(cache: Path | None) -> tuple[float, bool]:
     trunk = next(paths[0].parent.glob("addition-trunk-*"))
     cards = [json.loads((p / "task_model.json").read_text()) for p in [trunk, *paths]]
     return round(sum(card["seconds"] for card in cards), 1), False
-
-
-def keep_until_round_one_judged(source: Path, target: Path) -> None:
-    """Copy a run up to round 1's preferences, so a variant retrains from the same pairs."""
-    target.mkdir(parents=True)
-    for name in ("base", "generate", "sft", "round-0", "manifest.json"):
-        copy = shutil.copytree if (source / name).is_dir() else shutil.copy2
-        copy(source / name, target / name)
-    (target / "round-1").mkdir()
-    shutil.copytree(source / "round-1" / "preferences", target / "round-1" / "preferences")
-    shutil.copy2(source / "round-1" / "manifest.json", target / "round-1" / "manifest.json")
-
-
-def accuracies(run_dir: Path) -> dict[str, float]:
-    """Held-out accuracy (%) per model of a run: base, sft, round-1/dpo, ..."""
-    return {
-        model["stage"]: round(100 * model["accuracy"]["addition"], 1)
-        for model in manifest(run_dir)["models"]
-        if isinstance(model["accuracy"], dict)
-    }
 
 
 def measure(quick: bool) -> dict:
@@ -99,8 +66,8 @@ def measure(quick: bool) -> dict:
             None if quick else tmp / "cache"
         )
         main = tmp / "main"
-        figures["run_s"] = moaa("run", main)
-        stages = accuracies(main)
+        figures["run_s"] = moaa("run", CONFIG, main)
+        stages = accuracies(main, "addition")
         rounds = [name for name in stages if name.endswith("/dpo")]
         figures.update(
             base_accuracy=stages["base"],
@@ -127,6 +94,7 @@ def measure(quick: bool) -> dict:
         held_out = tmp / "moa-held-out"
         moaa(
             "generate",
+            CONFIG,
             held_out,
             f"generate.inputs.0.path={HELD_OUT}",
             "generate.inputs.0.limit=500",
@@ -142,8 +110,8 @@ def measure(quick: bool) -> dict:
 
         control = tmp / "swapped"
         keep_until_round_one_judged(main, control)
-        figures["swapped_run_s"] = moaa("run", control, *SWAPPED)
-        swapped = accuracies(control)
+        figures["swapped_run_s"] = moaa("run", CONFIG, control, *SWAPPED)
+        swapped = accuracies(control, "addition")
         swapped_rounds = [name for name in swapped if name.endswith("/dpo")]
         figures.update(
             **{

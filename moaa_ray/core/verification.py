@@ -8,6 +8,7 @@ run wrote it. Shares are rounded to 4 places, and None when nothing was counted.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,6 +27,20 @@ Verifier = Callable[[list[dict[str, str]], str], Any]  # returns bool | None
 def share(part: int, whole: int) -> float | None:
     """``part / whole`` rounded to 4 places; None when ``whole`` is 0."""
     return round(part / whole, 4) if whole else None
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy, ``correct`` of ``total`` (95% at the default z).
+
+    Unlike the normal approximation it stays within [0, 1] and is not empty at 0 or ``total``
+    correct, which matters for the small accuracies of weak models.
+    """
+    if total <= 0:
+        raise ValueError("an accuracy interval needs at least one answer")
+    p, n = correct / total, total
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def moa_accuracy(rows: Iterable[dict], verifier: Verifier) -> dict:

@@ -1,8 +1,11 @@
 """Tests for moaa_ray.core.verification: verifier statistics over the rows the stages write."""
 
+import pytest
+from scipy.stats import binomtest
+
 from moaa_ray.core.moa import finish_row, new_state, plan_layers, record_output
 from moaa_ray.core.tournament import AGGREGATOR, VerdictRules
-from moaa_ray.core.verification import moa_accuracy, preference_accuracy
+from moaa_ray.core.verification import moa_accuracy, preference_accuracy, wilson_interval
 
 PLAN = plan_layers(["p", "q", "p"], "agg", 2)
 
@@ -173,3 +176,16 @@ def test_the_final_verdict_of_an_abstaining_aggregator_judge_follows_the_fallbac
     assert preference_accuracy([], DROPPED, audit, verify, rules)["ensemble_agreement"] == 1.0
     rules = VerdictRules(aggregator=True, aggregator_fallback="abstain")
     assert preference_accuracy([], DROPPED, audit, verify, rules)["ensemble_agreement"] == 0.0
+
+
+@pytest.mark.parametrize(("correct", "total"), [(63, 300), (0, 10), (10, 10), (1, 3), (150, 300)])
+def test_wilson_interval_matches_scipys(correct, total):
+    expected = binomtest(correct, total).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = wilson_interval(correct, total)
+    assert low == pytest.approx(expected.low, abs=1e-6)
+    assert high == pytest.approx(expected.high, abs=1e-6)
+
+
+def test_wilson_interval_of_no_answers_is_an_error():
+    with pytest.raises(ValueError, match="at least one answer"):
+        wilson_interval(0, 0)

@@ -1,0 +1,223 @@
+"""Evidence on real weights: MoAA with SmolLM2-135M-Instruct in every role, on the facts task.
+
+``configs/smollm2-facts.yaml`` as a user runs it (``moaa run``, in a subprocess): self-MoA SFT data
+(three samples of the model, aggregated by the model), SFT, then on-policy samples judged by the model
+itself (logprob verdicts in both orders, and the model again as the aggregator judge), best vs worst
+as DPO pairs, and DPO. The verifier (``moaa_ray.tasks.facts:verify_fact``) trains nothing: it only
+measures. Then:
+
+* Held-out accuracy (300 questions on facts no training prompt touches) of the base, SFT and DPO
+  models, of one answer sampled at temperature 1 (the run's own evaluations) and greedy
+  (``moaa evaluate`` of each model at temperature 0), with 95% Wilson intervals.
+* MoA answers against single samples on the SFT prompts (the generate stage's verifier figures).
+* The MoA reward model against its single judge: agreement with the verifier over the judged pairs
+  whose samples it splits (one right, one wrong), each order alone and both orders together.
+* Training: the DPO pairs' chosen and rejected log-probabilities after training.
+* Negative control: DPO on the very same pairs with chosen and rejected exchanged.
+* The project's own ``evaluate`` win rate of the final model against the base model on the held-out
+  questions, judged by the base model (logprob verdicts, both orders).
+
+Accuracies are in percent. Run as ``.venv/bin/python benchmarks/run.py --only real_evidence``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.moaa_commands import accuracies, keep_until_round_one_judged, manifest, moaa
+from moaa_ray.core.verification import wilson_interval
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "smollm2-facts.yaml"
+BENCHMARK = "facts"
+HELD_OUT = ROOT / "moaa_ray" / "data" / "facts" / "eval.jsonl"
+GREEDY = ["evaluate.sampling.temperature=0.0"]
+SWAPPED = ["--fresh", "dpo.swap_pairs=true"]
+
+
+def interval(percent: float, total: int) -> list[float]:
+    """The 95% Wilson interval (in %) of an accuracy measured on ``total`` questions."""
+    low, high = wilson_interval(round(percent * total / 100), total)
+    return [round(100 * low, 1), round(100 * high, 1)]
+
+
+def evaluation(run_dir: Path) -> dict:
+    return json.loads((run_dir / "evaluate" / "results.json").read_text())
+
+
+def greedy_accuracy(model_path: str, run_dir: Path) -> float:
+    """Held-out accuracy (%) of ``model_path``'s greedy answers (``moaa evaluate``)."""
+    moaa("evaluate", CONFIG, run_dir, f"models.smol.path={model_path}", *GREEDY)
+    return round(100 * evaluation(run_dir)["accuracy"][BENCHMARK], 1)
+
+
+def judged_config(final_model: str, tmp: Path) -> Path:
+    """The config evaluating ``final_model`` against the base model on the held-out questions, as
+    AlpacaEval-style rows judged by the base model."""
+    questions = [json.loads(line) for line in HELD_OUT.read_text().splitlines() if line.strip()]
+    rows = [{"instruction": q["prompt"], "dataset": BENCHMARK} for q in questions]
+    (tmp / "held_out.json").write_text(json.dumps(rows))
+    config = yaml.safe_load(CONFIG.read_text())
+    judging = config["preferences"]["judging"]
+    config["models"]["base"] = dict(config["models"]["smol"])
+    config["models"]["smol"]["path"] = final_model
+    config["evaluate"] = {
+        **config["evaluate"],
+        "benchmarks": [
+            {"path": str(tmp / "held_out.json"), "format": "alpaca_eval", "baseline": "model"}
+        ],
+        "baseline_model": "base",
+        "judging": {**judging, "judges": ["base"], "aggregator_judge": "base"},
+        "every_round": False,
+    }
+    path = tmp / "judged.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def judge_figures(run_dir: Path) -> dict:
+    """The MoA reward model's and its single judge's agreement with the verifier, in round 1."""
+    judged = manifest(run_dir / "round-1")["stages"]["preferences"]["verifier"]
+    percent = lambda value: None if value is None else round(100 * value, 1)  # noqa: E731
+    return {
+        "judged_comparisons": judged["comparisons"],
+        "judge_agreement": {k: percent(v) for k, v in judged["judge_agreement"].items()},
+        "ensemble_agreement": percent(judged["ensemble_agreement"]),
+        "split_pairs": judged["split_pairs"],
+        "judge_pair_agreement": {k: percent(v) for k, v in judged["judge_pair_agreement"].items()},
+        "ensemble_pair_agreement": percent(judged["ensemble_pair_agreement"]),
+        "prompts_with_correct_and_wrong": percent(judged["prompts_with_correct_and_wrong"]),
+        "chosen_correct": percent(judged["chosen_correct"]),
+        "rejected_correct": percent(judged["rejected_correct"]),
+        "pair_accuracy": percent(judged["pair_accuracy"]),
+    }
+
+
+def training_figures(run_dir: Path) -> dict:
+    """The last DPO step's log-probabilities of the chosen and rejected answers, and its margin."""
+    dpo = manifest(run_dir / "round-1")["stages"]["dpo"]
+    metrics = dpo.get("metrics") or {}
+    keys = ("chosen_logps", "rejected_logps", "reward_margin", "reward_accuracy")
+    return {f"dpo_{key}": round(metrics[key], 3) for key in keys if key in metrics}
+
+
+def measure(quick: bool) -> dict:
+    """Every figure; each ``moaa`` command starts its own local Ray cluster."""
+    started = time.monotonic()
+    figures: dict[str, Any] = {
+        "setup": (
+            "configs/smollm2-facts.yaml: real:smollm2-135m-instruct (hf engine, CPU) as 3 proposers, "
+            "aggregator, policy and judges; 230 MoA SFT prompts; 1 DPO round of 253 prompts x 4 "
+            "samples judged in both orders (logprob verdicts) plus an aggregator judge; accuracy on "
+            "300 held-out facts questions (verifier only measures)"
+        ),
+    }
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        main = tmp / "main"
+        figures["run_s"] = moaa("run", CONFIG, main)
+        total = evaluation(main / "base")["benchmarks"][BENCHMARK]["verifiable"]
+        sampled = accuracies(main, BENCHMARK)
+        models = {m["stage"]: m["model_path"] for m in manifest(main)["models"] if m["model_path"]}
+        rounds = [name for name in sampled if name.endswith("/dpo")]
+        figures["held_out_questions"] = total
+        figures["stages"] = {}
+        for name in ["base", "sft", *rounds]:
+            greedy = greedy_accuracy(models[name], tmp / "greedy" / name.replace("/", "-"))
+            figures["stages"][name] = {
+                "accuracy": sampled[name],
+                "accuracy_ci": interval(sampled[name], total),
+                "greedy_accuracy": greedy,
+                "greedy_accuracy_ci": interval(greedy, total),
+            }
+        base, final = figures["stages"]["base"], figures["stages"][rounds[-1]]
+        figures.update(
+            base_accuracy=base["accuracy"],
+            base_accuracy_ci=base["accuracy_ci"],
+            final_accuracy=final["accuracy"],
+            final_accuracy_ci=final["accuracy_ci"],
+            gain_over_base=round(final["accuracy"] - base["accuracy"], 1),
+            intervals_overlap=final["accuracy_ci"][0] <= base["accuracy_ci"][1],
+        )
+        moa = manifest(main)["stages"]["generate"]["verifier"]
+        figures["moa_accuracy"] = round(100 * moa["accuracy"], 1)
+        figures["proposer_accuracy"] = {
+            k: round(100 * v, 1) for k, v in moa["proposer_accuracy"].items()
+        }
+        figures.update(judge_figures(main))
+        figures.update(training_figures(main))
+
+        control = tmp / "swapped"
+        keep_until_round_one_judged(main, control)
+        figures["swapped_run_s"] = moaa("run", CONFIG, control, *SWAPPED)
+        swapped = accuracies(control, BENCHMARK)
+        figures["swapped_final_accuracy"] = swapped[rounds[-1]]
+        figures["swapped_final_accuracy_ci"] = interval(swapped[rounds[-1]], total)
+
+        judged = tmp / "judged"
+        moaa("evaluate", judged_config(models[rounds[-1]], tmp), judged)
+        result = evaluation(judged)["benchmarks"]["held_out"]
+        figures["judged_win_rate"] = result.get("win_rate")
+        figures["judged_win_rate_ci"] = result.get("win_rate_ci")
+        figures["judged_results"] = result
+    figures["total_s"] = round(time.monotonic() - started, 1)
+    return figures
+
+
+def plot(figures: dict, path: Path) -> None:
+    """Held-out accuracy per stage (sampled and greedy, with intervals) and judge agreement."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (stages_ax, judges_ax) = plt.subplots(
+        1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    names = list(figures["stages"])
+    for offset, key, colour, label in [
+        (-0.2, "accuracy", "#4c72b0", "one sample at T=1"),
+        (0.2, "greedy_accuracy", "#999", "greedy"),
+    ]:
+        values = [figures["stages"][name][key] for name in names]
+        errors = [
+            [v - figures["stages"][n][f"{key}_ci"][0] for n, v in zip(names, values, strict=True)],
+            [figures["stages"][n][f"{key}_ci"][1] - v for n, v in zip(names, values, strict=True)],
+        ]
+        xs = [i + offset for i in range(len(names))]
+        bars = stages_ax.bar(xs, values, 0.4, yerr=errors, capsize=3, color=colour, label=label)
+        stages_ax.bar_label(bars, fmt="%.1f", padding=8)
+    stages_ax.plot(
+        [len(names) - 1 - 0.2],
+        [figures["swapped_final_accuracy"]],
+        "kv",
+        label="DPO on swapped pairs (control)",
+    )
+    stages_ax.axhline(figures["moa_accuracy"], color="#55a868", linestyle=":", linewidth=1)
+    stages_ax.annotate(
+        "MoA answers (SFT prompts)", (-0.4, figures["moa_accuracy"]), fontsize=7, va="bottom"
+    )
+    stages_ax.set_xticks(range(len(names)), names)
+    stages_ax.set_ylabel("held-out accuracy (%), 95% interval")
+    stages_ax.set_ylim(0, 100)
+    stages_ax.set_title("SmolLM2-135M-Instruct, facts task, self-MoA")
+    stages_ax.legend(loc="upper left", fontsize=8)
+
+    judges = figures["judge_pair_agreement"]
+    labels = [*judges, "MoA RM"]
+    agreement = [*judges.values(), figures["ensemble_pair_agreement"]]
+    bars = judges_ax.bar(labels, agreement, color=["#999"] * len(judges) + ["#4c72b0"])
+    judges_ax.bar_label(bars, fmt="%.1f")
+    judges_ax.axhline(50, color="k", linewidth=0.5)
+    judges_ax.set_ylim(0, 100)
+    judges_ax.set_ylabel("picks the right answer (%)")
+    judges_ax.set_title(f"round 1, {figures['split_pairs']} pairs the verifier splits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
