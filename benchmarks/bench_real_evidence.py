@@ -14,16 +14,20 @@ measures. Then:
   whose samples it splits (one right, one wrong), each order alone and both orders together.
 * Training: the DPO pairs' chosen and rejected log-probabilities after training.
 * Negative control: DPO on the very same pairs with chosen and rejected exchanged.
-* The project's own ``evaluate`` win rate of the final model against the base model on the held-out
-  questions, judged by the base model (logprob verdicts, both orders).
+* The project's own ``evaluate`` win rate of the final model against the base model on 100 of the
+  held-out questions, judged by the base model (logprob verdicts, both orders).
 
-Accuracies are in percent. Run as ``.venv/bin/python benchmarks/run.py --only real_evidence``.
+Accuracies are in percent. Every run is kept in ``runs/real-evidence/`` (``$MOAA_EVIDENCE_DIR``), so
+a rerun resumes what is done; delete it to measure from scratch. ``$MOAA_EVIDENCE_RUN`` names a
+finished ``moaa run`` of the config to measure instead of the benchmark's own.
+
+Run as ``.venv/bin/python benchmarks/run.py --only real_evidence``.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "smollm2-facts.yaml"
 BENCHMARK = "facts"
 HELD_OUT = ROOT / "moaa_ray" / "data" / "facts" / "eval.jsonl"
+WORK = Path(os.environ.get("MOAA_EVIDENCE_DIR", ROOT / "runs" / "real-evidence"))
+JUDGED = 100  # held-out questions the base model judges (two verdicts of ~200 tokens each)
 GREEDY = ["evaluate.sampling.temperature=0.0"]
 SWAPPED = ["--fresh", "dpo.swap_pairs=true"]
 
@@ -57,26 +63,26 @@ def greedy_accuracy(model_path: str, run_dir: Path) -> float:
     return round(100 * evaluation(run_dir)["accuracy"][BENCHMARK], 1)
 
 
-def judged_config(final_model: str, tmp: Path) -> Path:
-    """The config evaluating ``final_model`` against the base model on the held-out questions, as
-    AlpacaEval-style rows judged by the base model."""
+def judged_config(final_model: str, work: Path) -> Path:
+    """The config evaluating ``final_model`` against the base model on the first ``JUDGED``
+    held-out questions, as AlpacaEval-style rows judged by the base model in both orders."""
     questions = [json.loads(line) for line in HELD_OUT.read_text().splitlines() if line.strip()]
-    rows = [{"instruction": q["prompt"], "dataset": BENCHMARK} for q in questions]
-    (tmp / "held_out.json").write_text(json.dumps(rows))
+    rows = [{"instruction": q["prompt"], "dataset": BENCHMARK} for q in questions[:JUDGED]]
+    (work / "held_out.json").write_text(json.dumps(rows))
     config = yaml.safe_load(CONFIG.read_text())
     judging = config["preferences"]["judging"]
-    config["models"]["base"] = dict(config["models"]["smol"])
+    config["models"]["base"] = dict(config["models"]["judge"])  # the untrained weights
     config["models"]["smol"]["path"] = final_model
     config["evaluate"] = {
         **config["evaluate"],
         "benchmarks": [
-            {"path": str(tmp / "held_out.json"), "format": "alpaca_eval", "baseline": "model"}
+            {"path": str(work / "held_out.json"), "format": "alpaca_eval", "baseline": "model"}
         ],
         "baseline_model": "base",
-        "judging": {**judging, "judges": ["base"], "aggregator_judge": "base"},
+        "judging": {**judging, "judges": ["base"], "aggregator_judge": None},
         "every_round": False,
     }
-    path = tmp / "judged.yaml"
+    path = work / "judged.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -118,54 +124,54 @@ def measure(quick: bool) -> dict:
             "300 held-out facts questions (verifier only measures)"
         ),
     }
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        main = tmp / "main"
-        figures["run_s"] = moaa("run", CONFIG, main)
-        total = evaluation(main / "base")["benchmarks"][BENCHMARK]["verifiable"]
-        sampled = accuracies(main, BENCHMARK)
-        models = {m["stage"]: m["model_path"] for m in manifest(main)["models"] if m["model_path"]}
-        rounds = [name for name in sampled if name.endswith("/dpo")]
-        figures["held_out_questions"] = total
-        figures["stages"] = {}
-        for name in ["base", "sft", *rounds]:
-            greedy = greedy_accuracy(models[name], tmp / "greedy" / name.replace("/", "-"))
-            figures["stages"][name] = {
-                "accuracy": sampled[name],
-                "accuracy_ci": interval(sampled[name], total),
-                "greedy_accuracy": greedy,
-                "greedy_accuracy_ci": interval(greedy, total),
-            }
-        base, final = figures["stages"]["base"], figures["stages"][rounds[-1]]
-        figures.update(
-            base_accuracy=base["accuracy"],
-            base_accuracy_ci=base["accuracy_ci"],
-            final_accuracy=final["accuracy"],
-            final_accuracy_ci=final["accuracy_ci"],
-            gain_over_base=round(final["accuracy"] - base["accuracy"], 1),
-            intervals_overlap=final["accuracy_ci"][0] <= base["accuracy_ci"][1],
-        )
-        moa = manifest(main)["stages"]["generate"]["verifier"]
-        figures["moa_accuracy"] = round(100 * moa["accuracy"], 1)
-        figures["proposer_accuracy"] = {
-            k: round(100 * v, 1) for k, v in moa["proposer_accuracy"].items()
+    WORK.mkdir(parents=True, exist_ok=True)
+    main = Path(os.environ.get("MOAA_EVIDENCE_RUN", WORK / "main"))
+    figures["run_s"] = moaa("run", CONFIG, main)
+    total = evaluation(main / "base")["benchmarks"][BENCHMARK]["verifiable"]
+    sampled = accuracies(main, BENCHMARK)
+    models = {m["stage"]: m["model_path"] for m in manifest(main)["models"] if m["model_path"]}
+    rounds = [name for name in sampled if name.endswith("/dpo")]
+    figures["held_out_questions"] = total
+    figures["stages"] = {}
+    for name in ["base", "sft", *rounds]:
+        greedy = greedy_accuracy(models[name], WORK / "greedy" / name.replace("/", "-"))
+        figures["stages"][name] = {
+            "accuracy": sampled[name],
+            "accuracy_ci": interval(sampled[name], total),
+            "greedy_accuracy": greedy,
+            "greedy_accuracy_ci": interval(greedy, total),
         }
-        figures.update(judge_figures(main))
-        figures.update(training_figures(main))
+    base, final = figures["stages"]["base"], figures["stages"][rounds[-1]]
+    figures.update(
+        base_accuracy=base["accuracy"],
+        base_accuracy_ci=base["accuracy_ci"],
+        final_accuracy=final["accuracy"],
+        final_accuracy_ci=final["accuracy_ci"],
+        gain_over_base=round(final["accuracy"] - base["accuracy"], 1),
+        intervals_overlap=final["accuracy_ci"][0] <= base["accuracy_ci"][1],
+    )
+    moa = manifest(main)["stages"]["generate"]["verifier"]
+    figures["moa_accuracy"] = round(100 * moa["accuracy"], 1)
+    figures["proposer_accuracy"] = {
+        k: round(100 * v, 1) for k, v in moa["proposer_accuracy"].items()
+    }
+    figures.update(judge_figures(main))
+    figures.update(training_figures(main))
 
-        control = tmp / "swapped"
+    control = WORK / "swapped"
+    if not control.exists():
         keep_until_round_one_judged(main, control)
-        figures["swapped_run_s"] = moaa("run", CONFIG, control, *SWAPPED)
-        swapped = accuracies(control, BENCHMARK)
-        figures["swapped_final_accuracy"] = swapped[rounds[-1]]
-        figures["swapped_final_accuracy_ci"] = interval(swapped[rounds[-1]], total)
+    figures["swapped_run_s"] = moaa("run", CONFIG, control, *SWAPPED)
+    swapped = accuracies(control, BENCHMARK)
+    figures["swapped_final_accuracy"] = swapped[rounds[-1]]
+    figures["swapped_final_accuracy_ci"] = interval(swapped[rounds[-1]], total)
+    figures["swapped_below_final"] = figures["swapped_final_accuracy"] < final["accuracy"]
 
-        judged = tmp / "judged"
-        moaa("evaluate", judged_config(models[rounds[-1]], tmp), judged)
-        result = evaluation(judged)["benchmarks"]["held_out"]
-        figures["judged_win_rate"] = result.get("win_rate")
-        figures["judged_win_rate_ci"] = result.get("win_rate_ci")
-        figures["judged_results"] = result
+    judged = WORK / "judged"
+    moaa("evaluate", judged_config(models[rounds[-1]], WORK), judged)
+    result = evaluation(judged)["benchmarks"]["held_out"]
+    keys = ("judged", "wins", "ties", "losses", "win_rate", "position_bias_rate")
+    figures["judged_vs_base"] = {key: result.get(key) for key in keys}
     figures["total_s"] = round(time.monotonic() - started, 1)
     return figures
 

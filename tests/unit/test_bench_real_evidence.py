@@ -1,0 +1,35 @@
+"""The real-weights benchmark's pure parts: its intervals and the config of its judged evaluation."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+bench = importlib.import_module("benchmarks.bench_real_evidence")
+
+
+def test_interval_is_the_wilson_interval_of_a_percentage_in_percent():
+    assert bench.interval(21.0, 300) == [16.8, 26.0]  # 63 of 300
+    assert bench.interval(0.0, 10) == [0.0, 27.8]
+
+
+def test_the_judged_evaluation_pits_the_final_model_against_the_untrained_weights(tmp_path):
+    from moaa_ray.validation import validate_config
+
+    final = tmp_path / "final-model"
+    final.mkdir()
+    path = bench.judged_config(str(final), tmp_path)
+
+    report = validate_config(path)
+    assert report.problems == []
+    config = yaml.safe_load(path.read_text())
+    assert config["models"]["smol"]["path"] == str(final)
+    assert config["models"]["base"]["path"] == "real:smollm2-135m-instruct"
+    assert config["evaluate"]["baseline_model"] == "base"
+    assert config["evaluate"]["judging"]["judges"] == ["base"]
+    rows = json.loads((tmp_path / "held_out.json").read_text())
+    assert len(rows) == bench.JUDGED and rows[0]["instruction"].endswith("?")
