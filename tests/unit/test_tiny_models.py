@@ -5,7 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from moaa_ray.tiny_models import TASK_MODELS, TINY_MODELS, build_once, resolve_model_path
+from moaa_ray.build_cache import build_once
+from moaa_ray.tiny_models import TASK_MODELS, TINY_MODELS, resolve_model_path
 
 
 def test_tiny_models_are_deterministic_and_distinct(tmp_path):
