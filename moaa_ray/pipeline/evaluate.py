@@ -41,6 +41,7 @@ from moaa_ray.core.mt_bench import needs_reference
 from moaa_ray.core.verification import Verifier
 from moaa_ray.core.winrates import load_instruction_difficulty
 from moaa_ray.engines.pools import PoolSet
+from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.evaluate_questions import _graded, _question_states, baseline_name
 from moaa_ray.pipeline.evaluate_results import benchmark_results, is_scored, verified_results
 from moaa_ray.pipeline.evaluate_rows import _write_batch
@@ -81,7 +82,7 @@ def evaluate(
     if config.evaluate is None:
         raise ValueError("config has no 'evaluate' section")
     stage = EvaluationStage(config, config.evaluate, RunDir(run_dir), stage_name)
-    return run_row_stage(stage, config, fresh)
+    return run_row_stage(stage, config, fresh, start_pools=cluster_pools)
 
 
 class EvaluationStage:

@@ -13,6 +13,7 @@ from moaa_ray.core.moa import LayerPlan, TruncatedAnswer, finish_row, plan_layer
 from moaa_ray.core.verification import moa_accuracy
 from moaa_ray.engines.pools import PoolSet
 from moaa_ray.metrics import count_rows
+from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.inputs import fingerprint_input, load_states
 from moaa_ray.pipeline.moa_graph import plan_steps, stream
 from moaa_ray.records import Reject, sft_schema
@@ -42,7 +43,12 @@ def generate_sft(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
     """
     if config.generate is None:
         raise ValueError("config has no 'generate' section")
-    return run_row_stage(GenerateStage(config, config.generate, RunDir(run_dir)), config, fresh)
+    return run_row_stage(
+        GenerateStage(config, config.generate, RunDir(run_dir)),
+        config,
+        fresh,
+        start_pools=cluster_pools,
+    )
 
 
 class GenerateStage:

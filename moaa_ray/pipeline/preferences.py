@@ -22,6 +22,7 @@ from moaa_ray.core.tournament import judgment_stats, new_tournament, rank_sample
 from moaa_ray.core.verification import Verifier, preference_accuracy, share
 from moaa_ray.engines.pools import PoolSet
 from moaa_ray.metrics import count_rows
+from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.inputs import fingerprint_input, load_states
 from moaa_ray.pipeline.preference_graph import (
     AggregateStep,
@@ -71,7 +72,7 @@ def build_preferences(
     stage = PreferenceStage(
         config, config.preferences, RunDir(run_dir), stage_name, (slice_index, num_slices)
     )
-    return run_row_stage(stage, config, fresh)
+    return run_row_stage(stage, config, fresh, start_pools=cluster_pools)
 
 
 class PreferenceStage:
