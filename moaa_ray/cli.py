@@ -13,27 +13,28 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from moaa_ray.runs.layout import DPO, EVALUATE, GENERATE, PREFERENCES, SFT
 from moaa_ray.serve.command import add_serve_parser, serve
 
-# subcommand: what it does (its stage is :func:`stage_function`'s)
+# subcommand: what it does (each stage's subcommand is its folder's name; see stage_function)
 STAGES = {
-    "generate": "write the MoA SFT dataset (layered proposers + aggregator) from prompts",
-    "preferences": "sample K answers per prompt, rank them with the judge ensemble, write DPO pairs",
+    GENERATE: "write the MoA SFT dataset (layered proposers + aggregator) from prompts",
+    PREFERENCES: "sample K answers per prompt, rank them with the judge ensemble, write DPO pairs",
     "run": "the whole pipeline: MoA SFT data, SFT, rounds of sample/judge/DPO, evaluation",
-    "sft": "fine-tune the target model on the MoA dataset (Ray Train + DeepSpeed)",
-    "dpo": "DPO from the SFT model on the preference pairs (Ray Train + DeepSpeed)",
-    "evaluate": "judge the model against a baseline: win rates, LC win rate, BT score, MT-Bench grades",
+    SFT: "fine-tune the target model on the MoA dataset (Ray Train + DeepSpeed)",
+    DPO: "DPO from the SFT model on the preference pairs (Ray Train + DeepSpeed)",
+    EVALUATE: "judge the model against a baseline: win rates, LC win rate, BT score, MT-Bench grades",
 }
 
 
 def stage_function(command: str) -> Callable[..., dict]:
     """The function that runs a subcommand, taking ``(config, run_dir, fresh=...)`` and returning
     its summary; imported only here, since the stages load Ray and the ML libraries."""
-    if command == "generate":
+    if command == GENERATE:
         from moaa_ray.pipeline.generate import generate_sft
 
         return generate_sft
-    if command == "preferences":
+    if command == PREFERENCES:
         from moaa_ray.pipeline.preferences import build_preferences
 
         return build_preferences
@@ -41,15 +42,15 @@ def stage_function(command: str) -> Callable[..., dict]:
         from moaa_ray.orchestrator import run_pipeline
 
         return run_pipeline
-    if command == "sft":
+    if command == SFT:
         from moaa_ray.train.sft import train_sft
 
         return train_sft
-    if command == "dpo":
+    if command == DPO:
         from moaa_ray.train.dpo import train_dpo
 
         return train_dpo
-    if command == "evaluate":
+    if command == EVALUATE:
         from moaa_ray.pipeline.evaluate import evaluate
 
         return evaluate
@@ -140,7 +141,7 @@ def _show_config(args: argparse.Namespace) -> int:
 
 
 # Earlier names of subcommands, still accepted but not listed.
-ALIASES = {"train-sft": "sft", "train-dpo": "dpo"}
+ALIASES = {"train-sft": SFT, "train-dpo": DPO}
 
 EXIT_ERROR = 1  # the stage failed (engine, cluster, stall); the message says why
 EXIT_USAGE = 2  # bad config, changed fingerprint without --fresh, run directory in use

@@ -58,6 +58,7 @@ from moaa_ray.pipeline.report import earlier_evaluations, evaluated_models, writ
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.records import Reject
 from moaa_ray.runs.fingerprint import config_identity, models_identity
+from moaa_ray.runs.layout import EVALUATE
 from moaa_ray.runs.rundir import RunDir, StageDir
 from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
@@ -65,7 +66,7 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate(
-    config: MoaaConfig, run_dir: str | Path, stage_name: str = "evaluate", fresh: bool = False
+    config: MoaaConfig, run_dir: str | Path, stage_name: str = EVALUATE, fresh: bool = False
 ) -> dict:
     """Answer, judge and grade every benchmark question, and write ``results.json``; a rerun resumes.
 

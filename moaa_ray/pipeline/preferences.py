@@ -36,6 +36,7 @@ from moaa_ray.pipeline.preference_graph import (
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.records import Reject, dropped_schema, judgment_schema, preference_schema
 from moaa_ray.runs.fingerprint import config_identity, models_identity
+from moaa_ray.runs.layout import PREFERENCES
 from moaa_ray.runs.rundir import RunDir, StageDir
 from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 def build_preferences(
     config: MoaaConfig,
     run_dir: str | Path,
-    stage_name: str = "preferences",
+    stage_name: str = PREFERENCES,
     slice_index: int = 0,
     num_slices: int = 1,
     fresh: bool = False,
