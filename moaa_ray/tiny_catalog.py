@@ -36,7 +36,13 @@ TINY_MODELS: dict[str, TinySpec] = {
 }
 
 
-TASK_MODELS = ("addition-base", "addition-proposer-a", "addition-proposer-b", "addition-proposer-c")
+# Trained task models for "What is A + B?"; their recipes are moaa_ray.tasks.addition_models'.
+ADDITION_MODELS = (
+    "addition-base",
+    "addition-proposer-a",
+    "addition-proposer-b",
+    "addition-proposer-c",
+)
 ADDITION_TRUNK = "addition-trunk"  # what every addition model is fine-tuned from
 PAIRWISE_RANKERS = ("pairrm-f",)  # random, in PairRM's layout (moaa_ray.pairrm_model)
-KNOWN_MODELS = (*TINY_MODELS, *TASK_MODELS, *PAIRWISE_RANKERS)
+KNOWN_MODELS = (*TINY_MODELS, *ADDITION_MODELS, *PAIRWISE_RANKERS)

@@ -20,10 +20,10 @@ from moaa_ray import real_models
 from moaa_ray.build_cache import build_once, default_cache_dir
 from moaa_ray.tasks.addition_models import build_task_model, build_trunk, recipe_digest
 from moaa_ray.tiny_catalog import (
+    ADDITION_MODELS,
     ADDITION_TRUNK,
     KNOWN_MODELS,
     PAIRWISE_RANKERS,
-    TASK_MODELS,
     TINY_MODELS,
     TINY_PREFIX,
     TinySpec,
@@ -33,7 +33,7 @@ BUILD_VERSION = "v2"  # v2: verdict words are single tokens (" A", " B", " tie")
 VOCAB_SIZE = 512
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 # ChatML; {% generation %} marks assistant tokens so trainers can mask the loss to them.
-CHAT_TEMPLATE = (
+CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' }}"
     "{% if message['role'] == 'assistant' %}"
@@ -86,7 +86,7 @@ class ChatFormat:
 
 
 CHAT_FORMATS = {
-    "chatml": ChatFormat(CHAT_TEMPLATE, "<|im_start|>", "<|im_end|>"),
+    "chatml": ChatFormat(CHATML_TEMPLATE, "<|im_start|>", "<|im_end|>"),
     "gemma": ChatFormat(
         GEMMA_STYLE_TEMPLATE,
         "<bos>",
@@ -123,7 +123,7 @@ def resolve_model_path(model_path: str, cache_dir: Path | None = None) -> str:
     if name not in KNOWN_MODELS:
         raise ValueError(f"unknown tiny model {name!r}; known: {sorted(KNOWN_MODELS)}")
     root = (cache_dir or default_cache_dir()) / "tiny-models" / BUILD_VERSION
-    if name in TASK_MODELS:
+    if name in ADDITION_MODELS:
         # Named by their training recipe, so a changed recipe never reuses an older build.
         trunk = build_once(root / f"{ADDITION_TRUNK}-{recipe_digest(ADDITION_TRUNK)}", build_trunk)
         target = root / f"{name}-{recipe_digest(name)}"
