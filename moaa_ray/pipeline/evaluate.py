@@ -41,6 +41,7 @@ from moaa_ray.core.mt_bench import needs_reference
 from moaa_ray.core.verification import Verifier
 from moaa_ray.core.winrates import load_instruction_difficulty
 from moaa_ray.engines.pools import PoolSet
+from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.evaluate_questions import _graded, _question_states, baseline_name
 from moaa_ray.pipeline.evaluate_results import benchmark_results, is_scored, verified_results
 from moaa_ray.pipeline.evaluate_rows import _write_batch
@@ -57,6 +58,7 @@ from moaa_ray.pipeline.report import earlier_evaluations, evaluated_models, writ
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.records import Reject
 from moaa_ray.runs.fingerprint import config_identity, models_identity
+from moaa_ray.runs.layout import EVALUATE
 from moaa_ray.runs.rundir import RunDir, StageDir
 from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
@@ -64,7 +66,7 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate(
-    config: MoaaConfig, run_dir: str | Path, stage_name: str = "evaluate", fresh: bool = False
+    config: MoaaConfig, run_dir: str | Path, stage_name: str = EVALUATE, fresh: bool = False
 ) -> dict:
     """Answer, judge and grade every benchmark question, and write ``results.json``; a rerun resumes.
 
@@ -81,7 +83,7 @@ def evaluate(
     if config.evaluate is None:
         raise ValueError("config has no 'evaluate' section")
     stage = EvaluationStage(config, config.evaluate, RunDir(run_dir), stage_name)
-    return run_row_stage(stage, config, fresh)
+    return run_row_stage(stage, config, fresh, start_pools=cluster_pools)
 
 
 class EvaluationStage:

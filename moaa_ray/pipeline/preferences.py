@@ -22,6 +22,7 @@ from moaa_ray.core.tournament import judgment_stats, new_tournament, rank_sample
 from moaa_ray.core.verification import Verifier, preference_accuracy, share
 from moaa_ray.engines.pools import PoolSet
 from moaa_ray.metrics import count_rows
+from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.inputs import fingerprint_input, load_states
 from moaa_ray.pipeline.preference_graph import (
     AggregateStep,
@@ -35,6 +36,7 @@ from moaa_ray.pipeline.preference_graph import (
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.records import Reject, dropped_schema, judgment_schema, preference_schema
 from moaa_ray.runs.fingerprint import config_identity, models_identity
+from moaa_ray.runs.layout import PREFERENCES
 from moaa_ray.runs.rundir import RunDir, StageDir
 from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
@@ -44,7 +46,7 @@ logger = logging.getLogger(__name__)
 def build_preferences(
     config: MoaaConfig,
     run_dir: str | Path,
-    stage_name: str = "preferences",
+    stage_name: str = PREFERENCES,
     slice_index: int = 0,
     num_slices: int = 1,
     fresh: bool = False,
@@ -71,7 +73,7 @@ def build_preferences(
     stage = PreferenceStage(
         config, config.preferences, RunDir(run_dir), stage_name, (slice_index, num_slices)
     )
-    return run_row_stage(stage, config, fresh)
+    return run_row_stage(stage, config, fresh, start_pools=cluster_pools)
 
 
 class PreferenceStage:

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from moaa_ray.config import MoaaConfig
+from moaa_ray.runs.layout import BASE, EVALUATE, round_folder
 
 Evaluation = tuple[str, dict]  # (label, results.json's content)
 
@@ -32,9 +33,9 @@ def evaluated_models(config: MoaaConfig) -> list[tuple[str, str]]:
     """
     if config.evaluate is None or not config.evaluate.every_round:
         return []
-    start = [("start", "base")] if config.sft or config.preferences else []
-    sft = [("SFT", "round-0")] if config.sft else []
-    rounds = [(f"DPO round {r}", f"round-{r}") for r in range(1, config.iterations)]
+    start = [("start", BASE)] if config.sft or config.preferences else []
+    sft = [("SFT", round_folder(0))] if config.sft else []
+    rounds = [(f"DPO round {r}", round_folder(r)) for r in range(1, config.iterations)]
     return start + sft + rounds
 
 
@@ -47,7 +48,7 @@ def earlier_evaluations(run_root: Path, models: list[tuple[str, str]]) -> list[E
     """
     found = []
     for label, folder in models:
-        path = run_root / folder / "evaluate" / "results.json"
+        path = run_root / folder / EVALUATE / "results.json"
         if path.exists():
             found.append((label, json.loads(path.read_text())))
     return found

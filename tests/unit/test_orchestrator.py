@@ -68,7 +68,7 @@ def test_every_round_evaluates_the_base_the_sft_model_and_each_round(monkeypatch
     models = [(m["stage"], m["model_path"], m["accuracy"]) for m in summary["models"]]
     assert models == [
         ("base", "tiny:llama-a", {"bench": "accuracy of tiny:llama-a"}),
-        ("moa-data", None, 0.6),
+        ("moa-answers", None, 0.6),
         ("sft", "sft-model", {"bench": "accuracy of sft-model"}),
         ("round-1/dpo", "dpo-1", {"bench": "accuracy of dpo-1"}),
         ("round-2/dpo", "dpo-2", {"bench": "accuracy of dpo-2"}),

@@ -18,7 +18,7 @@ from moaa_ray.pipeline.evaluate_rows import _write_batch
 from moaa_ray.pipeline.evaluate_steps import AlpacaEvalJudgeStep, AnswerStep
 from moaa_ray.pipeline.report import render_report
 from moaa_ray.runs.rundir import StageDir
-from tests.unit.pipeline.test_evaluate import FakePool
+from tests.fakes import FakePool
 
 SAMPLING = EvaluateConfig.model_fields["sampling"].default
 SWITCHED, UNSWITCHED = "Question 1?", "Question 0?"  # alpaca_eval shows the model first, then last
