@@ -53,7 +53,7 @@ from moaa_ray.pipeline.evaluate_steps import (
     JudgedOnly,
 )
 from moaa_ray.pipeline.inputs import fingerprint_input
-from moaa_ray.pipeline.preferences import judging_steps
+from moaa_ray.pipeline.judging import judging_steps
 from moaa_ray.pipeline.report import earlier_evaluations, evaluated_models, write_report
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.records import Reject

@@ -15,8 +15,7 @@ from moaa_ray.core.arena_hard import battles_from_verdicts
 from moaa_ray.core.tournament import judgment_stats, pair_comparisons
 from moaa_ray.core.verification import Verifier
 from moaa_ray.pipeline.evaluate_questions import answer_conversation
-from moaa_ray.pipeline.preference_graph import verdict_rules
-from moaa_ray.pipeline.preferences import audit_row
+from moaa_ray.pipeline.judging import audit_row, verdict_rules
 from moaa_ray.records import Reject, judgment_schema
 from moaa_ray.runs.rundir import StageDir
 from moaa_ray.runs.runner import BatchOutcome

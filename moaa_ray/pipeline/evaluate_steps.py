@@ -31,7 +31,7 @@ from moaa_ray.core.mt_bench import GRADE_PREFIX, expected_grade, parse_rating, r
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.engines.pools import ModelPool, PoolCall
 from moaa_ray.pipeline.evaluate_questions import SIDES, answer_conversation, transcript
-from moaa_ray.pipeline.preference_graph import LOGPROB_REPLY_TOKENS, fit_prompt
+from moaa_ray.pipeline.judging import LOGPROB_REPLY_TOKENS, fit_prompt
 from moaa_ray.records import mark_failed
 
 GRADES = [str(grade) for grade in range(1, 11)]
