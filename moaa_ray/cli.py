@@ -51,7 +51,7 @@ def stage_function(command: str) -> Callable[..., dict]:
 
         return train_dpo
     if command == EVALUATE:
-        from moaa_ray.pipeline.evaluate import evaluate
+        from moaa_ray.pipeline.evaluate.stage import evaluate
 
         return evaluate
     raise ValueError(f"no stage is called {command!r}")

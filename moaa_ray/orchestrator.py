@@ -12,7 +12,7 @@ stage trains or evaluates on incomplete or empty data. Round ``r`` of sample/jud
 reads the r-th slice of the preference prompts (Snorkel / SPPO-style iterative DPO). With
 ``evaluate.every_round`` the starting model (``base/evaluate/``), the SFT model
 (``round-0/evaluate/``) and each round's model but the last (``round-<r>/evaluate/``) are evaluated
-too (:func:`~moaa_ray.pipeline.report.evaluated_models`), and the final report compares them all.
+too (:func:`~moaa_ray.pipeline.evaluate.report.evaluated_models`), and the final report compares them all.
 The run's summary and manifest list, under ``models``,
 each stage's model with its path and the accuracy of its verified benchmarks.
 """
@@ -83,10 +83,10 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
         Per stage: its summary and seconds; plus ``final_model``, ``run_dir`` and ``status``
         (``done``, or the status of the stage the run stopped at).
     """
-    from moaa_ray.pipeline.evaluate import evaluate
+    from moaa_ray.pipeline.evaluate.report import evaluated_models
+    from moaa_ray.pipeline.evaluate.stage import evaluate
     from moaa_ray.pipeline.generate import generate_sft
     from moaa_ray.pipeline.preferences import build_preferences
-    from moaa_ray.pipeline.report import evaluated_models
     from moaa_ray.train.dpo import train_dpo
     from moaa_ray.train.sft import train_sft
 

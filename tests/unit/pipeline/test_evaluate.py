@@ -9,22 +9,22 @@ from pydantic import ValidationError
 
 from moaa_ray.config import BenchmarkConfig, EvaluateConfig, JudgingConfig, MoaaConfig, load_config
 from moaa_ray.core.benchmarks import EvalQuestion
-from moaa_ray.pipeline import evaluate as evaluate_module
-from moaa_ray.pipeline.evaluate import EvaluationStage, shared_judges
-from moaa_ray.pipeline.evaluate_questions import (
+from moaa_ray.pipeline.evaluate import stage as evaluate_module
+from moaa_ray.pipeline.evaluate.questions import (
     baseline_name,
     new_question_state,
     question_row_id,
     transcript,
 )
-from moaa_ray.pipeline.evaluate_results import (
+from moaa_ray.pipeline.evaluate.results import (
     arena_battles,
     benchmark_results,
     is_scored,
     verified_results,
 )
-from moaa_ray.pipeline.evaluate_rows import verify_answers
-from moaa_ray.pipeline.evaluate_steps import AnswerStep, ArenaHardJudgeStep, GradeStep, JudgedOnly
+from moaa_ray.pipeline.evaluate.rows import verify_answers
+from moaa_ray.pipeline.evaluate.stage import EvaluationStage, shared_judges
+from moaa_ray.pipeline.evaluate.steps import AnswerStep, ArenaHardJudgeStep, GradeStep, JudgedOnly
 from moaa_ray.runs.rundir import RunDir
 from moaa_ray.tasks.addition import verify
 from tests.fakes import FakePool

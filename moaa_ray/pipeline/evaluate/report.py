@@ -1,9 +1,9 @@
 """The evaluation report a person reads: ``report.md`` with a table per benchmark, ``scores.png``.
 
 Built from evaluation results (``results.json``:
-:func:`moaa_ray.pipeline.evaluate_results.benchmark_results` per judged benchmark,
-:func:`~moaa_ray.pipeline.evaluate_results.graded_results` per graded-only MT-Bench one,
-:func:`~moaa_ray.pipeline.evaluate_results.verified_results` per verified one), one per evaluated
+:func:`moaa_ray.pipeline.evaluate.results.benchmark_results` per judged benchmark,
+:func:`~moaa_ray.pipeline.evaluate.results.graded_results` per graded-only MT-Bench one,
+:func:`~moaa_ray.pipeline.evaluate.results.verified_results` per verified one), one per evaluated
 model: the starting model, the SFT model and each DPO round's when ``moaa run`` evaluates every
 round (:func:`evaluated_models`), else the one evaluated model.
 """
