@@ -69,7 +69,8 @@ class EngineActor:
     says."""
 
     def __init__(self, name: str, config: ModelConfig, replica: int = 0):
-        from moaa_ray.engines.base import build_engine, merges_calls
+        from moaa_ray.engines.base import merges_calls
+        from moaa_ray.engines.factory import build_engine
 
         self.name = name
         self.replica = replica
