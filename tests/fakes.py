@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from moaa_ray.engines.base import Answer
-from moaa_ray.engines.pools import Completion
+from moaa_ray.pools.dispatch import Completion
 
 
 class FakePool:

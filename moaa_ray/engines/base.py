@@ -46,7 +46,7 @@ class Engine(Protocol):
 
     A backend whose methods are coroutines (``vllm``) takes many calls at once and batches them
     itself; one with ``batches_items = True`` (``hf``) has its waiting calls merged into one
-    (:mod:`moaa_ray.engines.replica`).
+    (:mod:`moaa_ray.pools.replica`).
     """
 
     def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Answer]]:
