@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray.exceptions import RayError
 
     from moaa_ray import console
-    from moaa_ray.engines.pools import EngineFailure
+    from moaa_ray.pools.dispatch import EngineFailure
     from moaa_ray.runs.rundir import RunLocked
     from moaa_ray.runs.runner import (
         EXIT_CODES,

@@ -39,7 +39,7 @@ class PairRMEngine:
         ValueError: the tokenizer's marker tokens are not the ids the checkpoint was trained with.
     """
 
-    batches_items = True  # waiting calls are merged into one batch (engines/replica.py)
+    batches_items = True  # waiting calls are merged into one batch (pools/replica.py)
 
     def __init__(self, config: ModelConfig):
         kwargs = dict(config.engine_kwargs)

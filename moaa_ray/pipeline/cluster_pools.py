@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from moaa_ray.config import MoaaConfig
-from moaa_ray.engines.pools import PoolSet
+from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.runs.cluster import connect
 
 

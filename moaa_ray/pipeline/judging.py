@@ -29,8 +29,9 @@ from moaa_ray.core.tournament import (
     record_judgment,
 )
 from moaa_ray.engines.base import SamplingParams
-from moaa_ray.engines.pools import SUBMIT_IN_ORDER, Completion, ModelPool
 from moaa_ray.pipeline.streaming import StreamStep
+from moaa_ray.pools.dispatch import Completion
+from moaa_ray.pools.model_pool import SUBMIT_IN_ORDER, ModelPool
 from moaa_ray.records import mark_failed
 
 VERDICT_PREFIX = "Verdict: "  # logprob verdicts: the choices "A" and "B" continue it

@@ -14,8 +14,8 @@ from moaa_ray.core.context import Prompt
 from moaa_ray.core.judging import render_judge_prompt
 from moaa_ray.core.pairing import round_robin_pairs
 from moaa_ray.core.tournament import record_samples, shown
-from moaa_ray.engines.pools import ModelPool
 from moaa_ray.pipeline.judging import fit_prompt, seeded_params
+from moaa_ray.pools.model_pool import ModelPool
 from moaa_ray.records import mark_failed
 
 

@@ -19,13 +19,13 @@ from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig
 from moaa_ray.core.pairing import count_judge_calls
 from moaa_ray.core.tournament import judgment_stats, new_tournament, rank_samples
 from moaa_ray.core.verification import Verifier, preference_accuracy, share
-from moaa_ray.engines.pools import PoolSet
 from moaa_ray.metrics import count_rows
 from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.inputs import fingerprint_input, load_states
 from moaa_ray.pipeline.judging import audit_row, judging_steps, pairs_for, verdict_rules
 from moaa_ray.pipeline.preference_graph import RewardModelStep, SampleStep
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
+from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.records import Reject, dropped_schema, judgment_schema, preference_schema
 from moaa_ray.runs.fingerprint import config_identity, models_identity
 from moaa_ray.runs.layout import PREFERENCES

@@ -211,7 +211,7 @@ class RowStage(Protocol):
         ...
 
     def batches(self, todo: list[dict], pools: Any) -> Iterator[list[dict]]:
-        """Process the rows to do with the pools (a :class:`~moaa_ray.engines.pools.PoolSet`)."""
+        """Process the rows to do with the pools (a :class:`~moaa_ray.pools.pool_set.PoolSet`)."""
         ...
 
     def write(self, batch: list[dict]) -> BatchOutcome:

@@ -237,7 +237,7 @@ def test_a_slow_model_gets_its_calls_once_loaded_while_the_stream_runs_ahead(ray
 def test_a_model_that_fails_to_load_ends_the_stage_and_the_fixed_config_reruns_it(
     ray_cluster, tmp_path
 ):
-    from moaa_ray.engines.pools import EngineFailure
+    from moaa_ray.pools.dispatch import EngineFailure
 
     broken = tmp_path / "broken"  # a config.json and no weights
     broken.mkdir()
@@ -261,7 +261,8 @@ def test_a_pending_replica_that_fails_to_load_is_dropped_and_the_pool_goes_on(
 
     from moaa_ray.config import ModelConfig
     from moaa_ray.engines.base import SamplingParams
-    from moaa_ray.engines.pools import EngineActor, start_pool, stop_actors
+    from moaa_ray.pools.actor import EngineActor
+    from moaa_ray.pools.pool_set import start_pool, stop_actors
 
     pool = start_pool("p", ModelConfig(path="p", engine="simulated", num_cpus=0))
     not_a_model = ModelConfig(path=str(tmp_path), engine="hf", num_cpus=0)

@@ -35,7 +35,6 @@ from moaa_ray.config import (
 from moaa_ray.core.mt_bench import needs_reference
 from moaa_ray.core.verification import Verifier
 from moaa_ray.core.winrates import load_instruction_difficulty
-from moaa_ray.engines.pools import PoolSet
 from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.evaluate.questions import baseline_name, is_graded, question_states
 from moaa_ray.pipeline.evaluate.report import earlier_evaluations, evaluated_models, write_report
@@ -51,6 +50,7 @@ from moaa_ray.pipeline.evaluate.steps import (
 from moaa_ray.pipeline.inputs import fingerprint_input
 from moaa_ray.pipeline.judging import judging_steps
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
+from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.records import Reject
 from moaa_ray.runs.fingerprint import config_identity, models_identity
 from moaa_ray.runs.layout import EVALUATE

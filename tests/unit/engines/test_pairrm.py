@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from moaa_ray.config import ModelConfig
-from moaa_ray.engines.base import build_engine
+from moaa_ray.engines.factory import build_engine
 from moaa_ray.engines.pairrm import PairRMEngine
 from moaa_ray.pairrm_model import (
     CANDIDATE1,
