@@ -53,8 +53,8 @@ from moaa_ray.config import MoaaConfig, load_config
 from moaa_ray.core.pairing import count_judge_calls
 from moaa_ray.core.verification import share
 from moaa_ray.engines.base import SamplingParams
-from moaa_ray.engines.pools import PoolSet
 from moaa_ray.pipeline.preferences import PreferenceStage
+from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.runs.cluster import connect
 from moaa_ray.runs.rundir import RunDir
 from moaa_ray.tasks.addition import verify

@@ -46,7 +46,7 @@ from typing import Any
 import ray
 
 from moaa_ray.config import MoaaConfig, load_config
-from moaa_ray.engines.pools import PoolSet
+from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.runs.cluster import connect
 from moaa_ray.runs.rundir import RunDir
 

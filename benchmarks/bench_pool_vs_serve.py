@@ -18,8 +18,9 @@ import ray
 from ray import serve
 
 from moaa_ray.config import ModelConfig
-from moaa_ray.engines.base import SamplingParams, build_engine
-from moaa_ray.engines.pools import start_pool, stop_actors
+from moaa_ray.engines.base import SamplingParams
+from moaa_ray.engines.factory import build_engine
+from moaa_ray.pools.pool_set import start_pool, stop_actors
 
 CONFIG = ModelConfig(path="sim", engine="simulated", num_replicas=[2, 2], num_cpus=0)
 CONVERSATION = [{"role": "user", "content": "hi"}]

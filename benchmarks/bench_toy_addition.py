@@ -36,14 +36,14 @@ SWAPPED = ["--fresh", "dpo.swap_pairs=true"]
 
 def build_seconds(cache: Path | None) -> tuple[float, bool]:
     """Seconds to build the task models: timed in an empty ``cache``, else from their model cards."""
-    from moaa_ray.tiny_models import TASK_MODELS, resolve_model_path
+    from moaa_ray.tiny_models import ADDITION_MODELS, resolve_model_path
 
     if cache is not None:
         started = time.monotonic()
-        for name in TASK_MODELS:
+        for name in ADDITION_MODELS:
             resolve_model_path(f"tiny:{name}", cache)
         return round(time.monotonic() - started, 1), True
-    paths = [Path(resolve_model_path(f"tiny:{name}")) for name in TASK_MODELS]
+    paths = [Path(resolve_model_path(f"tiny:{name}")) for name in ADDITION_MODELS]
     trunk = next(paths[0].parent.glob("addition-trunk-*"))
     cards = [json.loads((p / "task_model.json").read_text()) for p in [trunk, *paths]]
     return round(sum(card["seconds"] for card in cards), 1), False

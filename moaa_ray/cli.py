@@ -8,47 +8,60 @@ Heavy libraries load only once a subcommand runs, so ``moaa --help`` is instant.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from moaa_ray.runs.layout import DPO, EVALUATE, GENERATE, PREFERENCES, SFT
 from moaa_ray.serve.command import add_serve_parser, serve
 
-# subcommand: (what it does, "module:function" taking (config, run_dir) and returning a summary)
+# subcommand: what it does (each stage's subcommand is its folder's name; see stage_function)
 STAGES = {
-    "generate": (
-        "write the MoA SFT dataset (layered proposers + aggregator) from prompts",
-        "moaa_ray.pipeline.generate:generate_sft",
-    ),
-    "preferences": (
-        "sample K answers per prompt, rank them with the judge ensemble, write DPO pairs",
-        "moaa_ray.pipeline.preferences:build_preferences",
-    ),
-    "run": (
-        "the whole pipeline: MoA SFT data, SFT, rounds of sample/judge/DPO, evaluation",
-        "moaa_ray.orchestrator:run_pipeline",
-    ),
-    "sft": (
-        "fine-tune the target model on the MoA dataset (Ray Train + DeepSpeed)",
-        "moaa_ray.train.sft:train_sft",
-    ),
-    "dpo": (
-        "DPO from the SFT model on the preference pairs (Ray Train + DeepSpeed)",
-        "moaa_ray.train.dpo:train_dpo",
-    ),
-    "evaluate": (
-        "judge the model against a baseline: win rates, LC win rate, BT score, MT-Bench grades",
-        "moaa_ray.pipeline.evaluate:evaluate",
-    ),
+    GENERATE: "write the MoA SFT dataset (layered proposers + aggregator) from prompts",
+    PREFERENCES: "sample K answers per prompt, rank them with the judge ensemble, write DPO pairs",
+    "run": "the whole pipeline: MoA SFT data, SFT, rounds of sample/judge/DPO, evaluation",
+    SFT: "fine-tune the target model on the MoA dataset (Ray Train + DeepSpeed)",
+    DPO: "DPO from the SFT model on the preference pairs (Ray Train + DeepSpeed)",
+    EVALUATE: "judge the model against a baseline: win rates, LC win rate, BT score, MT-Bench grades",
 }
+
+
+def stage_function(command: str) -> Callable[..., dict]:
+    """The function that runs a subcommand, taking ``(config, run_dir, fresh=...)`` and returning
+    its summary; imported only here, since the stages load Ray and the ML libraries."""
+    if command == GENERATE:
+        from moaa_ray.pipeline.generate import generate_sft
+
+        return generate_sft
+    if command == PREFERENCES:
+        from moaa_ray.pipeline.preferences import build_preferences
+
+        return build_preferences
+    if command == "run":
+        from moaa_ray.orchestrator import run_pipeline
+
+        return run_pipeline
+    if command == SFT:
+        from moaa_ray.train.sft import train_sft
+
+        return train_sft
+    if command == DPO:
+        from moaa_ray.train.dpo import train_dpo
+
+        return train_dpo
+    if command == EVALUATE:
+        from moaa_ray.pipeline.evaluate.stage import evaluate
+
+        return evaluate
+    raise ValueError(f"no stage is called {command!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="moaa", description="Mixture-of-Agents Alignment on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, _) in STAGES.items():
+    for name, help_text in STAGES.items():
         stage = sub.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("--config", required=True, help="YAML config file")
         stage.add_argument("--run-dir", help="run directory (default: run_dir from the config)")
@@ -128,7 +141,7 @@ def _show_config(args: argparse.Namespace) -> int:
 
 
 # Earlier names of subcommands, still accepted but not listed.
-ALIASES = {"train-sft": "sft", "train-dpo": "dpo"}
+ALIASES = {"train-sft": SFT, "train-dpo": DPO}
 
 EXIT_ERROR = 1  # the stage failed (engine, cluster, stall); the message says why
 EXIT_USAGE = 2  # bad config, changed fingerprint without --fresh, run directory in use
@@ -166,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray.exceptions import RayError
 
     from moaa_ray import console
-    from moaa_ray.engines.pools import EngineFailure
+    from moaa_ray.pools.dispatch import EngineFailure
     from moaa_ray.runs.rundir import RunLocked
     from moaa_ray.runs.runner import (
         EXIT_CODES,
@@ -179,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir or config.run_dir)
     log_file = console.setup(run_dir, args.verbose)
     console.say(f"moaa {args.command} · run directory {run_dir.resolve()} · log {log_file}")
-    module, function = STAGES[args.command][1].split(":")
-    stage = getattr(importlib.import_module(module), function)
+    stage = stage_function(args.command)
     console.route_library_logs()  # the stage's imports brought Ray's and Ray Data's handlers
     try:
         summary = stage(config, run_dir, fresh=args.fresh)

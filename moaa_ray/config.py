@@ -26,7 +26,7 @@ from pydantic import (
 
 from moaa_ray.callables import check_callable_spec
 from moaa_ray.real_models import REAL_PREFIX, check_real_model
-from moaa_ray.tiny_models import KNOWN_MODELS, TINY_PREFIX
+from moaa_ray.tiny_catalog import KNOWN_MODELS, TINY_PREFIX
 
 
 class ConfigError(ValueError):

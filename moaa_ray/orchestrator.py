@@ -12,7 +12,7 @@ stage trains or evaluates on incomplete or empty data. Round ``r`` of sample/jud
 reads the r-th slice of the preference prompts (Snorkel / SPPO-style iterative DPO). With
 ``evaluate.every_round`` the starting model (``base/evaluate/``), the SFT model
 (``round-0/evaluate/``) and each round's model but the last (``round-<r>/evaluate/``) are evaluated
-too (:func:`~moaa_ray.pipeline.report.evaluated_models`), and the final report compares them all.
+too (:func:`~moaa_ray.pipeline.evaluate.report.evaluated_models`), and the final report compares them all.
 The run's summary and manifest list, under ``models``,
 each stage's model with its path and the accuracy of its verified benchmarks.
 """
@@ -24,11 +24,23 @@ import time
 from pathlib import Path
 
 from moaa_ray.config import MoaaConfig, ModelConfig
+from moaa_ray.runs.layout import (
+    BASE,
+    DPO,
+    EVALUATE,
+    GENERATE,
+    PREFERENCES,
+    SFT,
+    in_folder,
+    round_folder,
+)
 from moaa_ray.runs.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
 TRAINED_POLICY = "trained-policy"  # the model entry each round points at its starting checkpoint
+# The models list's entry for the MoA SFT answers, which no model of their own produced.
+MOA_ANSWERS = "moa-answers"
 
 
 def starting_model(config: MoaaConfig) -> str | None:
@@ -71,10 +83,10 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
         Per stage: its summary and seconds; plus ``final_model``, ``run_dir`` and ``status``
         (``done``, or the status of the stage the run stopped at).
     """
-    from moaa_ray.pipeline.evaluate import evaluate
+    from moaa_ray.pipeline.evaluate.report import evaluated_models
+    from moaa_ray.pipeline.evaluate.stage import evaluate
     from moaa_ray.pipeline.generate import generate_sft
     from moaa_ray.pipeline.preferences import build_preferences
-    from moaa_ray.pipeline.report import evaluated_models
     from moaa_ray.train.dpo import train_dpo
     from moaa_ray.train.sft import train_sft
 
@@ -94,40 +106,42 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
     earlier = {folder for _, folder in evaluated_models(config)}  # what the report will list
     with RunDir(root).lock():
         try:
-            if "base" in earlier:
+            if BASE in earlier:
                 assert model_path is not None  # base is evaluated only when the run has a start
                 base = with_trained_policy(config, model_path)
-                timed("base/evaluate", evaluate, base, root / "base")
+                timed(in_folder(BASE, EVALUATE), evaluate, base, root / BASE)
             # 1. MoA SFT data, then SFT of the target model.
             if config.generate:
-                timed("generate", generate_sft, config, root)
+                timed(GENERATE, generate_sft, config, root)
             if config.sft:
-                model_path = timed("sft", train_sft, config, root)["model_path"]
-                if "round-0" in earlier:
+                model_path = timed(SFT, train_sft, config, root)["model_path"]
+                sft_folder = round_folder(0)
+                if sft_folder in earlier:
                     sft_model = with_trained_policy(config, model_path)
-                    timed("round-0/evaluate", evaluate, sft_model, root / "round-0")
+                    timed(in_folder(sft_folder, EVALUATE), evaluate, sft_model, root / sft_folder)
             # 2. Rounds of on-policy sampling, judging and DPO, each from the last round's model.
             for index in range(config.iterations):
                 assert model_path is not None, "rounds need sft or preferences.policy to start"
                 round_config = with_trained_policy(config, model_path)
-                round_dir = root / f"round-{index + 1}"
+                folder = round_folder(index + 1)
+                round_dir = root / folder
                 timed(
-                    f"round-{index + 1}/preferences",
+                    in_folder(folder, PREFERENCES),
                     build_preferences,
                     round_config,
                     round_dir,
                     slice_index=index,
                     num_slices=config.iterations,
                 )
-                dpo = timed(f"round-{index + 1}/dpo", train_dpo, round_config, round_dir)
+                dpo = timed(in_folder(folder, DPO), train_dpo, round_config, round_dir)
                 model_path = dpo["model_path"]
-                if round_dir.name in earlier:
+                if folder in earlier:
                     dpo_model = with_trained_policy(config, model_path)
-                    timed(f"round-{index + 1}/evaluate", evaluate, dpo_model, round_dir)
+                    timed(in_folder(folder, EVALUATE), evaluate, dpo_model, round_dir)
             # 3. Evaluate the final model against the baseline.
             if config.evaluate:
                 evaluated = with_trained_policy(config, model_path) if model_path else config
-                timed("evaluate", evaluate, evaluated, root)
+                timed(EVALUATE, evaluate, evaluated, root)
         except StageIncomplete as stop:
             status = stages[str(stop)]["status"]
             why = "rerun the same command to retry"
@@ -152,30 +166,30 @@ def model_progress(config: MoaaConfig, stages: dict[str, dict]) -> list[dict]:
 
     ``base`` is the model the run starts from (evaluated in ``base/evaluate`` with
     ``every_round``);
-    ``moa-data`` is the verifier's accuracy of the MoA SFT answers (no model); then ``sft`` and each
-    ``round-<r>/dpo``, whose accuracy comes from the evaluation of that model (the last one's from
-    ``evaluate``). A model's accuracy is ``{benchmark: accuracy}`` over its verified benchmarks;
-    ``moa-data``'s is the share of correct MoA answers, beside each proposer's; ``None`` where
-    nothing measured it.
+    ``moa-answers`` is the verifier's accuracy of the MoA SFT answers (no model); then ``sft`` and
+    each ``round-<r>/dpo``, whose accuracy comes from the evaluation of that model (the last one's
+    from ``evaluate``). A model's accuracy is ``{benchmark: accuracy}`` over its verified
+    benchmarks; ``moa-answers``'s is the share of correct MoA answers, beside each proposer's;
+    ``None`` where nothing measured it.
     """
-    trained = [name for name in stages if name == "sft" or name.endswith("/dpo")]
-    evaluations = [name for name in stages if name.endswith("evaluate")]
+    trained = [name for name in stages if name == SFT or name.endswith(f"/{DPO}")]
+    evaluations = [name for name in stages if name.endswith(EVALUATE)]
     progress = []
     start = starting_model(config)
     if start:
-        base = stages.get("base/evaluate", {})
+        base = stages.get(in_folder(BASE, EVALUATE), {})
         progress.append(
             {
-                "stage": "base",
+                "stage": BASE,
                 "model_path": config.models[start].path,
                 "accuracy": base.get("accuracy"),
             }
         )
-    if "generate" in stages:
-        verifier = stages["generate"].get("verifier") or {}
+    if GENERATE in stages:
+        verifier = stages[GENERATE].get("verifier") or {}
         progress.append(
             {
-                "stage": "moa-data",
+                "stage": MOA_ANSWERS,
                 "model_path": None,
                 "accuracy": verifier.get("accuracy"),
                 "proposer_accuracy": verifier.get("proposer_accuracy"),
@@ -184,8 +198,8 @@ def model_progress(config: MoaaConfig, stages: dict[str, dict]) -> list[dict]:
     for index, name in enumerate(trained):
         # The SFT model is evaluated in round-0/evaluate, round r's model in round-r/evaluate, and
         # the last model in evaluate.
-        round_dir = "round-0" if name == "sft" else name.split("/")[0]
-        evaluated = "evaluate" if index == len(trained) - 1 else f"{round_dir}/evaluate"
+        round_dir = round_folder(0) if name == SFT else name.split("/")[0]
+        evaluated = EVALUATE if index == len(trained) - 1 else in_folder(round_dir, EVALUATE)
         result = stages.get(evaluated, {}) if evaluated in evaluations else {}
         progress.append(
             {

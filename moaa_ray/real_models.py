@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from moaa_ray.tiny_models import build_once
+from moaa_ray.build_cache import build_once
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def resolve_real_model(model_path: str, cache_dir: Path) -> str:
 
     Args:
         model_path: ``real:<name>``, a key of :data:`REAL_MODELS`.
-        cache_dir: the root of the built models (:func:`moaa_ray.tiny_models.default_cache_dir`).
+        cache_dir: the root of the built models (:func:`moaa_ray.build_cache.default_cache_dir`).
 
     Returns:
         The folder, loadable with ``from_pretrained`` and no ``gguf`` package.

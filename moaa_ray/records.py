@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-ROLES = ("system", "user", "assistant")
+from moaa_ray.core.conversations import ROLES
 
 
 @dataclass(frozen=True)

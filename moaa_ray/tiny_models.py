@@ -5,30 +5,35 @@ into a local directory, building it on first use. Every model has head_dim 64 so
 The ``addition-*`` models are trained, not random: task models for "What is A + B?"
 (:mod:`moaa_ray.tasks.addition_models`), about 2 minutes for all of them on 2 cores.
 Builds are deterministic (fixed seeds, BPE trained on text the package ships), atomic (a directory is
-renamed into place) and serialised by a file lock, so concurrent actors on one node build each model once.
+renamed into place) and serialised by a file lock, so concurrent actors on one node build each model once
+(:mod:`moaa_ray.build_cache`). Which names exist is :mod:`moaa_ray.tiny_catalog`'s table.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from moaa_ray import real_models
+from moaa_ray.build_cache import build_once, default_cache_dir
+from moaa_ray.tasks.addition_models import build_task_model, build_trunk, recipe_digest
+from moaa_ray.tiny_catalog import (
+    ADDITION_MODELS,
+    ADDITION_TRUNK,
+    KNOWN_MODELS,
+    PAIRWISE_RANKERS,
+    TINY_MODELS,
+    TINY_PREFIX,
+    TinySpec,
+)
 
-TINY_PREFIX = "tiny:"
 BUILD_VERSION = "v2"  # v2: verdict words are single tokens (" A", " B", " tie")
 VOCAB_SIZE = 512
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 # ChatML; {% generation %} marks assistant tokens so trainers can mask the loss to them.
-CHAT_TEMPLATE = (
+CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' }}"
     "{% if message['role'] == 'assistant' %}"
@@ -81,7 +86,7 @@ class ChatFormat:
 
 
 CHAT_FORMATS = {
-    "chatml": ChatFormat(CHAT_TEMPLATE, "<|im_start|>", "<|im_end|>"),
+    "chatml": ChatFormat(CHATML_TEMPLATE, "<|im_start|>", "<|im_end|>"),
     "gemma": ChatFormat(
         GEMMA_STYLE_TEMPLATE,
         "<bos>",
@@ -92,44 +97,6 @@ CHAT_FORMATS = {
         MISTRAL_STYLE_TEMPLATE, "<s>", "</s>", ("<s>", "</s>", "[INST]", "[/INST]")
     ),
 }
-
-
-@dataclass(frozen=True)
-class TinySpec:
-    """Architecture of one tiny model."""
-
-    architecture: str  # "llama" or "qwen2"
-    hidden_size: int
-    num_layers: int
-    num_kv_heads: int
-    seed: int
-    task: str = "causal_lm"  # or "reward" (sequence classification, one label)
-    chat_format: str = "chatml"  # a key of CHAT_FORMATS
-
-
-TINY_MODELS: dict[str, TinySpec] = {
-    "llama-a": TinySpec("llama", 128, 2, 2, seed=1),
-    "qwen2-b": TinySpec("qwen2", 128, 2, 1, seed=2),
-    "llama-c": TinySpec("llama", 192, 3, 3, seed=3),
-    "qwen2-d": TinySpec("qwen2", 256, 2, 2, seed=4),
-    "reward-e": TinySpec("llama", 128, 2, 2, seed=5, task="reward"),
-    # Big enough (19M parameters) that per-step overhead does not dominate a training benchmark.
-    "bench-512": TinySpec("llama", 512, 8, 4, seed=6),
-    # The chat rules of the families users bring: Gemma (no system role), Mistral (alternation).
-    "gemma-style": TinySpec("llama", 128, 2, 2, seed=7, chat_format="gemma"),
-    "mistral-style": TinySpec("llama", 128, 2, 2, seed=8, chat_format="mistral"),
-}
-
-
-TASK_MODELS = ("addition-base", "addition-proposer-a", "addition-proposer-b", "addition-proposer-c")
-ADDITION_TRUNK = "addition-trunk"  # what every addition model is fine-tuned from
-PAIRWISE_RANKERS = ("pairrm-f",)  # random, in PairRM's layout (moaa_ray.engines.pairrm)
-KNOWN_MODELS = (*TINY_MODELS, *TASK_MODELS, *PAIRWISE_RANKERS)
-
-
-def default_cache_dir() -> Path:
-    """``$MOAA_CACHE_DIR`` or ``~/.cache/moaa_ray``."""
-    return Path(os.environ.get("MOAA_CACHE_DIR", Path.home() / ".cache" / "moaa_ray"))
 
 
 def is_tiny(model_path: str) -> bool:
@@ -148,8 +115,6 @@ def resolve_model_path(model_path: str, cache_dir: Path | None = None) -> str:
     Returns:
         The local directory of a tiny or real model, or ``model_path`` unchanged.
     """
-    from moaa_ray import real_models  # here, not at the top: it builds on this module
-
     if model_path.startswith(real_models.REAL_PREFIX):
         return real_models.resolve_real_model(model_path, cache_dir or default_cache_dir())
     if not is_tiny(model_path):
@@ -158,51 +123,16 @@ def resolve_model_path(model_path: str, cache_dir: Path | None = None) -> str:
     if name not in KNOWN_MODELS:
         raise ValueError(f"unknown tiny model {name!r}; known: {sorted(KNOWN_MODELS)}")
     root = (cache_dir or default_cache_dir()) / "tiny-models" / BUILD_VERSION
-    if name in TASK_MODELS:
-        from moaa_ray.tasks.addition_models import build_task_model, build_trunk, recipe_digest
-
+    if name in ADDITION_MODELS:
         # Named by their training recipe, so a changed recipe never reuses an older build.
         trunk = build_once(root / f"{ADDITION_TRUNK}-{recipe_digest(ADDITION_TRUNK)}", build_trunk)
         target = root / f"{name}-{recipe_digest(name)}"
         return str(build_once(target, lambda tmp: build_task_model(name, trunk, tmp)))
     if name in PAIRWISE_RANKERS:
-        from moaa_ray.engines.pairrm import build_tiny_checkpoint
+        from moaa_ray.pairrm_model import build_tiny_checkpoint  # torch, only to build it
 
         return str(build_once(root / name, lambda tmp: build_tiny_checkpoint(tmp, 64, 2, seed=9)))
     return str(build_once(root / name, lambda tmp: build_model(TINY_MODELS[name], tmp)))
-
-
-def build_once(target: Path, build: Callable[[Path], object]) -> Path:
-    """Build ``target`` unless it exists; other processes wait on a lock instead of building it too.
-
-    Args:
-        target: the directory to make; it counts as built once it holds ``config.json``.
-        build: writes the model into the (temporary) directory it is given, renamed to ``target``.
-
-    Returns:
-        ``target``.
-    """
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "config.json").exists():
-            _build_atomically(target, build)
-    return target
-
-
-def _build_atomically(target: Path, build) -> None:
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        build(tmp)
-        os.replace(tmp, target)
-        logger.info("built %s", target)
-    except OSError:
-        if not (target / "config.json").exists():  # lost a race only if the winner finished
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _training_text() -> list[str]:

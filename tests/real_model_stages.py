@@ -175,7 +175,7 @@ def check_preferences(tmp_path: Path, engine: str) -> None:
 def check_evaluate(tmp_path: Path, engine: str) -> None:
     """A verified benchmark of the capital questions: the model's greedy answers, checked by the
     verifier, are mostly right (the model gets them right with transformers)."""
-    from moaa_ray.pipeline.evaluate import evaluate
+    from moaa_ray.pipeline.evaluate.stage import evaluate
 
     rows = [{"id": c, "prompt": question(c)} for c in CAPITALS]
     config = real_config(

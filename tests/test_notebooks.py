@@ -53,8 +53,8 @@ def test_notebooks_run_on_the_readme_runs_and_show_their_plots(demo_run, toy_run
     ids = [set(RunDir(r).stage("preferences").read().column("row_id").to_pylist()) for r in rounds]
     assert ids[0] and ids[1] and not ids[0] & ids[1]  # fresh prompts each round
     toy = json.loads((toy_dir / "manifest.json").read_text())["models"]
-    assert [m["stage"] for m in toy] == ["base", "moa-data", "sft", "round-1/dpo", "round-2/dpo"]
+    assert [m["stage"] for m in toy] == ["base", "moa-answers", "sft", "round-1/dpo", "round-2/dpo"]
     accuracy = {m["stage"]: m["accuracy"] for m in toy}
-    shares = [accuracy.pop("moa-data"), *(a["addition"] for a in accuracy.values())]
+    shares = [accuracy.pop("moa-answers"), *(a["addition"] for a in accuracy.values())]
     assert all(0 <= share <= 1 for share in shares), toy
     assert len(toy[1]["proposer_accuracy"]) == 3  # a dashed line per proposer

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-Messages = list[dict[str, str]]
+from moaa_ray.core.conversations import Messages
 
 CUT_MARKER = " [... cut to fit the context window]"
 

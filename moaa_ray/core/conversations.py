@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, str]]  # a conversation: ``{"role", "content"}`` turns, in order
+ROLES = ("system", "user", "assistant")  # the roles a stored or requested message may have
 
 _PROBE = "moaa-system-probe"
 

@@ -1,12 +1,12 @@
-"""The Engine interface every backend implements, and the factory that picks a backend."""
+"""The Engine interface every backend implements, and the types their calls share.
+
+The factory that picks a backend is :mod:`moaa_ray.engines.factory`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
-
-if TYPE_CHECKING:
-    from moaa_ray.config import ModelConfig
+from typing import Literal, Protocol
 
 Conversation = list[dict[str, str]]
 
@@ -46,7 +46,7 @@ class Engine(Protocol):
 
     A backend whose methods are coroutines (``vllm``) takes many calls at once and batches them
     itself; one with ``batches_items = True`` (``hf``) has its waiting calls merged into one
-    (:mod:`moaa_ray.engines.replica`).
+    (:mod:`moaa_ray.pools.replica`).
     """
 
     def chat(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Answer]]:
@@ -64,41 +64,3 @@ def merges_calls(engine: object) -> bool:
     """Whether an engine runs a call's items as one batch, at about the cost of one item per step
     (``hf``, reward models, rankers): calls waiting on its replica are then merged into one."""
     return bool(getattr(engine, "batches_items", False))
-
-
-def build_engine(config: ModelConfig) -> Engine:
-    """Construct the backend named by ``config.engine`` (imports only that backend's library).
-
-    ``hf_reward`` is a sequence-classification reward model: it has ``score`` instead of ``chat``;
-    ``pairrm`` is a pairwise ranker: it has ``compare``. ``function`` calls a Python function, for
-    ``chat`` and ``score`` alike.
-    """
-    if config.engine == "hf":
-        from moaa_ray.engines.hf import HFEngine
-
-        return HFEngine(config)
-    if config.engine == "vllm":
-        from moaa_ray.engines.vllm_async import VLLMEngine
-
-        return VLLMEngine(config)  # type: ignore[return-value]  # async methods (see Engine)
-    if config.engine == "hf_reward":
-        from moaa_ray.engines.hf_reward import HFRewardEngine
-
-        return HFRewardEngine(config)  # type: ignore[return-value]
-    if config.engine == "pairrm":
-        from moaa_ray.engines.pairrm import PairRMEngine
-
-        return PairRMEngine(config)  # type: ignore[return-value]
-    if config.engine == "openai_http":
-        from moaa_ray.engines.openai_http import OpenAIHTTPEngine
-
-        return OpenAIHTTPEngine(config)
-    if config.engine == "simulated":
-        from moaa_ray.engines.simulated import SimulatedEngine
-
-        return SimulatedEngine(config)
-    if config.engine == "function":
-        from moaa_ray.engines.function import FunctionEngine
-
-        return FunctionEngine(config)
-    raise ValueError(f"unknown engine {config.engine!r}")

@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from moaa_ray.core.context import Messages, Prompt, fit_parts
-from moaa_ray.core.conversations import conform, template_accepts_system
+from moaa_ray.core.context import Prompt, fit_parts
+from moaa_ray.core.conversations import Messages, conform, template_accepts_system
 
 if TYPE_CHECKING:
     from moaa_ray.config import ModelConfig

@@ -20,7 +20,7 @@ from typing import Any
 from moaa_ray.callables import load_callable
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import Answer, Conversation, SamplingParams
-from moaa_ray.engines.simulated import _digest
+from moaa_ray.engines.seeding import stable_digest
 
 
 class FunctionEngine:
@@ -40,7 +40,7 @@ class FunctionEngine:
         self.function = load_callable(config.path)
 
     def _call(self, conversation: Conversation, index: int, seed: int | None) -> Any:
-        rng = random.Random(_digest(seed, conversation, index, self.spec))
+        rng = random.Random(stable_digest(seed, conversation, index, self.spec))
         messages = [dict(message) for message in conversation]  # the function may not edit ours
         return self.function(messages, rng=rng, **self.kwargs)
 

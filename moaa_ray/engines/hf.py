@@ -35,7 +35,7 @@ def accepts_system(tokenizer: Any, name: str) -> bool:
 class HFEngine:
     """A causal LM loaded with transformers; left-padded batches, the model's chat template."""
 
-    batches_items = True  # waiting calls are merged into one batch (engines/replica.py)
+    batches_items = True  # waiting calls are merged into one batch (pools/replica.py)
 
     def __init__(self, config: ModelConfig):
         path = resolve_model_path(config.path)

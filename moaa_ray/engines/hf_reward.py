@@ -15,7 +15,7 @@ from moaa_ray.tiny_models import resolve_model_path
 class HFRewardEngine:
     """Scores whole conversations with a one-label sequence-classification head."""
 
-    batches_items = True  # waiting calls are merged into one batch (engines/replica.py)
+    batches_items = True  # waiting calls are merged into one batch (pools/replica.py)
 
     def __init__(self, config: ModelConfig):
         path = resolve_model_path(config.path)

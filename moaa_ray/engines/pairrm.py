@@ -1,124 +1,32 @@
-"""PairRM (Jiang et al., LLM-Blender, arXiv 2306.02561): a pairwise ranker on DeBERTa-v3.
+"""The ``pairrm`` engine: PairRM (Jiang et al., LLM-Blender, arXiv 2306.02561), a pairwise ranker on
+DeBERTa-v3, loaded from its published checkpoint format (:mod:`moaa_ray.pairrm_model`).
 
-PairRM reads one sequence ``[CLS] <|source|> source [SEP] [CLS] <|candidate1|> answer 1 [SEP]
-[CLS] <|candidate2|> answer 2 [SEP]``; a head scores the ``<|source|>`` state concatenated with each
-candidate's marker state, and the logit that candidate 1 beats candidate 2 is the difference of
-the two scores. This module loads the published checkpoint format (``llm-blender/PairRM-hf``:
-config ``architectures: [DebertaV2PairRM]``, weights ``pretrained_model.*`` and ``head_layer.*``)
-without the ``llm-blender`` package, and builds tiny random checkpoints of the same layout for tests.
-
-The engine's ``compare`` gives that logit for (conversation, answer 1, answer 2) items; callers ask
-for both orders, as llm-blender's ranking does, since the two orders read different sequences.
+The engine's ``compare`` gives the logit that answer 1 beats answer 2 for (conversation, answer 1,
+answer 2) items; callers ask for both orders, as llm-blender's ranking does, since the two orders read
+different sequences.
 """
 
 from __future__ import annotations
 
-import string
-from pathlib import Path
-from typing import Any
-
 import torch
-from torch import nn
 from transformers import AutoTokenizer
-from transformers.models.deberta_v2.modeling_deberta_v2 import (
-    DebertaV2Model,
-    DebertaV2PreTrainedModel,
-)
 
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import Conversation
 from moaa_ray.engines.hf import resolve_dtype
+from moaa_ray.pairrm_model import (
+    CANDIDATE1,
+    CANDIDATE2,
+    CANDIDATE_MAX_LENGTH,
+    SOURCE,
+    SOURCE_MAX_LENGTH,
+    DebertaV2PairRM,
+    encode_pair,
+    source_text,
+)
 from moaa_ray.tiny_models import resolve_model_path
 
-SOURCE, CANDIDATE1, CANDIDATE2 = "<|source|>", "<|candidate1|>", "<|candidate2|>"
-CANDIDATE = "<|candidate|>"  # in the vocabulary of the published checkpoint; unused at inference
-MARKERS = (SOURCE, CANDIDATE1, CANDIDATE2, CANDIDATE)
-# llm-blender's PairRM budget: 1224 source tokens, 412 per candidate plus what the source leaves.
-SOURCE_MAX_LENGTH, CANDIDATE_MAX_LENGTH = 1224, 412
-
 PairItem = tuple[Conversation, str, str]  # (conversation before the answers, answer 1, answer 2)
-
-
-class DebertaV2PairRM(DebertaV2PreTrainedModel):
-    """The published PairRM module: a DeBERTa-v2 encoder and a two-layer head over marker states.
-
-    Its config carries ``n_tasks``, ``drop_out`` and the marker token ids ``source_prefix_id``,
-    ``cand1_prefix_id`` and ``cand2_prefix_id``; attribute names match the checkpoint's weights.
-    """
-
-    def __init__(self, config: Any):
-        super().__init__(config)
-        self.pretrained_model = DebertaV2Model(config)
-        hidden = config.hidden_size
-        self.head_layer = nn.Sequential(
-            nn.Dropout(config.drop_out),
-            nn.Linear(2 * hidden, hidden),
-            nn.Tanh(),
-            nn.Dropout(config.drop_out),
-            nn.Linear(hidden, config.n_tasks),
-        )
-        self.post_init()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """``[batch]`` logits that candidate 1 beats candidate 2 (mean over the head's tasks).
-
-        Raises:
-            ValueError: a row does not hold each marker token exactly once.
-        """
-        states = self.pretrained_model(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state
-        config = self.config
-
-        def at(token_id: int) -> torch.Tensor:
-            found = input_ids == token_id
-            if not bool((found.sum(dim=1) == 1).all()):
-                raise ValueError(f"every row needs marker token {token_id} exactly once")
-            return states[found]  # row order: one state per row
-
-        source = at(config.source_prefix_id)
-        first = self.head_layer(torch.cat([source, at(config.cand1_prefix_id)], dim=-1))
-        second = self.head_layer(torch.cat([source, at(config.cand2_prefix_id)], dim=-1))
-        return (first - second).mean(dim=-1)
-
-
-def source_text(conversation: Conversation) -> str:
-    """What PairRM reads as the source: a lone message's text, else every turn as ``ROLE: text``."""
-    if len(conversation) == 1:
-        return conversation[0]["content"]
-    return "\n".join(f"{m['role'].upper()}: {m['content']}" for m in conversation)
-
-
-def _without_markers(text: str) -> str:
-    # A marker inside a text would be read as a second marker token.
-    for marker in MARKERS:
-        text = text.replace(marker, " ")
-    return text
-
-
-def encode_pair(
-    tokenizer: Any,
-    source: str,
-    first: str,
-    second: str,
-    source_max_length: int = SOURCE_MAX_LENGTH,
-    candidate_max_length: int = CANDIDATE_MAX_LENGTH,
-) -> list[int]:
-    """Token ids of one comparison in PairRM's input format (the PairRM-hf model card's).
-
-    The source keeps at most ``source_max_length`` tokens; each candidate gets half of what the
-    source leaves of ``source_max_length + 2 * candidate_max_length``. Every part is cut at its
-    end and keeps its ``[CLS]``, marker and ``[SEP]``.
-    """
-    source_ids = tokenizer.encode(
-        SOURCE + _without_markers(source), truncation=True, max_length=source_max_length
-    )
-    budget = (source_max_length + 2 * candidate_max_length - len(source_ids)) // 2
-    candidates = [
-        tokenizer.encode(marker + _without_markers(text), truncation=True, max_length=budget)
-        for marker, text in ((CANDIDATE1, first), (CANDIDATE2, second))
-    ]
-    return source_ids + candidates[0] + candidates[1]
 
 
 class PairRMEngine:
@@ -131,7 +39,7 @@ class PairRMEngine:
         ValueError: the tokenizer's marker tokens are not the ids the checkpoint was trained with.
     """
 
-    batches_items = True  # waiting calls are merged into one batch (engines/replica.py)
+    batches_items = True  # waiting calls are merged into one batch (pools/replica.py)
 
     def __init__(self, config: ModelConfig):
         kwargs = dict(config.engine_kwargs)
@@ -171,43 +79,3 @@ class PairRMEngine:
         ]
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
         return self.model(batch["input_ids"], batch["attention_mask"]).float().tolist()
-
-
-def build_tiny_checkpoint(directory: Path, hidden_size: int, num_layers: int, seed: int) -> None:
-    """Save a random PairRM of the published layout: DeBERTa-v3-style relative attention, a
-    character Unigram tokenizer with ``[CLS]``/``[SEP]`` and the marker tokens, the head."""
-    from transformers import DebertaV2Config, DebertaV2Tokenizer
-
-    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
-    characters = [c for c in string.printable if not c.isspace()]
-    vocab = [(token, 0.0) for token in specials] + [("▁", -2.0)]
-    vocab += [(piece, -3.0) for c in characters for piece in (c, f"▁{c}")]
-    tokenizer = DebertaV2Tokenizer(vocab=vocab)
-    tokenizer.add_tokens(list(MARKERS))
-    tokenizer.save_pretrained(directory)
-    marker_ids = {m: tokenizer.convert_tokens_to_ids(m) for m in MARKERS}
-    config = DebertaV2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=1,
-        intermediate_size=2 * hidden_size,
-        max_position_embeddings=512,
-        relative_attention=True,
-        position_buckets=256,
-        norm_rel_ebd="layer_norm",
-        share_att_key=True,
-        pos_att_type=["p2c", "c2p"],
-        position_biased_input=False,
-        type_vocab_size=0,
-        pad_token_id=tokenizer.pad_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-        n_tasks=1,
-        drop_out=0.05,
-        source_prefix_id=marker_ids[SOURCE],
-        cand1_prefix_id=marker_ids[CANDIDATE1],
-        cand2_prefix_id=marker_ids[CANDIDATE2],
-        cand_prefix_id=marker_ids[CANDIDATE],
-    )
-    torch.manual_seed(seed)
-    DebertaV2PairRM(config).save_pretrained(directory)

@@ -6,7 +6,6 @@ nothing heavy, so a pool of these starts in milliseconds and uses no CPU while "
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -19,6 +18,7 @@ from typing import Literal
 
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import Answer, Conversation, SamplingParams
+from moaa_ray.engines.seeding import stable_digest, stable_unit
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +31,6 @@ _WORDS = (
     "labore et dolore magna aliqua enim minim veniam quis nostrud exercitation ullamco laboris"
 ).split()
 _VERDICTS = ("[[A]]", "[[B]]", "[[tie]]")
-
-
-def _digest(*parts: object) -> bytes:
-    # sha256 rather than hash(): the same inputs give the same answer in every process and run.
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
-
-
-def _unit(*parts: object) -> float:
-    """A deterministic float in [0, 1) from the parts."""
-    return int.from_bytes(_digest(*parts)[:8], "big") / 2**64
 
 
 def _was_restarted() -> bool:
@@ -98,7 +88,7 @@ class SimulatedEngine:
     ) -> str:
         """The answer of ``natural`` words (verdict tail last), cut to its first ``words``."""
         key = (self.settings.seed, self.path, json.dumps(conversation), index, seed)
-        rng = random.Random(_digest(*key))
+        rng = random.Random(stable_digest(*key))
         verdict = rng.choice(_VERDICTS)
         tail = ["Verdict:", verdict, "Rating:", f"[[{rng.randint(1, 10)}]]"]
         if any(_ARENA_HARD_ASK in message["content"] for message in conversation):
@@ -156,7 +146,7 @@ class SimulatedEngine:
         for c in conversations:
             key = (self.settings.seed, self.path, json.dumps(c), prefix)
             # Weights in (0, 1]; the extra 1 in the total stands for every other token.
-            weights = [1.0 - _unit(*key, choice) for choice in choices]
+            weights = [1.0 - stable_unit(*key, choice) for choice in choices]
             total = sum(weights) + 1.0
             result.append([math.log(w / total) for w in weights])
         return result
@@ -173,5 +163,6 @@ class SimulatedEngine:
         self._check_faults(conversations)
         time.sleep(self.settings.latency_s)
         return [
-            2.0 * _unit(self.settings.seed, self.path, json.dumps(c)) - 1.0 for c in conversations
+            2.0 * stable_unit(self.settings.seed, self.path, json.dumps(c)) - 1.0
+            for c in conversations
         ]

@@ -2,7 +2,7 @@
 
 Each conversation is a request of its own, added to the engine's running batch at its next step, so a
 replica serves many calls at once and vLLM keeps as many sequences running as it can hold (the
-pool's actor admits calls up to ``max_batch_size`` items: :mod:`moaa_ray.engines.replica`). A call
+pool's actor admits calls up to ``max_batch_size`` items: :mod:`moaa_ray.pools.replica`). A call
 that is cancelled (a timeout) aborts its requests in the engine. Tensor parallelism and every other
 vLLM setting go through ``engine_kwargs``.
 """

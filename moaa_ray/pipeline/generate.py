@@ -11,17 +11,19 @@ from moaa_ray.callables import load_callable
 from moaa_ray.config import GenerateConfig, MoaaConfig
 from moaa_ray.core.moa import LayerPlan, TruncatedAnswer, finish_row, plan_layers
 from moaa_ray.core.verification import moa_accuracy
-from moaa_ray.engines.pools import PoolSet
 from moaa_ray.metrics import count_rows
+from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.inputs import fingerprint_input, load_states
 from moaa_ray.pipeline.moa_graph import plan_steps, stream
+from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.records import Reject, sft_schema
 from moaa_ray.runs.fingerprint import config_identity, models_identity
+from moaa_ray.runs.layout import GENERATE
 from moaa_ray.runs.rundir import RunDir, StageDir
 from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
 logger = logging.getLogger(__name__)
-STAGE = "generate"
+STAGE = GENERATE
 
 
 def generate_sft(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -> dict:
@@ -42,7 +44,12 @@ def generate_sft(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
     """
     if config.generate is None:
         raise ValueError("config has no 'generate' section")
-    return run_row_stage(GenerateStage(config, config.generate, RunDir(run_dir)), config, fresh)
+    return run_row_stage(
+        GenerateStage(config, config.generate, RunDir(run_dir)),
+        config,
+        fresh,
+        start_pools=cluster_pools,
+    )
 
 
 class GenerateStage:

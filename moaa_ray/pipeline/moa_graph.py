@@ -16,8 +16,8 @@ from moaa_ray.config import GenerateConfig
 from moaa_ray.core.context import PromptTooLong
 from moaa_ray.core.moa import LayerPlan, layer_requests, record_output
 from moaa_ray.engines.base import SamplingParams
-from moaa_ray.engines.pools import SUBMIT_IN_ORDER, ModelPool
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
+from moaa_ray.pools.model_pool import SUBMIT_IN_ORDER, ModelPool
 
 logger = logging.getLogger(__name__)
 

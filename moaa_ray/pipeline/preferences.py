@@ -16,25 +16,19 @@ from pathlib import Path
 
 from moaa_ray.callables import load_callable
 from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig
-from moaa_ray.core.criteria import load_criteria
 from moaa_ray.core.pairing import count_judge_calls
 from moaa_ray.core.tournament import judgment_stats, new_tournament, rank_samples
 from moaa_ray.core.verification import Verifier, preference_accuracy, share
-from moaa_ray.engines.pools import PoolSet
 from moaa_ray.metrics import count_rows
+from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.inputs import fingerprint_input, load_states
-from moaa_ray.pipeline.preference_graph import (
-    AggregateStep,
-    CriteriaStep,
-    JudgeStep,
-    RewardModelStep,
-    SampleStep,
-    pairs_for,
-    verdict_rules,
-)
+from moaa_ray.pipeline.judging import audit_row, judging_steps, pairs_for, verdict_rules
+from moaa_ray.pipeline.preference_graph import RewardModelStep, SampleStep
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
+from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.records import Reject, dropped_schema, judgment_schema, preference_schema
 from moaa_ray.runs.fingerprint import config_identity, models_identity
+from moaa_ray.runs.layout import PREFERENCES
 from moaa_ray.runs.rundir import RunDir, StageDir
 from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
@@ -44,7 +38,7 @@ logger = logging.getLogger(__name__)
 def build_preferences(
     config: MoaaConfig,
     run_dir: str | Path,
-    stage_name: str = "preferences",
+    stage_name: str = PREFERENCES,
     slice_index: int = 0,
     num_slices: int = 1,
     fresh: bool = False,
@@ -71,7 +65,7 @@ def build_preferences(
     stage = PreferenceStage(
         config, config.preferences, RunDir(run_dir), stage_name, (slice_index, num_slices)
     )
-    return run_row_stage(stage, config, fresh)
+    return run_row_stage(stage, config, fresh, start_pools=cluster_pools)
 
 
 class PreferenceStage:
@@ -168,29 +162,6 @@ def _steps(prefs: PreferencesConfig, pools: dict) -> list[StreamStep]:
     return steps + judging_steps(pools, prefs.judging, prefs.pairing)
 
 
-def judging_steps(pools: dict, judging: JudgingConfig, pairing: str) -> list[StreamStep]:
-    """Criteria selection, the judges (both orders) and the aggregator judge, as stream steps."""
-    criteria = tuple(load_criteria(judging.criteria_file))
-    selector = pools[judging.criteria_selector] if judging.criteria_selector else None
-    steps = [
-        StreamStep(
-            CriteriaStep(selector, criteria, judging),
-            "select_criteria",
-            [selector] if selector else [],
-        ),
-        StreamStep(
-            JudgeStep(pools, judging, pairing),
-            "judges",
-            [pools[j] for j in dict.fromkeys(judging.judges)],
-        ),
-    ]
-    if judging.aggregator_judge:
-        aggregator = pools[judging.aggregator_judge]
-        aggregate = AggregateStep(aggregator, judging, pairing)
-        steps.append(StreamStep(aggregate, "aggregate_judges", [aggregator]))
-    return steps
-
-
 def _write_batch(batch, prefs, stage: StageDir, dropped: StageDir, audit: StageDir) -> BatchOutcome:
     kept, drops, judgments, rejects = [], [], [], []
     rules = verdict_rules(prefs.judging)
@@ -238,21 +209,6 @@ def _dropped_row(state: dict, reason: str, stats: str) -> dict:
         "stats": stats,
         "prompt": state["prompt"],
         "samples": state["samples"],
-    }
-
-
-def audit_row(state: dict, judgment: dict) -> dict:
-    """One row of the judgment audit table (shared with the evaluation stage)."""
-    return {
-        "row_id": state["row_id"],
-        "judge": judgment["judge"],
-        "sample_x": judgment["pair"][0],
-        "sample_y": judgment["pair"][1],
-        "order": judgment["order"],
-        "criteria": state["criteria"],
-        "verdict": judgment["verdict"],
-        "p_a": judgment["p_a"],
-        "raw": judgment["raw"],
     }
 
 

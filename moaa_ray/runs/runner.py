@@ -16,14 +16,16 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from moaa_ray.config import dump_config
 from moaa_ray.console import Progress
 from moaa_ray.runs.fingerprint import describe_change, fingerprint_hash
+from moaa_ray.runs.layout import is_round_folder
 from moaa_ray.runs.rundir import RunDir, StageDir
 
 logger = logging.getLogger(__name__)
@@ -209,7 +211,7 @@ class RowStage(Protocol):
         ...
 
     def batches(self, todo: list[dict], pools: Any) -> Iterator[list[dict]]:
-        """Process the rows to do with the pools (a :class:`~moaa_ray.engines.pools.PoolSet`)."""
+        """Process the rows to do with the pools (a :class:`~moaa_ray.pools.pool_set.PoolSet`)."""
         ...
 
     def write(self, batch: list[dict]) -> BatchOutcome:
@@ -234,23 +236,27 @@ class BatchOutcome:
     rejects: list = field(default_factory=list)  # records.Reject; ``failed`` ones are retried
 
 
-def run_row_stage(stage: RowStage, config: Any, fresh: bool = False) -> dict:
+def run_row_stage(
+    stage: RowStage,
+    config: Any,
+    fresh: bool = False,
+    *,
+    start_pools: Callable[[Any], AbstractContextManager[Any]],
+) -> dict:
     """Run a row stage to completion: only rows not yet written, every failure recorded.
 
     Args:
         stage: the stage.
         config: the run's config (models, Ray settings).
         fresh: redo the stage if its fingerprint changed (earlier outputs moved aside).
+        start_pools: given the config, joins the cluster and holds the stage's model pools open
+            (:func:`moaa_ray.pipeline.cluster_pools.cluster_pools`); called only when rows remain.
 
     Returns:
         The stage's summary with ``rows_total``, ``rows_written``, ``rows_rejected``,
         ``rows_failed``, ``seconds``, ``status`` and what it kept (:meth:`StageRecord.finish`):
         usable outputs are the rows written less :meth:`RowStage.unused`, of the input rows read.
     """
-    from moaa_ray.config import dump_config
-    from moaa_ray.engines.pools import PoolSet
-    from moaa_ray.runs.cluster import connect
-
     started = time.monotonic()
     run = RunDir(stage.stage.path.parent)
     with stage_run(run, stage.name, stage.fingerprint(), [stage.stage.path], fresh) as record:
@@ -267,9 +273,8 @@ def run_row_stage(stage: RowStage, config: Any, fresh: bool = False) -> dict:
         written = processed = failed = 0
         batch_rejects: list = []
         if todo:
-            connect(config)
             with (
-                PoolSet(config.models) as pools,
+                start_pools(config) as pools,
                 Progress(stage_label(run, stage.name), len(todo)) as bar,
             ):
                 batches = stage.batches(todo, pools)
@@ -305,7 +310,7 @@ def _reject_kind(reject: Any) -> str:
 
 def stage_label(run: RunDir, name: str) -> str:
     """How the console names a stage: ``preferences``, or ``round-2/preferences`` inside a round."""
-    return f"{run.root.name}/{name}" if run.root.name.startswith("round-") else name
+    return f"{run.root.name}/{name}" if is_round_folder(run.root.name) else name
 
 
 def watch_progress(

@@ -9,64 +9,19 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from moaa_ray.core.conversations import conform, template_accepts_system
+from moaa_ray.core.conversations import template_accepts_system
 from moaa_ray.engines.base import Answer, Conversation, SamplingParams
 from moaa_ray.engines.context import context_length_of
-from moaa_ray.serve.protocol import GeneratedChoice, OpenAIError
+from moaa_ray.serve.protocol import GeneratedChoice
+from moaa_ray.serve.rendering import Backend, RenderedPrompt, TemplateRendering
 
 if TYPE_CHECKING:
     from moaa_ray.config import ModelConfig
     from moaa_ray.engines.base import Engine
 
 BATCH_WAIT_S = 0.02  # how long a batch waits for more requests once one has arrived
-
-
-@dataclass(frozen=True)
-class RenderedPrompt:
-    """A conversation and its templated prompt's token ids."""
-
-    conversation: Conversation
-    token_ids: list[int]
-
-
-class Backend(Protocol):
-    """A served model: ``context_length`` is in tokens (None if unknown)."""
-
-    context_length: int | None
-
-    def render(self, conversation: Conversation) -> RenderedPrompt:
-        """Apply the chat template; a template that refuses the messages raises OpenAIError (400)."""
-        ...
-
-    async def generate(
-        self, prompt: RenderedPrompt, params: SamplingParams
-    ) -> list[GeneratedChoice]:
-        """``params.n`` completions of the prompt."""
-        ...
-
-
-def render_prompt(tokenizer: Any, conversation: Conversation, *, accepts_system: bool) -> list[int]:
-    """Token ids of the conversation under the model's chat template, as the engines build them
-    (a system message folded into the first user turn where the template takes none).
-
-    Raises:
-        OpenAIError: 400 when the template refuses the messages (e.g. roles that must alternate).
-    """
-    from jinja2 import TemplateError
-
-    try:
-        text = tokenizer.apply_chat_template(
-            conform(conversation, accepts_system=accepts_system),
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-    except TemplateError as exc:
-        message = f"the model's chat template refused the messages: {exc}"
-        raise OpenAIError(message, "messages") from exc
-    return tokenizer.encode(text, add_special_tokens=False)
 
 
 def completion_of(answer: Answer, tokens: int, max_new_tokens: int) -> GeneratedChoice:
@@ -99,7 +54,7 @@ def group_requests(params: list[SamplingParams]) -> list[tuple[SamplingParams, l
     return sorted(calls, key=lambda call: call[0].max_new_tokens)
 
 
-class BatchedBackend:
+class BatchedBackend(TemplateRendering):
     """An engine whose ``chat`` takes one call at a time, behind Ray Serve's request batching.
 
     Requests that arrive within :data:`BATCH_WAIT_S` of each other (up to ``max_batch_size``) form a
@@ -118,13 +73,6 @@ class BatchedBackend:
         self._batched = serve.batch(
             max_batch_size=max_batch_size, batch_wait_timeout_s=BATCH_WAIT_S
         )(self._run_batch)
-
-    def render(self, conversation: Conversation) -> RenderedPrompt:
-        """Apply the chat template (see :func:`render_prompt`)."""
-        return RenderedPrompt(
-            conversation,
-            render_prompt(self.tokenizer, conversation, accepts_system=self.accepts_system),
-        )
 
     async def generate(
         self, prompt: RenderedPrompt, params: SamplingParams

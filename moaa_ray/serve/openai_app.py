@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from moaa_ray.config import ModelConfig
-from moaa_ray.serve.backends import Backend, build_backend
+from moaa_ray.serve.backends import build_backend
 from moaa_ray.serve.protocol import (
     DEFAULT_REQUEST_TIMEOUT_S,
     OpenAIError,
@@ -34,6 +34,7 @@ from moaa_ray.serve.protocol import (
     server_error,
     timeout_error,
 )
+from moaa_ray.serve.rendering import Backend
 from moaa_ray.serve.security import auth_error, key_matches
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from moaa_ray.core.conversations import ROLES
 from moaa_ray.engines.base import Conversation, SamplingParams
 
-ROLES = ("system", "user", "assistant")
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 MAX_CHOICES = 128  # OpenAI's own limit on n
 DEFAULT_REQUEST_TIMEOUT_S = 300.0  # under the openai client's own 600 s, so clients see the 504

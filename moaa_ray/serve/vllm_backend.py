@@ -8,24 +8,19 @@ nor FastAPI, so it runs (and is tested) wherever vLLM is installed.
 from __future__ import annotations
 
 from moaa_ray.config import ModelConfig
-from moaa_ray.engines.base import Conversation, SamplingParams
+from moaa_ray.engines.base import SamplingParams
 from moaa_ray.engines.vllm_async import VLLMEngine, vllm_sampling
-from moaa_ray.serve.backends import RenderedPrompt, render_prompt
 from moaa_ray.serve.protocol import GeneratedChoice
+from moaa_ray.serve.rendering import RenderedPrompt, TemplateRendering
 
 
-class VLLMBackend:
+class VLLMBackend(TemplateRendering):
     """:class:`VLLMEngine` answering one rendered request at a time, many at once."""
 
     def __init__(self, config: ModelConfig):
         self.engine = VLLMEngine(config)
         self.context_length: int | None = self.engine.context_length
-
-    def render(self, conversation: Conversation) -> RenderedPrompt:
-        """Apply the chat template; vLLM then gets token ids, so counts and generation agree."""
-        engine = self.engine
-        ids = render_prompt(engine.tokenizer, conversation, accepts_system=engine.accepts_system)
-        return RenderedPrompt(conversation, ids)
+        self.tokenizer, self.accepts_system = self.engine.tokenizer, self.engine.accepts_system
 
     async def generate(
         self, prompt: RenderedPrompt, params: SamplingParams

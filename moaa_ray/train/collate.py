@@ -11,10 +11,9 @@ from typing import Any
 
 import torch
 
-from moaa_ray.core.conversations import conform, template_accepts_system
+from moaa_ray.core.conversations import Messages, conform, template_accepts_system
 from moaa_ray.train.losses import IGNORE_INDEX
 
-Messages = list[dict[str, str]]
 _GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 

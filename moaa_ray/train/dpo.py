@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from moaa_ray.config import DPOConfig, MoaaConfig
+from moaa_ray.runs.layout import DPO, PREFERENCES, SFT, TRAINED_MODEL
 from moaa_ray.train.collate import Batch, collate, encode_preference, swap_pair
 from moaa_ray.train.launch import run_training
 from moaa_ray.train.losses import (
@@ -35,8 +36,8 @@ from moaa_ray.train.losses import (
 )
 from moaa_ray.train.worker import WorkerSpec, load_causal_lm, read_training_rows, train_worker
 
-STAGE = "dpo"
-INPUT_STAGE = "preferences"
+STAGE = DPO
+INPUT_STAGE = PREFERENCES
 REFERENCE_FILE = "reference_logprobs.pt"
 
 PairBatch = tuple[list[int], Batch]  # row indices, then chosen answers followed by rejected ones
@@ -240,7 +241,7 @@ def train_dpo(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -> d
         model = config.models[config.dpo.model]
         start = (model.path, model.trust_remote_code)
     else:
-        sft_model = Path(run_dir).resolve() / "sft" / "model"
+        sft_model = Path(run_dir).resolve() / SFT / TRAINED_MODEL
         if not (sft_model / "config.json").exists():
             raise FileNotFoundError(f"{sft_model} does not exist: run `moaa sft` or set dpo.model")
         trust = config.models[config.sft.model].trust_remote_code if config.sft else False

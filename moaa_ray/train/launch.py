@@ -17,6 +17,7 @@ from moaa_ray.config import DPOConfig, MoaaConfig, SFTConfig, dump_config
 from moaa_ray.console import Progress, follow_file
 from moaa_ray.runs.cluster import connect
 from moaa_ray.runs.fingerprint import config_identity, digest_path
+from moaa_ray.runs.layout import TRAINED_MODEL
 from moaa_ray.runs.rundir import RunDir, StageDir
 from moaa_ray.runs.runner import stage_label, stage_run
 from moaa_ray.train.recipe import plan_batches
@@ -66,7 +67,7 @@ def run_training(
     started = time.monotonic()
     root = Path(run_dir).resolve()
     run = RunDir(root)
-    output_dir = root / stage / "model"
+    output_dir = root / stage / TRAINED_MODEL
     # Workers run in their own directories, so local paths go to them absolute.
     data_path = (
         str(Path(section.data_path).resolve()) if section.data_path else str(root / data_stage)

@@ -8,13 +8,14 @@ from typing import Any
 import torch
 
 from moaa_ray.config import MoaaConfig
+from moaa_ray.runs.layout import GENERATE, SFT
 from moaa_ray.train.collate import Batch, collate, encode_conversation
 from moaa_ray.train.launch import run_training
 from moaa_ray.train.losses import IGNORE_INDEX, token_logprobs
 from moaa_ray.train.worker import WorkerSpec, read_training_rows, train_worker
 
-STAGE = "sft"
-INPUT_STAGE = "generate"
+STAGE = SFT
+INPUT_STAGE = GENERATE
 
 
 class SFTObjective:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from moaa_ray.config import load_config
-from moaa_ray.pipeline.evaluate import evaluate
+from moaa_ray.pipeline.evaluate.stage import evaluate
 from moaa_ray.runs.rundir import RunDir
 from moaa_ray.tasks.addition import prompt_rows
 

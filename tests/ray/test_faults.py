@@ -12,34 +12,14 @@ import pytest
 import yaml
 
 from moaa_ray.config import load_config
-from moaa_ray.pipeline.evaluate import evaluate
+from moaa_ray.pipeline.evaluate.stage import evaluate
 from moaa_ray.pipeline.generate import generate_sft
 from moaa_ray.pipeline.preferences import build_preferences
 from moaa_ray.runs.rundir import RunDir
 from moaa_ray.runs.runner import FingerprintMismatch
+from tests.ray.simulated_runs import MOA, POISON, sim, write_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
-
-POISON = "POISON-PILL"
-SIM = {"engine": "simulated", "num_cpus": 0, "max_batch_size": 4, "retry_backoff_s": 0.05}
-
-
-def write_config(tmp_path, models, prompts, **sections):
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    inputs = [{"path": str(path)}]
-    raw = {"run_dir": str(tmp_path / "run"), "models": models}
-    if "generate" in sections:
-        raw["generate"] = {"inputs": inputs, "batch_size": 4, **sections["generate"]}
-    if "preferences" in sections:
-        raw["preferences"] = {"inputs": inputs, "batch_size": 4, **sections["preferences"]}
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    return config
-
-
-def sim(name, **faults):
-    return {"path": name, **SIM, "simulated": {"answer_tokens": 6, **faults}}
 
 
 def moa_models(**aggregator_faults):
@@ -48,9 +28,6 @@ def moa_models(**aggregator_faults):
         "p2": sim("p2"),
         "agg": sim("agg", **aggregator_faults),
     }
-
-
-MOA = {"proposers": ["p1", "p2"], "aggregator": "agg", "sampling": {"max_new_tokens": 6}}
 
 
 def rows_of(run_dir, stage="generate"):
@@ -260,7 +237,7 @@ def test_a_slow_model_gets_its_calls_once_loaded_while_the_stream_runs_ahead(ray
 def test_a_model_that_fails_to_load_ends_the_stage_and_the_fixed_config_reruns_it(
     ray_cluster, tmp_path
 ):
-    from moaa_ray.engines.pools import EngineFailure
+    from moaa_ray.pools.dispatch import EngineFailure
 
     broken = tmp_path / "broken"  # a config.json and no weights
     broken.mkdir()
@@ -284,7 +261,8 @@ def test_a_pending_replica_that_fails_to_load_is_dropped_and_the_pool_goes_on(
 
     from moaa_ray.config import ModelConfig
     from moaa_ray.engines.base import SamplingParams
-    from moaa_ray.engines.pools import EngineActor, start_pool, stop_actors
+    from moaa_ray.pools.actor import EngineActor
+    from moaa_ray.pools.pool_set import start_pool, stop_actors
 
     pool = start_pool("p", ModelConfig(path="p", engine="simulated", num_cpus=0))
     not_a_model = ModelConfig(path=str(tmp_path), engine="hf", num_cpus=0)

@@ -38,7 +38,9 @@ def test_readme_toy_run_improves_at_every_stage_and_swapped_pairs_make_it_worse(
     rounds = [measured["round-1/dpo"], measured["round-2/dpo"]]
     assert measured["base"] < measured["sft"] < min(rounds), measured
     moa = manifest["models"][1]
-    assert moa["stage"] == "moa-data" and moa["accuracy"] > max(moa["proposer_accuracy"].values())
+    assert moa["stage"] == "moa-answers" and moa["accuracy"] > max(
+        moa["proposer_accuracy"].values()
+    )
     assert Path(manifest["models"][-1]["model_path"]) == run_dir / "round-2" / "dpo" / "model"
     table = console[re.search(r"^model +accuracy +path$", console, re.M).end() :]
     assert re.search(r"^round-2/dpo +0\.\d+ ", table, re.M)  # each model's accuracy, printed

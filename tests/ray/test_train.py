@@ -244,7 +244,8 @@ VLLM_CHAT = """
 import asyncio
 import sys
 from moaa_ray.config import ModelConfig
-from moaa_ray.engines.base import SamplingParams, build_engine
+from moaa_ray.engines.base import SamplingParams
+from moaa_ray.engines.factory import build_engine
 
 async def main():  # the vllm engine is vLLM's AsyncLLM: its methods are coroutines
     engine = build_engine(ModelConfig(path=sys.argv[1], engine="vllm", engine_kwargs={"max_model_len": 256}))

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from moaa_ray.config import load_config
-from moaa_ray.pipeline.evaluate import evaluate
+from moaa_ray.pipeline.evaluate.stage import evaluate
 from moaa_ray.pipeline.generate import generate_sft
 from moaa_ray.pipeline.preferences import build_preferences
 from moaa_ray.runs.rundir import RunDir

@@ -73,7 +73,7 @@ def test_an_engine_failure_inside_a_ray_task_is_said_in_one_line(monkeypatch, tm
         def __str__(self):
             return (
                 "ray::MapBatches(judges)() (pid=1)\n  File x, line 3\n"
-                "moaa_ray.engines.pools.EngineFailure: model 'j': no usable replica\n"
+                "moaa_ray.pools.dispatch.EngineFailure: model 'j': no usable replica\n"
                 "To change retry attempts, configure DataContext."
             )
 
@@ -94,7 +94,7 @@ def test_an_engine_failure_inside_a_ray_task_is_said_in_one_line(monkeypatch, tm
 def test_a_stage_failure_is_one_line_and_the_log_s_path_and_v_shows_the_traceback(
     monkeypatch, tmp_path, capsys, verbose
 ):
-    from moaa_ray.engines.pools import EngineFailure
+    from moaa_ray.pools.dispatch import EngineFailure
 
     def fake_stage(config, run_dir, fresh):
         raise EngineFailure("model 'agg' (/models/broken) failed to load: OSError: no weights")

@@ -5,7 +5,7 @@ import pytest
 
 from moaa_ray.config import load_config
 from moaa_ray.orchestrator import TRAINED_POLICY, with_trained_policy
-from moaa_ray.pipeline.report import earlier_evaluations, evaluated_models
+from moaa_ray.pipeline.evaluate.report import earlier_evaluations, evaluated_models
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ def test_each_round_samples_trains_and_is_evaluated_from_the_given_model(monkeyp
 
 
 def test_every_round_evaluates_the_base_the_sft_model_and_each_round(monkeypatch, tmp_path):
-    import moaa_ray.pipeline.evaluate as evaluate_module
+    import moaa_ray.pipeline.evaluate.stage as evaluate_module
     import moaa_ray.pipeline.generate as generate_module
     import moaa_ray.pipeline.preferences as preferences_module
     import moaa_ray.train.dpo as dpo_module
@@ -68,7 +68,7 @@ def test_every_round_evaluates_the_base_the_sft_model_and_each_round(monkeypatch
     models = [(m["stage"], m["model_path"], m["accuracy"]) for m in summary["models"]]
     assert models == [
         ("base", "tiny:llama-a", {"bench": "accuracy of tiny:llama-a"}),
-        ("moa-data", None, 0.6),
+        ("moa-answers", None, 0.6),
         ("sft", "sft-model", {"bench": "accuracy of sft-model"}),
         ("round-1/dpo", "dpo-1", {"bench": "accuracy of dpo-1"}),
         ("round-2/dpo", "dpo-2", {"bench": "accuracy of dpo-2"}),
@@ -86,7 +86,7 @@ def test_every_round_evaluates_the_base_the_sft_model_and_each_round(monkeypatch
 
 
 def test_a_recipe_without_sft_starts_its_rounds_from_the_preference_policy(monkeypatch, tmp_path):
-    import moaa_ray.pipeline.evaluate as evaluate_module
+    import moaa_ray.pipeline.evaluate.stage as evaluate_module
     import moaa_ray.pipeline.preferences as preferences_module
     import moaa_ray.train.dpo as dpo_module
     from moaa_ray.orchestrator import run_pipeline
@@ -123,7 +123,7 @@ def test_a_recipe_without_sft_starts_its_rounds_from_the_preference_policy(monke
     ],
 )
 def test_the_report_reads_the_evaluations_the_run_writes(monkeypatch, tmp_path, overrides):
-    import moaa_ray.pipeline.evaluate as evaluate_module
+    import moaa_ray.pipeline.evaluate.stage as evaluate_module
     import moaa_ray.pipeline.generate as generate_module
     import moaa_ray.pipeline.preferences as preferences_module
     import moaa_ray.train.dpo as dpo_module
@@ -148,7 +148,7 @@ def test_the_report_reads_the_evaluations_the_run_writes(monkeypatch, tmp_path, 
 def test_a_preferences_stage_that_kept_no_pair_stops_the_run_before_dpo(
     monkeypatch, tmp_path, caplog
 ):
-    import moaa_ray.pipeline.evaluate as evaluate_module
+    import moaa_ray.pipeline.evaluate.stage as evaluate_module
     import moaa_ray.pipeline.generate as generate_module
     import moaa_ray.pipeline.preferences as preferences_module
     import moaa_ray.train.dpo as dpo_module

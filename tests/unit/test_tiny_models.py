@@ -5,7 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from moaa_ray.tiny_models import TASK_MODELS, TINY_MODELS, build_once, resolve_model_path
+from moaa_ray.build_cache import build_once
+from moaa_ray.tiny_catalog import ADDITION_MODELS, TINY_MODELS
+from moaa_ray.tiny_models import resolve_model_path
 
 
 def test_tiny_models_are_deterministic_and_distinct(tmp_path):
@@ -62,5 +64,5 @@ def test_concurrent_callers_build_a_target_once(tmp_path):
 def test_an_unknown_tiny_model_lists_the_known_ones_with_the_addition_models(tmp_path):
     with pytest.raises(ValueError, match="unknown tiny model 'nope'") as error:
         resolve_model_path("tiny:nope", tmp_path)
-    assert all(name in str(error.value) for name in (*TASK_MODELS, *TINY_MODELS))
+    assert all(name in str(error.value) for name in (*ADDITION_MODELS, *TINY_MODELS))
     assert not any(tmp_path.iterdir())  # nothing built

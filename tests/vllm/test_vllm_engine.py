@@ -14,7 +14,8 @@ pytest.importorskip("vllm")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from moaa_ray.config import ModelConfig  # noqa: E402
-from moaa_ray.engines.base import SamplingParams, build_engine  # noqa: E402
+from moaa_ray.engines.base import SamplingParams  # noqa: E402
+from moaa_ray.engines.factory import build_engine  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 

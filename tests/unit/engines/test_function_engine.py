@@ -6,7 +6,8 @@ from moaa_ray.config import ModelConfig
 from moaa_ray.core.criteria import Criterion
 from moaa_ray.core.judging import parse_verdict, render_aggregator_prompt, render_judge_prompt
 from moaa_ray.core.moa import with_references
-from moaa_ray.engines.base import Answer, SamplingParams, build_engine
+from moaa_ray.engines.base import Answer, SamplingParams
+from moaa_ray.engines.factory import build_engine
 from moaa_ray.engines.function import FunctionEngine
 
 QUESTION = [{"role": "user", "content": "What is 31 + 37?"}]

@@ -1,4 +1,5 @@
-"""Tests for moaa_ray.engines.pairrm on a tiny random checkpoint in PairRM's published layout."""
+"""Tests for moaa_ray.engines.pairrm and moaa_ray.pairrm_model on a tiny random checkpoint in
+PairRM's published layout."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import pytest
 import torch
 
 from moaa_ray.config import ModelConfig
-from moaa_ray.engines.base import build_engine
-from moaa_ray.engines.pairrm import (
+from moaa_ray.engines.factory import build_engine
+from moaa_ray.engines.pairrm import PairRMEngine
+from moaa_ray.pairrm_model import (
     CANDIDATE1,
     CANDIDATE2,
     SOURCE,
     DebertaV2PairRM,
-    PairRMEngine,
     encode_pair,
     source_text,
 )

@@ -13,7 +13,8 @@ from moaa_ray.config import ModelConfig, SimulatedConfig
 from moaa_ray.core.arena_hard import parse_arena_hard_verdict, render_arena_hard_judge_prompt
 from moaa_ray.core.judging import parse_verdict
 from moaa_ray.core.mt_bench import parse_rating
-from moaa_ray.engines.base import SamplingParams, build_engine
+from moaa_ray.engines.base import SamplingParams
+from moaa_ray.engines.factory import build_engine
 from moaa_ray.engines.simulated import SimulatedEngine
 
 REPO = Path(__file__).resolve().parents[3]
@@ -182,7 +183,8 @@ def test_hang_blocks_only_calls_with_the_marker():
 def test_crash_exits_the_process_on_the_given_call():
     code = """
 from moaa_ray.config import ModelConfig, SimulatedConfig
-from moaa_ray.engines.base import SamplingParams, build_engine
+from moaa_ray.engines.base import SamplingParams
+from moaa_ray.engines.factory import build_engine
 sim = build_engine(ModelConfig(path="sim-a", engine="simulated",
                                simulated=SimulatedConfig(crash_after_calls=2)))
 params = SamplingParams(max_new_tokens=5)

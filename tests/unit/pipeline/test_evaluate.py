@@ -9,26 +9,25 @@ from pydantic import ValidationError
 
 from moaa_ray.config import BenchmarkConfig, EvaluateConfig, JudgingConfig, MoaaConfig, load_config
 from moaa_ray.core.benchmarks import EvalQuestion
-from moaa_ray.engines.base import Answer
-from moaa_ray.engines.pools import Completion
-from moaa_ray.pipeline import evaluate as evaluate_module
-from moaa_ray.pipeline.evaluate import EvaluationStage, shared_judges
-from moaa_ray.pipeline.evaluate_questions import (
+from moaa_ray.pipeline.evaluate import stage as evaluate_module
+from moaa_ray.pipeline.evaluate.questions import (
     baseline_name,
     new_question_state,
     question_row_id,
     transcript,
 )
-from moaa_ray.pipeline.evaluate_results import (
+from moaa_ray.pipeline.evaluate.results import (
     arena_battles,
     benchmark_results,
     is_scored,
     verified_results,
 )
-from moaa_ray.pipeline.evaluate_rows import verify_answers
-from moaa_ray.pipeline.evaluate_steps import AnswerStep, ArenaHardJudgeStep, GradeStep, JudgedOnly
+from moaa_ray.pipeline.evaluate.rows import verify_answers
+from moaa_ray.pipeline.evaluate.stage import EvaluationStage, shared_judges
+from moaa_ray.pipeline.evaluate.steps import AnswerStep, ArenaHardJudgeStep, GradeStep, JudgedOnly
 from moaa_ray.runs.rundir import RunDir
 from moaa_ray.tasks.addition import verify
+from tests.fakes import FakePool
 
 ROOT = Path(__file__).parents[3]
 
@@ -106,29 +105,6 @@ def test_evaluate_config_resolves_and_checks_baselines():
         EvaluateConfig(benchmarks=[mt_on_model], model="m", judging=judging)
     with pytest.raises(ValidationError, match="names must be unique"):
         EvaluateConfig(benchmarks=[mt, mt], model="m", baseline_model="b", judging=judging)
-
-
-class FakePool:
-    """Answers at once: ``reply(method, item, *args)`` per item; remembers every call."""
-
-    def __init__(self, reply):
-        self.reply, self.calls = reply, []
-
-    def submit(self, method, items, *args):
-        self.calls.append((method, items))
-        replies = [self.reply(method, item, *args) for item in items]
-        if method == "chat":  # engines answer with Answer objects; replies are their texts
-            replies = [[Answer(text) for text in reply] for reply in replies]
-        return replies
-
-    def collect(self, submitted):
-        return [Completion(output) for output in submitted]
-
-    def chat(self, conversations, params):
-        return self.collect(self.submit("chat", conversations, params))
-
-    def fit(self, prompt, max_new_tokens):
-        return prompt.messages(), 0  # no context window: every prompt goes as it is
 
 
 def two_turn_state(baseline=None, row_id="q"):

@@ -11,14 +11,14 @@ import pytest
 from moaa_ray.config import EvaluateConfig
 from moaa_ray.core.alpaca_eval_judge import outputs_switched
 from moaa_ray.core.benchmarks import EvalQuestion
-from moaa_ray.pipeline.evaluate import _steps
-from moaa_ray.pipeline.evaluate_questions import _question_states, new_question_state
-from moaa_ray.pipeline.evaluate_results import benchmark_results
-from moaa_ray.pipeline.evaluate_rows import _write_batch
-from moaa_ray.pipeline.evaluate_steps import AlpacaEvalJudgeStep, AnswerStep
-from moaa_ray.pipeline.report import render_report
+from moaa_ray.pipeline.evaluate.questions import new_question_state, question_states
+from moaa_ray.pipeline.evaluate.report import render_report
+from moaa_ray.pipeline.evaluate.results import benchmark_results
+from moaa_ray.pipeline.evaluate.rows import write_batch
+from moaa_ray.pipeline.evaluate.stage import _steps
+from moaa_ray.pipeline.evaluate.steps import AlpacaEvalJudgeStep, AnswerStep
 from moaa_ray.runs.rundir import StageDir
-from tests.unit.pipeline.test_evaluate import FakePool
+from tests.fakes import FakePool
 
 SAMPLING = EvaluateConfig.model_fields["sampling"].default
 SWITCHED, UNSWITCHED = "Question 1?", "Question 0?"  # alpaca_eval shows the model first, then last
@@ -136,7 +136,7 @@ def test_a_model_always_preferred_wins_every_question_and_a_win_rate_of_100(tmp_
 
     AlpacaEvalJudgeStep({"j": EnginePool("vllm", reply)})(states)
     stage = StageDir(tmp_path / "evaluate")
-    _write_batch(states, evaluate_config(), None, stage, StageDir(tmp_path / "judgments"))
+    write_batch(states, evaluate_config(), None, stage, StageDir(tmp_path / "judgments"))
     rows = stage.read().to_pylist()
     assert [r["alpaca_preferences"][0]["switched"] for r in rows] == [True, False, False, False]
     result = benchmark_results(rows, "m", "alpaca-answers", 0, 10)
@@ -160,7 +160,7 @@ def test_the_stage_judges_as_alpaca_eval_only_where_a_benchmark_names_it(tmp_pat
             "judging": {"judges": ["j"]},
         }
     )
-    states, _ = _question_states(ev)
+    states, _ = question_states(ev)
     assert [(s["benchmark"], s["alpaca_eval"]) for s in states] == [
         ("official", True),
         ("auto", False),

@@ -2,9 +2,8 @@
 
 from moaa_ray.config import GenerateConfig
 from moaa_ray.core.moa import finish_row, new_state, plan_layers
-from moaa_ray.engines.base import Answer
-from moaa_ray.engines.pools import Completion
 from moaa_ray.pipeline.moa_graph import LayerStep, plan_steps
+from tests.fakes import FakePool
 
 CONFIG = GenerateConfig(
     inputs=[{"path": "unused.jsonl"}],
@@ -14,29 +13,17 @@ CONFIG = GenerateConfig(
 )
 
 
-class FakePool:
-    """Answers every chat call at once with ``<model>:<call number>``; records what it was asked."""
-
-    def __init__(self, name: str):
-        self.name, self.calls = name, []
-
-    def submit(self, method, items, params):
-        self.calls.append(items)
-        number = len(self.calls)
-        return [Completion([Answer(f"{self.name}:{number}")]) for _ in items]
-
-    def collect(self, completions):
-        return completions
-
-    def fit(self, prompt, max_new_tokens):
-        return prompt.messages(), 0  # no context window: every prompt goes as it is
+def numbered_pool(name: str) -> FakePool:
+    """A pool that answers every chat call with ``<model>:<call number>``."""
+    pool = FakePool(lambda method, conversation, params: [f"{name}:{len(pool.calls)}"])
+    return pool
 
 
 def run(staged: bool):
     plan = plan_layers(
         CONFIG.proposers, CONFIG.aggregator, CONFIG.num_layers, CONFIG.layer_proposers
     )
-    pools = {name: FakePool(name) for name in plan.models}
+    pools = {name: numbered_pool(name) for name in plan.models}
     states = [new_state(f"r{i}", [{"role": "user", "content": f"Q{i}"}], "src") for i in range(2)]
     steps = plan_steps(plan, num_turns=1, staged=staged)
     for step in steps:
@@ -47,9 +34,9 @@ def run(staged: bool):
 def test_every_layer_calls_its_own_proposers_pools():
     plan, pools, states, _ = run(staged=False)
     assert [len(pools[m].calls) for m in ("p1", "p2", "p3", "p4", "agg")] == [2, 1, 1, 1, 1]
-    second_layer_prompt = pools["p4"].calls[0][0][0]["content"]
+    second_layer_prompt = pools["p4"].calls[0][1][0][0]["content"]
     assert all(f"{m}:1" in second_layer_prompt for m in ("p1", "p2", "p3"))
-    aggregator_prompt = pools["agg"].calls[0][0][0]["content"]
+    aggregator_prompt = pools["agg"].calls[0][1][0][0]["content"]
     assert "p1:2" in aggregator_prompt and "p4:1" in aggregator_prompt
     assert "p2:1" not in aggregator_prompt  # only the previous layer's answers are references
     assert [finish_row(s, plan)["messages"][-1]["content"] for s in states] == ["agg:1"] * 2

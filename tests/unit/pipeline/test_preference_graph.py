@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from moaa_ray.core.tournament import new_tournament, record_samples
-from moaa_ray.engines.pools import Completion
 from moaa_ray.pipeline.preference_graph import RewardModelStep
+from moaa_ray.pools.dispatch import Completion
 
 PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]
 SAMPLES = ["4", "5", "four"]

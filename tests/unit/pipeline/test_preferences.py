@@ -8,11 +8,10 @@ import pytest
 from moaa_ray.config import JudgingConfig, PreferencesConfig
 from moaa_ray.core.judging import parse_judge_prompt
 from moaa_ray.core.tournament import new_tournament, record_judgment, record_samples
-from moaa_ray.engines.base import Answer
-from moaa_ray.engines.pools import Completion
 from moaa_ray.pipeline import preferences
-from moaa_ray.pipeline.preference_graph import AggregateStep, JudgeStep
+from moaa_ray.pipeline.judging import AggregateStep, JudgeStep
 from moaa_ray.runs.rundir import StageDir
+from tests.fakes import FakePool
 
 PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]
 PREFS = PreferencesConfig(
@@ -72,26 +71,10 @@ def test_verifier_stats_are_read_from_every_pair_drop_and_judgment_written(tmp_p
     assert "verifier" not in preferences._stage_stats(stage, dropped, audit, PREFS, None)
 
 
-class FakePool:
-    """A model pool that answers at once: ``reply(method, item)`` per item."""
-
-    def __init__(self, reply):
-        self.reply = reply
-
-    def submit(self, method, items, *args):
-        return [self.reply(method, item) for item in items]
-
-    def collect(self, submitted):
-        return [Completion(output) for output in submitted]
-
-    def fit(self, prompt, max_new_tokens):
-        return prompt.messages(), 0  # no context window: every prompt goes as it is
-
-
-def prefers_four(method, conversation):
+def prefers_four(method, conversation, *args):
     """A judge that writes which shown answer is "4"."""
     shown = parse_judge_prompt(conversation[-1]["content"])
-    return [Answer(f"Four is right.\nVerdict: {'A' if shown.answer_a == '4' else 'B'}")]
+    return [f"Four is right.\nVerdict: {'A' if shown.answer_a == '4' else 'B'}"]
 
 
 def judge_and_write(tmp_path, monkeypatch, judging, pools):
@@ -112,7 +95,7 @@ def judge_and_write(tmp_path, monkeypatch, judging, pools):
 def test_an_abstaining_aggregator_judge_is_replaced_by_the_judges_or_abstains(
     tmp_path, monkeypatch, fallback, pairs_kept
 ):
-    pools = {"j": FakePool(prefers_four), "agg": FakePool(lambda m, c: [Answer("I am not sure.")])}
+    pools = {"j": FakePool(prefers_four), "agg": FakePool(lambda m, c, *args: ["I am not sure."])}
     judging = {"judges": ["j"], "aggregator_judge": "agg", "aggregator_fallback": fallback}
     stats, audit = judge_and_write(tmp_path, monkeypatch, judging, pools)
     assert stats["pairs_kept"] == pairs_kept
@@ -125,7 +108,7 @@ def test_an_abstaining_aggregator_judge_is_replaced_by_the_judges_or_abstains(
 
 
 def test_logprob_verdicts_inside_the_tie_band_are_audited_as_ties(tmp_path, monkeypatch):
-    pools = {"j": FakePool(lambda method, conversation: [math.log(0.52), math.log(0.48)])}
+    pools = {"j": FakePool(lambda method, conversation, *args: [math.log(0.52), math.log(0.48)])}
     judging = {"judges": ["j"], "verdict_mode": "logprob", "tie_band": 0.05}
     stats, audit = judge_and_write(tmp_path, monkeypatch, judging, pools)
     assert [(r["verdict"], round(r["p_a"], 2)) for r in audit] == [("tie", 0.52)] * 2

@@ -4,13 +4,13 @@ import json
 from pathlib import Path
 
 from moaa_ray.config import load_config
-from moaa_ray.pipeline.evaluate_results import benchmark_results, verified_results
-from moaa_ray.pipeline.report import (
+from moaa_ray.pipeline.evaluate.report import (
     earlier_evaluations,
     evaluated_models,
     render_report,
     write_report,
 )
+from moaa_ray.pipeline.evaluate.results import benchmark_results, verified_results
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -1,17 +1,14 @@
-"""Tests for the backend helpers of moaa_ray.serve.backends that need no Ray: batching plans, token
-counts, prompts under a real tiny tokenizer."""
+"""Tests for the backend helpers of moaa_ray.serve.backends and moaa_ray.serve.rendering that need no
+Ray: batching plans, token counts, prompts under a real tiny tokenizer."""
 
 from __future__ import annotations
 
 import pytest
 
 from moaa_ray.engines.base import Answer, SamplingParams
-from moaa_ray.serve.backends import (
-    completion_of,
-    group_requests,
-    render_prompt,
-)
+from moaa_ray.serve.backends import completion_of, group_requests
 from moaa_ray.serve.protocol import GeneratedChoice, OpenAIError
+from moaa_ray.serve.rendering import render_prompt
 
 GREEDY_8 = SamplingParams(temperature=0.0, max_new_tokens=8)
 GREEDY_64 = SamplingParams(temperature=0.0, max_new_tokens=64)

@@ -14,23 +14,3 @@ def process_group(tmp_path_factory):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
     yield dist
     dist.destroy_process_group()
-
-
-class FakeEngine:
-    """The slice of a DeepSpeed engine the objectives and the HF save use, over a plain module."""
-
-    def __init__(self, module):
-        self.module = module
-        self.device = next(module.parameters()).device
-
-    def __call__(self, **inputs):
-        return self.module(**inputs)
-
-    def eval(self):
-        self.module.eval()
-
-    def train(self):
-        self.module.train()
-
-    def zero_optimization_stage(self) -> int:
-        return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moaa_ray.tiny_models import CHAT_TEMPLATE, resolve_model_path
+from moaa_ray.tiny_models import CHATML_TEMPLATE, resolve_model_path
 from moaa_ray.train.collate import (
     assistant_mask,
     collate,
@@ -51,7 +51,7 @@ def test_only_assistant_turns_are_trained_in_a_multi_turn_chat(tokenizer):
 
 def test_templates_without_generation_markers_locate_turns_by_prefix(tokenizer):
     marked_ids, marked = assistant_mask(tokenizer, CHAT)
-    tokenizer.chat_template = CHAT_TEMPLATE.replace("{% generation %}", "").replace(
+    tokenizer.chat_template = CHATML_TEMPLATE.replace("{% generation %}", "").replace(
         "{% endgeneration %}", ""
     )
     ids, mask = assistant_mask(tokenizer, CHAT)

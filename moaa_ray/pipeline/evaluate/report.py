@@ -1,9 +1,9 @@
 """The evaluation report a person reads: ``report.md`` with a table per benchmark, ``scores.png``.
 
 Built from evaluation results (``results.json``:
-:func:`moaa_ray.pipeline.evaluate_results.benchmark_results` per judged benchmark,
-:func:`~moaa_ray.pipeline.evaluate_results.graded_results` per graded-only MT-Bench one,
-:func:`~moaa_ray.pipeline.evaluate_results.verified_results` per verified one), one per evaluated
+:func:`moaa_ray.pipeline.evaluate.results.benchmark_results` per judged benchmark,
+:func:`~moaa_ray.pipeline.evaluate.results.graded_results` per graded-only MT-Bench one,
+:func:`~moaa_ray.pipeline.evaluate.results.verified_results` per verified one), one per evaluated
 model: the starting model, the SFT model and each DPO round's when ``moaa run`` evaluates every
 round (:func:`evaluated_models`), else the one evaluated model.
 """
@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from moaa_ray.config import MoaaConfig
+from moaa_ray.runs.layout import BASE, EVALUATE, round_folder
 
 Evaluation = tuple[str, dict]  # (label, results.json's content)
 
@@ -32,9 +33,9 @@ def evaluated_models(config: MoaaConfig) -> list[tuple[str, str]]:
     """
     if config.evaluate is None or not config.evaluate.every_round:
         return []
-    start = [("start", "base")] if config.sft or config.preferences else []
-    sft = [("SFT", "round-0")] if config.sft else []
-    rounds = [(f"DPO round {r}", f"round-{r}") for r in range(1, config.iterations)]
+    start = [("start", BASE)] if config.sft or config.preferences else []
+    sft = [("SFT", round_folder(0))] if config.sft else []
+    rounds = [(f"DPO round {r}", round_folder(r)) for r in range(1, config.iterations)]
     return start + sft + rounds
 
 
@@ -47,7 +48,7 @@ def earlier_evaluations(run_root: Path, models: list[tuple[str, str]]) -> list[E
     """
     found = []
     for label, folder in models:
-        path = run_root / folder / "evaluate" / "results.json"
+        path = run_root / folder / EVALUATE / "results.json"
         if path.exists():
             found.append((label, json.loads(path.read_text())))
     return found

@@ -45,12 +45,12 @@ def new_question_state(
         baseline: the file's baseline answer per turn, or None when a baseline model answers.
         graded: whether the grader rates the model's answers (MT-Bench).
         temperature: both sides' answer temperature; None: the evaluate section's.
-        arena_hard: judged as arena-hard-auto judges (:class:`~moaa_ray.pipeline.evaluate_steps.ArenaHardJudgeStep`), not by the
+        arena_hard: judged as arena-hard-auto judges (:class:`~moaa_ray.pipeline.evaluate.steps.ArenaHardJudgeStep`), not by the
             ensemble.
         verified: only the model answers; the verifier checks its answer, nobody judges.
         judged: a baseline answers too and the judges compare the pair; False (``baseline:
             none``): only the model answers, for the grader alone.
-        alpaca_eval: judged as AlpacaEval 2's leaderboard judges (:class:`~moaa_ray.pipeline.evaluate_steps.AlpacaEvalJudgeStep`),
+        alpaca_eval: judged as AlpacaEval 2's leaderboard judges (:class:`~moaa_ray.pipeline.evaluate.steps.AlpacaEvalJudgeStep`),
             not by the ensemble.
     """
     prompt = [{"role": "user", "content": turn} for turn in question.turns]
@@ -103,7 +103,7 @@ def _format(bench: BenchmarkConfig) -> str:
     return detect_benchmark_format(Path(bench.path)) if bench.format == "auto" else bench.format
 
 
-def _graded(bench: BenchmarkConfig) -> bool:
+def is_graded(bench: BenchmarkConfig) -> bool:
     """Whether the grader rates a benchmark's answers (MT-Bench)."""
     return _format(bench) == "mt_bench"
 
@@ -124,7 +124,7 @@ def baseline_name(ev: EvaluateConfig, bench: BenchmarkConfig) -> str | None:
     return f"{Path(bench.baseline_answers_path or bench.path).stem}-answers"
 
 
-def _question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
+def question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
     """States of every question to evaluate, and per benchmark how many were skipped for want of
     the file's baseline answer.
 

@@ -13,11 +13,6 @@ rates it: FastChat's single grading, with no baseline and no win rates.
 Writes, under ``<run_dir>/<stage>/``: ``part-*.parquet`` (one row per question: answers, score, grades),
 ``judgments/`` (the audit table of every judgment), ``rejects.jsonl`` and ``results.json``. A rerun
 answers and judges only questions not yet written.
-
-The stage is split by job: question states in :mod:`~moaa_ray.pipeline.evaluate_questions`, the
-answering, judging and grading steps in :mod:`~moaa_ray.pipeline.evaluate_steps`, the rows written in
-:mod:`~moaa_ray.pipeline.evaluate_rows`, and ``results.json``'s figures in
-:mod:`~moaa_ray.pipeline.evaluate_results`.
 """
 
 from __future__ import annotations
@@ -40,11 +35,12 @@ from moaa_ray.config import (
 from moaa_ray.core.mt_bench import needs_reference
 from moaa_ray.core.verification import Verifier
 from moaa_ray.core.winrates import load_instruction_difficulty
-from moaa_ray.engines.pools import PoolSet
-from moaa_ray.pipeline.evaluate_questions import _graded, _question_states, baseline_name
-from moaa_ray.pipeline.evaluate_results import benchmark_results, is_scored, verified_results
-from moaa_ray.pipeline.evaluate_rows import _write_batch
-from moaa_ray.pipeline.evaluate_steps import (
+from moaa_ray.pipeline.cluster_pools import cluster_pools
+from moaa_ray.pipeline.evaluate.questions import baseline_name, is_graded, question_states
+from moaa_ray.pipeline.evaluate.report import earlier_evaluations, evaluated_models, write_report
+from moaa_ray.pipeline.evaluate.results import benchmark_results, is_scored, verified_results
+from moaa_ray.pipeline.evaluate.rows import write_batch
+from moaa_ray.pipeline.evaluate.steps import (
     AlpacaEvalJudgeStep,
     AnswerStep,
     ArenaHardJudgeStep,
@@ -52,19 +48,20 @@ from moaa_ray.pipeline.evaluate_steps import (
     JudgedOnly,
 )
 from moaa_ray.pipeline.inputs import fingerprint_input
-from moaa_ray.pipeline.preferences import judging_steps
-from moaa_ray.pipeline.report import earlier_evaluations, evaluated_models, write_report
+from moaa_ray.pipeline.judging import judging_steps
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
+from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.records import Reject
 from moaa_ray.runs.fingerprint import config_identity, models_identity
+from moaa_ray.runs.layout import EVALUATE
 from moaa_ray.runs.rundir import RunDir, StageDir
 from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__package__)  # log lines name the evaluation package
 
 
 def evaluate(
-    config: MoaaConfig, run_dir: str | Path, stage_name: str = "evaluate", fresh: bool = False
+    config: MoaaConfig, run_dir: str | Path, stage_name: str = EVALUATE, fresh: bool = False
 ) -> dict:
     """Answer, judge and grade every benchmark question, and write ``results.json``; a rerun resumes.
 
@@ -81,7 +78,7 @@ def evaluate(
     if config.evaluate is None:
         raise ValueError("config has no 'evaluate' section")
     stage = EvaluationStage(config, config.evaluate, RunDir(run_dir), stage_name)
-    return run_row_stage(stage, config, fresh)
+    return run_row_stage(stage, config, fresh, start_pools=cluster_pools)
 
 
 class EvaluationStage:
@@ -129,7 +126,7 @@ class EvaluationStage:
         A graded question whose category FastChat grades against a reference (math, reasoning,
         coding) and that has none is a reject: a grade without it would not be MT-Bench's.
         """
-        states, self.skipped = _question_states(self.ev)
+        states, self.skipped = question_states(self.ev)
         rejects = [
             Reject(
                 s["source"],
@@ -157,7 +154,7 @@ class EvaluationStage:
 
     def write(self, batch: list[dict]) -> BatchOutcome:
         """Write judged and verified questions and the judgments; failed ones become rejects."""
-        return _write_batch(batch, self.ev, self.verifier, self.stage, self.audit)
+        return write_batch(batch, self.ev, self.verifier, self.stage, self.audit)
 
     def summarize(self) -> dict:
         """Results per benchmark over every question written; also saved as ``results.json``."""
@@ -230,7 +227,7 @@ def shared_judges(config: MoaaConfig) -> list[str]:
         labellers.add(prefs.reward_model)
     evaluators = ev.judging.models() if ev.judging else []
     grader = _grader(ev)
-    if grader is not None and any(_graded(bench) for bench in ev.benchmarks):
+    if grader is not None and any(is_graded(bench) for bench in ev.benchmarks):
         evaluators.append(grader)
     return sorted(labellers.intersection(evaluators))
 

@@ -1,7 +1,7 @@
 """The evaluation stage's streaming steps: answering every turn, judging the pair as
 arena-hard-auto, AlpacaEval 2 or the ensemble judges it, and MT-Bench grading, with their prompts.
 
-Each step fills the question states in place (:mod:`~moaa_ray.pipeline.evaluate_questions`); a failed
+Each step fills the question states in place (:mod:`~moaa_ray.pipeline.evaluate.questions`); a failed
 engine call marks its question failed, so the next run retries it.
 """
 
@@ -29,9 +29,10 @@ from moaa_ray.core.arena_hard import parse_arena_hard_verdict, render_arena_hard
 from moaa_ray.core.context import Prompt
 from moaa_ray.core.mt_bench import GRADE_PREFIX, expected_grade, parse_rating, render_grade_prompt
 from moaa_ray.engines.base import SamplingParams
-from moaa_ray.engines.pools import ModelPool, PoolCall
-from moaa_ray.pipeline.evaluate_questions import SIDES, answer_conversation, transcript
-from moaa_ray.pipeline.preference_graph import LOGPROB_REPLY_TOKENS, fit_prompt
+from moaa_ray.pipeline.evaluate.questions import SIDES, answer_conversation, transcript
+from moaa_ray.pipeline.judging import LOGPROB_REPLY_TOKENS, fit_prompt
+from moaa_ray.pools.dispatch import PoolCall
+from moaa_ray.pools.model_pool import ModelPool
 from moaa_ray.records import mark_failed
 
 GRADES = [str(grade) for grade in range(1, 11)]

@@ -1,6 +1,6 @@
 """How one engine replica takes the calls sent to it, so that its engine stays as full as it can be.
 
-A pool keeps several calls in flight on each replica (see :mod:`moaa_ray.engines.pools`); what the
+A pool keeps several calls in flight on each replica (see :mod:`moaa_ray.pools.dispatch`); what the
 replica does with them depends on the engine:
 
 - **A batching engine** (``hf``, reward models, rankers) runs one batch at a time, and a batch costs
@@ -18,7 +18,7 @@ past it fails with :class:`EngineTimeout` and the replica is spent: ``on_hang`` 
 Ray starts a fresh one) runs, since an engine thread that hangs cannot be stopped; every other call
 on the replica then fails with :class:`ReplicaRestarting`, which is no fault of its items.
 
-Plain asyncio, no Ray: the actor in :mod:`moaa_ray.engines.pools` wraps it.
+Plain asyncio, no Ray: the actor in :mod:`moaa_ray.pools.actor` wraps it.
 """
 
 from __future__ import annotations

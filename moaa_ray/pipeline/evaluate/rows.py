@@ -2,7 +2,7 @@
 (or the verifier's verdict), and the audit table of its judgments.
 
 The score of a question is settled here, on the driver, from what the steps recorded in its state;
-:mod:`~moaa_ray.pipeline.evaluate_results` sums the rows into ``results.json``.
+:mod:`~moaa_ray.pipeline.evaluate.results` sums the rows into ``results.json``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from moaa_ray.core.alpaca_eval_judge import model_score
 from moaa_ray.core.arena_hard import battles_from_verdicts
 from moaa_ray.core.tournament import judgment_stats, pair_comparisons
 from moaa_ray.core.verification import Verifier
-from moaa_ray.pipeline.evaluate_questions import answer_conversation
-from moaa_ray.pipeline.preference_graph import verdict_rules
-from moaa_ray.pipeline.preferences import audit_row
+from moaa_ray.pipeline.evaluate.questions import answer_conversation
+from moaa_ray.pipeline.judging import audit_row, verdict_rules
 from moaa_ray.records import Reject, judgment_schema
 from moaa_ray.runs.rundir import StageDir
 from moaa_ray.runs.runner import BatchOutcome
@@ -83,13 +82,15 @@ _STATE_COLUMNS = (
 )  # fmt: skip
 
 
-def _write_batch(
+def write_batch(
     batch: list[dict],
     ev: EvaluateConfig,
     verifier: Verifier | None,
     stage: StageDir,
     audit: StageDir,
 ) -> BatchOutcome:
+    """Write a batch's finished questions (scored, graded or verified) and their judgments; a
+    question in error becomes a reject, retried by the next run when an engine call failed."""
     rules = verdict_rules(ev.judging)
     rows, judgments, rejects = [], [], []
     for state in batch:

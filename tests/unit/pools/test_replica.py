@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from moaa_ray.engines.replica import (
+from moaa_ray.pools.replica import (
     EngineError,
     EngineTimeout,
     Replica,
