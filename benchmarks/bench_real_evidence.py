@@ -27,6 +27,7 @@ Run as ``.venv/bin/python benchmarks/run.py --only real_evidence``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ import yaml
 
 from benchmarks.moaa_commands import accuracies, keep_until_round_one_judged, manifest, moaa
 from moaa_ray.core.verification import wilson_interval
+from moaa_ray.tasks.facts import verify_fact
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "smollm2-facts.yaml"
@@ -61,6 +63,29 @@ def greedy_accuracy(model_path: str, run_dir: Path) -> float:
     """Held-out accuracy (%) of ``model_path``'s greedy answers (``moaa evaluate``)."""
     moaa("evaluate", CONFIG, run_dir, f"models.smol.path={model_path}", *GREEDY)
     return round(100 * evaluation(run_dir)["accuracy"][BENCHMARK], 1)
+
+
+def correct_by_question(evaluation_dir: Path) -> dict[str, bool]:
+    """Whether each held-out question's answer in an evaluation's rows is right, by question id."""
+    import pyarrow.parquet as pq
+
+    right = {}
+    for shard in sorted(evaluation_dir.glob("part-*.parquet")):
+        for row in pq.read_table(shard).to_pylist():
+            answer = (row["model_answers"] or [None])[0]
+            asked = [{"role": "user", "content": row["turns"][0]}]
+            right[row["question_id"]] = answer is not None and bool(verify_fact(asked, answer))
+    return right
+
+
+def paired_outcomes(before: dict[str, bool], after: dict[str, bool]) -> dict:
+    """The questions one model got wrong and the next right (``gained``) and the reverse (``lost``),
+    with the exact McNemar test's two-sided p-value: whether the change is more than chance."""
+    gained = sum(after[q] and not right for q, right in before.items())
+    lost = sum(right and not after[q] for q, right in before.items())
+    changed = gained + lost
+    tail = sum(math.comb(changed, k) for k in range(min(gained, lost) + 1)) / 2**changed
+    return {"gained": gained, "lost": lost, "mcnemar_p": min(1.0, 2 * tail)}
 
 
 def judged_config(final_model: str, work: Path) -> Path:
@@ -119,13 +144,14 @@ def measure(quick: bool) -> dict:
     figures: dict[str, Any] = {
         "setup": (
             "configs/smollm2-facts.yaml: real:smollm2-135m-instruct (hf engine, CPU) as 3 proposers, "
-            "aggregator, policy and judges; 230 MoA SFT prompts; 1 DPO round of 253 prompts x 4 "
-            "samples judged in both orders (logprob verdicts) plus an aggregator judge; accuracy on "
-            "300 held-out facts questions (verifier only measures)"
+            "aggregator, policy, judge and aggregator judge; 230 MoA SFT prompts; 1 DPO round of 96 "
+            "prompts x 4 samples, anchor pairs judged in both orders (logprob verdicts); accuracy "
+            "on 300 held-out facts questions (the verifier only measures)"
         ),
     }
     WORK.mkdir(parents=True, exist_ok=True)
     main = Path(os.environ.get("MOAA_EVIDENCE_RUN", WORK / "main"))
+    figures["resumed"] = (main / "manifest.json").exists()  # then the seconds are a rerun's
     figures["run_s"] = moaa("run", CONFIG, main)
     total = evaluation(main / "base")["benchmarks"][BENCHMARK]["verifiable"]
     sampled = accuracies(main, BENCHMARK)
@@ -149,6 +175,9 @@ def measure(quick: bool) -> dict:
         final_accuracy_ci=final["accuracy_ci"],
         gain_over_base=round(final["accuracy"] - base["accuracy"], 1),
         intervals_overlap=final["accuracy_ci"][0] <= base["accuracy_ci"][1],
+    )
+    figures["final_vs_base_questions"] = paired_outcomes(
+        correct_by_question(main / "base" / "evaluate"), correct_by_question(main / "evaluate")
     )
     moa = manifest(main)["stages"]["generate"]["verifier"]
     figures["moa_accuracy"] = round(100 * moa["accuracy"], 1)

@@ -143,7 +143,7 @@ def goal_lines(name: str, figures: dict) -> list[str]:
         value = figures.get(key)
         met = value is not None and COMPARE[op](value, target)
         lines.append(
-            f"  {key:36} {value!s:>10}   goal {op} {target:<8} {'met' if met else 'MISSED'}"
+            f"  {key:36} {value!s:>10}   goal {op} {target!s:<8} {'met' if met else 'MISSED'}"
         )
     return lines
 

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,3 +34,14 @@ def test_the_judged_evaluation_pits_the_final_model_against_the_untrained_weight
     assert config["evaluate"]["judging"]["judges"] == ["base"]
     rows = json.loads((tmp_path / "held_out.json").read_text())
     assert len(rows) == bench.JUDGED and rows[0]["instruction"].endswith("?")
+
+
+def test_paired_outcomes_count_changed_questions_and_match_scipys_exact_mcnemar():
+    from scipy.stats import binomtest
+
+    before = {f"q{i}": i < 10 for i in range(40)}  # q0-q9 right
+    after = {f"q{i}": 7 <= i < 30 for i in range(40)}  # q0-q6 lost, q10-q29 gained
+    paired = bench.paired_outcomes(before, after)
+    assert (paired["gained"], paired["lost"]) == (20, 7)
+    assert paired["mcnemar_p"] == pytest.approx(binomtest(20, 27).pvalue)
+    assert bench.paired_outcomes(before, before)["mcnemar_p"] == 1.0
