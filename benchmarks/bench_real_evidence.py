@@ -9,7 +9,9 @@ measures. Then:
 * Held-out accuracy (300 questions on facts no training prompt touches) of the base, SFT and DPO
   models, of one answer sampled at temperature 1 (the run's own evaluations) and greedy
   (``moaa evaluate`` of each model at temperature 0), with 95% Wilson intervals.
-* MoA answers against single samples on the SFT prompts (the generate stage's verifier figures).
+* MoA answers against single samples on the SFT prompts (the generate stage's verifier figures),
+  and SFT on them against SFT on the first proposer's samples of the same prompts (the aggregation's
+  own share of the gain).
 * The MoA reward model against its single judge: agreement with the verifier over the judged pairs
   whose samples it splits (one right, one wrong), each order alone and both orders together.
 * Training: the DPO pairs' chosen and rejected log-probabilities after training.
@@ -76,6 +78,30 @@ def correct_by_question(evaluation_dir: Path) -> dict[str, bool]:
             asked = [{"role": "user", "content": row["turns"][0]}]
             right[row["question_id"]] = answer is not None and bool(verify_fact(asked, answer))
     return right
+
+
+def single_sample_rows(generate_dir: Path, target: Path) -> None:
+    """SFT rows as the generate stage wrote them, with the first proposer's sample as the answer
+    in place of the aggregated one: the data of SFT without the aggregation (written once)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if target.exists():  # a rewrite would change the data's digest and retrain
+        return
+    rows = []
+    for shard in sorted(generate_dir.glob("part-*.parquet")):
+        for row in pq.read_table(shard, columns=["messages", "proposals"]).to_pylist():
+            last_turn = max(p["turn"] for p in row["proposals"])
+            samples = [
+                p["content"]
+                for p in row["proposals"]
+                if p["turn"] == last_turn and p["layer"] == 0 and p["content"]
+            ]
+            if samples:
+                answer = {"role": "assistant", "content": samples[0]}
+                rows.append({"messages": [*row["messages"][:-1], answer]})
+    target.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), target / "part-00000.parquet")
 
 
 def paired_outcomes(before: dict[str, bool], after: dict[str, bool]) -> dict:
@@ -185,6 +211,17 @@ def measure(quick: bool) -> dict:
         k: round(100 * v, 1) for k, v in moa["proposer_accuracy"].items()
     }
     figures.update(judge_figures(main))
+
+    single = WORK / "single-sample-sft"
+    single_sample_rows(main / "generate", single / "data")
+    moaa("sft", CONFIG, single, f"sft.data_path={single / 'data'}")
+    moaa("evaluate", CONFIG, single, f"models.smol.path={single / 'sft' / 'model'}")
+    accuracy = round(100 * evaluation(single)["accuracy"][BENCHMARK], 1)
+    figures["single_sample_sft_accuracy"] = accuracy
+    figures["single_sample_sft_accuracy_ci"] = interval(accuracy, total)
+    figures["moa_sft_vs_single_sample_sft_questions"] = paired_outcomes(
+        correct_by_question(single / "evaluate"), correct_by_question(main / "round-0" / "evaluate")
+    )
     figures.update(training_figures(main))
 
     control = WORK / "swapped"

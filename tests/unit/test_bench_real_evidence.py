@@ -45,3 +45,30 @@ def test_paired_outcomes_count_changed_questions_and_match_scipys_exact_mcnemar(
     assert (paired["gained"], paired["lost"]) == (20, 7)
     assert paired["mcnemar_p"] == pytest.approx(binomtest(20, 27).pvalue)
     assert bench.paired_outcomes(before, before)["mcnemar_p"] == 1.0
+
+
+def test_single_sample_rows_answer_with_the_first_proposers_sample_of_the_last_turn(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def proposal(turn, layer, content):
+        return {"turn": turn, "layer": layer, "slot": 0, "model": "m", "content": content}
+
+    ask = {"role": "user", "content": "What is the capital of France?"}
+    rows = [
+        {
+            "messages": [ask, {"role": "assistant", "content": "aggregated"}],
+            "proposals": [proposal(0, 0, None), proposal(0, 0, "first"), proposal(0, 1, "agg")],
+        },
+        {
+            "messages": [ask, {"role": "assistant", "content": "x"}],
+            "proposals": [proposal(0, 0, "")],
+        },
+    ]
+    generate = tmp_path / "generate"
+    generate.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), generate / "part-0.parquet")
+
+    bench.single_sample_rows(generate, tmp_path / "data")
+    written = pq.read_table(tmp_path / "data" / "part-00000.parquet").to_pylist()
+    assert written == [{"messages": [ask, {"role": "assistant", "content": "first"}]}]
