@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.judge_plot import judge_bars
 from benchmarks.moaa_commands import accuracies, keep_until_round_one_judged, manifest, moaa
 from moaa_ray.core.verification import wilson_interval
 from moaa_ray.tasks.facts import verify_fact
@@ -281,11 +282,7 @@ def plot(figures: dict, path: Path) -> None:
     stages_ax.set_title("SmolLM2-135M-Instruct, facts task, self-MoA")
     stages_ax.legend(loc="upper left", fontsize=8)
 
-    judges = figures["judge_pair_agreement"]
-    labels = [*judges, "MoA RM"]
-    agreement = [*judges.values(), figures["ensemble_pair_agreement"]]
-    bars = judges_ax.bar(labels, agreement, color=["#999"] * len(judges) + ["#4c72b0"])
-    judges_ax.bar_label(bars, fmt="%.1f")
+    judge_bars(judges_ax, figures["judge_pair_agreement"], figures["ensemble_pair_agreement"])
     judges_ax.axhline(50, color="k", linewidth=0.5)
     judges_ax.set_ylim(0, 100)
     judges_ax.set_ylabel("picks the right answer (%)")

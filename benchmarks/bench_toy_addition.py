@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.judge_plot import judge_bars
 from benchmarks.moaa_commands import accuracies, keep_until_round_one_judged, manifest, moaa
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,11 +161,7 @@ def plot(figures: dict, path: Path) -> None:
     stages_ax.set_title("What is A + B? accuracy of one sampled answer")
     stages_ax.legend(loc="upper left", fontsize=8)
 
-    judges = figures["judge_agreement"]
-    labels = [*judges, "MoA RM"]
-    agreement = [*judges.values(), figures["ensemble_agreement"]]
-    bars = judges_ax.bar(labels, agreement, color=["#999"] * len(judges) + ["#4c72b0"])
-    judges_ax.bar_label(bars, fmt="%.1f")
+    judge_bars(judges_ax, figures["judge_agreement"], figures["ensemble_agreement"])
     judges_ax.set_ylim(50, 100)
     judges_ax.set_ylabel("agreement with the verifier (%)")
     judges_ax.set_title(f"round 1, {figures['judged_comparisons']} comparisons")
