@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from moaa_ray.config import OPERATIONAL, MoaaConfig
+from moaa_ray.config.loading import OPERATIONAL, MoaaConfig
 
 SECTION = "(section)"  # the default shown for a section: its keys follow with their own
 
