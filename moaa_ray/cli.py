@@ -101,8 +101,8 @@ def _add_validate_parser(sub) -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     """Print every problem of the config (exit 2), or that it is valid (exit 0), and notes."""
+    from moaa_ray.config.validation import format_report, validate_config
     from moaa_ray.redact import scrub
-    from moaa_ray.validation import format_report, validate_config
 
     report = validate_config(args.config, args.overrides, args.cluster)
     print(
@@ -126,7 +126,7 @@ def _show_config(args: argparse.Namespace) -> int:
     from moaa_ray.redact import redact
 
     if args.schema:
-        from moaa_ray.config_reference import config_keys, format_reference
+        from moaa_ray.config.reference import config_keys, format_reference
 
         print(format_reference(config_keys()))
         return 0

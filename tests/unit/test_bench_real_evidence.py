@@ -19,7 +19,7 @@ def test_interval_is_the_wilson_interval_of_a_percentage_in_percent():
 
 
 def test_the_judged_evaluation_pits_the_final_model_against_the_untrained_weights(tmp_path):
-    from moaa_ray.validation import validate_config
+    from moaa_ray.config.validation import validate_config
 
     final = tmp_path / "final-model"
     final.mkdir()

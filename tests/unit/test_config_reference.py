@@ -2,7 +2,7 @@ from pathlib import Path
 
 from moaa_ray import cli
 from moaa_ray.config import dump_config, load_config
-from moaa_ray.config_reference import config_keys
+from moaa_ray.config.reference import config_keys
 
 REPO = Path(__file__).resolve().parents[2]
 

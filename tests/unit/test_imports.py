@@ -39,7 +39,8 @@ def test_validating_the_paper_config_starts_no_ray_and_loads_no_heavy_library():
 
 
 def test_imports_point_downward_between_packages():
-    """``pipeline`` and ``train`` never import each other; run-dir and pool code sit below both."""
+    """``pipeline`` and ``train`` never import each other; run-dir and pool code sit below both, and
+    the config below every package that runs it."""
     import ast
     from pathlib import Path
 
@@ -55,6 +56,16 @@ def test_imports_point_downward_between_packages():
             "moaa_ray.orchestrator",
         ),
         "core": ("moaa_ray.pipeline", "moaa_ray.train", "moaa_ray.runs", "moaa_ray.engines"),
+        "config": (
+            "moaa_ray.pipeline",
+            "moaa_ray.train",
+            "moaa_ray.runs",
+            "moaa_ray.engines",
+            "moaa_ray.pools",
+            "moaa_ray.serve",
+            "moaa_ray.orchestrator",
+            "moaa_ray.cli",
+        ),
     }
     wrong = []
     for folder, banned in forbidden.items():

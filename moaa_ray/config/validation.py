@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moaa_ray.callables import load_callable
-from moaa_ray.config import ConfigCheck, ConfigError, MoaaConfig, check_config, read_yaml
+from moaa_ray.config.loading import ConfigCheck, ConfigError, check_config, read_yaml
+from moaa_ray.config.run import MoaaConfig
 from moaa_ray.core.templates import load_template
 
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")

@@ -1,4 +1,4 @@
-"""Every config key with its type, default and description, read from the schema in ``config.py``.
+"""Every config key with its type, default and description, read from the config schema.
 
 ``moaa config --schema`` prints it, so the reference never drifts from what the loader accepts.
 """
@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from moaa_ray.config import OPERATIONAL, MoaaConfig
+from moaa_ray.config.base import OPERATIONAL
+from moaa_ray.config.run import MoaaConfig
 
 SECTION = "(section)"  # the default shown for a section: its keys follow with their own
 
