@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_scenario(kind: str, workdir: Path) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "tests.ray.multinode_scenario", kind, str(workdir)],
+        [sys.executable, "-m", "tests.support.multinode_scenario", kind, str(workdir)],
         cwd=REPO, capture_output=True, text=True, timeout=360,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
