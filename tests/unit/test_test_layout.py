@@ -1,5 +1,5 @@
-"""The tests' own layout: test modules sit in a tier's folder, share code only through
-``tests/support``, and every end-to-end test is marked so."""
+"""The tests' own layout: test modules sit in a tier's folder, share code (fakes included) only
+through ``tests/support``, and every end-to-end test is marked so."""
 
 import ast
 from pathlib import Path
@@ -70,3 +70,15 @@ def test_every_end_to_end_test_is_marked_e2e():
     modules = sorted((TESTS / "e2e").glob("test_*.py"))
     assert modules
     assert [p.name for p in modules if "e2e" not in _marks(p)] == []
+
+
+def test_fakes_have_one_home():
+    """Every ``Fake*`` class is defined in ``tests/support/fakes.py``."""
+    elsewhere = [
+        f"{path.relative_to(TESTS)}: {node.name}"
+        for path in sorted(TESTS.rglob("*.py"))
+        if path != TESTS / "support" / "fakes.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.name.startswith("Fake")
+    ]
+    assert elsewhere == []
