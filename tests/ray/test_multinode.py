@@ -1,7 +1,7 @@
 """Faults on a multi-node cluster (head + worker nodes on 127.0.0.1) and a killed driver.
 
-Each scenario runs in its own process with its own Ray cluster (``multinode_scenario.py``), so the
-session's shared cluster is untouched.
+Each scenario runs in its own process with its own Ray cluster
+(``tests/support/multinode_scenario.py``), so the session's shared cluster is untouched.
 """
 
 import json
