@@ -6,9 +6,9 @@ model; and ``round-<r>/`` with round ``r``'s ``preferences/``, ``dpo/`` and ``ev
 (``round-0/evaluate/`` is the SFT model's). A stage's name is its folder's name, and inside a round
 the run names it ``round-<r>/<stage>``.
 
-:data:`STAGES` is the one table of stages: the ``moaa`` subcommands and job scripts, the pipeline of
-``moaa run`` and the console's names all come from it. Its entry points are strings, loaded only by
-whoever runs a stage, so this module imports nothing of the stages.
+:data:`STAGES` is the one table of stages: the ``moaa`` subcommands, the job scripts and the stage
+functions of ``moaa run`` come from it. Its entry points are strings, loaded only by whoever runs a
+stage, so this module imports nothing of the stages.
 """
 
 from __future__ import annotations
