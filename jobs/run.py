@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the uploaded working dir
 
-from moaa_ray.cli import main  # noqa: E402
+from moaa_ray.cli import RUN, main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    sys.exit(main([RUN, *sys.argv[1:]]))

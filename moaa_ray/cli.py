@@ -13,55 +13,35 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from moaa_ray.runs.layout import DPO, EVALUATE, GENERATE, PREFERENCES, SFT
+from moaa_ray.callables import load_callable
+from moaa_ray.runs.layout import DPO, SFT, STAGES, find_stage
 from moaa_ray.serve.command import add_serve_parser, serve
 
-# subcommand: what it does (each stage's subcommand is its folder's name; see stage_function)
-STAGES = {
-    GENERATE: "write the MoA SFT dataset (layered proposers + aggregator) from prompts",
-    PREFERENCES: "sample K answers per prompt, rank them with the judge ensemble, write DPO pairs",
-    "run": "the whole pipeline: MoA SFT data, SFT, rounds of sample/judge/DPO, evaluation",
-    SFT: "fine-tune the target model on the MoA dataset (Ray Train + DeepSpeed)",
-    DPO: "DPO from the SFT model on the preference pairs (Ray Train + DeepSpeed)",
-    EVALUATE: "judge the model against a baseline: win rates, LC win rate, BT score, MT-Bench grades",
-}
+RUN = "run"  # the subcommand that runs every stage in order (moaa_ray.orchestrator)
+RUN_HELP = "the whole pipeline: MoA SFT data, SFT, rounds of sample/judge/DPO, evaluation"
 
 
 def stage_function(command: str) -> Callable[..., dict]:
     """The function that runs a subcommand, taking ``(config, run_dir, fresh=...)`` and returning
-    its summary; imported only here, since the stages load Ray and the ML libraries."""
-    if command == GENERATE:
-        from moaa_ray.pipeline.generate import generate_sft
+    its summary: a stage's entry point, or the whole pipeline's; imported only here, since the
+    stages load Ray and the ML libraries.
 
-        return generate_sft
-    if command == PREFERENCES:
-        from moaa_ray.pipeline.preferences import build_preferences
-
-        return build_preferences
-    if command == "run":
+    Raises:
+        ValueError: when ``command`` is neither ``run`` nor a stage.
+    """
+    if command == RUN:
         from moaa_ray.orchestrator import run_pipeline
 
         return run_pipeline
-    if command == SFT:
-        from moaa_ray.train.sft import train_sft
-
-        return train_sft
-    if command == DPO:
-        from moaa_ray.train.dpo import train_dpo
-
-        return train_dpo
-    if command == EVALUATE:
-        from moaa_ray.pipeline.evaluate.stage import evaluate
-
-        return evaluate
-    raise ValueError(f"no stage is called {command!r}")
+    return load_callable(find_stage(command).entry_point)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="moaa", description="Mixture-of-Agents Alignment on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in STAGES.items():
+    commands = [(RUN, RUN_HELP), *((s.name, s.description) for s in STAGES)]
+    for name, help_text in commands:
         stage = sub.add_parser(name, help=help_text, description=help_text)
         stage.add_argument("--config", required=True, help="YAML config file")
         stage.add_argument("--run-dir", help="run directory (default: run_dir from the config)")
@@ -207,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if reason is None:
             raise
         return _stage_failed(args.command, reason, exc, log_file)
-    if args.command != "run":  # one stage: a table of one line
+    if args.command != RUN:  # one stage: a table of one line
         stages = {args.command: summary}
         summary = {
             "stages": stages,

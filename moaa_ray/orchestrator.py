@@ -23,6 +23,7 @@ import logging
 import time
 from pathlib import Path
 
+from moaa_ray.callables import load_callable
 from moaa_ray.config import MoaaConfig, ModelConfig
 from moaa_ray.runs.layout import (
     BASE,
@@ -31,6 +32,7 @@ from moaa_ray.runs.layout import (
     GENERATE,
     PREFERENCES,
     SFT,
+    STAGES,
     in_folder,
     round_folder,
 )
@@ -72,7 +74,8 @@ class StageIncomplete(Exception):
 
 
 def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -> dict:
-    """Run every stage in order; finished stages are skipped, unfinished ones resume.
+    """Run every stage in order; finished stages are skipped, unfinished ones resume. Each stage
+    runs its entry point in the table of stages (:data:`~moaa_ray.runs.layout.STAGES`).
 
     Args:
         config: the run's config.
@@ -84,12 +87,8 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
         (``done``, or the status of the stage the run stopped at).
     """
     from moaa_ray.pipeline.evaluate.report import evaluated_models
-    from moaa_ray.pipeline.evaluate.stage import evaluate
-    from moaa_ray.pipeline.generate import generate_sft
-    from moaa_ray.pipeline.preferences import build_preferences
-    from moaa_ray.train.dpo import train_dpo
-    from moaa_ray.train.sft import train_sft
 
+    entry = {stage.name: load_callable(stage.entry_point) for stage in STAGES}
     root = Path(run_dir)
     stages: dict[str, dict] = {}
 
@@ -109,16 +108,21 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
             if BASE in earlier:
                 assert model_path is not None  # base is evaluated only when the run has a start
                 base = with_trained_policy(config, model_path)
-                timed(in_folder(BASE, EVALUATE), evaluate, base, root / BASE)
+                timed(in_folder(BASE, EVALUATE), entry[EVALUATE], base, root / BASE)
             # 1. MoA SFT data, then SFT of the target model.
             if config.generate:
-                timed(GENERATE, generate_sft, config, root)
+                timed(GENERATE, entry[GENERATE], config, root)
             if config.sft:
-                model_path = timed(SFT, train_sft, config, root)["model_path"]
+                model_path = timed(SFT, entry[SFT], config, root)["model_path"]
                 sft_folder = round_folder(0)
                 if sft_folder in earlier:
                     sft_model = with_trained_policy(config, model_path)
-                    timed(in_folder(sft_folder, EVALUATE), evaluate, sft_model, root / sft_folder)
+                    timed(
+                        in_folder(sft_folder, EVALUATE),
+                        entry[EVALUATE],
+                        sft_model,
+                        root / sft_folder,
+                    )
             # 2. Rounds of on-policy sampling, judging and DPO, each from the last round's model.
             for index in range(config.iterations):
                 assert model_path is not None, "rounds need sft or preferences.policy to start"
@@ -127,21 +131,21 @@ def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
                 round_dir = root / folder
                 timed(
                     in_folder(folder, PREFERENCES),
-                    build_preferences,
+                    entry[PREFERENCES],
                     round_config,
                     round_dir,
                     slice_index=index,
                     num_slices=config.iterations,
                 )
-                dpo = timed(in_folder(folder, DPO), train_dpo, round_config, round_dir)
+                dpo = timed(in_folder(folder, DPO), entry[DPO], round_config, round_dir)
                 model_path = dpo["model_path"]
                 if folder in earlier:
                     dpo_model = with_trained_policy(config, model_path)
-                    timed(in_folder(folder, EVALUATE), evaluate, dpo_model, round_dir)
+                    timed(in_folder(folder, EVALUATE), entry[EVALUATE], dpo_model, round_dir)
             # 3. Evaluate the final model against the baseline.
             if config.evaluate:
                 evaluated = with_trained_policy(config, model_path) if model_path else config
-                timed(EVALUATE, evaluate, evaluated, root)
+                timed(EVALUATE, entry[EVALUATE], evaluated, root)
         except StageIncomplete as stop:
             status = stages[str(stop)]["status"]
             why = "rerun the same command to retry"

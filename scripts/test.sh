@@ -16,7 +16,7 @@ export VLLM_CPU_KVCACHE_SPACE=1
 # Tests marked stops_ray take Ray's default ports and stop every Ray process on the machine (the
 # README's cluster flow ends with `ray stop`; the autoscaling cluster starts with `ray stop --force`):
 # each runs first, in a process of its own, and the main suite never collects them.
-.venv/bin/pytest tests/ray/test_readme_cluster.py -m stops_ray -q -p no:cacheprovider
+.venv/bin/pytest tests/e2e/test_readme_cluster.py -m stops_ray -q -p no:cacheprovider
 .venv/bin/pytest tests/ray/test_autoscaling.py -m stops_ray -q -p no:cacheprovider
-.venv/bin/pytest tests --ignore=tests/vllm --ignore=tests/ray/test_readme_cluster.py \
+.venv/bin/pytest tests --ignore=tests/vllm --ignore=tests/e2e/test_readme_cluster.py \
   --ignore=tests/ray/test_autoscaling.py -q -p no:cacheprovider --durations=20 "$@"

@@ -1,13 +1,10 @@
-"""Shared fixtures: one local Ray cluster per test session, on loopback, tiny models built once, and
-the README's long runs, each run once as a user runs it."""
+"""Shared fixtures: one local Ray cluster per test session, on loopback, and tiny models built once."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-
-from tests.readme_runs import ReadmeRun, fresh_directory, readme_line, run_as_user
 
 # Loopback only, no telemetry, nothing from a model hub. Token auth is off only for this test cluster.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -50,19 +47,3 @@ def length_encoding(monkeypatch):
     arena_hard.answer_length_counter.cache_clear()
     yield use
     arena_hard.answer_length_counter.cache_clear()
-
-
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> ReadmeRun:
-    """The README's first command, the demo, run once per session (its console test and the
-    notebooks read the same run: ``runs/demo`` in its directory)."""
-    directory = fresh_directory(tmp_path_factory, "demo", ["scripts", "configs", "moaa_ray/data"])
-    return run_as_user("bash scripts/demo.sh", directory)
-
-
-@pytest.fixture(scope="session")
-def toy_run(tmp_path_factory) -> ReadmeRun:
-    """The README's toy-task command, run once per session (its test and the notebooks read it)."""
-    folders = ["configs", "moaa_ray/data/toy_addition"]
-    directory = fresh_directory(tmp_path_factory, "toy", folders)
-    return run_as_user(readme_line(r"moaa run .*toy-addition"), directory)

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from moaa_ray.config import dump_config
 from moaa_ray.console import Progress
 from moaa_ray.runs.fingerprint import describe_change, fingerprint_hash
-from moaa_ray.runs.layout import is_round_folder
+from moaa_ray.runs.layout import in_folder, is_round_folder
 from moaa_ray.runs.rundir import RunDir, StageDir
 
 logger = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ def _reject_kind(reject: Any) -> str:
 
 def stage_label(run: RunDir, name: str) -> str:
     """How the console names a stage: ``preferences``, or ``round-2/preferences`` inside a round."""
-    return f"{run.root.name}/{name}" if is_round_folder(run.root.name) else name
+    return in_folder(run.root.name, name) if is_round_folder(run.root.name) else name
 
 
 def watch_progress(

@@ -20,7 +20,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from tests.ray.multinode_scenario import wait_for_rows, write_config
+from tests.support.multinode_scenario import wait_for_rows, write_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.stops_ray, pytest.mark.timeout(600)]
 

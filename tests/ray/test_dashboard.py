@@ -22,7 +22,7 @@ import pytest
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.pools.pool_set import start_pool, stop_actors
-from tests.ray.simulated_runs import MOA, POISON, sim, write_config
+from tests.support.simulated_runs import MOA, POISON, sim, write_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

@@ -17,7 +17,7 @@ from moaa_ray.pipeline.generate import generate_sft
 from moaa_ray.pipeline.preferences import build_preferences
 from moaa_ray.runs.rundir import RunDir
 from moaa_ray.runs.runner import FingerprintMismatch
-from tests.ray.simulated_runs import MOA, POISON, sim, write_config
+from tests.support.simulated_runs import MOA, POISON, sim, write_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

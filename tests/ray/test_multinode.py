@@ -1,7 +1,7 @@
 """Faults on a multi-node cluster (head + worker nodes on 127.0.0.1) and a killed driver.
 
-Each scenario runs in its own process with its own Ray cluster (``multinode_scenario.py``), so the
-session's shared cluster is untouched.
+Each scenario runs in its own process with its own Ray cluster
+(``tests/support/multinode_scenario.py``), so the session's shared cluster is untouched.
 """
 
 import json
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_scenario(kind: str, workdir: Path) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "tests.ray.multinode_scenario", kind, str(workdir)],
+        [sys.executable, "-m", "tests.support.multinode_scenario", kind, str(workdir)],
         cwd=REPO, capture_output=True, text=True, timeout=360,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -1,9 +1,9 @@
 """The production path on real weights with the hf engine: SmolLM2-135M-Instruct in every role of
-generate, preferences and evaluate, through the Ray pools (``tests/real_model_stages.py``)."""
+generate, preferences and evaluate, through the Ray pools (``tests/support/real_model_stages.py``)."""
 
 import pytest
 
-from tests import real_model_stages
+from tests.support import real_model_stages
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -9,7 +9,7 @@ import yaml
 
 from moaa_ray import cli
 from moaa_ray.config.validation import read_cluster_resources, validate_config
-from tests.readme_runs import readme_line
+from tests.support.readme_runs import readme_line
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """The production path on real weights with the vllm engine: SmolLM2-135M-Instruct served by vLLM's
 ``AsyncLLM`` inside the Ray pools, fed by Ray Data, in every role of generate, preferences and
-evaluate (``tests/real_model_stages.py``). Runs in vLLM's environment, which has Ray too."""
+evaluate (``tests/support/real_model_stages.py``). Runs in vLLM's environment, which has Ray too."""
 
 import os
 
@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("vllm")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-from tests import real_model_stages  # noqa: E402
+from tests.support import real_model_stages  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray, pytest.mark.timeout(900)]
 

@@ -1,5 +1,5 @@
 """moaa_ray.core.arena_hard against arena-hard-auto v0.1's scoring, re-implemented with the libraries it
-uses (pandas, scikit-learn) in tests/oracles/arena_hard_auto.py, on a synthetic battle set."""
+uses (pandas, scikit-learn) in tests/support/arena_hard_auto.py, on a synthetic battle set."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ QUESTIONS = 300
 def oracle():
     pytest.importorskip("sklearn")
     pytest.importorskip("pandas")
-    from tests.oracles import arena_hard_auto
+    from tests.support import arena_hard_auto
 
     return arena_hard_auto
 

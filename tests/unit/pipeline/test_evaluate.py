@@ -27,7 +27,7 @@ from moaa_ray.pipeline.evaluate.stage import EvaluationStage, shared_judges
 from moaa_ray.pipeline.evaluate.steps import AnswerStep, ArenaHardJudgeStep, GradeStep, JudgedOnly
 from moaa_ray.runs.rundir import RunDir
 from moaa_ray.tasks.addition import verify
-from tests.fakes import FakePool
+from tests.support.fakes import FakePool
 
 ROOT = Path(__file__).parents[3]
 

@@ -18,7 +18,7 @@ from moaa_ray.pipeline.evaluate.rows import write_batch
 from moaa_ray.pipeline.evaluate.stage import _steps
 from moaa_ray.pipeline.evaluate.steps import AlpacaEvalJudgeStep, AnswerStep
 from moaa_ray.runs.rundir import StageDir
-from tests.fakes import FakePool
+from tests.support.fakes import FakePool
 
 SAMPLING = EvaluateConfig.model_fields["sampling"].default
 SWITCHED, UNSWITCHED = "Question 1?", "Question 0?"  # alpaca_eval shows the model first, then last

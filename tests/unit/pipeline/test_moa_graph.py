@@ -3,7 +3,7 @@
 from moaa_ray.config import GenerateConfig
 from moaa_ray.core.moa import finish_row, new_state, plan_layers
 from moaa_ray.pipeline.moa_graph import LayerStep, plan_steps
-from tests.fakes import FakePool
+from tests.support.fakes import FakePool
 
 CONFIG = GenerateConfig(
     inputs=[{"path": "unused.jsonl"}],

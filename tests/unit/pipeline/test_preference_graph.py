@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from moaa_ray.core.tournament import new_tournament, record_samples
 from moaa_ray.pipeline.preference_graph import RewardModelStep
-from moaa_ray.pools.dispatch import Completion
+from tests.support.fakes import FakeRanker
 
 PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]
 SAMPLES = ["4", "5", "four"]
@@ -23,29 +21,6 @@ LOGITS = {
 }
 
 
-class FakeRanker:
-    """A pool of one pairwise ranker engine: answers each method from a table, records the calls."""
-
-    def __init__(self, engine: str, fail: tuple | None = None):
-        self.config = SimpleNamespace(engine=engine)
-        self.calls: list[tuple[str, list]] = []
-        self.fail = fail
-
-    def submit(self, method, items):
-        self.calls.append((method, items))
-        if method == "answer_logprobs":  # a shorter answer is likelier here
-            return [Completion(-float(len(c[-1]["content"]))) for c in items]
-        if method == "compare":
-            return [
-                Completion(None, "boom") if (a, b) == self.fail else Completion(LOGITS[(a, b)])
-                for _, a, b in items
-            ]
-        return [Completion(0.25) for _ in items]
-
-    def collect(self, completions):
-        return completions
-
-
 def tournament() -> dict:
     state = new_tournament("id", PROMPT, "src")
     record_samples(state, SAMPLES)
@@ -53,7 +28,7 @@ def tournament() -> dict:
 
 
 def test_pairrm_rewards_are_llm_blenders_ranking_scores():
-    pool = FakeRanker("pairrm")
+    pool = FakeRanker("pairrm", LOGITS)
     state = tournament()
     RewardModelStep(pool, "pairwise_ranker", ("accuracy",))([state])
     [(method, items)] = pool.calls
@@ -70,12 +45,13 @@ def test_pairrm_rewards_are_llm_blenders_ranking_scores():
 
 def test_a_failed_comparison_fails_the_row_instead_of_scoring_it():
     state = tournament()
-    RewardModelStep(FakeRanker("pairrm", fail=("5", "four")), "pairwise_ranker", ())([state])
+    ranker = FakeRanker("pairrm", LOGITS, fail=("5", "four"))
+    RewardModelStep(ranker, "pairwise_ranker", ())([state])
     assert state["failed"] and state["rewards"] is None
 
 
 def test_another_engine_scores_the_judge_prompt_of_each_ordered_pair():
-    pool = FakeRanker("hf_reward")
+    pool = FakeRanker("hf_reward", LOGITS)
     state = tournament()
     RewardModelStep(pool, "pairwise_ranker", ("accuracy",))([state])
     [(method, items)] = pool.calls
@@ -85,7 +61,7 @@ def test_another_engine_scores_the_judge_prompt_of_each_ordered_pair():
 
 
 def test_likelihood_rewards_are_each_samples_mean_log_probability():
-    pool = FakeRanker("hf")
+    pool = FakeRanker("hf", LOGITS)
     state = tournament()
     RewardModelStep(pool, "likelihood", ("accuracy",))([state])
     [(method, items)] = pool.calls

@@ -11,7 +11,7 @@ from moaa_ray.core.tournament import new_tournament, record_judgment, record_sam
 from moaa_ray.pipeline import preferences
 from moaa_ray.pipeline.judging import AggregateStep, JudgeStep
 from moaa_ray.runs.rundir import StageDir
-from tests.fakes import FakePool
+from tests.support.fakes import FakePool
 
 PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]
 PREFS = PreferencesConfig(

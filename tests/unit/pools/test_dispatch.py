@@ -1,5 +1,5 @@
 """How a pool's calls are split across replicas, retried, requeued and timed, without Ray: the
-dispatcher over fake replicas and a fake clock (tests/fakes.py)."""
+dispatcher over fake replicas and a fake clock (tests/support/fakes.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from moaa_ray.pools.dispatch import (
     ReplicaLost,
     ReplicaUnavailable,
 )
-from tests.fakes import FakeLink, FakeReplica
+from tests.support.fakes import FakeLink, FakeReplica
 
 TIMEOUT = "EngineTimeout: m/0: no answer within request_timeout_s=5; restarting the replica"
 

@@ -8,6 +8,7 @@ import pytest
 from moaa_ray.config import ModelConfig
 from moaa_ray.pools import model_pool as pools
 from moaa_ray.pools.dispatch import EngineFailure
+from tests.support.fakes import FakeActor, FakeRay
 
 
 def test_a_pool_whose_every_replica_failed_to_load_fails_its_calls_at_once():
@@ -15,36 +16,6 @@ def test_a_pool_whose_every_replica_failed_to_load_fails_its_calls_at_once():
     pool = pools.ModelPool("judge", ModelConfig(path="judge", engine="simulated"), [])
     with pytest.raises(EngineFailure, match="'judge': no replica loaded"):
         pool.submit("chat", [[{"role": "user", "content": "hi"}]])
-
-
-class FakeRay:
-    """``ray.wait``/``ray.get`` over ready pings: a pending replica comes up during a timed wait."""
-
-    def __init__(self, up: set[str] | None = None):
-        self.up = up or set()
-        self.timeouts: list[float] = []
-
-    def wait(self, refs, num_returns=1, timeout=None):
-        self.timeouts.append(timeout)
-        if timeout:
-            self.up |= set(refs)
-        ready = [r for r in refs if r in self.up]
-        return ready, [r for r in refs if r not in ready]
-
-    def get(self, ref):
-        return ref
-
-
-class FakeActor:
-    _actor_id = "replica-1"
-
-    def __init__(self):
-        self.sent: list[tuple[str, list]] = []
-        self.call = self  # actor.call.remote(...)
-
-    def remote(self, method: str, batch: list, *args):
-        self.sent.append((method, batch))
-        return f"call-{len(self.sent)}"
 
 
 def loading_pool(actor: FakeActor) -> pools.ModelPool:

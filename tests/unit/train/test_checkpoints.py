@@ -8,7 +8,7 @@ import torch
 from moaa_ray.config import LoraConfig
 from moaa_ray.tiny_models import resolve_model_path
 from moaa_ray.train.checkpoints import merge_lora, save_hf_model
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from moaa_ray.tiny_models import resolve_model_path
 from moaa_ray.train.dpo import REFERENCE_FILE, DPOObjective
 from moaa_ray.train.losses import sequence_logprobs, token_logprobs
 from moaa_ray.train.worker import WorkerSpec, load_causal_lm, load_tokenizer
-from tests.fakes import FakeEngine
+from tests.support.fakes import FakeEngine
 
 BETA = 0.5
 

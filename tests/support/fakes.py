@@ -1,9 +1,11 @@
-"""Stand-ins the unit tests share: a model pool that answers at once, engine replicas and the
-dispatch's link to them without Ray, a DeepSpeed engine over a module."""
+"""Stand-ins the unit tests share: a model pool that answers at once, a pairwise ranker's pool,
+engine replicas and the dispatch's link to them without Ray, ``ray`` and an engine actor for a
+loading pool, a DeepSpeed engine over a module."""
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 from moaa_ray.engines.base import Answer
 from moaa_ray.pools.dispatch import Completion
@@ -149,3 +151,63 @@ class FakeLink:
 
     def sleep(self, seconds):
         self.clock += seconds
+
+
+class FakeRanker:
+    """A pool of one pairwise ranker engine: answers each method from a table, records the calls.
+
+    ``compare`` gives ``logits[(a, b)]`` for answers ``a`` and ``b``, or fails for the pair ``fail``;
+    ``answer_logprobs`` makes a shorter answer likelier; any other method scores 0.25.
+    """
+
+    def __init__(self, engine: str, logits: dict, fail: tuple | None = None):
+        self.config = SimpleNamespace(engine=engine)
+        self.calls: list[tuple[str, list]] = []
+        self.logits, self.fail = logits, fail
+
+    def submit(self, method, items):
+        self.calls.append((method, items))
+        if method == "answer_logprobs":  # a shorter answer is likelier here
+            return [Completion(-float(len(c[-1]["content"]))) for c in items]
+        if method == "compare":
+            return [
+                Completion(None, "boom") if (a, b) == self.fail else Completion(self.logits[(a, b)])
+                for _, a, b in items
+            ]
+        return [Completion(0.25) for _ in items]
+
+    def collect(self, completions):
+        return completions
+
+
+class FakeRay:
+    """``ray.wait``/``ray.get`` over ready pings: a pending replica comes up during a timed wait."""
+
+    def __init__(self, up: set[str] | None = None):
+        self.up = up or set()
+        self.timeouts: list[float] = []
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        self.timeouts.append(timeout)
+        if timeout:
+            self.up |= set(refs)
+        ready = [r for r in refs if r in self.up]
+        return ready, [r for r in refs if r not in ready]
+
+    def get(self, ref):
+        return ref
+
+
+class FakeActor:
+    """An engine actor's handle: ``actor.call.remote(method, batch)`` records the call and returns
+    a name for its result."""
+
+    _actor_id = "replica-1"
+
+    def __init__(self):
+        self.sent: list[tuple[str, list]] = []
+        self.call = self  # actor.call.remote(...)
+
+    def remote(self, method: str, batch: list, *args):
+        self.sent.append((method, batch))
+        return f"call-{len(self.sent)}"

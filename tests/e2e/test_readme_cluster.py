@@ -15,10 +15,16 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.stops_ray, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.ray,
+    pytest.mark.slow,
+    pytest.mark.stops_ray,
+    pytest.mark.timeout(600),
+]
 
 REPO = Path(__file__).resolve().parents[2]
-MARKER = "run verbatim by `tests/ray/test_readme_cluster.py`"
+MARKER = "run verbatim by `tests/e2e/test_readme_cluster.py`"
 
 
 def readme_block() -> str:

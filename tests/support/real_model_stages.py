@@ -142,7 +142,7 @@ def check_preferences(tmp_path: Path, engine: str) -> None:
     config = real_config(
         tmp_path,
         engine,
-        verifier="tests.real_model_stages:names_the_capital",
+        verifier="tests.support.real_model_stages:names_the_capital",
         preferences={
             "inputs": [{"path": write_jsonl(tmp_path / "prompts.jsonl", prompts)}],
             "policy": "smol",
@@ -181,7 +181,7 @@ def check_evaluate(tmp_path: Path, engine: str) -> None:
     config = real_config(
         tmp_path,
         engine,
-        verifier="tests.real_model_stages:names_the_capital",
+        verifier="tests.support.real_model_stages:names_the_capital",
         evaluate={
             "benchmarks": [
                 {"path": write_jsonl(tmp_path / "capitals.jsonl", rows), "format": "verified"}

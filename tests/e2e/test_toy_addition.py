@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.readme_runs import run_as_user
+from tests.support.readme_runs import run_as_user
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def accuracy(manifest: dict) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """A MoA stage on a multi-node cluster (``ray.cluster_utils.Cluster`` on 127.0.0.1) while nodes change.
 
 Run by ``tests/ray/test_multinode.py`` in its own process, since it owns its Ray cluster:
-``python -m tests.ray.multinode_scenario {remove,add} WORKDIR``. Prints one JSON line.
+``python -m tests.support.multinode_scenario {remove,add} WORKDIR``. Prints one JSON line.
 """
 
 import json
