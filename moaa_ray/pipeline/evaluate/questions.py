@@ -54,7 +54,7 @@ def new_question_state(
         temperature: both sides' answer temperature; None: the evaluate section's.
     """
     prompt = [{"role": "user", "content": turn} for turn in question.turns]
-    state: EvalQuestion = {
+    return {
         **new_tournament_state(row_id, prompt, f"{benchmark}#{question.question_id}"),
         "benchmark": benchmark,
         "question_id": question.question_id,
@@ -72,7 +72,6 @@ def new_question_state(
         "alpaca_answers": [],
         "alpaca_preferences": [],
     }
-    return state
 
 
 def answer_conversation(turns: list[str], answers: list[str], turn: int) -> list[dict[str, str]]:
@@ -100,7 +99,7 @@ def _format(bench: BenchmarkConfig) -> str:
     return detect_benchmark_format(Path(bench.path)) if bench.format == "auto" else bench.format
 
 
-def grades_benchmark(bench: BenchmarkConfig) -> bool:
+def is_graded_benchmark(bench: BenchmarkConfig) -> bool:
     """Whether the grader rates a benchmark's answers (MT-Bench)."""
     return _format(bench) == "mt_bench"
 

@@ -46,7 +46,7 @@ from moaa_ray.core.mt_bench import needs_reference
 from moaa_ray.core.verification import Verifier
 from moaa_ray.core.winrates import load_instruction_difficulty
 from moaa_ray.pipeline.cluster_pools import cluster_pools
-from moaa_ray.pipeline.evaluate.questions import baseline_name, grades_benchmark, question_states
+from moaa_ray.pipeline.evaluate.questions import baseline_name, is_graded_benchmark, question_states
 from moaa_ray.pipeline.evaluate.report import earlier_evaluations, evaluated_models, write_report
 from moaa_ray.pipeline.evaluate.results import benchmark_results, is_scored, verified_results
 from moaa_ray.pipeline.evaluate.rows import read_rows, write_batch
@@ -235,7 +235,7 @@ def shared_judges(config: MoaaConfig) -> list[str]:
         labellers.add(prefs.reward_model)
     evaluators = ev.judging.models() if ev.judging else []
     grader = _grader(ev)
-    if grader is not None and any(grades_benchmark(bench) for bench in ev.benchmarks):
+    if grader is not None and any(is_graded_benchmark(bench) for bench in ev.benchmarks):
         evaluators.append(grader)
     return sorted(labellers.intersection(evaluators))
 
