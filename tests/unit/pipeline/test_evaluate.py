@@ -14,6 +14,7 @@ from moaa_ray.pipeline.evaluate.questions import (
     baseline_name,
     new_question_state,
     question_row_id,
+    question_states,
     transcript,
 )
 from moaa_ray.pipeline.evaluate.results import (
@@ -105,6 +106,34 @@ def test_evaluate_config_resolves_and_checks_baselines():
         EvaluateConfig(benchmarks=[mt_on_model], model="m", judging=judging)
     with pytest.raises(ValidationError, match="names must be unique"):
         EvaluateConfig(benchmarks=[mt, mt], model="m", baseline_model="b", judging=judging)
+
+
+def test_each_benchmark_gives_its_questions_one_kind(tmp_path):
+    mt, arena, prompts = (tmp_path / f"{name}.jsonl" for name in ("mt", "arena", "prompts"))
+    mt.write_text(json.dumps({"question_id": 1, "category": "writing", "turns": ["Hi?"]}))
+    arena.write_text(json.dumps({"uid": "u1", "prompt": "Hi?"}))
+    prompts.write_text(json.dumps({"prompt": "What is 1 + 1?"}))
+    benchmarks = {
+        "mt": ({"path": str(mt)}, "ensemble_graded"),
+        "mt_arena": ({"path": str(mt), "judge": "arena_hard"}, "arena_hard_graded"),
+        "mt_alpaca": ({"path": str(mt), "judge": "alpaca_eval"}, "alpaca_eval_graded"),
+        "mt_alone": ({"path": str(mt), "baseline": "none"}, "graded"),
+        "arena": ({"path": str(arena)}, "arena_hard"),
+        "arena_ensemble": ({"path": str(arena), "judge": "ensemble"}, "ensemble"),
+        "add": ({"path": str(prompts), "format": "verified"}, "verified"),
+    }
+    ev = EvaluateConfig.model_validate(
+        {
+            "benchmarks": [{"name": name, **bench} for name, (bench, _) in benchmarks.items()],
+            "model": "m",
+            "baseline_model": "b",
+            "judging": {"judges": ["j"]},
+        }
+    )
+    states, _ = question_states(ev)
+    assert {s["benchmark"]: s["kind"] for s in states} == {
+        name: kind for name, (_, kind) in benchmarks.items()
+    }
 
 
 def two_turn_state(baseline=None, row_id="q"):
