@@ -19,6 +19,10 @@ from moaa_ray.core.tournament import new_tournament
 if TYPE_CHECKING:  # Python 3.11's; annotations are not evaluated at run time
     from typing import NotRequired
 
+# A question's kind: who compares the model's answer with a baseline's (the ensemble, or each judge
+# as arena-hard-auto or AlpacaEval 2 judges), with ``_graded`` where the grader rates the model's
+# answers too (MT-Bench against a baseline); ``verified`` and ``graded`` (MT-Bench with
+# ``baseline: none``): only the model answers, for the verifier or the grader alone.
 QuestionKind = Literal[
     "verified",
     "graded",
@@ -154,7 +158,7 @@ def is_graded(question: EvalQuestion) -> bool:
 
 def pair_key(question: EvalQuestion) -> PairKey:
     """Where the question's pair goes once both sides answered: read there by the judging step
-    that compares it alone."""
+    that compares it alone (a question only the model answers never has a pair)."""
     return _PAIR_KEYS[judge_of(question) or "ensemble"]
 
 
