@@ -5,8 +5,8 @@ States are plain dicts, typed here, so that they cross Ray Data as JSON
 (:mod:`moaa_ray.pipeline.streaming`). The runner, the stream and the judging shared with the
 preference stage (:mod:`moaa_ray.core.tournament`, :mod:`moaa_ray.pipeline.judging`) carry row
 states as untyped dicts: :func:`new_tournament_state`, :func:`tournament_state`,
-:func:`question_rows`, :func:`row_questions` and :func:`on_rows` are where a question is taken from
-them or handed to them, the same dicts, not copies.
+:func:`questions_as_rows`, :func:`rows_as_questions` and :func:`on_rows` are where a question is
+taken from them or handed to them, the same dicts, not copies.
 """
 
 from __future__ import annotations
@@ -167,12 +167,12 @@ def tournament_state(question: EvalQuestion) -> dict:
     return cast(dict, question)
 
 
-def question_rows(questions: list[EvalQuestion]) -> list[dict]:
+def questions_as_rows(questions: list[EvalQuestion]) -> list[dict]:
     """Questions as the untyped row states the runner and the stream carry."""
     return cast(list[dict], questions)
 
 
-def row_questions(rows: list[dict]) -> list[EvalQuestion]:
+def rows_as_questions(rows: list[dict]) -> list[EvalQuestion]:
     """The evaluation stage's row states as the questions they are."""
     return cast(list[EvalQuestion], rows)
 

@@ -148,7 +148,7 @@ def _outcome(
     return None, {}, None
 
 
-def read_rows(stage: StageDir) -> list[QuestionRow]:
+def read_question_rows(stage: StageDir) -> list[QuestionRow]:
     """Every row written so far, in :func:`question_schema`'s columns (as :func:`write_batch`
     writes them)."""
     table = stage.read()

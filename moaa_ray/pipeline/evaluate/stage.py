@@ -39,8 +39,8 @@ from moaa_ray.core.eval_question import (
     is_judged,
     judge_of,
     on_rows,
-    question_rows,
-    row_questions,
+    questions_as_rows,
+    rows_as_questions,
 )
 from moaa_ray.core.mt_bench import needs_reference
 from moaa_ray.core.verification import Verifier
@@ -49,7 +49,7 @@ from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.evaluate.questions import baseline_name, is_graded_benchmark, question_states
 from moaa_ray.pipeline.evaluate.report import earlier_evaluations, evaluated_models, write_report
 from moaa_ray.pipeline.evaluate.results import benchmark_results, is_scored, verified_results
-from moaa_ray.pipeline.evaluate.rows import read_rows, write_batch
+from moaa_ray.pipeline.evaluate.rows import read_question_rows, write_batch
 from moaa_ray.pipeline.evaluate.steps import (
     AlpacaEvalJudgeStep,
     AnswerStep,
@@ -153,7 +153,7 @@ class EvaluationStage:
         refused = {r.row_id for r in rejects}
         states = [s for s in states if s["row_id"] not in refused]
         self.wanted = {s["row_id"] for s in states}
-        return question_rows(states), rejects
+        return questions_as_rows(states), rejects
 
     def done_ids(self) -> set[str]:
         """Questions already judged."""
@@ -161,18 +161,18 @@ class EvaluationStage:
 
     def batches(self, todo: list[dict], pools: PoolSet) -> Iterator[list[dict]]:
         """Answered, judged and graded questions, batch by batch."""
-        questions = row_questions(todo)
+        questions = rows_as_questions(todo)
         steps = _steps(self.ev, pools.launch(_models(self.ev, questions)), questions)
         return stream_states(todo, steps, self.ev.batch_size, starting=pools.wait)
 
     def write(self, batch: list[dict]) -> BatchOutcome:
         """Write judged and verified questions and the judgments; failed ones become rejects."""
-        return write_batch(row_questions(batch), self.ev, self.verifier, self.stage, self.audit)
+        return write_batch(rows_as_questions(batch), self.ev, self.verifier, self.stage, self.audit)
 
     def summarize(self) -> dict:
         """Results per benchmark over every question written; also saved as ``results.json``."""
         ev = self.ev
-        rows = [r for r in read_rows(self.stage) if r["row_id"] in self.wanted]
+        rows = [r for r in read_question_rows(self.stage) if r["row_id"] in self.wanted]
         results = {
             bench.key(): verified_results([r for r in rows if r["benchmark"] == bench.key()])
             if bench.verified

@@ -36,7 +36,7 @@ from moaa_ray.core.eval_question import (
     is_graded,
     is_judged,
     pair_key,
-    question_rows,
+    questions_as_rows,
     tournament_state,
 )
 from moaa_ray.core.mt_bench import GRADE_PREFIX, expected_grade, parse_rating, render_grade_prompt
@@ -283,7 +283,7 @@ class JudgedOnly:
     def __call__(self, states: list[EvalQuestion]) -> None:
         judged = [s for s in states if is_judged(s)]
         if judged:
-            self.step(question_rows(judged))
+            self.step(questions_as_rows(judged))
 
 
 def _grade_request(state: EvalQuestion, turn: int) -> Prompt:
