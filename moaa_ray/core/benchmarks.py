@@ -1,7 +1,8 @@
 """Loaders for benchmark question files: MT-Bench, Arena-Hard v0.1, AlpacaEval and verified prompts.
 
-Every loader reads JSON Lines or a JSON list and returns :class:`EvalQuestion` rows; a bad row raises
-``ValueError`` naming the file and line.
+Every loader reads JSON Lines or a JSON list and returns :class:`BenchmarkQuestion` rows; a bad row
+raises ``ValueError`` naming the file and line. The evaluation stage's state of a question is
+:class:`~moaa_ray.core.eval_question.EvalQuestion`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ FORMATS = ("mt_bench", "arena_hard", "alpaca_eval", "verified")
 
 
 @dataclass
-class EvalQuestion:
-    """One benchmark question.
+class BenchmarkQuestion:
+    """One benchmark question, as its file holds it.
 
     Attributes:
         question_id: the benchmark's id (MT-Bench ``question_id``, Arena-Hard ``uid``, AlpacaEval row
@@ -146,7 +147,7 @@ def _message_turns(row: dict, where: str) -> list[str]:
 
 
 def _attach(
-    questions: list[EvalQuestion],
+    questions: list[BenchmarkQuestion],
     answers: dict[str, list[str]],
     field: str,
     path: str | Path,
@@ -166,10 +167,10 @@ def _attach(
 
 
 def _read_questions(
-    path: Path, parse_row: Callable[[dict, str, int], EvalQuestion]
-) -> list[EvalQuestion]:
+    path: Path, parse_row: Callable[[dict, str, int], BenchmarkQuestion]
+) -> list[BenchmarkQuestion]:
     """Parse each row with ``parse_row(row, where, index)``; ids must be unique, the file non-empty."""
-    questions: list[EvalQuestion] = []
+    questions: list[BenchmarkQuestion] = []
     first_lines: dict[str, int] = {}
     for index, (line, row) in enumerate(_read_rows(path)):
         where = f"{path}:{line}"
@@ -186,9 +187,9 @@ def _read_questions(
     return questions
 
 
-def _mt_bench_question(row: dict, where: str, index: int) -> EvalQuestion:
+def _mt_bench_question(row: dict, where: str, index: int) -> BenchmarkQuestion:
     reference = row.get("reference")
-    return EvalQuestion(
+    return BenchmarkQuestion(
         question_id=_question_id(row, ("question_id",), where),
         turns=_string_list(row.get("turns"), where, "turns"),
         category=_optional_string(row, "category", where),
@@ -198,7 +199,7 @@ def _mt_bench_question(row: dict, where: str, index: int) -> EvalQuestion:
 
 def load_mt_bench(
     questions_path: str | Path, reference_answers_path: str | Path | None = None
-) -> list[EvalQuestion]:
+) -> list[BenchmarkQuestion]:
     """Load FastChat MT-Bench questions, with reference answers where given.
 
     Args:
@@ -216,11 +217,11 @@ def load_mt_bench(
     return questions
 
 
-def _arena_hard_question(row: dict, where: str, index: int) -> EvalQuestion:
+def _arena_hard_question(row: dict, where: str, index: int) -> BenchmarkQuestion:
     turns: object = [_string(row, "prompt", where)] if "prompt" in row else row.get("turns")
     if isinstance(turns, list):  # older rows hold [{"content": ...}]
         turns = [t.get("content") if isinstance(t, dict) else t for t in turns]
-    return EvalQuestion(
+    return BenchmarkQuestion(
         question_id=_question_id(row, ("uid", "question_id"), where),
         turns=_string_list(turns, where, "turns"),
         category=_optional_string(row, "category", where),
@@ -229,7 +230,7 @@ def _arena_hard_question(row: dict, where: str, index: int) -> EvalQuestion:
 
 def load_arena_hard(
     questions_path: str | Path, baseline_answers_path: str | Path | None = None
-) -> list[EvalQuestion]:
+) -> list[BenchmarkQuestion]:
     """Load Arena-Hard v0.1 questions, with the baseline model's answers where given.
 
     Args:
@@ -249,9 +250,9 @@ def load_arena_hard(
     return questions
 
 
-def _alpaca_eval_question(row: dict, where: str, index: int) -> EvalQuestion:
+def _alpaca_eval_question(row: dict, where: str, index: int) -> BenchmarkQuestion:
     output = _optional_string(row, "output", where)
-    return EvalQuestion(
+    return BenchmarkQuestion(
         question_id=str(index),
         turns=[_string(row, "instruction", where)],
         category=_optional_string(row, "dataset", where),
@@ -259,7 +260,7 @@ def _alpaca_eval_question(row: dict, where: str, index: int) -> EvalQuestion:
     )
 
 
-def load_alpaca_eval(path: str | Path) -> list[EvalQuestion]:
+def load_alpaca_eval(path: str | Path) -> list[BenchmarkQuestion]:
     """Load AlpacaEval rows ``{instruction, output, generator, dataset}``; ``output`` is the baseline.
 
     Args:
@@ -271,7 +272,7 @@ def load_alpaca_eval(path: str | Path) -> list[EvalQuestion]:
     return _read_questions(Path(path), _alpaca_eval_question)
 
 
-def _verified_question(row: dict, where: str, index: int) -> EvalQuestion:
+def _verified_question(row: dict, where: str, index: int) -> BenchmarkQuestion:
     if ("prompt" in row) == ("turns" in row):
         raise ValueError(
             f"{where}: a verified row needs exactly one of 'prompt' (a string) and 'turns' "
@@ -279,14 +280,14 @@ def _verified_question(row: dict, where: str, index: int) -> EvalQuestion:
         )
     turns = [_string(row, "prompt", where)] if "prompt" in row else row.get("turns")
     has_id = any(key in row for key in ("id", "question_id"))
-    return EvalQuestion(
+    return BenchmarkQuestion(
         question_id=_question_id(row, ("id", "question_id"), where) if has_id else str(index),
         turns=_string_list(turns, where, "turns"),
         category=_optional_string(row, "category", where),
     )
 
 
-def load_verified(path: str | Path) -> list[EvalQuestion]:
+def load_verified(path: str | Path) -> list[BenchmarkQuestion]:
     """Load prompts whose answers a verifier checks (exact match; no baseline, no judges).
 
     Args:
@@ -329,7 +330,7 @@ def load_eval_questions(
     format: str = "auto",
     reference_answers_path: str | Path | None = None,
     baseline_answers_path: str | Path | None = None,
-) -> list[EvalQuestion]:
+) -> list[BenchmarkQuestion]:
     """Load a benchmark question file in a named or auto-detected format.
 
     Args:

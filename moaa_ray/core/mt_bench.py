@@ -21,9 +21,10 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
+from typing import Any
 
 NEED_REF_CATEGORIES = ("math", "reasoning", "coding", "arena-hard-200")
 # fastchat/llm_judge/common.py temperature_config; other categories are sampled at 0.7.
@@ -151,7 +152,7 @@ def expected_grade(logprobs: list[float], ten_split: list[float] | None) -> floa
     return sum(p * grade for p, grade in zip(probs, range(1, 11), strict=True))
 
 
-def mt_bench_summary(grades: Sequence[dict]) -> dict:
+def mt_bench_summary(grades: Sequence[Mapping[str, Any]]) -> dict:
     """Mean rating per turn, per category and overall, as FastChat's ``show_result.py --mode single``.
 
     Args:

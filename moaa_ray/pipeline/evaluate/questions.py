@@ -1,12 +1,12 @@
 """The evaluation stage's questions: their states, ids and baselines, and each side's conversation.
 
-A question's state is a tournament state (:mod:`moaa_ray.core.tournament`) plus ``question_id``,
-``category``, ``turns``, ``reference``, ``model_answers``, ``baseline_answers`` (filled up front when
-the benchmark file holds them), ``graded``, ``grades``, ``verified`` and ``judged`` (whether a
-baseline answers and the judges compare the pair). Once both sides have
-answered every turn, ``samples`` is ``[model's last answer, baseline's last answer]``: the one pair the
-judging steps compare; ``arena_answers`` or ``alpaca_answers`` instead where the benchmark's own
-judge compares it (``judge: arena_hard`` or ``alpaca_eval``).
+A question's state is an :class:`~moaa_ray.core.eval_question.EvalQuestion`: a tournament state
+(:mod:`moaa_ray.core.tournament`) plus the question, its kind (who answers it, who compares the pair
+and whether the grader rates it, set here from the benchmark's config), both sides' answers and
+their scores. Once both sides have answered every turn, ``samples`` is ``[model's last answer,
+baseline's last answer]``: the one pair the judging steps compare; ``arena_answers`` or
+``alpaca_answers`` instead where the benchmark's own judge compares it (``judge: arena_hard`` or
+``alpaca_eval``).
 """
 
 from __future__ import annotations
@@ -17,65 +17,61 @@ from collections import Counter
 from pathlib import Path
 
 from moaa_ray.config import BenchmarkConfig, EvaluateConfig
-from moaa_ray.core.benchmarks import EvalQuestion, detect_benchmark_format, load_eval_questions
+from moaa_ray.core.benchmarks import (
+    BenchmarkQuestion,
+    detect_benchmark_format,
+    load_eval_questions,
+)
+from moaa_ray.core.eval_question import (
+    EvalQuestion,
+    Judge,
+    QuestionKind,
+    Side,
+    new_tournament_state,
+    question_kind,
+)
 from moaa_ray.core.mt_bench import answer_temperature
-from moaa_ray.core.tournament import new_tournament
 
-SIDES = ("model_answers", "baseline_answers")
+SIDES: tuple[Side, Side] = ("model_answers", "baseline_answers")
 
 
 def new_question_state(
     row_id: str,
-    question: EvalQuestion,
-    source: str,
+    question: BenchmarkQuestion,
+    benchmark: str,
     baseline: list[str] | None,
-    graded: bool,
+    kind: QuestionKind,
     temperature: float | None = None,
-    arena_hard: bool = False,
-    verified: bool = False,
-    judged: bool = True,
-    alpaca_eval: bool = False,
-) -> dict:
+) -> EvalQuestion:
     """The state of a question before answering.
 
     Args:
         row_id: the question's stable id.
         question: the benchmark question.
-        source: where it came from, for rejects (``benchmark#question_id``).
+        benchmark: the benchmark's key.
         baseline: the file's baseline answer per turn, or None when a baseline model answers.
-        graded: whether the grader rates the model's answers (MT-Bench).
+        kind: who answers, who compares the pair and whether the grader rates the answers.
         temperature: both sides' answer temperature; None: the evaluate section's.
-        arena_hard: judged as arena-hard-auto judges (:class:`~moaa_ray.pipeline.evaluate.steps.ArenaHardJudgeStep`), not by the
-            ensemble.
-        verified: only the model answers; the verifier checks its answer, nobody judges.
-        judged: a baseline answers too and the judges compare the pair; False (``baseline:
-            none``): only the model answers, for the grader alone.
-        alpaca_eval: judged as AlpacaEval 2's leaderboard judges (:class:`~moaa_ray.pipeline.evaluate.steps.AlpacaEvalJudgeStep`),
-            not by the ensemble.
     """
     prompt = [{"role": "user", "content": turn} for turn in question.turns]
-    state = new_tournament(row_id, prompt, source)
-    state.update(
-        question_id=question.question_id,
-        category=question.category,
-        turns=list(question.turns),
-        reference=question.reference,
-        model_answers=[],
-        baseline_answers=list(baseline or []),
-        truncated=dict.fromkeys(SIDES, 0),  # answers cut at max_new_tokens, per side
-        graded=graded,
-        grades=[],
-        temperature=temperature,
-        arena_hard=arena_hard,
-        arena_answers=[],
-        arena_verdicts=[],
-        verified=verified,
-        judged=judged and not verified,
-        alpaca_eval=alpaca_eval,
-        alpaca_answers=[],
-        alpaca_preferences=[],
-    )
-    return state
+    return {
+        **new_tournament_state(row_id, prompt, f"{benchmark}#{question.question_id}"),
+        "benchmark": benchmark,
+        "question_id": question.question_id,
+        "category": question.category,
+        "turns": list(question.turns),
+        "reference": question.reference,
+        "kind": kind,
+        "temperature": temperature,
+        "model_answers": [],
+        "baseline_answers": list(baseline or []),
+        "truncated": dict.fromkeys(SIDES, 0),  # answers cut at max_new_tokens, per side
+        "grades": [],
+        "arena_answers": [],
+        "arena_verdicts": [],
+        "alpaca_answers": [],
+        "alpaca_preferences": [],
+    }
 
 
 def answer_conversation(turns: list[str], answers: list[str], turn: int) -> list[dict[str, str]]:
@@ -103,7 +99,7 @@ def _format(bench: BenchmarkConfig) -> str:
     return detect_benchmark_format(Path(bench.path)) if bench.format == "auto" else bench.format
 
 
-def is_graded(bench: BenchmarkConfig) -> bool:
+def is_graded_benchmark(bench: BenchmarkConfig) -> bool:
     """Whether the grader rates a benchmark's answers (MT-Bench)."""
     return _format(bench) == "mt_bench"
 
@@ -124,7 +120,19 @@ def baseline_name(ev: EvaluateConfig, bench: BenchmarkConfig) -> str | None:
     return f"{Path(bench.baseline_answers_path or bench.path).stem}-answers"
 
 
-def question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
+def _judge(ev: EvaluateConfig, bench: BenchmarkConfig, name: str) -> Judge | None:
+    """Who compares a benchmark's pairs, given its format ``name``; None where only the model
+    answers (a verified or a graded-only benchmark)."""
+    if not ev.judged(bench):
+        return None
+    if bench.judge == "arena_hard" or (bench.judge == "auto" and name == "arena_hard"):
+        return "arena_hard"
+    if bench.judge == "alpaca_eval":  # never by auto: see BenchmarkConfig.judge
+        return "alpaca_eval"
+    return "ensemble"
+
+
+def question_states(ev: EvaluateConfig) -> tuple[list[EvalQuestion], Counter]:
     """States of every question to evaluate, and per benchmark how many were skipped for want of
     the file's baseline answer.
 
@@ -132,7 +140,7 @@ def question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
         ValueError: a graded-only benchmark (``baseline: none``) whose file is not MT-Bench's;
             the config can only refuse a named format, this the one detected from the file.
     """
-    states: list[dict] = []
+    states: list[EvalQuestion] = []
     skipped: Counter = Counter()
     for bench in ev.benchmarks:
         questions = load_eval_questions(
@@ -145,8 +153,7 @@ def question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
                 f"benchmarks, and {bench.path} is {name}"
             )
         graded = name == "mt_bench"
-        arena = bench.judge == "arena_hard" or (bench.judge == "auto" and name == "arena_hard")
-        alpaca = bench.judge == "alpaca_eval"  # never by auto: see BenchmarkConfig.judge
+        kind = question_kind(_judge(ev, bench, name), graded)
         for question in questions[: bench.limit]:
             baseline = None
             if ev.baseline_of(bench) == "answers":
@@ -155,22 +162,10 @@ def question_states(ev: EvaluateConfig) -> tuple[list[dict], Counter]:
                     skipped[bench.key()] += 1
                     continue
             row_id = question_row_id(bench.key(), question.question_id)
-            source = f"{bench.key()}#{question.question_id}"
             temperature = None
             if graded and bench.category_temperatures:
                 temperature = answer_temperature(question.category)
-            state = new_question_state(
-                row_id,
-                question,
-                source,
-                baseline,
-                graded,
-                temperature,
-                arena,
-                bench.verified,
-                ev.judged(bench),
-                alpaca_eval=alpaca,
+            states.append(
+                new_question_state(row_id, question, bench.key(), baseline, kind, temperature)
             )
-            state["benchmark"] = bench.key()
-            states.append(state)
     return states, skipped

@@ -17,6 +17,7 @@ from moaa_ray.core.arena_hard import (
     arena_hard_scores,
     battles_from_verdicts,
 )
+from moaa_ray.core.eval_question import ArenaVerdict
 from moaa_ray.core.mt_bench import mt_bench_summary
 from moaa_ray.core.verification import share
 from moaa_ray.core.winrates import (
@@ -25,9 +26,12 @@ from moaa_ray.core.winrates import (
     length_controlled_win_rate,
     win_tie_loss,
 )
+from moaa_ray.pipeline.evaluate.rows import QuestionRow
 
 
-def arena_battles(verdicts: list[dict], model: str, baseline: str) -> list[tuple[str, str, str]]:
+def arena_battles(
+    verdicts: list[ArenaVerdict], model: str, baseline: str
+) -> list[tuple[str, str, str]]:
     """A question's battles: per judge, its two games' verdicts with arena-hard-auto's weights."""
     by_judge: dict[str, dict[int, str | None]] = {}
     for v in verdicts:
@@ -39,7 +43,7 @@ def arena_battles(verdicts: list[dict], model: str, baseline: str) -> list[tuple
     ]
 
 
-def is_scored(row: dict) -> bool:
+def is_scored(row: QuestionRow) -> bool:
     """Whether a written question has a result: a win score, the verifier's verdict or a grade.
 
     A question without one (the judges abstained, the grader gave no rating, the verifier could
@@ -52,7 +56,7 @@ def is_scored(row: dict) -> bool:
     )
 
 
-def verified_results(rows: list[dict]) -> dict:
+def verified_results(rows: list[QuestionRow]) -> dict:
     """One verified benchmark's exact-match accuracy from its answered questions.
 
     Args:
@@ -77,7 +81,7 @@ def verified_results(rows: list[dict]) -> dict:
 
 
 def benchmark_results(
-    rows: list[dict],
+    rows: list[QuestionRow],
     model: str,
     baseline: str | None,
     num_skipped: int,
@@ -149,7 +153,7 @@ def benchmark_results(
     return _json_safe(result)
 
 
-def graded_results(rows: list[dict]) -> dict:
+def graded_results(rows: list[QuestionRow]) -> dict:
     """One graded-only MT-Bench benchmark's numbers (``baseline: none``): FastChat's single
     grading, nothing compared, so no win rate, BT score or judge rates.
 
@@ -174,13 +178,13 @@ def graded_results(rows: list[dict]) -> dict:
     return _json_safe(result)
 
 
-def _mt_bench(rows: list[dict]) -> dict | None:
+def _mt_bench(rows: list[QuestionRow]) -> dict | None:
     """The MT-Bench summary of the rows' grades; None when nothing was graded."""
     grades = [grade for row in rows for grade in row["grades"]]
     return mt_bench_summary(grades) if grades else None
 
 
-def _stat_totals(rows: list[dict]) -> Counter:
+def _stat_totals(rows: list[QuestionRow]) -> Counter:
     """The rows' per-question stats (judgments, abstains, cut answers and prompts...) summed."""
     totals: Counter = Counter()
     for row in rows:
@@ -192,7 +196,7 @@ ARENA_HARD_SEED = 42  # arena-hard-auto seeds its bootstrap with 42
 
 
 def arena_hard_results(
-    rows: list[dict], model: str, baseline: str, bootstrap_rounds: int, style_control: bool
+    rows: list[QuestionRow], model: str, baseline: str, bootstrap_rounds: int, style_control: bool
 ) -> dict | None:
     """The model's Arena-Hard score against the baseline with its 95% interval, as arena-hard-auto.
 

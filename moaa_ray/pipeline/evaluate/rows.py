@@ -8,11 +8,20 @@ The score of a question is settled here, on the driver, from what the steps reco
 from __future__ import annotations
 
 import json
+from typing import Any, TypedDict, cast
 
 from moaa_ray.config import EvaluateConfig
 from moaa_ray.core.alpaca_eval_judge import model_score
 from moaa_ray.core.arena_hard import battles_from_verdicts
-from moaa_ray.core.tournament import judgment_stats, pair_comparisons
+from moaa_ray.core.eval_question import (
+    AlpacaPreference,
+    ArenaVerdict,
+    EvalQuestion,
+    Grade,
+    judge_of,
+    tournament_state,
+)
+from moaa_ray.core.tournament import VerdictRules, judgment_stats, pair_comparisons
 from moaa_ray.core.verification import Verifier
 from moaa_ray.pipeline.evaluate.questions import answer_conversation
 from moaa_ray.pipeline.judging import audit_row, verdict_rules
@@ -26,7 +35,7 @@ PAIR = (0, 1)  # samples[0] is the model's answer, samples[1] the baseline's
 _MODEL_SCORE = {"model_a": 0.0, "model_b": 1.0, "tie": 0.5}  # battles are (baseline, model, winner)
 
 
-def _arena_score(verdicts: list[dict]) -> float | None:
+def _arena_score(verdicts: list[ArenaVerdict]) -> float | None:
     """The model's mean win score over a question's decided games (strength not weighted)."""
     scores = []
     for verdict in verdicts:
@@ -37,7 +46,7 @@ def _arena_score(verdicts: list[dict]) -> float | None:
     return sum(scores) / len(scores) if scores else None
 
 
-def _arena_stats(verdicts: list[dict]) -> dict:
+def _arena_stats(verdicts: list[ArenaVerdict]) -> dict[str, int]:
     """Judgments, abstentions, and judges whose two games disagree on who won (position bias)."""
     per_judge: dict[str, list[float]] = {}
     for verdict in verdicts:
@@ -53,7 +62,7 @@ def _arena_stats(verdicts: list[dict]) -> dict:
     }
 
 
-def _alpaca_stats(preferences: list[dict]) -> dict:
+def _alpaca_stats(preferences: list[AlpacaPreference]) -> dict[str, int]:
     """Judgments, and abstentions: judges whose first token was neither ``m`` nor ``M``."""
     return {
         "judgments": len(preferences),
@@ -69,21 +78,85 @@ def verify_answers(verifier: Verifier, turns: list[str], answers: list[str]) -> 
     return None if verdict is None else bool(verdict)
 
 
-def _length_stats(state: dict) -> dict:
+def _length_stats(state: EvalQuestion) -> dict[str, int]:
     """Answers cut at max_new_tokens per side, and prompts cut to fit a context window."""
     cut = {f"truncated_{side}": count for side, count in state["truncated"].items()}
     return cut | {"shortened_prompts": state["counts"]["shortened_prompts"]}
 
 
-# State keys written as columns of the stage's rows, with the score and judgment stats.
-_STATE_COLUMNS = (
-    "row_id", "benchmark", "question_id", "category", "turns", "model_answers",
-    "baseline_answers", "criteria", "grades", "arena_verdicts", "alpaca_preferences",
-)  # fmt: skip
+class QuestionRow(TypedDict):
+    """A row of the stage: one finished question (:func:`question_schema`), its state's keys with
+    the score it settled."""
+
+    row_id: str
+    benchmark: str
+    question_id: str
+    category: str | None
+    turns: list[str]
+    model_answers: list[str]
+    baseline_answers: list[str]  # none for a verified or graded-only question
+    criteria: list[str]
+    grades: list[Grade]
+    arena_verdicts: list[ArenaVerdict]
+    alpaca_preferences: list[AlpacaPreference]
+    score: float | None  # the model's win score against the baseline; None: none was decided
+    stats: str  # JSON of the judgment stats and the answers and prompts cut
+    correct: bool | None  # the verifier's verdict; None: not verified or not checkable
+
+
+def _row(
+    state: EvalQuestion, score: float | None, stats: dict[str, Any], correct: bool | None
+) -> QuestionRow:
+    """The row written for a finished question."""
+    return QuestionRow(
+        row_id=state["row_id"],
+        benchmark=state["benchmark"],
+        question_id=state["question_id"],
+        category=state["category"],
+        turns=state["turns"],
+        model_answers=state["model_answers"],
+        baseline_answers=state["baseline_answers"],
+        criteria=state["criteria"],
+        grades=state["grades"],
+        arena_verdicts=state["arena_verdicts"],
+        alpaca_preferences=state["alpaca_preferences"],
+        score=score,
+        stats=json.dumps(stats | _length_stats(state)),
+        correct=correct,
+    )
+
+
+def _outcome(
+    state: EvalQuestion, verifier: Verifier | None, rules: VerdictRules
+) -> tuple[float | None, dict[str, Any], bool | None]:
+    """A finished question's win score and judgment stats, or the verifier's verdict (``correct``);
+    a graded-only question has its grades alone."""
+    judge = judge_of(state)
+    if state["kind"] == "verified":
+        assert verifier is not None  # checked by the config schema
+        return None, {}, verify_answers(verifier, state["turns"], state["model_answers"])
+    if judge == "arena_hard":
+        verdicts = state["arena_verdicts"]
+        return _arena_score(verdicts), _arena_stats(verdicts), None
+    if judge == "alpaca_eval":
+        preferences = state["alpaca_preferences"]
+        return model_score([p["preference"] for p in preferences]), _alpaca_stats(preferences), None
+    if judge == "ensemble":
+        tournament = tournament_state(state)
+        [comparison] = pair_comparisons(tournament, [PAIR], rules)
+        return comparison.score_i, judgment_stats(tournament, [PAIR], rules), None
+    return None, {}, None
+
+
+def read_question_rows(stage: StageDir) -> list[QuestionRow]:
+    """Every row written so far, in :func:`question_schema`'s columns (as :func:`write_batch`
+    writes them)."""
+    table = stage.read()
+    return cast(list[QuestionRow], table.to_pylist() if table is not None else [])
 
 
 def write_batch(
-    batch: list[dict],
+    batch: list[EvalQuestion],
     ev: EvaluateConfig,
     verifier: Verifier | None,
     stage: StageDir,
@@ -98,33 +171,10 @@ def write_batch(
             failed = bool(state.get("failed"))
             rejects.append(Reject(state["source"], -1, state["error"], state["row_id"], failed))
             continue
-        correct, score, stats = None, None, {}  # a graded-only question has its grades alone
-        if state["verified"]:
-            assert verifier is not None  # checked by the config schema
-            correct = verify_answers(verifier, state["turns"], state["model_answers"])
-        elif state["arena_hard"]:
-            score, stats = (
-                _arena_score(state["arena_verdicts"]),
-                _arena_stats(state["arena_verdicts"]),
-            )
-        elif state["alpaca_eval"]:
-            preferences = state["alpaca_preferences"]
-            score = model_score([p["preference"] for p in preferences])
-            stats = _alpaca_stats(preferences)
-        elif state["judged"]:
-            [comparison] = pair_comparisons(state, [PAIR], rules)
-            score, stats = comparison.score_i, judgment_stats(state, [PAIR], rules)
-        rows.append(
-            {
-                **{key: state[key] for key in _STATE_COLUMNS},
-                "score": score,
-                "stats": json.dumps(stats | _length_stats(state)),
-                "correct": correct,
-            }
-        )
-        judgments += [audit_row(state, j) for j in state["judgments"]]
+        rows.append(_row(state, *_outcome(state, verifier, rules)))
+        judgments += [audit_row(tournament_state(state), j) for j in state["judgments"]]
     audit.write_shard(judgments, judgment_schema())
-    stage.write_shard(rows, question_schema())
+    stage.write_shard(cast(list[dict[str, Any]], rows), question_schema())
     return BatchOutcome(len(rows), rejects)
 
 

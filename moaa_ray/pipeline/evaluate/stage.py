@@ -32,14 +32,24 @@ from moaa_ray.config import (
     MoaaConfig,
     SamplingConfig,
 )
+from moaa_ray.core.eval_question import (
+    EvalQuestion,
+    Side,
+    is_graded,
+    is_judged,
+    judge_of,
+    on_rows,
+    questions_as_rows,
+    rows_as_questions,
+)
 from moaa_ray.core.mt_bench import needs_reference
 from moaa_ray.core.verification import Verifier
 from moaa_ray.core.winrates import load_instruction_difficulty
 from moaa_ray.pipeline.cluster_pools import cluster_pools
-from moaa_ray.pipeline.evaluate.questions import baseline_name, is_graded, question_states
+from moaa_ray.pipeline.evaluate.questions import baseline_name, is_graded_benchmark, question_states
 from moaa_ray.pipeline.evaluate.report import earlier_evaluations, evaluated_models, write_report
 from moaa_ray.pipeline.evaluate.results import benchmark_results, is_scored, verified_results
-from moaa_ray.pipeline.evaluate.rows import write_batch
+from moaa_ray.pipeline.evaluate.rows import read_question_rows, write_batch
 from moaa_ray.pipeline.evaluate.steps import (
     AlpacaEvalJudgeStep,
     AnswerStep,
@@ -50,6 +60,7 @@ from moaa_ray.pipeline.evaluate.steps import (
 from moaa_ray.pipeline.inputs import fingerprint_input
 from moaa_ray.pipeline.judging import judging_steps
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
+from moaa_ray.pools.model_pool import ModelPool
 from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.records import Reject
 from moaa_ray.runs.fingerprint import config_identity, models_identity
@@ -121,7 +132,8 @@ class EvaluationStage:
         }
 
     def load(self) -> tuple[list[dict], list[Reject]]:
-        """Question states; questions without a baseline answer are skipped and counted.
+        """Question states (as the runner's rows); questions without a baseline answer are skipped
+        and counted.
 
         A graded question whose category FastChat grades against a reference (math, reasoning,
         coding) and that has none is a reject: a grade without it would not be MT-Bench's.
@@ -136,12 +148,12 @@ class EvaluationStage:
                 s["row_id"],
             )
             for s in states
-            if s["graded"] and needs_reference(s["category"]) and not s["reference"]
+            if is_graded(s) and needs_reference(s["category"]) and not s["reference"]
         ]
         refused = {r.row_id for r in rejects}
         states = [s for s in states if s["row_id"] not in refused]
         self.wanted = {s["row_id"] for s in states}
-        return states, rejects
+        return questions_as_rows(states), rejects
 
     def done_ids(self) -> set[str]:
         """Questions already judged."""
@@ -149,22 +161,18 @@ class EvaluationStage:
 
     def batches(self, todo: list[dict], pools: PoolSet) -> Iterator[list[dict]]:
         """Answered, judged and graded questions, batch by batch."""
-        steps = _steps(self.ev, pools.launch(_models(self.ev, todo)), todo)
+        questions = rows_as_questions(todo)
+        steps = _steps(self.ev, pools.launch(_models(self.ev, questions)), questions)
         return stream_states(todo, steps, self.ev.batch_size, starting=pools.wait)
 
     def write(self, batch: list[dict]) -> BatchOutcome:
         """Write judged and verified questions and the judgments; failed ones become rejects."""
-        return write_batch(batch, self.ev, self.verifier, self.stage, self.audit)
+        return write_batch(rows_as_questions(batch), self.ev, self.verifier, self.stage, self.audit)
 
     def summarize(self) -> dict:
         """Results per benchmark over every question written; also saved as ``results.json``."""
         ev = self.ev
-        table = self.stage.read()
-        rows = [
-            r
-            for r in (table.to_pylist() if table is not None else [])
-            if r["row_id"] in self.wanted
-        ]
+        rows = [r for r in read_question_rows(self.stage) if r["row_id"] in self.wanted]
         results = {
             bench.key(): verified_results([r for r in rows if r["benchmark"] == bench.key()])
             if bench.verified
@@ -227,7 +235,7 @@ def shared_judges(config: MoaaConfig) -> list[str]:
         labellers.add(prefs.reward_model)
     evaluators = ev.judging.models() if ev.judging else []
     grader = _grader(ev)
-    if grader is not None and any(is_graded(bench) for bench in ev.benchmarks):
+    if grader is not None and any(is_graded_benchmark(bench) for bench in ev.benchmarks):
         evaluators.append(grader)
     return sorted(labellers.intersection(evaluators))
 
@@ -252,59 +260,59 @@ def _grading_sampling(ev: EvaluateConfig) -> SamplingConfig:
     return ev.judging.sampling if ev.judging else JudgingConfig.model_fields["sampling"].default
 
 
-def _baseline_model_answers(todo: list[dict]) -> bool:
+def _baseline_model_answers(todo: list[EvalQuestion]) -> bool:
     """Whether the baseline model answers a question to do: a judged one without file answers."""
-    return any(s["judged"] and not s["baseline_answers"] for s in todo)
+    return any(is_judged(s) and not s["baseline_answers"] for s in todo)
 
 
-def _models(ev: EvaluateConfig, todo: list[dict]) -> list[str]:
+def _models(ev: EvaluateConfig, todo: list[EvalQuestion]) -> list[str]:
     """Distinct models the questions to do need: a model in several roles gets one pool."""
     roles = [ev.model]
-    if any(s["judged"] for s in todo):
+    if any(is_judged(s) for s in todo):
         assert ev.judging is not None  # checked by the config schema
         roles += ev.judging.models()
     if _baseline_model_answers(todo):
         roles.append(str(ev.baseline_model))
-    if any(s["graded"] for s in todo):
+    if any(is_graded(s) for s in todo):
         roles.append(str(_grader(ev)))
     return list(dict.fromkeys(roles))
 
 
-def _steps(ev: EvaluateConfig, pools: dict, todo: list[dict]) -> list[StreamStep]:
-    answerers = {"model_answers": pools[ev.model]}
+def _steps(ev: EvaluateConfig, pools: dict, todo: list[EvalQuestion]) -> list[StreamStep]:
+    answerers: dict[Side, ModelPool] = {"model_answers": pools[ev.model]}
     if _baseline_model_answers(todo):
         answerers["baseline_answers"] = pools[str(ev.baseline_model)]
     num_turns = max(len(s["turns"]) for s in todo)
     steps = [
         StreamStep(
-            AnswerStep(answerers, turn, ev.sampling),
+            on_rows(AnswerStep(answerers, turn, ev.sampling)),
             f"answer_turn_{turn + 1}",
             list(answerers.values()),
         )
         for turn in range(num_turns)
     ]
-    if any(s["judged"] for s in todo):
+    if any(is_judged(s) for s in todo):
         steps += _pairwise_steps(ev, pools, todo)
-    if any(s["graded"] for s in todo):
+    if any(is_graded(s) for s in todo):
         grader = pools[str(_grader(ev))]
         grade = GradeStep(grader, ev.grading_mode, _grading_sampling(ev))
-        steps.append(StreamStep(grade, "grade", [grader]))
+        steps.append(StreamStep(on_rows(grade), "grade", [grader]))
     return steps
 
 
-def _pairwise_steps(ev: EvaluateConfig, pools: dict, todo: list[dict]) -> list[StreamStep]:
+def _pairwise_steps(ev: EvaluateConfig, pools: dict, todo: list[EvalQuestion]) -> list[StreamStep]:
     """The judges' steps on each judged question's one pair (model, baseline): the ensemble's,
     then arena-hard-auto's and AlpacaEval 2's where a question is judged that way."""
     assert ev.judging is not None  # checked by the config schema
     steps = [
-        StreamStep(JudgedOnly(step.apply), step.name, step.pools)
+        StreamStep(on_rows(JudgedOnly(step.apply)), step.name, step.pools)
         for step in judging_steps(pools, ev.judging, "round_robin")
     ]
     judges = {j: pools[j] for j in dict.fromkeys(ev.judging.judges)}
-    if any(s["arena_hard"] for s in todo):
+    if any(judge_of(s) == "arena_hard" for s in todo):
         arena = ArenaHardJudgeStep(judges, ev.judging.sampling)
-        steps.append(StreamStep(arena, "arena_hard_judges", list(judges.values())))
-    if any(s["alpaca_eval"] for s in todo):
+        steps.append(StreamStep(on_rows(arena), "arena_hard_judges", list(judges.values())))
+    if any(judge_of(s) == "alpaca_eval" for s in todo):
         alpaca = AlpacaEvalJudgeStep(judges)
-        steps.append(StreamStep(alpaca, "alpaca_eval_judges", list(judges.values())))
+        steps.append(StreamStep(on_rows(alpaca), "alpaca_eval_judges", list(judges.values())))
     return steps

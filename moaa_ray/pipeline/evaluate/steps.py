@@ -27,6 +27,18 @@ from moaa_ray.core.alpaca_eval_judge import (
 )
 from moaa_ray.core.arena_hard import parse_arena_hard_verdict, render_arena_hard_judge_prompt
 from moaa_ray.core.context import Prompt
+from moaa_ray.core.eval_question import (
+    AlpacaPreference,
+    ArenaVerdict,
+    EvalQuestion,
+    Grade,
+    Side,
+    is_graded,
+    is_judged,
+    pair_key,
+    questions_as_rows,
+    tournament_state,
+)
 from moaa_ray.core.mt_bench import GRADE_PREFIX, expected_grade, parse_rating, render_grade_prompt
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.pipeline.evaluate.questions import SIDES, answer_conversation, transcript
@@ -48,40 +60,33 @@ def _params(sampling: SamplingConfig, temperature: float | None = None) -> Sampl
     )
 
 
-def _pair_when_answered(state: dict) -> None:
+def _pair_when_answered(state: EvalQuestion) -> None:
     """Once both sides answered every turn: the pair the judges compare, whole conversations each."""
     answers = [state[side] for side in SIDES]
     if not state["error"] and all(len(a) >= len(state["turns"]) for a in answers):
         pair = [transcript(state["turns"], a[: len(state["turns"])]) for a in answers]
-        state[_pair_key(state)] = pair
+        state[pair_key(state)] = pair
 
 
-def _pair_key(state: dict) -> str:
-    """Where a question's pair goes: read there by the judging step that compares it alone."""
-    if state["arena_hard"]:
-        return "arena_answers"
-    return "alpaca_answers" if state["alpaca_eval"] else "samples"
-
-
-def _answers_now(state: dict, side: str, turn: int) -> bool:
+def _answers_now(state: EvalQuestion, side: Side, turn: int) -> bool:
     """Whether ``side`` answers ``turn`` (0-based) of a question now; a baseline only on judged ones."""
     if state["error"] or len(state["turns"]) <= turn or len(state[side]) != turn:
         return False
-    return side == "model_answers" or state["judged"]
+    return side == "model_answers" or is_judged(state)
 
 
 @dataclass(frozen=True)
 class AnswerStep:
     """One turn of every question from the model and, where it answers, the baseline model at once."""
 
-    pools: dict[str, ModelPool]  # side ("model_answers" / "baseline_answers") -> its model's pool
+    pools: dict[Side, ModelPool]  # side -> its model's pool
     turn: int
     sampling: SamplingConfig
 
-    def __call__(self, states: list[dict]) -> None:
+    def __call__(self, states: list[EvalQuestion]) -> None:
         submitted = []
         for side, pool in self.pools.items():
-            by_temperature: dict[float | None, list[dict]] = {}
+            by_temperature: dict[float | None, list[EvalQuestion]] = {}
             for s in states:
                 if _answers_now(s, side, self.turn):
                     by_temperature.setdefault(s["temperature"], []).append(s)
@@ -90,7 +95,9 @@ class AnswerStep:
                 live, conversations = [], []
                 for s in asking:
                     prompt = Prompt.fixed(answer_conversation(s["turns"], s[side], self.turn))
-                    conversation = fit_prompt(pool, s, prompt, params.max_new_tokens)
+                    conversation = fit_prompt(
+                        pool, tournament_state(s), prompt, params.max_new_tokens
+                    )
                     if conversation is not None:
                         live.append(s)
                         conversations.append(conversation)
@@ -98,7 +105,7 @@ class AnswerStep:
         for side, live, refs in submitted:
             for state, completion in zip(live, self.pools[side].collect(refs), strict=True):
                 if completion.output is None:
-                    mark_failed(state, f"answering failed: {completion.error}")
+                    mark_failed(tournament_state(state), f"answering failed: {completion.error}")
                 else:
                     [answer] = completion.output
                     state[side].append(answer.text)  # judged as written, cut or not (counted)
@@ -119,14 +126,16 @@ class ArenaHardJudgeStep:
     pools: dict[str, ModelPool]  # judge name -> pool
     sampling: SamplingConfig
 
-    def __call__(self, states: list[dict]) -> None:
+    def __call__(self, states: list[EvalQuestion]) -> None:
         live = [s for s in states if s["arena_answers"] and not s["error"]]
         submitted = []
         room = self.sampling.max_new_tokens
         for judge, pool in self.pools.items():
             games, conversations = [], []
             for state, game in [(s, game) for s in live for game in (1, 2)]:
-                conversation = fit_prompt(pool, state, _arena_game(state, game), room)
+                conversation = fit_prompt(
+                    pool, tournament_state(state), _arena_game(state, game), room
+                )
                 if conversation is not None:
                     games.append((state, game))
                     conversations.append(conversation)
@@ -138,16 +147,17 @@ class ArenaHardJudgeStep:
                 games, self.pools[judge].collect(refs), strict=True
             ):
                 if completion.output is None:
-                    mark_failed(state, f"judge {judge} failed: {completion.error}")
+                    mark_failed(
+                        tournament_state(state), f"judge {judge} failed: {completion.error}"
+                    )
                     continue
                 text = completion.output[0].text
                 verdict = parse_arena_hard_verdict(text)
-                state["arena_verdicts"].append(
-                    {"judge": judge, "game": game, "verdict": verdict, "raw": text}
-                )
+                record = ArenaVerdict(judge=judge, game=game, verdict=verdict, raw=text)
+                state["arena_verdicts"].append(record)
 
 
-def _arena_game(state: dict, game: int) -> Prompt:
+def _arena_game(state: EvalQuestion, game: int) -> Prompt:
     """One game's judge prompt; the two answers are its parts, cut evenly to fit a window."""
     model, baseline = state["arena_answers"]
     first, second = (baseline, model) if game == 1 else (model, baseline)
@@ -178,7 +188,7 @@ class AlpacaEvalJudgeStep:
 
     pools: dict[str, ModelPool]  # judge name -> pool
 
-    def __call__(self, states: list[dict]) -> None:
+    def __call__(self, states: list[EvalQuestion]) -> None:
         live = [s for s in states if s["alpaca_answers"] and not s["error"]]
         asked = []
         for state in live:
@@ -193,7 +203,9 @@ class AlpacaEvalJudgeStep:
             sent, conversations = [], []
             for state in asked:
                 prompt = _alpaca_request(state)
-                conversation = fit_prompt(pool, state, prompt, LOGPROB_REPLY_TOKENS)
+                conversation = fit_prompt(
+                    pool, tournament_state(state), prompt, LOGPROB_REPLY_TOKENS
+                )
                 if conversation is not None:
                     sent.append(state)
                     conversations.append(conversation)
@@ -202,18 +214,20 @@ class AlpacaEvalJudgeStep:
             pool = self.pools[judge]
             for state, completion in zip(sent, pool.collect(call), strict=True):
                 if completion.output is None:
-                    mark_failed(state, f"judge {judge} failed: {completion.error}")
+                    mark_failed(
+                        tournament_state(state), f"judge {judge} failed: {completion.error}"
+                    )
                     continue
                 preference, raw = _alpaca_reading(pool.config.engine, completion.output)
                 _record_preference(state, judge, preference, raw)
 
 
-def _alpaca_switched(state: dict) -> bool:
+def _alpaca_switched(state: EvalQuestion) -> bool:
     """Whether alpaca_eval shows this question's model output first, seeded by its instruction."""
     return outputs_switched(state["turns"][-1])
 
 
-def _alpaca_request(state: dict) -> Prompt:
+def _alpaca_request(state: EvalQuestion) -> Prompt:
     """The judge's prompt in alpaca_eval's order; the two outputs are its parts, cut evenly to fit."""
     model, baseline = state["alpaca_answers"]
     shown = (model, baseline) if _alpaca_switched(state) else (baseline, model)
@@ -249,11 +263,13 @@ def _alpaca_reading(engine: str, output) -> tuple[float | None, str]:
     return preference_from_logprobs(logprobs), json.dumps(logprobs)
 
 
-def _record_preference(state: dict, judge: str, shown: float | None, raw: str | None) -> None:
+def _record_preference(
+    state: EvalQuestion, judge: str, shown: float | None, raw: str | None
+) -> None:
     """A judge's preference, mapped back to the baseline as output_1 and the model as output_2."""
     switched = _alpaca_switched(state)
     preference = unswitched(shown, switched)
-    record = {"judge": judge, "preference": preference, "switched": switched, "raw": raw}
+    record = AlpacaPreference(judge=judge, preference=preference, switched=switched, raw=raw)
     state["alpaca_preferences"].append(record)
 
 
@@ -262,22 +278,26 @@ class JudgedOnly:
     """A judging step over the batch's judged questions only: verified and graded-only ones are
     left alone."""
 
-    step: Callable[[list[dict]], None]
+    step: Callable[[list[dict]], None]  # a step of the judging shared with the preference stage
 
-    def __call__(self, states: list[dict]) -> None:
-        judged = [s for s in states if s["judged"]]
+    def __call__(self, states: list[EvalQuestion]) -> None:
+        judged = [s for s in states if is_judged(s)]
         if judged:
-            self.step(judged)
+            self.step(questions_as_rows(judged))
 
 
-def _grade_request(state: dict, turn: int) -> Prompt:
+def _grade_request(state: EvalQuestion, turn: int) -> Prompt:
     """The grading prompt of one turn; the model's answers are its parts, cut evenly to fit."""
     render = partial(_grade_prompt, state["turns"], turn, state["category"], state["reference"])
     return Prompt(render, tuple(state["model_answers"]))
 
 
 def _grade_prompt(
-    turns: list[str], turn: int, category: str, reference: list[str] | None, answers: list[str]
+    turns: list[str],
+    turn: int,
+    category: str | None,
+    reference: list[str] | None,
+    answers: list[str],
 ) -> list[dict]:
     return render_grade_prompt(turns, answers, turn, category, reference)
 
@@ -290,11 +310,12 @@ class GradeStep:
     mode: str  # "text": parse "Rating: [[N]]"; "logprob": expected grade
     sampling: SamplingConfig
 
-    def __call__(self, states: list[dict]) -> None:
+    def __call__(self, states: list[EvalQuestion]) -> None:
         room = self.sampling.max_new_tokens if self.mode == "text" else LOGPROB_REPLY_TOKENS
         items, conversations = [], []
-        for state, turn in [(s, t) for s in states if s["graded"] for t in range(len(s["turns"]))]:
-            conversation = fit_prompt(self.pool, state, _grade_request(state, turn), room)
+        for state, turn in [(s, t) for s in states if is_graded(s) for t in range(len(s["turns"]))]:
+            request = _grade_request(state, turn)
+            conversation = fit_prompt(self.pool, tournament_state(state), request, room)
             if conversation is not None:
                 items.append((state, turn))
                 conversations.append(conversation)
@@ -306,7 +327,9 @@ class GradeStep:
             pairs = zip(self.pool.collect(first), self.pool.collect(split), strict=True)
             for (state, turn), (grade, ten) in zip(items, pairs, strict=True):
                 if grade.output is None or ten.output is None:
-                    mark_failed(state, f"grading failed: {grade.error or ten.error}")
+                    mark_failed(
+                        tournament_state(state), f"grading failed: {grade.error or ten.error}"
+                    )
                     continue
                 score = expected_grade(grade.output, ten.output)
                 state["grades"].append(_grade(state, turn, score, None))
@@ -314,11 +337,11 @@ class GradeStep:
         completions = self.pool.chat(conversations, _params(self.sampling))
         for (state, turn), completion in zip(items, completions, strict=True):
             if completion.output is None:  # a failed call is not an ungradable answer
-                mark_failed(state, f"grading failed: {completion.error}")
+                mark_failed(tournament_state(state), f"grading failed: {completion.error}")
                 continue
             text = completion.output[0].text
             state["grades"].append(_grade(state, turn, parse_rating(text), text))
 
 
-def _grade(state: dict, turn: int, score: float | None, raw: str | None) -> dict:
-    return {"turn": turn + 1, "category": state["category"], "score": score, "raw": raw}
+def _grade(state: EvalQuestion, turn: int, score: float | None, raw: str | None) -> Grade:
+    return Grade(turn=turn + 1, category=state["category"], score=score, raw=raw)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from moaa_ray.core.benchmarks import (
-    EvalQuestion,
+    BenchmarkQuestion,
     load_alpaca_eval,
     load_arena_hard,
     load_eval_questions,
@@ -37,7 +37,7 @@ def test_load_mt_bench_reads_turns_categories_and_inline_references(tmp_path):
     questions = load_mt_bench(path)
 
     assert [q.question_id for q in questions] == ["81", "111", "121"]
-    assert questions[0] == EvalQuestion(
+    assert questions[0] == BenchmarkQuestion(
         question_id="81", turns=["Write a blog post.", "Rewrite it."], category="writing"
     )
     assert questions[1].reference == ["Area is 3", "5pi"]
@@ -98,8 +98,8 @@ def test_load_arena_hard_current_format_with_baseline_messages(tmp_path):
     questions = load_arena_hard(questions_path, answers_path)
 
     assert questions == [
-        EvalQuestion("u1", ["Solve it."], "arena-hard-v0.1", None, ["answer u1"]),
-        EvalQuestion("u2", ["Code it."], "arena-hard-v0.1", None, ["answer u2"]),
+        BenchmarkQuestion("u1", ["Solve it."], "arena-hard-v0.1", None, ["answer u1"]),
+        BenchmarkQuestion("u2", ["Code it."], "arena-hard-v0.1", None, ["answer u2"]),
     ]
 
 
@@ -120,7 +120,7 @@ def test_load_arena_hard_older_format_with_choices_answers(tmp_path):
 
     questions = load_arena_hard(questions_path, answers_path)
 
-    assert questions == [EvalQuestion("q1", ["Hi?"], "arena-hard-v0.1", None, ["Hello"])]
+    assert questions == [BenchmarkQuestion("q1", ["Hi?"], "arena-hard-v0.1", None, ["Hello"])]
 
 
 def test_load_arena_hard_warns_about_questions_without_baseline(tmp_path, caplog):
@@ -152,8 +152,8 @@ def test_load_alpaca_eval_json_list_keeps_baseline_outputs(tmp_path):
     questions = load_alpaca_eval(path)
 
     assert questions == [
-        EvalQuestion("0", ["Name actors."], "helpful_base", None, ["Hugh."]),
-        EvalQuestion("1", ["Write a review."], "vicuna", None, ["Great."]),
+        BenchmarkQuestion("0", ["Name actors."], "helpful_base", None, ["Hugh."]),
+        BenchmarkQuestion("1", ["Write a review."], "vicuna", None, ["Great."]),
     ]
 
 
@@ -325,9 +325,9 @@ def test_load_verified_reads_prompts_and_turns_with_ids_or_row_indices(tmp_path)
     questions = load_eval_questions(path, format="verified")
 
     assert questions == [
-        EvalQuestion("eval-2+3", ["What is 2 + 3?"]),
-        EvalQuestion("7", ["What is 1 + 1?", "And 2 + 2?"], "math"),
-        EvalQuestion("2", ["What is 4 + 4?"]),
+        BenchmarkQuestion("eval-2+3", ["What is 2 + 3?"]),
+        BenchmarkQuestion("7", ["What is 1 + 1?", "And 2 + 2?"], "math"),
+        BenchmarkQuestion("2", ["What is 4 + 4?"]),
     ]
 
 

@@ -8,12 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from moaa_ray.config import BenchmarkConfig, EvaluateConfig, JudgingConfig, MoaaConfig, load_config
-from moaa_ray.core.benchmarks import EvalQuestion
+from moaa_ray.core.benchmarks import BenchmarkQuestion
 from moaa_ray.pipeline.evaluate import stage as evaluate_module
 from moaa_ray.pipeline.evaluate.questions import (
     baseline_name,
     new_question_state,
     question_row_id,
+    question_states,
     transcript,
 )
 from moaa_ray.pipeline.evaluate.results import (
@@ -107,9 +108,37 @@ def test_evaluate_config_resolves_and_checks_baselines():
         EvaluateConfig(benchmarks=[mt, mt], model="m", baseline_model="b", judging=judging)
 
 
+def test_each_benchmark_gives_its_questions_one_kind(tmp_path):
+    mt, arena, prompts = (tmp_path / f"{name}.jsonl" for name in ("mt", "arena", "prompts"))
+    mt.write_text(json.dumps({"question_id": 1, "category": "writing", "turns": ["Hi?"]}))
+    arena.write_text(json.dumps({"uid": "u1", "prompt": "Hi?"}))
+    prompts.write_text(json.dumps({"prompt": "What is 1 + 1?"}))
+    benchmarks = {
+        "mt": ({"path": str(mt)}, "ensemble_graded"),
+        "mt_arena": ({"path": str(mt), "judge": "arena_hard"}, "arena_hard_graded"),
+        "mt_alpaca": ({"path": str(mt), "judge": "alpaca_eval"}, "alpaca_eval_graded"),
+        "mt_alone": ({"path": str(mt), "baseline": "none"}, "graded"),
+        "arena": ({"path": str(arena)}, "arena_hard"),
+        "arena_ensemble": ({"path": str(arena), "judge": "ensemble"}, "ensemble"),
+        "add": ({"path": str(prompts), "format": "verified"}, "verified"),
+    }
+    ev = EvaluateConfig.model_validate(
+        {
+            "benchmarks": [{"name": name, **bench} for name, (bench, _) in benchmarks.items()],
+            "model": "m",
+            "baseline_model": "b",
+            "judging": {"judges": ["j"]},
+        }
+    )
+    states, _ = question_states(ev)
+    assert {s["benchmark"]: s["kind"] for s in states} == {
+        name: kind for name, (_, kind) in benchmarks.items()
+    }
+
+
 def two_turn_state(baseline=None, row_id="q"):
-    question = EvalQuestion("1", ["first question", "second question"])
-    return new_question_state(row_id, question, "bench#1", baseline, graded=True)
+    question = BenchmarkQuestion("1", ["first question", "second question"])
+    return new_question_state(row_id, question, "bench", baseline, "ensemble_graded")
 
 
 def test_answer_steps_carry_each_sides_own_history_and_pair_the_last_answers():
@@ -150,7 +179,7 @@ def test_grade_step_grades_every_turn_of_the_model(mode):
     state["model_answers"] = ["m1", "m2"]
     grader = FakePool(reply)
     sampling = EvaluateConfig.model_fields["sampling"].default
-    GradeStep(grader, mode, sampling)([state, two_turn_state() | {"graded": False}])
+    GradeStep(grader, mode, sampling)([state, two_turn_state() | {"kind": "ensemble"}])
     assert [(g["turn"], g["score"]) for g in state["grades"]] == [(1, 7.0), (2, 7.0)]
     request = grader.calls[0][1][1][-1]["content"]  # turn 2: the whole conversation
     assert "first question" in request and "m1" in request and "m2" in request
@@ -159,9 +188,13 @@ def test_grade_step_grades_every_turn_of_the_model(mode):
 
 def test_answers_are_sampled_at_each_questions_own_temperature():
     model = FakePool(lambda method, conversation, params: [f"at {params.temperature}"])
-    writing = new_question_state("w", EvalQuestion("1", ["poem"]), "b#1", ["x"], True, 0.7)
-    math_q = new_question_state("m", EvalQuestion("2", ["2+2"]), "b#2", ["x"], True, 0.0)
-    default = new_question_state("d", EvalQuestion("3", ["hi"]), "b#3", ["x"], False)
+    writing = new_question_state(
+        "w", BenchmarkQuestion("1", ["poem"]), "b", ["x"], "ensemble_graded", 0.7
+    )
+    math_q = new_question_state(
+        "m", BenchmarkQuestion("2", ["2+2"]), "b", ["x"], "ensemble_graded", 0.0
+    )
+    default = new_question_state("d", BenchmarkQuestion("3", ["hi"]), "b", ["x"], "ensemble")
     sampling = EvaluateConfig.model_fields["sampling"].default.model_copy(
         update={"temperature": 0.3}
     )
@@ -193,10 +226,8 @@ def test_judges_that_labelled_the_training_pairs_are_named_as_self_judging():
 def test_arena_hard_questions_are_judged_in_two_games_per_judge_with_its_prompt():
     labels = iter(["Mine first... [[B>>A]]", "[[A>B]]", "no label", "[[A=B]] and [[A>B]]"])
     judge = FakePool(lambda method, conversation, params: [next(labels)])
-    question = EvalQuestion("u1", ["Write a haiku."])
-    state = new_question_state(
-        "r", question, "arena#u1", ["baseline haiku"], False, arena_hard=True
-    )
+    question = BenchmarkQuestion("u1", ["Write a haiku."])
+    state = new_question_state("r", question, "arena", ["baseline haiku"], "arena_hard")
     state["model_answers"] = ["model haiku"]
     AnswerStep({}, 0, EvaluateConfig.model_fields["sampling"].default)([state])
     assert state["samples"] == [] and state["arena_answers"] == ["model haiku", "baseline haiku"]
@@ -326,9 +357,9 @@ def test_the_verifier_sees_the_models_conversation_and_its_last_answer():
 def test_only_the_model_answers_a_verified_question_and_no_judge_sees_it():
     model = FakePool(lambda method, conversation, params: ["model says 5"])
     base = FakePool(lambda method, conversation, params: ["base says 5"])
-    question = EvalQuestion("1", ["What is 2 + 3?"])
-    verified = new_question_state("v", question, "add#1", None, False, verified=True)
-    judged = new_question_state("j", question, "mt#1", None, False)
+    question = BenchmarkQuestion("1", ["What is 2 + 3?"])
+    verified = new_question_state("v", question, "add", None, "verified")
+    judged = new_question_state("j", question, "mt", None, "ensemble")
     pools = {"model_answers": model, "baseline_answers": base}
     AnswerStep(pools, 0, EvaluateConfig.model_fields["sampling"].default)([verified, judged])
     assert verified["model_answers"] == ["model says 5"] and verified["baseline_answers"] == []
@@ -361,7 +392,7 @@ def test_the_stage_verifies_written_answers_and_reports_accuracy(tmp_path):
     assert config.evaluate is not None
     stage = EvaluationStage(config, config.evaluate, RunDir(tmp_path / "run"), "evaluate")
     states, rejects = stage.load()
-    assert rejects == [] and all(s["verified"] for s in states)
+    assert rejects == [] and all(s["kind"] == "verified" for s in states)
     for state, answer in zip(states, ["2", "3 for sure", "no idea", "Hi!"], strict=True):
         state["model_answers"] = [answer]
     assert stage.write(states).written == 4
@@ -421,7 +452,7 @@ def test_a_graded_only_benchmark_is_answered_by_the_model_and_graded_without_jud
     assert ev is not None and ev.judging is None
     stage = EvaluationStage(config, ev, RunDir(tmp_path / "run"), "evaluate")
     states, rejects = stage.load()
-    assert rejects == [] and all(s["graded"] and not s["judged"] for s in states)
+    assert rejects == [] and all(s["kind"] == "graded" for s in states)
     assert evaluate_module._models(ev, states) == ["a", "g"]  # no baseline model, no judges
     model = FakePool(lambda method, conversation, params: [f"says {len(conversation)}"])
     grader = FakePool(lambda method, conversation, params: ["Rating: [[6]]"])

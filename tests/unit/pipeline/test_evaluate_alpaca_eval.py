@@ -10,7 +10,7 @@ import pytest
 
 from moaa_ray.config import EvaluateConfig
 from moaa_ray.core.alpaca_eval_judge import outputs_switched
-from moaa_ray.core.benchmarks import EvalQuestion
+from moaa_ray.core.benchmarks import BenchmarkQuestion
 from moaa_ray.pipeline.evaluate.questions import new_question_state, question_states
 from moaa_ray.pipeline.evaluate.report import render_report
 from moaa_ray.pipeline.evaluate.results import benchmark_results
@@ -54,10 +54,8 @@ def prefers(answer):
 
 
 def alpaca_state(instruction, model="model output", baseline="baseline output", row_id=None):
-    question = EvalQuestion("0", [instruction])
-    state = new_question_state(
-        row_id or instruction, question, "alpaca#0", [baseline], False, alpaca_eval=True
-    )
+    question = BenchmarkQuestion("0", [instruction])
+    state = new_question_state(row_id or instruction, question, "alpaca", [baseline], "alpaca_eval")
     state["model_answers"] = [model]
     AnswerStep({}, 0, SAMPLING)([state])
     return state
@@ -161,9 +159,9 @@ def test_the_stage_judges_as_alpaca_eval_only_where_a_benchmark_names_it(tmp_pat
         }
     )
     states, _ = question_states(ev)
-    assert [(s["benchmark"], s["alpaca_eval"]) for s in states] == [
-        ("official", True),
-        ("auto", False),
+    assert [(s["benchmark"], s["kind"]) for s in states] == [
+        ("official", "alpaca_eval"),
+        ("auto", "ensemble"),
     ]
     pools = {name: EnginePool("hf", None) for name in ("m", "j")}
     names = [step.name for step in _steps(ev, pools, states)]
