@@ -186,6 +186,7 @@ def _write_batch(
     rules = verdict_rules(prefs.judging)
     for state in batch:
         if state.get("failed"):  # an engine failure: retried by the next run
+            assert state["error"] is not None  # set with "failed" by mark_failed
             rejects.append(Reject(state["source"], -1, state["error"], state["row_id"], True))
             continue
         pairs = pairs_for(state, prefs.pairing)
