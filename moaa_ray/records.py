@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
+
+from typing_extensions import NotRequired
 
 from moaa_ray.core.conversations import ROLES
 
@@ -30,7 +32,14 @@ class Reject:
     failed: bool = False
 
 
-def mark_failed(state: dict, reason: str) -> None:
+class RowStatus(TypedDict):
+    """The status keys every stage's row state has."""
+
+    error: str | None  # why the row has no output (later steps skip it); None while it is fine
+    failed: NotRequired[bool]  # present (True) once an engine call failed: see mark_failed
+
+
+def mark_failed(state: RowStatus, reason: str) -> None:
     """Mark a row state whose engine call failed after its retries (``error`` and ``failed``).
 
     Later steps skip it (``error`` is set), and the stage writes it as a failed :class:`Reject`,

@@ -4,24 +4,47 @@ Layer 1 proposers answer the conversation; each later layer (the same proposers,
 the previous layer's answers as numbered references (appended to the system message) and writes a
 better one; the last layer is one aggregator whose answer becomes the assistant turn. In a
 multi-turn conversation every assistant turn is regenerated in order, with the earlier (already
-regenerated) turns as context.
-
-A row's state is a JSON-able dict, so Ray Data can carry it between layers as a string column:
-``{"row_id", "messages", "targets": [message positions to generate], "outputs": [...], "error"}``.
+regenerated) turns as context. A row's state is a :class:`MoaRow`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, TypedDict
 
 from moaa_ray.core.context import Prompt
+from moaa_ray.core.conversations import Messages
 from moaa_ray.core.templates import render_template, split_numbered
-from moaa_ray.records import mark_failed
+from moaa_ray.records import RowStatus, mark_failed
 
 EMPTY_OUTPUT = "empty output"  # the model answered with nothing: an answer, not a failed call
 AGGREGATE_TEMPLATE = "aggregate.txt"
 _SLOT = "\x00"  # stands for the references when a template is split around them
+
+
+class MoaOutput(TypedDict):
+    """One model's answer in one slot of one layer, for one target turn of a row."""
+
+    turn: int  # which target turn (an index into the row's ``targets``)
+    layer: int  # 0-based; the plan's last layer is the aggregator
+    slot: int  # position of the model in its layer
+    model: str
+    content: str | None  # the answer; None when the call failed or the model answered nothing
+    error: str | None  # why there is no answer (EMPTY_OUTPUT for an empty one); None with one
+    truncated: bool  # the answer was cut at ``max_new_tokens``
+
+
+class MoaRow(RowStatus):
+    """A row's state in the MoA graph; JSON-able, so Ray Data carries it between layers (as a
+    string column: :mod:`moaa_ray.pipeline.streaming`)."""
+
+    row_id: str
+    source: str  # where the row came from (``<input path>#<index>``), for rejects
+    messages: Messages  # the input conversation, its assistant turns to be regenerated
+    targets: list[int]  # message positions to generate, in order (see generation_targets)
+    outputs: list[MoaOutput]  # every answer so far, of every turn, layer and slot
+    shortened: int  # prompts whose references were cut to fit a context window
 
 
 @dataclass(frozen=True)
@@ -64,7 +87,7 @@ def plan_layers(
     return LayerPlan(tuple(tuple(layer) for layer in layers) + ((aggregator,),))
 
 
-def generation_targets(messages: list[dict[str, str]]) -> list[int]:
+def generation_targets(messages: Messages) -> list[int]:
     """Positions of the assistant turns to (re)generate; a trailing user turn gets a new one."""
     targets = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if messages[-1]["role"] == "user":
@@ -72,7 +95,7 @@ def generation_targets(messages: list[dict[str, str]]) -> list[int]:
     return targets
 
 
-def new_state(row_id: str, messages: list[dict[str, str]], source: str) -> dict:
+def new_state(row_id: str, messages: Messages, source: str) -> MoaRow:
     """The state of a row before any layer ran."""
     return {
         "row_id": row_id,
@@ -81,12 +104,12 @@ def new_state(row_id: str, messages: list[dict[str, str]], source: str) -> dict:
         "targets": generation_targets(messages),
         "outputs": [],
         "error": None,
-        "shortened": 0,  # prompts whose references were cut to fit a context window
+        "shortened": 0,
     }
 
 
 def record_output(
-    state: dict,
+    state: MoaRow,
     turn: int,
     layer: int,
     slot: int,
@@ -115,13 +138,13 @@ def record_output(
     )
 
 
-def layer_outputs(state: dict, turn: int, layer: int) -> list[dict]:
+def layer_outputs(state: MoaRow, turn: int, layer: int) -> list[MoaOutput]:
     """A layer's recorded outputs for a turn, in slot order."""
     found = [o for o in state["outputs"] if o["turn"] == turn and o["layer"] == layer]
     return sorted(found, key=lambda o: o["slot"])
 
 
-def turn_context(state: dict, turn: int, last_layer: int) -> list[dict[str, str]] | None:
+def turn_context(state: MoaRow, turn: int, last_layer: int) -> Messages | None:
     """The conversation before target ``turn``, with earlier assistant turns already regenerated.
 
     Returns None when an earlier turn has no aggregated answer.
@@ -168,9 +191,7 @@ def parse_references(text: str, template: str = AGGREGATE_TEMPLATE) -> list[str]
     return split_numbered(numbered, _reference_label, "\n")
 
 
-def with_references(
-    context: list[dict[str, str]], references: list[str], template: str
-) -> list[dict[str, str]]:
+def with_references(context: Messages, references: list[str], template: str) -> Messages:
     """Add the aggregate-and-synthesize instruction with numbered references to the system message.
 
     An existing system message keeps its text; the instruction is appended after a blank line.
@@ -182,13 +203,13 @@ def with_references(
     return [{"role": "system", "content": instruction}] + context
 
 
-def is_failed_call(output: dict) -> bool:
+def is_failed_call(output: MoaOutput) -> bool:
     """Whether a recorded output is an engine call that failed (not an empty answer)."""
     return output["content"] is None and output["error"] != EMPTY_OUTPUT
 
 
 def layer_requests(
-    state: dict,
+    state: MoaRow,
     plan: LayerPlan,
     turn: int,
     layer: int,
@@ -245,9 +266,7 @@ def layer_requests(
     return [(slot, model, prompt) for slot, model in enumerate(plan.layers[layer])]
 
 
-def _aggregator_prompt(
-    context: list[dict[str, str]], template: str, references: list[str]
-) -> list[dict[str, str]]:
+def _aggregator_prompt(context: Messages, template: str, references: list[str]) -> Messages:
     return with_references(context, references, template)
 
 
@@ -255,7 +274,7 @@ class TruncatedAnswer(ValueError):
     """A row's final answer was cut at ``max_new_tokens``, so it is no SFT target."""
 
 
-def finish_row(state: dict, plan: LayerPlan, keep_truncated: bool = False) -> dict:
+def finish_row(state: MoaRow, plan: LayerPlan, keep_truncated: bool = False) -> dict[str, Any]:
     """The SFT record of a completed row.
 
     Args:

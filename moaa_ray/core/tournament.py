@@ -5,12 +5,7 @@ prompt's selected criteria, in both A/B orders; an aggregator judge reads their 
 the final verdict for that order; the two orders are combined so position bias cancels
 (:class:`VerdictRules` say what happens when an order or the aggregator judge abstains). Verdicts are
 text (parsed; unparseable = abstain) or probabilities of "A" (logprob mode, recorded with the verdict
-they stand for).
-
-A row's state is a JSON-able dict carried by Ray Data between steps:
-``{"row_id", "source", "prompt", "samples", "counts", "criteria", "criteria_fallback", "judgments",
-"rewards", "error"}``; a judgment is ``{"judge", "pair": [x, y], "order": "ab"|"ba", "verdict", "p_a",
-"raw"}`` where order "ab" shows sample x as Answer A.
+they stand for). A prompt's state is a :class:`Tournament`.
 """
 
 from __future__ import annotations
@@ -18,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, TypedDict
 
 from moaa_ray.core.context import Prompt
+from moaa_ray.core.conversations import Messages
 from moaa_ray.core.judging import (
     ANSWER_A_SCORE,
     OrderPolicy,
@@ -33,13 +29,56 @@ from moaa_ray.core.judging import (
     verdict_from_probability,
 )
 from moaa_ray.core.ranking import Comparison, bradley_terry, select_best_worst, win_scores
+from moaa_ray.records import RowStatus
 
 AGGREGATOR = "aggregator"
-ORDERS = ("ab", "ba")
+Order = Literal["ab", "ba"]  # "ab" shows a pair's sample x as Answer A, "ba" shows sample y
+ORDERS: tuple[Order, ...] = ("ab", "ba")
 AggregatorFallback = Literal["judges_mean", "abstain"]
+Pair = tuple[int, int]  # (x, y): the indices of two samples
 
 
-def new_tournament(row_id: str, prompt: list[dict[str, str]], source: str) -> dict:
+class JudgeVerdict(TypedDict):
+    """What a judgment's score is read from: who judged, and their verdict."""
+
+    judge: str  # the judge's model name, or AGGREGATOR for the aggregator judge
+    verdict: Verdict | None  # None: the judge abstained (a text verdict that did not parse)
+    p_a: float | None  # logprob mode: the probability that Answer A wins; None in text mode
+
+
+class Judgment(JudgeVerdict):
+    """One judge's evaluation of one pair of samples in one order."""
+
+    pair: list[int]  # [x, y]: the samples' indices
+    order: Order
+    raw: str | None  # text mode: the judge's reply; None in logprob mode
+
+
+class Counts(TypedDict):
+    """What a prompt's tournament counted on its way, summed into the stage's statistics."""
+
+    empty_samples: int
+    duplicate_samples: int
+    truncated_samples: int  # samples cut at max_new_tokens
+    shortened_prompts: int  # judge prompts whose parts were cut to fit a context window
+    criteria_fallback: int  # criteria selections that fell back to the default criteria
+
+
+class Tournament(RowStatus):
+    """A prompt's state in the preference stage; JSON-able, so Ray Data carries it between steps
+    (as a string column: :mod:`moaa_ray.pipeline.streaming`)."""
+
+    row_id: str
+    source: str  # where the prompt came from (``<input path>#<index>``), for rejects
+    prompt: Messages  # the conversation the samples answer, ending with a user turn
+    samples: list[str]  # the distinct non-empty samples (at least two, or the row is in error)
+    counts: Counts
+    criteria: list[str]  # names of the criteria the judges compare the samples on
+    judgments: list[Judgment]  # every judgment, the judges' and the aggregator judge's
+    rewards: list[float] | None  # a reward model's score per sample; None when judges rank them
+
+
+def new_tournament(row_id: str, prompt: Messages, source: str) -> Tournament:
     """The state of a prompt before sampling."""
     return {
         "row_id": row_id,
@@ -50,7 +89,7 @@ def new_tournament(row_id: str, prompt: list[dict[str, str]], source: str) -> di
             "empty_samples": 0,
             "duplicate_samples": 0,
             "truncated_samples": 0,
-            "shortened_prompts": 0,  # judge prompts whose parts were cut to fit a context window
+            "shortened_prompts": 0,
             "criteria_fallback": 0,
         },
         "criteria": [],
@@ -60,7 +99,7 @@ def new_tournament(row_id: str, prompt: list[dict[str, str]], source: str) -> di
     }
 
 
-def record_samples(state: dict, texts: list[str]) -> None:
+def record_samples(state: Tournament, texts: list[str]) -> None:
     """Keep distinct non-empty samples; count the empty and duplicate ones; fewer than 2 is an error."""
     seen: set[str] = set()
     for text in texts:
@@ -76,13 +115,15 @@ def record_samples(state: dict, texts: list[str]) -> None:
         state["error"] = f"fewer than two distinct samples ({len(state['samples'])})"
 
 
-def shown(state: dict, pair: Sequence[int], order: str) -> tuple[str, str]:
+def shown(state: Tournament, pair: Sequence[int], order: Order) -> tuple[str, str]:
     """(Answer A, Answer B) texts of a pair in one order."""
     x, y = state["samples"][pair[0]], state["samples"][pair[1]]
     return (x, y) if order == "ab" else (y, x)
 
 
-def judge_requests(state: dict, pairs: list[tuple[int, int]], judges: list[str]) -> list[tuple]:
+def judge_requests(
+    state: Tournament, pairs: list[Pair], judges: list[str]
+) -> list[tuple[str, Pair, Order, Prompt]]:
     """(judge, pair, order, prompt) for every judge, pair and order of a live row; the two answers
     are the prompt's parts, cut evenly where it must fit a judge's context window."""
     if state["error"]:
@@ -96,13 +137,11 @@ def judge_requests(state: dict, pairs: list[tuple[int, int]], judges: list[str])
     return requests
 
 
-def _judge_prompt(
-    prompt: list[dict[str, str]], criteria: list[str], answers: list[str]
-) -> list[dict[str, str]]:
+def _judge_prompt(prompt: Messages, criteria: list[str], answers: list[str]) -> Messages:
     return render_judge_prompt(prompt, answers[0], answers[1], criteria)
 
 
-def describe_judgment(judgment: dict) -> str:
+def describe_judgment(judgment: Judgment) -> str:
     """A judge's evaluation as the aggregator judge reads it (text, or its probability of A)."""
     if judgment["raw"] is not None:
         return judgment["raw"]
@@ -111,7 +150,7 @@ def describe_judgment(judgment: dict) -> str:
     return f"This judge prefers Answer A with probability {judgment['p_a']:.2f}."
 
 
-def aggregator_requests(state: dict, pairs: list[tuple[int, int]]) -> list[tuple]:
+def aggregator_requests(state: Tournament, pairs: list[Pair]) -> list[tuple[Pair, Order, Prompt]]:
     """(pair, order, prompt) asking the aggregator judge for a final verdict per pair and order; the
     judges' evaluations are the prompt's parts, cut evenly where it must fit the context window."""
     if state["error"]:
@@ -131,10 +170,10 @@ def aggregator_requests(state: dict, pairs: list[tuple[int, int]]) -> list[tuple
 
 
 def record_judgment(
-    state: dict,
+    state: Tournament,
     judge: str,
     pair: Sequence[int],
-    order: str,
+    order: Order,
     *,
     text: str | None = None,
     p_a: float | None = None,
@@ -169,11 +208,11 @@ class VerdictRules:
     aggregator_fallback: AggregatorFallback = "judges_mean"
 
 
-def _of(state: dict, pair: Sequence[int], order: str) -> list[dict]:
+def _of(state: Tournament, pair: Sequence[int], order: Order) -> list[Judgment]:
     return [j for j in state["judgments"] if j["pair"] == list(pair) and j["order"] == order]
 
 
-def _score(judgment: dict) -> float | None:
+def _score(judgment: JudgeVerdict) -> float | None:
     """Answer A's score in one judgment: its P(A) (0.5 when that counts as a tie), or its verdict's."""
     if judgment["verdict"] == "tie":
         return 0.5
@@ -182,7 +221,7 @@ def _score(judgment: dict) -> float | None:
     return None if judgment["verdict"] is None else ANSWER_A_SCORE[judgment["verdict"]]
 
 
-def _order_score(judgments: list[dict]) -> float | None:
+def _order_score(judgments: Sequence[JudgeVerdict]) -> float | None:
     """Mean score of Answer A over judgments of one order (None if every one abstained)."""
     values = [v for v in map(_score, judgments) if v is not None]
     return sum(values) / len(values) if values else None
@@ -194,7 +233,7 @@ def _verdict(score: float | None) -> Verdict | None:
     return "A" if score > 0.5 else "B" if score < 0.5 else "tie"
 
 
-def order_verdict(judgments: list[dict]) -> Verdict | None:
+def order_verdict(judgments: Sequence[JudgeVerdict]) -> Verdict | None:
     """The verdict of judgments of one pair in one order: their mean score of Answer A.
 
     Above 0.5 is "A", below is "B", exactly 0.5 a tie (so is a logprob judgment recorded as a tie);
@@ -203,7 +242,9 @@ def order_verdict(judgments: list[dict]) -> Verdict | None:
     return _verdict(_order_score(judgments))
 
 
-def final_score(judgments: list[dict], rules: VerdictRules) -> tuple[float | None, bool]:
+def final_score(
+    judgments: Sequence[JudgeVerdict], rules: VerdictRules
+) -> tuple[float | None, bool]:
     """Answer A's final score for one pair in one order, and whether the judges' mean stood in.
 
     Args:
@@ -226,14 +267,12 @@ def final_score(judgments: list[dict], rules: VerdictRules) -> tuple[float | Non
     return fallback, fallback is not None
 
 
-def final_verdict(judgments: list[dict], rules: VerdictRules) -> Verdict | None:
+def final_verdict(judgments: Sequence[JudgeVerdict], rules: VerdictRules) -> Verdict | None:
     """The final verdict of one pair in one order (:func:`final_score` read as A, B or tie)."""
     return _verdict(final_score(judgments, rules)[0])
 
 
-def pair_comparisons(
-    state: dict, pairs: list[tuple[int, int]], rules: VerdictRules
-) -> list[Comparison]:
+def pair_comparisons(state: Tournament, pairs: list[Pair], rules: VerdictRules) -> list[Comparison]:
     """One comparison per pair: sample x's win score from the final verdicts of both orders,
     combined by ``rules.order_policy`` (None: the pair abstains)."""
     comparisons = []
@@ -245,8 +284,8 @@ def pair_comparisons(
 
 
 def rank_samples(
-    state: dict,
-    pairs: list[tuple[int, int]],
+    state: Tournament,
+    pairs: list[Pair],
     rules: VerdictRules,
     method: str,
     min_margin: float,
@@ -264,7 +303,7 @@ def rank_samples(
     return scores, select_best_worst(scores, min_margin, num_valid_judgments=valid)
 
 
-def judgment_stats(state: dict, pairs: list[tuple[int, int]], rules: VerdictRules) -> dict:
+def judgment_stats(state: Tournament, pairs: list[Pair], rules: VerdictRules) -> dict[str, int]:
     """Per-row counts of what the judges did and what the rules made of it.
 
     Returns:

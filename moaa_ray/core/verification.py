@@ -15,6 +15,7 @@ from typing import Any
 from moaa_ray.core.judging import probability_from_orders
 from moaa_ray.core.tournament import (
     AGGREGATOR,
+    JudgeVerdict,
     VerdictRules,
     final_score,
     final_verdict,
@@ -163,10 +164,11 @@ def _pair_stats(kept: list[dict], checks: dict[str, list[Any]]) -> dict:
 def _agreement_stats(
     audit: Iterable[dict], checks: dict[str, list[Any]], rules: VerdictRules
 ) -> dict:
-    comparisons: dict[tuple, list[dict]] = {}
-    for judgment in audit:
-        key = (judgment["row_id"], judgment["sample_x"], judgment["sample_y"], judgment["order"])
-        comparisons.setdefault(key, []).append(judgment)
+    comparisons: dict[tuple, list[JudgeVerdict]] = {}
+    for row in audit:
+        key = (row["row_id"], row["sample_x"], row["sample_y"], row["order"])
+        verdict = JudgeVerdict(judge=row["judge"], verdict=row["verdict"], p_a=row["p_a"])
+        comparisons.setdefault(key, []).append(verdict)
     return {
         **_order_agreement(comparisons, checks, rules),
         **_pair_agreement(comparisons, checks, rules),
@@ -184,7 +186,7 @@ def _correct_sample(checks: dict[str, list[Any]], row_id: str, x: int, y: int) -
 
 
 def _order_agreement(
-    comparisons: dict[tuple, list[dict]], checks: dict[str, list[Any]], rules: VerdictRules
+    comparisons: dict[tuple, list[JudgeVerdict]], checks: dict[str, list[Any]], rules: VerdictRules
 ) -> dict:
     names = dict.fromkeys(j["judge"] for found in comparisons.values() for j in found)
     agreed = {name: 0 for name in names if name != AGGREGATOR}
@@ -206,9 +208,9 @@ def _order_agreement(
 
 
 def _pair_agreement(
-    comparisons: dict[tuple, list[dict]], checks: dict[str, list[Any]], rules: VerdictRules
+    comparisons: dict[tuple, list[JudgeVerdict]], checks: dict[str, list[Any]], rules: VerdictRules
 ) -> dict:
-    by_pair: dict[tuple, dict[str, list[dict]]] = {}
+    by_pair: dict[tuple, dict[str, list[JudgeVerdict]]] = {}
     for (row_id, x, y, order), judgments in comparisons.items():
         by_pair.setdefault((row_id, x, y), {})[order] = judgments
     names = dict.fromkeys(
@@ -233,7 +235,7 @@ def _pair_agreement(
     }
 
 
-def _favours(orders: dict[str, list[dict]], rules: VerdictRules) -> bool | None:
+def _favours(orders: dict[str, list[JudgeVerdict]], rules: VerdictRules) -> bool | None:
     """Whether a pair's score over both orders favours sample x (None: a tie or no score)."""
     ab, _ = final_score(orders.get("ab", []), rules)
     ba, _ = final_score(orders.get("ba", []), rules)

@@ -6,10 +6,11 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 from moaa_ray.callables import load_callable
 from moaa_ray.config import GenerateConfig, MoaaConfig
-from moaa_ray.core.moa import LayerPlan, TruncatedAnswer, finish_row, plan_layers
+from moaa_ray.core.moa import LayerPlan, MoaRow, TruncatedAnswer, finish_row, plan_layers
 from moaa_ray.core.verification import moa_accuracy
 from moaa_ray.metrics import count_rows
 from moaa_ray.pipeline.cluster_pools import cluster_pools
@@ -20,7 +21,7 @@ from moaa_ray.records import Reject, sft_schema
 from moaa_ray.runs.fingerprint import config_identity, models_identity
 from moaa_ray.runs.layout import GENERATE
 from moaa_ray.runs.rundir import RunDir, StageDir
-from moaa_ray.runs.runner import BatchOutcome, run_row_stage
+from moaa_ray.runs.runner import BatchOutcome, RowStage, run_row_stage
 
 logger = logging.getLogger(__name__)
 STAGE = GENERATE
@@ -44,12 +45,9 @@ def generate_sft(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
     """
     if config.generate is None:
         raise ValueError("config has no 'generate' section")
-    return run_row_stage(
-        GenerateStage(config, config.generate, RunDir(run_dir)),
-        config,
-        fresh,
-        start_pools=cluster_pools,
-    )
+    stage = GenerateStage(config, config.generate, RunDir(run_dir))
+    # The runner passes the stage's rows back to it as they came, whatever their type.
+    return run_row_stage(cast(RowStage, stage), config, fresh, start_pools=cluster_pools)
 
 
 class GenerateStage:
@@ -77,7 +75,7 @@ class GenerateStage:
             **{f"inputs.{i}": fingerprint_input(c) for i, c in enumerate(self.gen.inputs)},
         }
 
-    def load(self) -> tuple[list[dict], list[Reject]]:
+    def load(self) -> tuple[list[MoaRow], list[Reject]]:
         """Read and validate the prompts; bad rows become rejects."""
         return load_states(self.gen.inputs)
 
@@ -85,7 +83,7 @@ class GenerateStage:
         """Rows already written."""
         return self.stage.done_ids()
 
-    def batches(self, todo: list[dict], pools: PoolSet) -> Iterator[list[dict]]:
+    def batches(self, todo: list[MoaRow], pools: PoolSet) -> Iterator[list[MoaRow]]:
         """Finished row states, batch by batch."""
         num_turns = max(len(s["targets"]) for s in todo)
         if self.gen.mode == "staged":
@@ -95,7 +93,7 @@ class GenerateStage:
             loading = pools.launch(self.plan.models)
             yield from stream(todo, steps, self.plan, loading, self.gen, starting=pools.wait)
 
-    def _staged(self, todo: list[dict], num_turns: int, pools: PoolSet) -> Iterator[list[dict]]:
+    def _staged(self, todo: list[MoaRow], num_turns: int, pools: PoolSet) -> Iterator[list[MoaRow]]:
         """One model on the cluster at a time; each step's states persist, so a rerun skips them."""
         import pyarrow as pa
 
@@ -104,7 +102,7 @@ class GenerateStage:
         for index, step in enumerate(plan_steps(self.plan, num_turns, staged=True)):
             step_dir = StageDir(self.stage.path / "_staged" / f"step-{index:03d}")
             ids = {s["row_id"] for s in states}
-            done = {
+            done: dict[str, MoaRow] = {
                 r["row_id"]: json.loads(r["state"])
                 for r in _read_rows(step_dir)
                 if r["row_id"] in ids
@@ -126,7 +124,7 @@ class GenerateStage:
         for i in range(0, len(states), self.gen.batch_size):
             yield states[i : i + self.gen.batch_size]
 
-    def write(self, batch: list[dict]) -> BatchOutcome:
+    def write(self, batch: list[MoaRow]) -> BatchOutcome:
         """Write finished rows as one shard; failed and unusable rows become rejects."""
         rows, rejects = [], []
         for state in batch:

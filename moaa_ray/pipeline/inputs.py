@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa_ray.config import InputConfig
+from moaa_ray.core.moa import MoaRow, new_state
 from moaa_ray.records import Reject, RowError, compute_row_id, conversation_from_row
 
 
@@ -117,15 +118,13 @@ def _read_datasets(config: InputConfig) -> Iterator[RawRow]:
 _READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "datasets": _read_datasets}
 
 
-def load_states(configs: list[InputConfig]) -> tuple[list[dict], list[Reject]]:
+def load_states(configs: list[InputConfig]) -> tuple[list[MoaRow], list[Reject]]:
     """Read every source, validate rows, and build MoA states keyed by row id.
 
     Returns:
         States (first occurrence of each row id) and rejects (bad rows and duplicates), in input order.
     """
-    from moaa_ray.core.moa import new_state
-
-    states: dict[str, dict] = {}
+    states: dict[str, MoaRow] = {}
     rejects: list[Reject] = []
     for config in configs:
         for index, where, row in read_rows(config):

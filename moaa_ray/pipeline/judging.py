@@ -2,14 +2,16 @@
 orders of every pair) and the aggregator judge as Ray Data steps, with the rules that turn their
 verdicts into scores and the judgment audit table's rows.
 
-Each step is a picklable callable over a batch of tournament states (:mod:`moaa_ray.core.tournament`)
-that submits all of its engine calls before collecting any, so every pool involved works at once.
+Each step is a picklable callable over a batch of tournament states
+(:class:`~moaa_ray.core.tournament.Tournament`) that submits all of its engine calls before
+collecting any, so every pool involved works at once.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from moaa_ray.config import JudgingConfig, SamplingConfig
 from moaa_ray.core.context import Prompt, PromptTooLong
@@ -23,12 +25,16 @@ from moaa_ray.core.judging import verdict_from_logprobs
 from moaa_ray.core.pairing import anchor_pairs, round_robin_pairs
 from moaa_ray.core.tournament import (
     AGGREGATOR,
+    Judgment,
+    Order,
+    Pair,
+    Tournament,
     VerdictRules,
     aggregator_requests,
     judge_requests,
     record_judgment,
 )
-from moaa_ray.engines.base import SamplingParams
+from moaa_ray.engines.base import Conversation, SamplingParams
 from moaa_ray.pipeline.streaming import StreamStep
 from moaa_ray.pools.dispatch import Completion
 from moaa_ray.pools.model_pool import SUBMIT_IN_ORDER, ModelPool
@@ -38,7 +44,9 @@ VERDICT_PREFIX = "Verdict: "  # logprob verdicts: the choices "A" and "B" contin
 LOGPROB_REPLY_TOKENS = 8  # room a logprob verdict needs after the prompt: the prefix and a choice
 
 
-def fit_prompt(pool: ModelPool, state: dict, prompt: Prompt, reply_tokens: int) -> list | None:
+def fit_prompt(
+    pool: ModelPool, state: Tournament, prompt: Prompt, reply_tokens: int
+) -> Conversation | None:
     """The prompt fitted to the pool's context window beside ``reply_tokens``, or None.
 
     A prompt whose parts were cut is counted in ``state["counts"]["shortened_prompts"]``; one that
@@ -74,9 +82,13 @@ def verdict_rules(judging: JudgingConfig | None) -> VerdictRules:
     )
 
 
-def pairs_for(state: dict, pairing: str) -> list[tuple[int, int]]:
+def pairs_for(state: Tournament, pairing: str) -> list[Pair]:
     """The pairs judged for a row's (deduplicated) samples."""
-    k = len(state["samples"])
+    return sample_pairs(len(state["samples"]), pairing)
+
+
+def sample_pairs(k: int, pairing: str) -> list[Pair]:
+    """The pairs judged among ``k`` samples."""
     if k < 2:
         return []
     return round_robin_pairs(k) if pairing == "round_robin" else anchor_pairs(k)
@@ -96,7 +108,7 @@ class CriteriaStep:
     criteria: tuple[Criterion, ...]
     judging: JudgingConfig
 
-    def __call__(self, states: list[dict]) -> None:
+    def __call__(self, states: list[Tournament]) -> None:
         live = [s for s in states if not s["error"]]
         k, default = self.judging.num_criteria, self.judging.default_criteria
         if self.pool is None:
@@ -124,7 +136,7 @@ class CriteriaStep:
 
 
 def _call_judges(
-    pools: dict[str, ModelPool], requests: list[tuple[str, list]], judging: JudgingConfig
+    pools: dict[str, ModelPool], requests: list[tuple[str, Conversation]], judging: JudgingConfig
 ) -> list[Completion]:
     """Submit (judge, conversation) requests to each judge's pool; results in request order."""
     by_judge: dict[str, list[int]] = {}
@@ -147,7 +159,12 @@ def _call_judges(
 
 
 def _record(
-    state: dict, judge: str, pair, order: str, completion: Completion, judging: JudgingConfig
+    state: Tournament,
+    judge: str,
+    pair: Pair,
+    order: Order,
+    completion: Completion,
+    judging: JudgingConfig,
 ) -> None:
     if completion.output is None:  # a failed call is no abstain: the row waits for the next run
         mark_failed(state, f"judge {judge} failed: {completion.error}")
@@ -166,7 +183,7 @@ class JudgeStep:
     judging: JudgingConfig
     pairing: str
 
-    def __call__(self, states: list[dict]) -> None:
+    def __call__(self, states: list[Tournament]) -> None:
         calls = []
         room = reply_tokens(self.judging)
         for state in states:
@@ -188,7 +205,7 @@ class AggregateStep:
     judging: JudgingConfig
     pairing: str
 
-    def __call__(self, states: list[dict]) -> None:
+    def __call__(self, states: list[Tournament]) -> None:
         calls = []
         room = reply_tokens(self.judging)
         for state in states:
@@ -202,7 +219,9 @@ class AggregateStep:
             _record(state, AGGREGATOR, pair, order, completion, self.judging)
 
 
-def judging_steps(pools: dict, judging: JudgingConfig, pairing: str) -> list[StreamStep]:
+def judging_steps(
+    pools: dict[str, ModelPool], judging: JudgingConfig, pairing: str
+) -> list[StreamStep[Tournament]]:
     """Criteria selection, the judges (both orders) and the aggregator judge, as stream steps."""
     criteria = tuple(load_criteria(judging.criteria_file))
     selector = pools[judging.criteria_selector] if judging.criteria_selector else None
@@ -225,7 +244,7 @@ def judging_steps(pools: dict, judging: JudgingConfig, pairing: str) -> list[Str
     return steps
 
 
-def audit_row(state: dict, judgment: dict) -> dict:
+def audit_row(state: Tournament, judgment: Judgment) -> dict[str, Any]:
     """One row of the judgment audit table."""
     return {
         "row_id": state["row_id"],

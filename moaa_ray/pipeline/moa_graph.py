@@ -1,6 +1,6 @@
 """The layered MoA graph on Ray Data: one map step per (turn, layer), calling the models' pools.
 
-Row states are those of :mod:`moaa_ray.core.moa`. In streaming mode every layer is an operator of one
+Row states are :class:`~moaa_ray.core.moa.MoaRow`. In streaming mode every layer is an operator of one
 Ray Data pipeline, so all pools work at once; in staged mode each (turn, layer, model) step runs over
 the whole dataset with only that model's pool alive, and persists its states.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from moaa_ray.config import GenerateConfig
 from moaa_ray.core.context import PromptTooLong
-from moaa_ray.core.moa import LayerPlan, layer_requests, record_output
-from moaa_ray.engines.base import SamplingParams
+from moaa_ray.core.moa import LayerPlan, MoaRow, layer_requests, record_output
+from moaa_ray.engines.base import Conversation, SamplingParams
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.pools.model_pool import SUBMIT_IN_ORDER, ModelPool
 
@@ -59,9 +59,9 @@ class LayerStep:
     pools: dict[str, ModelPool]
     config: GenerateConfig
 
-    def __call__(self, states: list[dict]) -> None:
+    def __call__(self, states: list[MoaRow]) -> None:
         step = self.step
-        calls: dict[tuple[str, int], list[tuple[int, list]]] = defaultdict(list)
+        calls: dict[tuple[str, int], list[tuple[int, Conversation]]] = defaultdict(list)
         max_new_tokens = self.config.sampling.max_new_tokens
         for i, state in enumerate(states):
             for slot, model, prompt in layer_requests(
@@ -99,13 +99,13 @@ class LayerStep:
 
 
 def stream(
-    states: list[dict],
+    states: list[MoaRow],
     steps: list[Step],
     plan: LayerPlan,
     pools: dict[str, ModelPool],
     config: GenerateConfig,
     starting: Callable[[], None] | None = None,
-) -> Iterator[list[dict]]:
+) -> Iterator[list[MoaRow]]:
     """Push row states through the MoA ``steps``; yield finished states per batch (``starting``: as
     :func:`~moaa_ray.pipeline.streaming.stream_states`)."""
     stream_steps = []

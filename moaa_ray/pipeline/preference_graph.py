@@ -1,8 +1,9 @@
 """Ray Data steps only the preference stage takes: sample the policy's answers, or score them with a
 reward model. Its judging steps are :mod:`~moaa_ray.pipeline.judging`'s, shared with evaluation.
 
-Each step is a picklable callable over a batch of tournament states (:mod:`moaa_ray.core.tournament`)
-that submits all of its engine calls before collecting any, so every pool involved works at once.
+Each step is a picklable callable over a batch of tournament states
+(:class:`~moaa_ray.core.tournament.Tournament`) that submits all of its engine calls before
+collecting any, so every pool involved works at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from moaa_ray.config import SamplingConfig
 from moaa_ray.core.context import Prompt
 from moaa_ray.core.judging import render_judge_prompt
 from moaa_ray.core.pairing import round_robin_pairs
-from moaa_ray.core.tournament import record_samples, shown
+from moaa_ray.core.tournament import Tournament, record_samples, shown
 from moaa_ray.pipeline.judging import fit_prompt, seeded_params
 from moaa_ray.pools.model_pool import ModelPool
 from moaa_ray.records import mark_failed
@@ -29,7 +30,7 @@ class SampleStep:
     sampling: SamplingConfig
     keep_truncated: bool = False
 
-    def __call__(self, states: list[dict]) -> None:
+    def __call__(self, states: list[Tournament]) -> None:
         params = seeded_params(self.sampling, n=self.num_samples)
         prompts = [(s, fit_prompt(self.pool, s, Prompt.fixed(s["prompt"]), params.max_new_tokens))
                    for s in states]  # fmt: skip
@@ -60,11 +61,11 @@ class RewardModelStep:
     kind: str  # "scalar_rm", "likelihood" or "pairwise_ranker"
     criteria: tuple[str, ...]  # shown to a pairwise ranker that reads the judge prompt
 
-    def __call__(self, states: list[dict]) -> None:
+    def __call__(self, states: list[Tournament]) -> None:
         live = [s for s in states if not s["error"]]
         compares = self.kind == "pairwise_ranker" and self.pool.config.engine == "pairrm"
         items: list = []
-        owners: list[tuple[dict, int, int | None]] = []
+        owners: list[tuple[Tournament, int, int | None]] = []
         for state in live:
             if self.kind != "pairwise_ranker":  # one score per sample
                 for i, sample in enumerate(state["samples"]):

@@ -13,24 +13,33 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 from moaa_ray.callables import load_callable
 from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig
+from moaa_ray.core.moa import MoaRow
 from moaa_ray.core.pairing import count_judge_calls
-from moaa_ray.core.tournament import judgment_stats, new_tournament, rank_samples
+from moaa_ray.core.tournament import Tournament, judgment_stats, new_tournament, rank_samples
 from moaa_ray.core.verification import Verifier, preference_accuracy, share
 from moaa_ray.metrics import count_rows
 from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.inputs import fingerprint_input, load_states
-from moaa_ray.pipeline.judging import audit_row, judging_steps, pairs_for, verdict_rules
+from moaa_ray.pipeline.judging import (
+    audit_row,
+    judging_steps,
+    pairs_for,
+    sample_pairs,
+    verdict_rules,
+)
 from moaa_ray.pipeline.preference_graph import RewardModelStep, SampleStep
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
+from moaa_ray.pools.model_pool import ModelPool
 from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.records import Reject, dropped_schema, judgment_schema, preference_schema
 from moaa_ray.runs.fingerprint import config_identity, models_identity
 from moaa_ray.runs.layout import PREFERENCES
 from moaa_ray.runs.rundir import RunDir, StageDir
-from moaa_ray.runs.runner import BatchOutcome, run_row_stage
+from moaa_ray.runs.runner import BatchOutcome, RowStage, run_row_stage
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +74,8 @@ def build_preferences(
     stage = PreferenceStage(
         config, config.preferences, RunDir(run_dir), stage_name, (slice_index, num_slices)
     )
-    return run_row_stage(stage, config, fresh, start_pools=cluster_pools)
+    # The runner passes the stage's rows back to it as they came, whatever their type.
+    return run_row_stage(cast(RowStage, stage), config, fresh, start_pools=cluster_pools)
 
 
 class PreferenceStage:
@@ -94,7 +104,7 @@ class PreferenceStage:
             "prompt_slice": list(self.prompt_slice),
         }
 
-    def load(self) -> tuple[list[dict], list[Reject]]:
+    def load(self) -> tuple[list[Tournament], list[Reject]]:
         """This round's slice of the prompts as tournaments; bad rows become rejects."""
         states, rejects = load_states(self.prefs.inputs)
         index, count = self.prompt_slice
@@ -105,12 +115,12 @@ class PreferenceStage:
         """Prompts already kept or dropped."""
         return self.stage.done_ids() | self.dropped.done_ids()
 
-    def batches(self, todo: list[dict], pools: PoolSet) -> Iterator[list[dict]]:
+    def batches(self, todo: list[Tournament], pools: PoolSet) -> Iterator[list[Tournament]]:
         """Judged tournaments, batch by batch."""
         steps = _steps(self.prefs, pools.launch(_models(self.prefs)))
         return stream_states(todo, steps, self.prefs.batch_size, starting=pools.wait)
 
-    def write(self, batch: list[dict]) -> BatchOutcome:
+    def write(self, batch: list[Tournament]) -> BatchOutcome:
         """Write kept pairs, dropped prompts and the judgment audit."""
         return _write_batch(batch, self.prefs, self.stage, self.dropped, self.audit)
 
@@ -126,7 +136,7 @@ class PreferenceStage:
         return dict(summary["prompts_dropped"])
 
 
-def _tournament(state: dict) -> dict:
+def _tournament(state: MoaRow) -> Tournament:
     prompt = list(state["messages"])
     while prompt and prompt[-1]["role"] == "assistant":  # the samples answer the last user turn
         prompt.pop()
@@ -139,8 +149,8 @@ def _models(prefs: PreferencesConfig) -> list[str]:
     return list(dict.fromkeys(r for r in roles if r is not None))
 
 
-def _steps(prefs: PreferencesConfig, pools: dict) -> list[StreamStep]:
-    steps = [
+def _steps(prefs: PreferencesConfig, pools: dict[str, ModelPool]) -> list[StreamStep[Tournament]]:
+    steps: list[StreamStep[Tournament]] = [
         StreamStep(
             SampleStep(
                 pools[prefs.policy],
@@ -162,11 +172,21 @@ def _steps(prefs: PreferencesConfig, pools: dict) -> list[StreamStep]:
     return steps + judging_steps(pools, prefs.judging, prefs.pairing)
 
 
-def _write_batch(batch, prefs, stage: StageDir, dropped: StageDir, audit: StageDir) -> BatchOutcome:
-    kept, drops, judgments, rejects = [], [], [], []
+def _write_batch(
+    batch: list[Tournament],
+    prefs: PreferencesConfig,
+    stage: StageDir,
+    dropped: StageDir,
+    audit: StageDir,
+) -> BatchOutcome:
+    kept: list[dict[str, Any]] = []
+    drops: list[dict[str, Any]] = []
+    judgments: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
     rules = verdict_rules(prefs.judging)
     for state in batch:
         if state.get("failed"):  # an engine failure: retried by the next run
+            assert state["error"] is not None  # set with "failed" by mark_failed
             rejects.append(Reject(state["source"], -1, state["error"], state["row_id"], True))
             continue
         pairs = pairs_for(state, prefs.pairing)
@@ -202,7 +222,7 @@ def _write_batch(batch, prefs, stage: StageDir, dropped: StageDir, audit: StageD
     return BatchOutcome(len(kept) + len(drops), rejects)
 
 
-def _dropped_row(state: dict, reason: str, stats: str) -> dict:
+def _dropped_row(state: Tournament, reason: str, stats: str) -> dict[str, Any]:
     return {
         "row_id": state["row_id"],
         "reason": reason,
@@ -231,7 +251,7 @@ def _stage_stats(
     for row in kept + drops:
         totals.update(json.loads(row["stats"]))
     reasons = Counter(r["reason"] for r in drops)
-    num_pairs = len(pairs_for({"samples": [0] * prefs.num_samples}, prefs.pairing))
+    num_pairs = len(sample_pairs(prefs.num_samples, prefs.pairing))
     judging = prefs.judging if prefs.reward == "llm_judges" else None
     stats = {
         "pairs_kept": len(kept),

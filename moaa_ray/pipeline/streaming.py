@@ -16,9 +16,9 @@ import json
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import ray
@@ -29,14 +29,16 @@ from moaa_ray.engines.context import context_window
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# A stage's row state: a JSON-able dict (a TypedDict such as core.moa.MoaRow) with a "row_id".
+State = TypeVar("State", bound=Mapping[str, Any])
 _END = object()  # the end of an iterator, in place of its first item
 
 
 @dataclass(frozen=True)
-class StreamStep:
+class StreamStep(Generic[State]):
     """A batch function over states, its operator name, and the pools it calls."""
 
-    apply: Callable[[list[dict]], None]
+    apply: Callable[[list[State]], None]
     name: str
     pools: Sequence[Any] = ()  # ModelPool; sizes how many batches the step keeps in flight
 
@@ -58,10 +60,10 @@ def batches_in_flight(pools: Sequence[Any], batch_size: int) -> int:
     )
 
 
-class _StepActor:
+class _StepActor(Generic[State]):
     """A Ray Data actor running one step over batches, several at once on threads."""
 
-    def __init__(self, step: StreamStep):
+    def __init__(self, step: StreamStep[State]):
         self.step = step
         # The tokenizers that fit prompts to the pools' context windows load now, while the pools
         # load, rather than on the first batch: a later MoA layer's step would otherwise hold its
@@ -77,18 +79,18 @@ class _StepActor:
                     exc,
                 )
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict:
-        states = [json.loads(s) for s in batch["state"]]
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        states: list[State] = [json.loads(s) for s in batch["state"]]
         self.step.apply(states)
         return {"row_id": batch["row_id"], "state": np.array([json.dumps(s) for s in states])}
 
 
 def stream_states(
-    states: list[dict],
-    steps: list[StreamStep],
+    states: list[State],
+    steps: list[StreamStep[State]],
     batch_size: int,
     starting: Callable[[], None] | None = None,
-) -> Iterator[list[dict]]:
+) -> Iterator[list[State]]:
     """Push states through ``steps``; yield finished states batch by batch as they complete.
 
     ``starting`` (e.g. waiting for the steps' pools to load) runs while the stream starts its
