@@ -2,22 +2,16 @@
 compares the model's answer with the baseline's, and whether the grader rates it.
 
 States are plain dicts, typed here, so that they cross Ray Data as JSON
-(:mod:`moaa_ray.pipeline.streaming`). The runner, the stream and the judging shared with the
-preference stage (:mod:`moaa_ray.core.tournament`, :mod:`moaa_ray.pipeline.judging`) carry row
-states as untyped dicts: :func:`new_tournament_state`, :func:`tournament_state`,
-:func:`questions_as_rows`, :func:`rows_as_questions` and :func:`on_rows` are where a question is
-taken from them or handed to them, the same dicts, not copies.
+(:mod:`moaa_ray.pipeline.streaming`). A question is a :class:`~moaa_ray.core.tournament.Tournament`
+too, so the judging shared with the preference stage (:mod:`moaa_ray.pipeline.judging`) reads and
+fills it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
+from typing import Literal, TypedDict
 
-from moaa_ray.core.tournament import new_tournament
-
-if TYPE_CHECKING:  # Python 3.11's; annotations are not evaluated at run time
-    from typing import NotRequired
+from moaa_ray.core.tournament import Tournament
 
 # A question's kind: who compares the model's answer with a baseline's (the ensemble, or each judge
 # as arena-hard-auto or AlpacaEval 2 judges), with ``_graded`` where the grader rates the model's
@@ -85,22 +79,6 @@ class AlpacaPreference(TypedDict):
     raw: str | None  # the log-probabilities as JSON or the text read; None: identical outputs
 
 
-class Tournament(TypedDict):
-    """The keys of a row state that the tournament keeps (as
-    :func:`~moaa_ray.core.tournament.new_tournament` builds them) and the judging fills."""
-
-    row_id: str  # the row's stable id
-    source: str  # where it came from, for rejects
-    prompt: list[dict[str, str]]  # the conversation the judges see
-    samples: list[str]  # the answers the ensemble judges compare
-    counts: dict[str, int]  # samples dropped, judge prompts shortened, criteria fallbacks
-    criteria: list[str]  # the criteria the ensemble judges were given
-    judgments: list[dict[str, Any]]  # the ensemble judges', as record_judgment records them
-    rewards: list[float] | None  # a reward model's scores of the samples; None: judged
-    error: str | None  # why the row failed; later steps skip it
-    failed: NotRequired[bool]  # present once an engine call failed: the next run retries it
-
-
 class EvalQuestion(Tournament):
     """The state of one benchmark question in the evaluation stage, from before answering to the
     row written for it (:mod:`moaa_ray.pipeline.evaluate.questions` builds it).
@@ -130,11 +108,6 @@ class EvalQuestion(Tournament):
     alpaca_preferences: list[AlpacaPreference]  # alpaca_eval kinds: one per judge
 
 
-def new_tournament_state(row_id: str, prompt: list[dict[str, str]], source: str) -> Tournament:
-    """The tournament's keys of a question before answering (:func:`new_tournament`'s)."""
-    return cast(Tournament, new_tournament(row_id, prompt, source))
-
-
 def question_kind(judge: Judge | None, graded: bool) -> QuestionKind:
     """The kind of a question whose pair ``judge`` compares (None: only the model answers: a
     verified question, or a graded-only one) and which the grader rates or not."""
@@ -160,23 +133,3 @@ def pair_key(question: EvalQuestion) -> PairKey:
     """Where the question's pair goes once both sides answered: read there by the judging step
     that compares it alone (a question only the model answers never has a pair)."""
     return _PAIR_KEYS[judge_of(question) or "ensemble"]
-
-
-def tournament_state(question: EvalQuestion) -> dict:
-    """The question as the untyped tournament state the shared judging reads and fills."""
-    return cast(dict, question)
-
-
-def questions_as_rows(questions: list[EvalQuestion]) -> list[dict]:
-    """Questions as the untyped row states the runner and the stream carry."""
-    return cast(list[dict], questions)
-
-
-def rows_as_questions(rows: list[dict]) -> list[EvalQuestion]:
-    """The evaluation stage's row states as the questions they are."""
-    return cast(list[EvalQuestion], rows)
-
-
-def on_rows(step: Callable[[list[EvalQuestion]], None]) -> Callable[[list[dict]], None]:
-    """A step over questions as a step over the untyped row states the stream decodes."""
-    return cast(Callable[[list[dict]], None], step)

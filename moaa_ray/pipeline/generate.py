@@ -6,7 +6,6 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 from moaa_ray.callables import load_callable
 from moaa_ray.config import GenerateConfig, MoaaConfig
@@ -21,7 +20,7 @@ from moaa_ray.records import Reject, sft_schema
 from moaa_ray.runs.fingerprint import config_identity, models_identity
 from moaa_ray.runs.layout import GENERATE
 from moaa_ray.runs.rundir import RunDir, StageDir
-from moaa_ray.runs.runner import BatchOutcome, RowStage, run_row_stage
+from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
 logger = logging.getLogger(__name__)
 STAGE = GENERATE
@@ -47,7 +46,7 @@ def generate_sft(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -
         raise ValueError("config has no 'generate' section")
     stage = GenerateStage(config, config.generate, RunDir(run_dir))
     # The runner passes the stage's rows back to it as they came, whatever their type.
-    return run_row_stage(cast(RowStage, stage), config, fresh, start_pools=cluster_pools)
+    return run_row_stage(stage, config, fresh, start_pools=cluster_pools)
 
 
 class GenerateStage:

@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from moaa_ray.callables import load_callable
 from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig
@@ -39,7 +39,7 @@ from moaa_ray.records import Reject, dropped_schema, judgment_schema, preference
 from moaa_ray.runs.fingerprint import config_identity, models_identity
 from moaa_ray.runs.layout import PREFERENCES
 from moaa_ray.runs.rundir import RunDir, StageDir
-from moaa_ray.runs.runner import BatchOutcome, RowStage, run_row_stage
+from moaa_ray.runs.runner import BatchOutcome, run_row_stage
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def build_preferences(
         config, config.preferences, RunDir(run_dir), stage_name, (slice_index, num_slices)
     )
     # The runner passes the stage's rows back to it as they came, whatever their type.
-    return run_row_stage(cast(RowStage, stage), config, fresh, start_pools=cluster_pools)
+    return run_row_stage(stage, config, fresh, start_pools=cluster_pools)
 
 
 class PreferenceStage:

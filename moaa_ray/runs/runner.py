@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 from moaa_ray.config import dump_config
 from moaa_ray.console import Progress
@@ -192,8 +192,18 @@ def _has_results(outputs: list[Path]) -> bool:
     return any(not f.name.startswith(".") for f in files)
 
 
-class RowStage(Protocol):
-    """What a row stage supplies to :func:`run_row_stage`."""
+class KeyedRow(TypedDict):
+    """What the runner reads of a row state: its stable id."""
+
+    row_id: str
+
+
+Row = TypeVar("Row", bound=KeyedRow)
+
+
+class RowStage(Protocol, Generic[Row]):
+    """What a row stage supplies to :func:`run_row_stage`, over its own row state (``Row``: e.g.
+    :class:`~moaa_ray.core.moa.MoaRow`)."""
 
     name: str
     stage: StageDir  # where its rows are written
@@ -202,7 +212,7 @@ class RowStage(Protocol):
         """Everything that determines the stage's outputs."""
         ...
 
-    def load(self) -> tuple[list[dict], list]:
+    def load(self) -> tuple[list[Row], list]:
         """Every row state the stage should end up with, and the input rejects."""
         ...
 
@@ -210,11 +220,11 @@ class RowStage(Protocol):
         """Ids of rows already written (kept or permanently dropped)."""
         ...
 
-    def batches(self, todo: list[dict], pools: Any) -> Iterator[list[dict]]:
+    def batches(self, todo: list[Row], pools: Any) -> Iterator[list[Row]]:
         """Process the rows to do with the pools (a :class:`~moaa_ray.pools.pool_set.PoolSet`)."""
         ...
 
-    def write(self, batch: list[dict]) -> BatchOutcome:
+    def write(self, batch: list[Row]) -> BatchOutcome:
         """Write one processed batch."""
         ...
 
@@ -237,7 +247,7 @@ class BatchOutcome:
 
 
 def run_row_stage(
-    stage: RowStage,
+    stage: RowStage[Row],
     config: Any,
     fresh: bool = False,
     *,
@@ -314,8 +324,8 @@ def stage_label(run: RunDir, name: str) -> str:
 
 
 def watch_progress(
-    batches: Iterator[list[dict]], stall_timeout_s: float, describe: Any
-) -> Iterator[list[dict]]:
+    batches: Iterator[list[Row]], stall_timeout_s: float, describe: Any
+) -> Iterator[list[Row]]:
     """Yield ``batches``; fail when none arrives for ``stall_timeout_s``.
 
     The batches are produced on a thread, so a hang anywhere below (a lost task, resources that

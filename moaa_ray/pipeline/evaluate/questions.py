@@ -27,10 +27,10 @@ from moaa_ray.core.eval_question import (
     Judge,
     QuestionKind,
     Side,
-    new_tournament_state,
     question_kind,
 )
 from moaa_ray.core.mt_bench import answer_temperature
+from moaa_ray.core.tournament import new_tournament
 
 SIDES: tuple[Side, Side] = ("model_answers", "baseline_answers")
 
@@ -55,7 +55,7 @@ def new_question_state(
     """
     prompt = [{"role": "user", "content": turn} for turn in question.turns]
     return {
-        **new_tournament_state(row_id, prompt, f"{benchmark}#{question.question_id}"),
+        **new_tournament(row_id, prompt, f"{benchmark}#{question.question_id}"),
         "benchmark": benchmark,
         "question_id": question.question_id,
         "category": question.category,

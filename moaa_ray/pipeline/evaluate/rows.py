@@ -19,7 +19,6 @@ from moaa_ray.core.eval_question import (
     EvalQuestion,
     Grade,
     judge_of,
-    tournament_state,
 )
 from moaa_ray.core.tournament import VerdictRules, judgment_stats, pair_comparisons
 from moaa_ray.core.verification import Verifier
@@ -142,7 +141,7 @@ def _outcome(
         preferences = state["alpaca_preferences"]
         return model_score([p["preference"] for p in preferences]), _alpaca_stats(preferences), None
     if judge == "ensemble":
-        tournament = tournament_state(state)
+        tournament = state
         [comparison] = pair_comparisons(tournament, [PAIR], rules)
         return comparison.score_i, judgment_stats(tournament, [PAIR], rules), None
     return None, {}, None
@@ -172,7 +171,7 @@ def write_batch(
             rejects.append(Reject(state["source"], -1, state["error"], state["row_id"], failed))
             continue
         rows.append(_row(state, *_outcome(state, verifier, rules)))
-        judgments += [audit_row(tournament_state(state), j) for j in state["judgments"]]
+        judgments += [audit_row(state, j) for j in state["judgments"]]
     audit.write_shard(judgments, judgment_schema())
     stage.write_shard(cast(list[dict[str, Any]], rows), question_schema())
     return BatchOutcome(len(rows), rejects)

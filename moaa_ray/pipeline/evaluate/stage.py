@@ -38,9 +38,6 @@ from moaa_ray.core.eval_question import (
     is_graded,
     is_judged,
     judge_of,
-    on_rows,
-    questions_as_rows,
-    rows_as_questions,
 )
 from moaa_ray.core.mt_bench import needs_reference
 from moaa_ray.core.verification import Verifier
@@ -131,8 +128,8 @@ class EvaluationStage:
             **verifier,
         }
 
-    def load(self) -> tuple[list[dict], list[Reject]]:
-        """Question states (as the runner's rows); questions without a baseline answer are skipped
+    def load(self) -> tuple[list[EvalQuestion], list[Reject]]:
+        """Question states; questions without a baseline answer are skipped
         and counted.
 
         A graded question whose category FastChat grades against a reference (math, reasoning,
@@ -153,21 +150,20 @@ class EvaluationStage:
         refused = {r.row_id for r in rejects}
         states = [s for s in states if s["row_id"] not in refused]
         self.wanted = {s["row_id"] for s in states}
-        return questions_as_rows(states), rejects
+        return states, rejects
 
     def done_ids(self) -> set[str]:
         """Questions already judged."""
         return self.stage.done_ids()
 
-    def batches(self, todo: list[dict], pools: PoolSet) -> Iterator[list[dict]]:
+    def batches(self, todo: list[EvalQuestion], pools: PoolSet) -> Iterator[list[EvalQuestion]]:
         """Answered, judged and graded questions, batch by batch."""
-        questions = rows_as_questions(todo)
-        steps = _steps(self.ev, pools.launch(_models(self.ev, questions)), questions)
+        steps = _steps(self.ev, pools.launch(_models(self.ev, todo)), todo)
         return stream_states(todo, steps, self.ev.batch_size, starting=pools.wait)
 
-    def write(self, batch: list[dict]) -> BatchOutcome:
+    def write(self, batch: list[EvalQuestion]) -> BatchOutcome:
         """Write judged and verified questions and the judgments; failed ones become rejects."""
-        return write_batch(rows_as_questions(batch), self.ev, self.verifier, self.stage, self.audit)
+        return write_batch(batch, self.ev, self.verifier, self.stage, self.audit)
 
     def summarize(self) -> dict:
         """Results per benchmark over every question written; also saved as ``results.json``."""
@@ -285,7 +281,7 @@ def _steps(ev: EvaluateConfig, pools: dict, todo: list[EvalQuestion]) -> list[St
     num_turns = max(len(s["turns"]) for s in todo)
     steps = [
         StreamStep(
-            on_rows(AnswerStep(answerers, turn, ev.sampling)),
+            AnswerStep(answerers, turn, ev.sampling),
             f"answer_turn_{turn + 1}",
             list(answerers.values()),
         )
@@ -296,7 +292,7 @@ def _steps(ev: EvaluateConfig, pools: dict, todo: list[EvalQuestion]) -> list[St
     if any(is_graded(s) for s in todo):
         grader = pools[str(_grader(ev))]
         grade = GradeStep(grader, ev.grading_mode, _grading_sampling(ev))
-        steps.append(StreamStep(on_rows(grade), "grade", [grader]))
+        steps.append(StreamStep(grade, "grade", [grader]))
     return steps
 
 
@@ -305,14 +301,14 @@ def _pairwise_steps(ev: EvaluateConfig, pools: dict, todo: list[EvalQuestion]) -
     then arena-hard-auto's and AlpacaEval 2's where a question is judged that way."""
     assert ev.judging is not None  # checked by the config schema
     steps = [
-        StreamStep(on_rows(JudgedOnly(step.apply)), step.name, step.pools)
+        StreamStep(JudgedOnly(step.apply), step.name, step.pools)
         for step in judging_steps(pools, ev.judging, "round_robin")
     ]
     judges = {j: pools[j] for j in dict.fromkeys(ev.judging.judges)}
     if any(judge_of(s) == "arena_hard" for s in todo):
         arena = ArenaHardJudgeStep(judges, ev.judging.sampling)
-        steps.append(StreamStep(on_rows(arena), "arena_hard_judges", list(judges.values())))
+        steps.append(StreamStep(arena, "arena_hard_judges", list(judges.values())))
     if any(judge_of(s) == "alpaca_eval" for s in todo):
         alpaca = AlpacaEvalJudgeStep(judges)
-        steps.append(StreamStep(on_rows(alpaca), "alpaca_eval_judges", list(judges.values())))
+        steps.append(StreamStep(alpaca, "alpaca_eval_judges", list(judges.values())))
     return steps

@@ -36,10 +36,9 @@ from moaa_ray.core.eval_question import (
     is_graded,
     is_judged,
     pair_key,
-    questions_as_rows,
-    tournament_state,
 )
 from moaa_ray.core.mt_bench import GRADE_PREFIX, expected_grade, parse_rating, render_grade_prompt
+from moaa_ray.core.tournament import Tournament
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.pipeline.evaluate.questions import SIDES, answer_conversation, transcript
 from moaa_ray.pipeline.judging import LOGPROB_REPLY_TOKENS, fit_prompt
@@ -95,9 +94,7 @@ class AnswerStep:
                 live, conversations = [], []
                 for s in asking:
                     prompt = Prompt.fixed(answer_conversation(s["turns"], s[side], self.turn))
-                    conversation = fit_prompt(
-                        pool, tournament_state(s), prompt, params.max_new_tokens
-                    )
+                    conversation = fit_prompt(pool, s, prompt, params.max_new_tokens)
                     if conversation is not None:
                         live.append(s)
                         conversations.append(conversation)
@@ -105,7 +102,7 @@ class AnswerStep:
         for side, live, refs in submitted:
             for state, completion in zip(live, self.pools[side].collect(refs), strict=True):
                 if completion.output is None:
-                    mark_failed(tournament_state(state), f"answering failed: {completion.error}")
+                    mark_failed(state, f"answering failed: {completion.error}")
                 else:
                     [answer] = completion.output
                     state[side].append(answer.text)  # judged as written, cut or not (counted)
@@ -133,9 +130,7 @@ class ArenaHardJudgeStep:
         for judge, pool in self.pools.items():
             games, conversations = [], []
             for state, game in [(s, game) for s in live for game in (1, 2)]:
-                conversation = fit_prompt(
-                    pool, tournament_state(state), _arena_game(state, game), room
-                )
+                conversation = fit_prompt(pool, state, _arena_game(state, game), room)
                 if conversation is not None:
                     games.append((state, game))
                     conversations.append(conversation)
@@ -147,9 +142,7 @@ class ArenaHardJudgeStep:
                 games, self.pools[judge].collect(refs), strict=True
             ):
                 if completion.output is None:
-                    mark_failed(
-                        tournament_state(state), f"judge {judge} failed: {completion.error}"
-                    )
+                    mark_failed(state, f"judge {judge} failed: {completion.error}")
                     continue
                 text = completion.output[0].text
                 verdict = parse_arena_hard_verdict(text)
@@ -203,9 +196,7 @@ class AlpacaEvalJudgeStep:
             sent, conversations = [], []
             for state in asked:
                 prompt = _alpaca_request(state)
-                conversation = fit_prompt(
-                    pool, tournament_state(state), prompt, LOGPROB_REPLY_TOKENS
-                )
+                conversation = fit_prompt(pool, state, prompt, LOGPROB_REPLY_TOKENS)
                 if conversation is not None:
                     sent.append(state)
                     conversations.append(conversation)
@@ -214,9 +205,7 @@ class AlpacaEvalJudgeStep:
             pool = self.pools[judge]
             for state, completion in zip(sent, pool.collect(call), strict=True):
                 if completion.output is None:
-                    mark_failed(
-                        tournament_state(state), f"judge {judge} failed: {completion.error}"
-                    )
+                    mark_failed(state, f"judge {judge} failed: {completion.error}")
                     continue
                 preference, raw = _alpaca_reading(pool.config.engine, completion.output)
                 _record_preference(state, judge, preference, raw)
@@ -278,12 +267,12 @@ class JudgedOnly:
     """A judging step over the batch's judged questions only: verified and graded-only ones are
     left alone."""
 
-    step: Callable[[list[dict]], None]  # a step of the judging shared with the preference stage
+    step: Callable[[list[Tournament]], None]  # a step of the judging shared with preferences
 
     def __call__(self, states: list[EvalQuestion]) -> None:
-        judged = [s for s in states if is_judged(s)]
+        judged: list[Tournament] = [s for s in states if is_judged(s)]
         if judged:
-            self.step(questions_as_rows(judged))
+            self.step(judged)
 
 
 def _grade_request(state: EvalQuestion, turn: int) -> Prompt:
@@ -315,7 +304,7 @@ class GradeStep:
         items, conversations = [], []
         for state, turn in [(s, t) for s in states if is_graded(s) for t in range(len(s["turns"]))]:
             request = _grade_request(state, turn)
-            conversation = fit_prompt(self.pool, tournament_state(state), request, room)
+            conversation = fit_prompt(self.pool, state, request, room)
             if conversation is not None:
                 items.append((state, turn))
                 conversations.append(conversation)
@@ -327,9 +316,7 @@ class GradeStep:
             pairs = zip(self.pool.collect(first), self.pool.collect(split), strict=True)
             for (state, turn), (grade, ten) in zip(items, pairs, strict=True):
                 if grade.output is None or ten.output is None:
-                    mark_failed(
-                        tournament_state(state), f"grading failed: {grade.error or ten.error}"
-                    )
+                    mark_failed(state, f"grading failed: {grade.error or ten.error}")
                     continue
                 score = expected_grade(grade.output, ten.output)
                 state["grades"].append(_grade(state, turn, score, None))
@@ -337,7 +324,7 @@ class GradeStep:
         completions = self.pool.chat(conversations, _params(self.sampling))
         for (state, turn), completion in zip(items, completions, strict=True):
             if completion.output is None:  # a failed call is not an ungradable answer
-                mark_failed(tournament_state(state), f"grading failed: {completion.error}")
+                mark_failed(state, f"grading failed: {completion.error}")
                 continue
             text = completion.output[0].text
             state["grades"].append(_grade(state, turn, parse_rating(text), text))
