@@ -239,7 +239,7 @@ def measure(quick: bool) -> dict:
     import ray
 
     from moaa_ray.config import MoaaConfig
-    from moaa_ray.runs.cluster import connect
+    from moaa_ray.stages.cluster import connect
 
     figures: dict[str, Any] = {
         "model": MODEL,

@@ -55,8 +55,8 @@ from moaa_ray.core.verification import share
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.pipeline.preferences import PreferenceStage
 from moaa_ray.pools.pool_set import PoolSet
-from moaa_ray.runs.cluster import connect
-from moaa_ray.runs.rundir import RunDir
+from moaa_ray.stages.cluster import connect
+from moaa_ray.stages.rundir import RunDir
 from moaa_ray.tasks.addition import verify
 
 if __package__ in (None, ""):  # run as a script: the repo root holds the `benchmarks` package

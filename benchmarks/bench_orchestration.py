@@ -47,8 +47,8 @@ import ray
 
 from moaa_ray.config import MoaaConfig, load_config
 from moaa_ray.pools.pool_set import PoolSet
-from moaa_ray.runs.cluster import connect
-from moaa_ray.runs.rundir import RunDir
+from moaa_ray.stages.cluster import connect
+from moaa_ray.stages.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 PROPOSERS, AGGREGATOR = ["proposer-a", "proposer-b", "proposer-c"], "aggregator"

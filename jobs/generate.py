@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the uploaded working dir
 
 from moaa_ray.cli import main  # noqa: E402
-from moaa_ray.runs.layout import GENERATE  # noqa: E402
+from moaa_ray.stages.layout import GENERATE  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main([GENERATE, *sys.argv[1:]]))

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from moaa_ray.callables import load_callable
-from moaa_ray.runs.layout import DPO, SFT, STAGES, find_stage
 from moaa_ray.serve.command import add_serve_parser, serve
+from moaa_ray.stages.layout import DPO, SFT, STAGES, find_stage
 
 RUN = "run"  # the subcommand that runs every stage in order (moaa_ray.orchestrator)
 RUN_HELP = "the whole pipeline: MoA SFT data, SFT, rounds of sample/judge/DPO, evaluation"
@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from moaa_ray import console
     from moaa_ray.pools.dispatch import EngineFailure
-    from moaa_ray.runs.rundir import RunLocked
-    from moaa_ray.runs.runner import (
+    from moaa_ray.stages.rundir import RunLocked
+    from moaa_ray.stages.runner import (
         EXIT_CODES,
         EXIT_NOTHING_WRITTEN,
         FingerprintMismatch,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from moaa_ray.callables import load_callable
 from moaa_ray.config import MoaaConfig, ModelConfig
-from moaa_ray.runs.layout import (
+from moaa_ray.stages.layout import (
     BASE,
     DPO,
     EVALUATE,
@@ -36,7 +36,7 @@ from moaa_ray.runs.layout import (
     in_folder,
     round_folder,
 )
-from moaa_ray.runs.rundir import RunDir
+from moaa_ray.stages.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class StageIncomplete(Exception):
 
 def run_pipeline(config: MoaaConfig, run_dir: str | Path, fresh: bool = False) -> dict:
     """Run every stage in order; finished stages are skipped, unfinished ones resume. Each stage
-    runs its entry point in the table of stages (:data:`~moaa_ray.runs.layout.STAGES`).
+    runs its entry point in the table of stages (:data:`~moaa_ray.stages.layout.STAGES`).
 
     Args:
         config: the run's config.

@@ -7,12 +7,12 @@ from contextlib import contextmanager
 
 from moaa_ray.config import MoaaConfig
 from moaa_ray.pools.pool_set import PoolSet
-from moaa_ray.runs.cluster import connect
+from moaa_ray.stages.cluster import connect
 
 
 @contextmanager
 def cluster_pools(config: MoaaConfig) -> Iterator[PoolSet]:
-    """Connect to Ray (:func:`moaa_ray.runs.cluster.connect`), then start the config's model pools;
+    """Connect to Ray (:func:`moaa_ray.stages.cluster.connect`), then start the config's model pools;
     they stop when the block ends."""
     connect(config)
     with PoolSet(config.models) as pools:

@@ -17,10 +17,10 @@ from moaa_ray.pipeline.inputs import fingerprint_input, load_states
 from moaa_ray.pipeline.moa_graph import plan_steps, stream
 from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.records import Reject, sft_schema
-from moaa_ray.runs.fingerprint import config_identity, models_identity
-from moaa_ray.runs.layout import GENERATE
-from moaa_ray.runs.rundir import RunDir, StageDir
-from moaa_ray.runs.runner import BatchOutcome, run_row_stage
+from moaa_ray.stages.fingerprint import config_identity, models_identity
+from moaa_ray.stages.layout import GENERATE
+from moaa_ray.stages.rundir import RunDir, StageDir
+from moaa_ray.stages.runner import BatchOutcome, run_row_stage
 
 logger = logging.getLogger(__name__)
 STAGE = GENERATE

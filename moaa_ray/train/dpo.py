@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from moaa_ray.config import DPOConfig, MoaaConfig
-from moaa_ray.runs.layout import DPO, PREFERENCES, SFT, TRAINED_MODEL
+from moaa_ray.stages.layout import DPO, PREFERENCES, SFT, TRAINED_MODEL
 from moaa_ray.train.collate import Batch, collate, encode_preference, swap_pair
 from moaa_ray.train.launch import run_training
 from moaa_ray.train.losses import (

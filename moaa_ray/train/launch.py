@@ -15,11 +15,11 @@ from typing import Any
 
 from moaa_ray.config import DPOConfig, MoaaConfig, SFTConfig, dump_config
 from moaa_ray.console import Progress, follow_file
-from moaa_ray.runs.cluster import connect
-from moaa_ray.runs.fingerprint import config_identity, digest_path
-from moaa_ray.runs.layout import TRAINED_MODEL
-from moaa_ray.runs.rundir import RunDir, StageDir
-from moaa_ray.runs.runner import stage_label, stage_run
+from moaa_ray.stages.cluster import connect
+from moaa_ray.stages.fingerprint import config_identity, digest_path
+from moaa_ray.stages.layout import TRAINED_MODEL
+from moaa_ray.stages.rundir import RunDir, StageDir
+from moaa_ray.stages.runner import stage_label, stage_run
 from moaa_ray.train.recipe import plan_batches
 from moaa_ray.train.worker import WorkerSpec
 

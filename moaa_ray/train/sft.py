@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from moaa_ray.config import MoaaConfig
-from moaa_ray.runs.layout import GENERATE, SFT
+from moaa_ray.stages.layout import GENERATE, SFT
 from moaa_ray.train.collate import Batch, collate, encode_conversation
 from moaa_ray.train.launch import run_training
 from moaa_ray.train.losses import IGNORE_INDEX, token_logprobs

@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from moaa_ray.config import DPOConfig, SFTConfig
 from moaa_ray.console import write_json_atomically
-from moaa_ray.runs.rundir import StageDir
+from moaa_ray.stages.rundir import StageDir
 from moaa_ray.tiny_models import resolve_model_path
 from moaa_ray.train.checkpoints import restore_checkpoint, save_checkpoint, save_hf_model
 from moaa_ray.train.recipe import (

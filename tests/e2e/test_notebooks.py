@@ -47,7 +47,7 @@ def test_notebooks_run_on_the_readme_runs_and_show_their_plots(demo_run, toy_run
         NotebookClient(notebook, timeout=900, resources={"metadata": {"path": str(REPO)}}).execute()
         assert plotting_cells(notebook) > 0, f"{name} plots nothing"
         assert cells_without_their_plot(notebook) == [], f"{name}: figures not shown"
-    from moaa_ray.runs.rundir import RunDir
+    from moaa_ray.stages.rundir import RunDir
 
     rounds = [toy_dir / f"round-{r}" for r in (1, 2)]
     ids = [set(RunDir(r).stage("preferences").read().column("row_id").to_pylist()) for r in rounds]

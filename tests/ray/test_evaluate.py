@@ -10,7 +10,7 @@ import yaml
 
 from moaa_ray.config import load_config
 from moaa_ray.pipeline.evaluate.stage import evaluate
-from moaa_ray.runs.rundir import RunDir
+from moaa_ray.stages.rundir import RunDir
 from moaa_ray.tasks.addition import prompt_rows
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]

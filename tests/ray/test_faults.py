@@ -15,8 +15,8 @@ from moaa_ray.config import load_config
 from moaa_ray.pipeline.evaluate.stage import evaluate
 from moaa_ray.pipeline.generate import generate_sft
 from moaa_ray.pipeline.preferences import build_preferences
-from moaa_ray.runs.rundir import RunDir
-from moaa_ray.runs.runner import FingerprintMismatch
+from moaa_ray.stages.rundir import RunDir
+from moaa_ray.stages.runner import FingerprintMismatch
 from tests.support.simulated_runs import MOA, POISON, sim, write_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]

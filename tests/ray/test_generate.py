@@ -10,7 +10,7 @@ from moaa_ray.config import load_config
 from moaa_ray.pipeline import generate
 from moaa_ray.pools.dispatch import EngineFailure
 from moaa_ray.pools.pool_set import start_pool
-from moaa_ray.runs.rundir import RunDir
+from moaa_ray.stages.rundir import RunDir
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

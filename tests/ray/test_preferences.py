@@ -8,8 +8,8 @@ import yaml
 
 from moaa_ray.config import load_config
 from moaa_ray.pipeline.preferences import build_preferences
-from moaa_ray.runs.rundir import RunDir
-from moaa_ray.runs.runner import EXIT_CODES
+from moaa_ray.stages.rundir import RunDir
+from moaa_ray.stages.runner import EXIT_CODES
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

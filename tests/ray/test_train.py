@@ -191,7 +191,7 @@ def test_distributed_step_has_the_gradient_of_the_whole_global_batch(sft_run):
 
 
 def test_finished_sft_is_skipped_when_run_again_and_refused_when_the_data_changed(sft_run):
-    from moaa_ray.runs.runner import FingerprintMismatch
+    from moaa_ray.stages.runner import FingerprintMismatch
     from moaa_ray.train.sft import train_sft
 
     run_dir, _, second = sft_run

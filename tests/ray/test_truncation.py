@@ -15,7 +15,7 @@ from moaa_ray.config import load_config
 from moaa_ray.pipeline.evaluate.stage import evaluate
 from moaa_ray.pipeline.generate import generate_sft
 from moaa_ray.pipeline.preferences import build_preferences
-from moaa_ray.runs.rundir import RunDir
+from moaa_ray.stages.rundir import RunDir
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

@@ -6,7 +6,7 @@ import pytest
 
 from moaa_ray import cli
 from moaa_ray.pipeline import generate
-from moaa_ray.runs.runner import FingerprintMismatch
+from moaa_ray.stages.runner import FingerprintMismatch
 from moaa_ray.train.recipe import TooFewRows
 
 REPO = Path(__file__).resolve().parents[2]

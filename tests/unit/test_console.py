@@ -55,8 +55,8 @@ def test_setup_sends_library_logs_to_the_file_and_only_ours_to_the_console(tmp_p
     try:
         log_file = console.setup(tmp_path, verbose=False)
         library.warning("execution plan of dataset 7")
-        logging.getLogger("moaa_ray.runs.runner").info("generate: 36 rows")
-        logging.getLogger("moaa_ray.runs.runner").error("stage generate: partial")
+        logging.getLogger("moaa_ray.stages.runner").info("generate: 36 rows")
+        logging.getLogger("moaa_ray.stages.runner").error("stage generate: partial")
         err = capsys.readouterr().err
         assert "stage generate: partial" in err
         assert "dataset 7" not in err and "36 rows" not in err

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from moaa_ray.runs.layout import STAGES
+from moaa_ray.stages.layout import STAGES
 
 HEAVY = ["ray", "torch", "transformers", "vllm", "deepspeed"]
 PACKAGE = Path(__file__).resolve().parents[2] / "moaa_ray"
@@ -185,15 +185,15 @@ def test_imports_point_downward_between_packages():
     forbidden = {
         "moaa_ray.pipeline": ("moaa_ray.train", "moaa_ray.orchestrator", "moaa_ray.cli"),
         "moaa_ray.train": ("moaa_ray.pipeline", "moaa_ray.orchestrator", "moaa_ray.cli"),
-        "moaa_ray.runs": (*running, "moaa_ray.serve"),
-        "moaa_ray.pools": (*running, "moaa_ray.runs", "moaa_ray.serve"),
-        "moaa_ray.serve": (*running, "moaa_ray.runs", "moaa_ray.pools"),
-        "moaa_ray.engines": (*running, "moaa_ray.runs", "moaa_ray.pools", "moaa_ray.serve"),
+        "moaa_ray.stages": (*running, "moaa_ray.serve"),
+        "moaa_ray.pools": (*running, "moaa_ray.stages", "moaa_ray.serve"),
+        "moaa_ray.serve": (*running, "moaa_ray.stages", "moaa_ray.pools"),
+        "moaa_ray.engines": (*running, "moaa_ray.stages", "moaa_ray.pools", "moaa_ray.serve"),
         "moaa_ray.core": (
-            *running, "moaa_ray.runs", "moaa_ray.pools", "moaa_ray.serve", "moaa_ray.engines",
+            *running, "moaa_ray.stages", "moaa_ray.pools", "moaa_ray.serve", "moaa_ray.engines",
         ),
         "moaa_ray.config": (
-            *running, "moaa_ray.runs", "moaa_ray.engines", "moaa_ray.pools", "moaa_ray.serve",
+            *running, "moaa_ray.stages", "moaa_ray.engines", "moaa_ray.pools", "moaa_ray.serve",
         ),
     }  # fmt: skip
 

@@ -154,7 +154,7 @@ def test_a_preferences_stage_that_kept_no_pair_stops_the_run_before_dpo(
     import moaa_ray.train.dpo as dpo_module
     import moaa_ray.train.sft as sft_module
     from moaa_ray.orchestrator import run_pipeline
-    from moaa_ray.runs.runner import EXIT_CODES
+    from moaa_ray.stages.runner import EXIT_CODES
 
     monkeypatch.chdir(REPO)
     config = load_config(REPO / "configs" / "demo.yaml")

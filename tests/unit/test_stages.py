@@ -1,4 +1,4 @@
-"""The one table of stages (``moaa_ray.runs.layout.STAGES``): the ``moaa`` subcommands, the job
+"""The one table of stages (``moaa_ray.stages.layout.STAGES``): the ``moaa`` subcommands, the job
 scripts and the pipeline's stage functions all come from it."""
 
 import runpy
@@ -9,7 +9,7 @@ import pytest
 
 from moaa_ray import cli
 from moaa_ray.callables import load_callable
-from moaa_ray.runs.layout import STAGES, find_stage
+from moaa_ray.stages.layout import STAGES, find_stage
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from moaa_ray.config import MoaaConfig
-from moaa_ray.runs.layout import BASE, EVALUATE, round_folder
+from moaa_ray.stages.layout import BASE, EVALUATE, round_folder
 
 Evaluation = tuple[str, dict]  # (label, results.json's content)
 

@@ -25,8 +25,8 @@ from moaa_ray.core.verification import Verifier
 from moaa_ray.pipeline.evaluate.questions import answer_conversation
 from moaa_ray.pipeline.judging import audit_row, verdict_rules
 from moaa_ray.records import Reject, judgment_schema
-from moaa_ray.runs.rundir import StageDir
-from moaa_ray.runs.runner import BatchOutcome
+from moaa_ray.stages.rundir import StageDir
+from moaa_ray.stages.runner import BatchOutcome
 
 PAIR = (0, 1)  # samples[0] is the model's answer, samples[1] the baseline's
 

@@ -60,10 +60,10 @@ from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.pools.model_pool import ModelPool
 from moaa_ray.pools.pool_set import PoolSet
 from moaa_ray.records import Reject
-from moaa_ray.runs.fingerprint import config_identity, models_identity
-from moaa_ray.runs.layout import EVALUATE
-from moaa_ray.runs.rundir import RunDir, StageDir
-from moaa_ray.runs.runner import BatchOutcome, run_row_stage
+from moaa_ray.stages.fingerprint import config_identity, models_identity
+from moaa_ray.stages.layout import EVALUATE
+from moaa_ray.stages.rundir import RunDir, StageDir
+from moaa_ray.stages.runner import BatchOutcome, run_row_stage
 
 logger = logging.getLogger(__package__)  # log lines name the evaluation package
 

@@ -26,7 +26,7 @@ from moaa_ray.pipeline.evaluate.results import (
 from moaa_ray.pipeline.evaluate.rows import verify_answers
 from moaa_ray.pipeline.evaluate.stage import EvaluationStage, shared_judges
 from moaa_ray.pipeline.evaluate.steps import AnswerStep, ArenaHardJudgeStep, GradeStep, JudgedOnly
-from moaa_ray.runs.rundir import RunDir
+from moaa_ray.stages.rundir import RunDir
 from moaa_ray.tasks.addition import verify
 from tests.support.fakes import FakePool
 

@@ -17,7 +17,7 @@ from moaa_ray.pipeline.evaluate.results import benchmark_results
 from moaa_ray.pipeline.evaluate.rows import write_batch
 from moaa_ray.pipeline.evaluate.stage import _steps
 from moaa_ray.pipeline.evaluate.steps import AlpacaEvalJudgeStep, AnswerStep
-from moaa_ray.runs.rundir import StageDir
+from moaa_ray.stages.rundir import StageDir
 from tests.support.fakes import FakePool
 
 SAMPLING = EvaluateConfig.model_fields["sampling"].default

@@ -3,7 +3,7 @@
 from moaa_ray.config import MoaaConfig
 from moaa_ray.core.moa import new_state, record_output
 from moaa_ray.pipeline import generate
-from moaa_ray.runs.rundir import RunDir
+from moaa_ray.stages.rundir import RunDir
 
 
 def verify(messages, answer):
@@ -48,7 +48,7 @@ def test_summary_has_verifier_figures_over_every_row_written(tmp_path, monkeypat
 
 
 def test_a_run_whose_every_prompt_is_rejected_keeps_nothing_says_why_and_exits_4(tmp_path, caplog):
-    from moaa_ray.runs.runner import EXIT_CODES
+    from moaa_ray.stages.runner import EXIT_CODES
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": 7}\n{"question": "no prompt column"}\n')

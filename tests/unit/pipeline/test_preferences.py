@@ -10,7 +10,7 @@ from moaa_ray.core.judging import parse_judge_prompt
 from moaa_ray.core.tournament import new_tournament, record_judgment, record_samples
 from moaa_ray.pipeline import preferences
 from moaa_ray.pipeline.judging import AggregateStep, JudgeStep
-from moaa_ray.runs.rundir import StageDir
+from moaa_ray.stages.rundir import StageDir
 from tests.support.fakes import FakePool
 
 PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]

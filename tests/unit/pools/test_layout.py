@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[3] / "moaa_ray"
 ABOVE_POOLS = (
     "moaa_ray.pipeline",
     "moaa_ray.train",
-    "moaa_ray.runs",
+    "moaa_ray.stages",
     "moaa_ray.orchestrator",
     "moaa_ray.cli",
 )

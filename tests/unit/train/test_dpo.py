@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from moaa_ray.config import DPOConfig, LoraConfig
-from moaa_ray.runs.fingerprint import config_identity
+from moaa_ray.stages.fingerprint import config_identity
 from moaa_ray.tiny_models import resolve_model_path
 from moaa_ray.train.dpo import REFERENCE_FILE, DPOObjective
 from moaa_ray.train.losses import sequence_logprobs, token_logprobs

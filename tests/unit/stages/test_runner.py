@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from moaa_ray.runs.rundir import RunDir, RunLocked
-from moaa_ray.runs.runner import (
+from moaa_ray.stages.rundir import RunDir, RunLocked
+from moaa_ray.stages.runner import (
     EXIT_CODES,
     FingerprintMismatch,
     Kept,

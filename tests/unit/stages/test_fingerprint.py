@@ -1,7 +1,7 @@
 import os
 
 from moaa_ray.config import GenerateConfig, InputConfig, ModelConfig
-from moaa_ray.runs.fingerprint import (
+from moaa_ray.stages.fingerprint import (
     changed_keys,
     config_identity,
     describe_change,

@@ -24,9 +24,9 @@ from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 from moaa_ray.config import dump_config
 from moaa_ray.console import Progress
-from moaa_ray.runs.fingerprint import describe_change, fingerprint_hash
-from moaa_ray.runs.layout import in_folder, is_round_folder
-from moaa_ray.runs.rundir import RunDir, StageDir
+from moaa_ray.stages.fingerprint import describe_change, fingerprint_hash
+from moaa_ray.stages.layout import in_folder, is_round_folder
+from moaa_ray.stages.rundir import RunDir, StageDir
 
 logger = logging.getLogger(__name__)
 
