@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from moaa_ray.stages.layout import STAGES
+from tests.support.imports import import_names
 
 HEAVY = ["ray", "torch", "transformers", "vllm", "deepspeed"]
 PACKAGE = Path(__file__).resolve().parents[2] / "moaa_ray"
@@ -72,13 +73,8 @@ def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
-            source = ".".join(part for part in (base, node.module or "") if part)
-            names += [f"{source}.{alias.name}" for alias in node.names]
-        elif isinstance(node, ast.Call) and node.args:
+        names += import_names(node, package)
+        if isinstance(node, ast.Call) and node.args:
             called = node.func.attr if isinstance(node.func, ast.Attribute) else None
             called = node.func.id if isinstance(node.func, ast.Name) else called
             literal = node.args[0]

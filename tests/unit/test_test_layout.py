@@ -4,6 +4,8 @@ through ``tests/support``, and every end-to-end test is marked so."""
 import ast
 from pathlib import Path
 
+from tests.support.imports import import_names
+
 TESTS = Path(__file__).resolve().parents[1]
 
 
@@ -15,15 +17,8 @@ def _imported(path: Path) -> list[str]:
     """Every module a file imports, inside functions too, relative imports made absolute; for
     ``from X import Y`` both ``X`` and ``X.Y`` (``Y`` may be a module)."""
     package = ".".join(path.relative_to(TESTS.parent).parent.parts)
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
-            module = ".".join(part for part in (base, node.module or "") if part)
-            found += [module] + [f"{module}.{alias.name}" for alias in node.names]
-    return found
+    tree = ast.parse(path.read_text())
+    return [name for node in ast.walk(tree) for name in import_names(node, package)]
 
 
 def test_no_test_module_sits_at_the_root_of_tests():
