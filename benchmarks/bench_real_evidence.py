@@ -7,16 +7,19 @@ as DPO pairs, and DPO. The verifier (``moaa_ray.tasks.facts:verify_fact``) train
 measures. Then:
 
 * Held-out accuracy (300 questions on facts no training prompt touches) of the base, SFT and DPO
-  models, of one answer sampled at temperature 1 (the run's own evaluations) and greedy
-  (``moaa evaluate`` of each model at temperature 0), with 95% Wilson intervals.
+  models: of answers sampled at temperature 1 (the run's own evaluations, three samples per
+  question, averaged, with a 95% interval over questions) and greedy (``moaa evaluate`` of each
+  model at temperature 0, with Wilson's interval).
 * MoA answers against single samples on the SFT prompts (the generate stage's verifier figures),
   and SFT on them against SFT on the first proposer's samples of the same prompts (the aggregation's
   own share of the gain).
 * The MoA reward model against its single judge: agreement with the verifier over the judged pairs
-  whose samples it splits (one right, one wrong), each order alone and both orders together.
+  whose samples it splits (one right, one wrong), each order alone and both orders together; and,
+  on the same pairs, the base model's likelihood of each sample (the ``likelihood`` reward: its
+  mean token log-probability, no judge prompt).
 * Training: the DPO pairs' chosen and rejected log-probabilities after training.
 * Negative control: DPO on the very same pairs with chosen and rejected exchanged.
-* The project's own ``evaluate`` win rate of the final model against the base model on 100 of the
+* The project's own ``evaluate`` win rate of the final model against the base model on 50 of the
   held-out questions, judged by the base model (logprob verdicts, both orders).
 
 Accuracies are in percent. Every run is kept in ``runs/real-evidence/`` (``$MOAA_EVIDENCE_DIR``), so
@@ -38,8 +41,8 @@ from typing import Any
 import yaml
 
 from benchmarks.judge_plot import judge_bars
-from benchmarks.moaa_commands import accuracies, keep_until_round_one_judged, manifest, moaa
-from moaa_ray.core.verification import wilson_interval
+from benchmarks.moaa_commands import keep_until_round_one_judged, manifest, moaa
+from moaa_ray.core.verification import mean_interval
 from moaa_ray.tasks.facts import verify_fact
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,38 +50,49 @@ CONFIG = ROOT / "configs" / "smollm2-facts.yaml"
 BENCHMARK = "facts"
 HELD_OUT = ROOT / "moaa_ray" / "data" / "facts" / "eval.jsonl"
 WORK = Path(os.environ.get("MOAA_EVIDENCE_DIR", ROOT / "runs" / "real-evidence"))
-JUDGED = 100  # held-out questions the base model judges (two verdicts of ~200 tokens each)
-GREEDY = ["evaluate.sampling.temperature=0.0"]
+JUDGED = 50  # held-out questions the base model judges (two verdicts of ~200 tokens each)
+GREEDY = ["evaluate.sampling.temperature=0.0", "evaluate.num_samples=1"]
 SWAPPED = ["--fresh", "dpo.swap_pairs=true"]
 
 
-def interval(percent: float, total: int) -> list[float]:
-    """The 95% Wilson interval (in %) of an accuracy measured on ``total`` questions."""
-    low, high = wilson_interval(round(percent * total / 100), total)
-    return [round(100 * low, 1), round(100 * high, 1)]
+def percent(bounds: list[float]) -> list[float]:
+    return [round(100 * bound, 1) for bound in bounds]
 
 
-def evaluation(run_dir: Path) -> dict:
-    return json.loads((run_dir / "evaluate" / "results.json").read_text())
+def accuracy(evaluation_dir: Path) -> dict:
+    """An evaluation's held-out accuracy (%) and its 95% interval, from its ``results.json``."""
+    results = json.loads((evaluation_dir / "results.json").read_text())
+    facts = results["benchmarks"][BENCHMARK]
+    return {
+        "accuracy": round(100 * facts["accuracy"], 1),
+        "accuracy_ci": percent(facts["accuracy_ci"]),
+    }
 
 
-def greedy_accuracy(model_path: str, run_dir: Path) -> float:
-    """Held-out accuracy (%) of ``model_path``'s greedy answers (``moaa evaluate``)."""
+def evaluation_dir(run_dir: Path, stage: str, last: bool) -> Path:
+    """Where ``moaa run`` evaluated a model of the run: ``base``, ``sft`` or ``round-<r>/dpo``."""
+    if last:
+        return run_dir / "evaluate"
+    return run_dir / {"base": "base", "sft": "round-0"}.get(stage, stage.split("/")[0]) / "evaluate"
+
+
+def greedy_accuracy(model_path: str, run_dir: Path) -> dict:
+    """Held-out accuracy (%) of ``model_path``'s greedy answers (``moaa evaluate``), with its
+    interval, as ``greedy_accuracy`` and ``greedy_accuracy_ci``."""
     moaa("evaluate", CONFIG, run_dir, f"models.smol.path={model_path}", *GREEDY)
-    return round(100 * evaluation(run_dir)["accuracy"][BENCHMARK], 1)
+    return {f"greedy_{key}": value for key, value in accuracy(run_dir / "evaluate").items()}
 
 
-def correct_by_question(evaluation_dir: Path) -> dict[str, bool]:
-    """Whether each held-out question's answer in an evaluation's rows is right, by question id."""
+def share_by_question(evaluation_dir: Path) -> dict[str, float]:
+    """Each held-out question's share of right answers in an evaluation's rows, by question id."""
     import pyarrow.parquet as pq
 
-    right = {}
+    shares = {}
     for shard in sorted(evaluation_dir.glob("part-*.parquet")):
-        for row in pq.read_table(shard).to_pylist():
-            answer = (row["model_answers"] or [None])[0]
-            asked = [{"role": "user", "content": row["turns"][0]}]
-            right[row["question_id"]] = answer is not None and bool(verify_fact(asked, answer))
-    return right
+        for row in pq.read_table(shard, columns=["question_id", "sample_accuracy"]).to_pylist():
+            if row["sample_accuracy"] is not None:
+                shares[row["question_id"]] = row["sample_accuracy"]
+    return shares
 
 
 def single_sample_rows(generate_dir: Path, target: Path) -> None:
@@ -105,14 +119,24 @@ def single_sample_rows(generate_dir: Path, target: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), target / "part-00000.parquet")
 
 
-def paired_outcomes(before: dict[str, bool], after: dict[str, bool]) -> dict:
-    """The questions one model got wrong and the next right (``gained``) and the reverse (``lost``),
-    with the exact McNemar test's two-sided p-value: whether the change is more than chance."""
-    gained = sum(after[q] and not right for q, right in before.items())
-    lost = sum(right and not after[q] for q, right in before.items())
+def paired_outcomes(before: dict[str, float], after: dict[str, float]) -> dict:
+    """Two models on the same questions, each question's share of right answers: how many
+    questions the second model answers better (``gained``) and worse (``lost``), the exact sign
+    test's two-sided p-value of that split (with one answer per question, McNemar's exact test),
+    and the mean gain per question (%) with its 95% interval over questions."""
+    common = [q for q in before if q in after]
+    gained = sum(after[q] > before[q] for q in common)
+    lost = sum(after[q] < before[q] for q in common)
     changed = gained + lost
     tail = sum(math.comb(changed, k) for k in range(min(gained, lost) + 1)) / 2**changed
-    return {"gained": gained, "lost": lost, "mcnemar_p": min(1.0, 2 * tail)}
+    differences = [after[q] - before[q] for q in common]
+    return {
+        "gained": gained,
+        "lost": lost,
+        "sign_test_p": min(1.0, 2 * tail),
+        "mean_gain": round(100 * sum(differences) / len(differences), 1),
+        "mean_gain_ci": percent(list(mean_interval(differences))),
+    }
 
 
 def judged_config(final_model: str, work: Path) -> Path:
@@ -133,6 +157,7 @@ def judged_config(final_model: str, work: Path) -> Path:
         "baseline_model": "base",
         "judging": {**judging, "judges": ["base"], "aggregator_judge": None},
         "every_round": False,
+        "num_samples": 1,  # a judged benchmark compares one answer of each model
     }
     path = work / "judged.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -157,6 +182,44 @@ def judge_figures(run_dir: Path) -> dict:
     }
 
 
+def likelihood_figures(run_dir: Path) -> dict:
+    """On the judged pairs of round 1 that the verifier splits, how often the sample the base
+    model finds likelier (mean token log-probability, the ``likelihood`` reward, read by the
+    project's hf engine) is the right one: the signal the model has without a judge prompt."""
+    import pyarrow.parquet as pq
+
+    from moaa_ray.config import ModelConfig
+    from moaa_ray.engines.hf import HFEngine
+
+    rows = []
+    for shard in sorted((run_dir / "round-1" / "preferences").glob("part-*.parquet")):
+        rows += pq.read_table(shard, columns=["prompt", "samples"]).to_pylist()
+    engine = HFEngine(ModelConfig(path="real:smollm2-135m-instruct", engine="hf"))
+    conversations = [
+        [*row["prompt"], {"role": "assistant", "content": sample}]
+        for row in rows
+        for sample in row["samples"]
+    ]
+    scores = iter(
+        score
+        for start in range(0, len(conversations), 32)
+        for score in engine.answer_logprobs(conversations[start : start + 32])
+    )
+    split = agreed = 0
+    for row in rows:
+        likelihood = [next(scores) for _ in row["samples"]]
+        right = [verify_fact(row["prompt"], sample) for sample in row["samples"]]
+        for other in range(1, len(right)):  # anchor pairs, as the judges compared them
+            if right[0] is None or right[other] is None or right[0] == right[other]:
+                continue
+            split += 1
+            agreed += (likelihood[0] > likelihood[other]) == right[0]
+    return {
+        "likelihood_split_pairs": split,
+        "likelihood_pair_agreement": round(100 * agreed / split, 1) if split else None,
+    }
+
+
 def training_figures(run_dir: Path) -> dict:
     """The last DPO step's log-probabilities of the chosen and rejected answers, and its margin."""
     dpo = manifest(run_dir / "round-1")["stages"]["dpo"]
@@ -171,28 +234,25 @@ def measure(quick: bool) -> dict:
     figures: dict[str, Any] = {
         "setup": (
             "configs/smollm2-facts.yaml: real:smollm2-135m-instruct (hf engine, CPU) as 3 proposers, "
-            "aggregator, policy, judge and aggregator judge; 230 MoA SFT prompts; 1 DPO round of 96 "
+            "aggregator, policy, judge and aggregator judge; 230 MoA SFT prompts; 1 DPO round of 48 "
             "prompts x 4 samples, anchor pairs judged in both orders (logprob verdicts); accuracy "
-            "on 300 held-out facts questions (the verifier only measures)"
+            "on 300 held-out facts questions, 3 samples each at T=1 (the verifier only measures)"
         ),
     }
     WORK.mkdir(parents=True, exist_ok=True)
     main = Path(os.environ.get("MOAA_EVIDENCE_RUN", WORK / "main"))
     figures["resumed"] = (main / "manifest.json").exists()  # then the seconds are a rerun's
     figures["run_s"] = moaa("run", CONFIG, main)
-    total = evaluation(main / "base")["benchmarks"][BENCHMARK]["verifiable"]
-    sampled = accuracies(main, BENCHMARK)
+    results = json.loads((main / "base" / "evaluate" / "results.json").read_text())
+    figures["held_out_questions"] = results["benchmarks"][BENCHMARK]["verifiable"]
+    figures["samples_per_question"] = results["benchmarks"][BENCHMARK]["samples_per_question"]
     models = {m["stage"]: m["model_path"] for m in manifest(main)["models"] if m["model_path"]}
-    rounds = [name for name in sampled if name.endswith("/dpo")]
-    figures["held_out_questions"] = total
+    rounds = [name for name in models if name.endswith("/dpo")]
     figures["stages"] = {}
     for name in ["base", "sft", *rounds]:
-        greedy = greedy_accuracy(models[name], WORK / "greedy" / name.replace("/", "-"))
         figures["stages"][name] = {
-            "accuracy": sampled[name],
-            "accuracy_ci": interval(sampled[name], total),
-            "greedy_accuracy": greedy,
-            "greedy_accuracy_ci": interval(greedy, total),
+            **accuracy(evaluation_dir(main, name, last=name == rounds[-1])),
+            **greedy_accuracy(models[name], WORK / "greedy" / name.replace("/", "-")),
         }
     base, final = figures["stages"]["base"], figures["stages"][rounds[-1]]
     figures.update(
@@ -204,7 +264,7 @@ def measure(quick: bool) -> dict:
         intervals_overlap=final["accuracy_ci"][0] <= base["accuracy_ci"][1],
     )
     figures["final_vs_base_questions"] = paired_outcomes(
-        correct_by_question(main / "base" / "evaluate"), correct_by_question(main / "evaluate")
+        share_by_question(main / "base" / "evaluate"), share_by_question(main / "evaluate")
     )
     moa = manifest(main)["stages"]["generate"]["verifier"]
     figures["moa_accuracy"] = round(100 * moa["accuracy"], 1)
@@ -212,16 +272,17 @@ def measure(quick: bool) -> dict:
         k: round(100 * v, 1) for k, v in moa["proposer_accuracy"].items()
     }
     figures.update(judge_figures(main))
+    figures.update(likelihood_figures(main))
 
     single = WORK / "single-sample-sft"
     single_sample_rows(main / "generate", single / "data")
     moaa("sft", CONFIG, single, f"sft.data_path={single / 'data'}")
     moaa("evaluate", CONFIG, single, f"models.smol.path={single / 'sft' / 'model'}")
-    accuracy = round(100 * evaluation(single)["accuracy"][BENCHMARK], 1)
-    figures["single_sample_sft_accuracy"] = accuracy
-    figures["single_sample_sft_accuracy_ci"] = interval(accuracy, total)
+    single_sft = accuracy(single / "evaluate")
+    figures["single_sample_sft_accuracy"] = single_sft["accuracy"]
+    figures["single_sample_sft_accuracy_ci"] = single_sft["accuracy_ci"]
     figures["moa_sft_vs_single_sample_sft_questions"] = paired_outcomes(
-        correct_by_question(single / "evaluate"), correct_by_question(main / "round-0" / "evaluate")
+        share_by_question(single / "evaluate"), share_by_question(main / "round-0" / "evaluate")
     )
     figures.update(training_figures(main))
 
@@ -229,14 +290,16 @@ def measure(quick: bool) -> dict:
     if not control.exists():
         keep_until_round_one_judged(main, control)
     figures["swapped_run_s"] = moaa("run", CONFIG, control, *SWAPPED)
-    swapped = accuracies(control, BENCHMARK)
-    figures["swapped_final_accuracy"] = swapped[rounds[-1]]
-    figures["swapped_final_accuracy_ci"] = interval(swapped[rounds[-1]], total)
+    swapped = accuracy(control / "evaluate")
+    figures["swapped_final_accuracy"] = swapped["accuracy"]
+    figures["swapped_final_accuracy_ci"] = swapped["accuracy_ci"]
     figures["swapped_below_final"] = figures["swapped_final_accuracy"] < final["accuracy"]
 
     judged = WORK / "judged"
     moaa("evaluate", judged_config(models[rounds[-1]], WORK), judged)
-    result = evaluation(judged)["benchmarks"]["held_out"]
+    result = json.loads((judged / "evaluate" / "results.json").read_text())["benchmarks"][
+        "held_out"
+    ]
     keys = ("judged", "wins", "ties", "losses", "win_rate", "position_bias_rate")
     figures["judged_vs_base"] = {key: result.get(key) for key in keys}
     figures["total_s"] = round(time.monotonic() - started, 1)
@@ -255,7 +318,7 @@ def plot(figures: dict, path: Path) -> None:
     )
     names = list(figures["stages"])
     for offset, key, colour, label in [
-        (-0.2, "accuracy", "#4c72b0", "one sample at T=1"),
+        (-0.2, "accuracy", "#4c72b0", f"T=1 ({figures['samples_per_question']} samples each)"),
         (0.2, "greedy_accuracy", "#999", "greedy"),
     ]:
         values = [figures["stages"][name][key] for name in names]
@@ -283,6 +346,13 @@ def plot(figures: dict, path: Path) -> None:
     stages_ax.legend(loc="upper left", fontsize=8)
 
     judge_bars(judges_ax, figures["judge_pair_agreement"], figures["ensemble_pair_agreement"])
+    judges_ax.axhline(figures["likelihood_pair_agreement"], color="#55a868", linestyle=":")
+    judges_ax.annotate(
+        "base model's likelihood",
+        (-0.4, figures["likelihood_pair_agreement"]),
+        fontsize=7,
+        va="bottom",
+    )
     judges_ax.axhline(50, color="k", linewidth=0.5)
     judges_ax.set_ylim(0, 100)
     judges_ax.set_ylabel("picks the right answer (%)")

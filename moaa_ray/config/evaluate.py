@@ -148,6 +148,13 @@ class EvaluateConfig(Section):
     grading_mode: Literal["text", "logprob"] = Field(
         "text", description="parse 'Rating: [[N]]', or the expected grade from P(1..10)"
     )
+    num_samples: int = Field(
+        1,
+        ge=1,
+        description="answers sampled per question of a verified benchmark (the last turn's): its "
+        "accuracy is their mean over questions and samples (avg@n), with a 95% interval over "
+        "questions; needs a sampling temperature above 0",
+    )
     bootstrap_rounds: int = Field(100, ge=1, description="resamples for the BT score's 95% CI")
     every_round: bool = Field(
         False,
@@ -163,6 +170,17 @@ class EvaluateConfig(Section):
     def _baselines_are_defined(self) -> EvaluateConfig:
         if self.baseline_model is not None and self.baseline_model == self.model:
             raise ValueError(f"baseline_model is the evaluated model {self.model!r}")
+        if self.num_samples > 1 and not all(b.verified for b in self.benchmarks):
+            judged = [b.key() for b in self.benchmarks if not b.verified]
+            raise ValueError(
+                f"num_samples {self.num_samples} is for verified benchmarks, and {judged} are "
+                "judged or graded: evaluate them in a config of their own"
+            )
+        if self.num_samples > 1 and self.sampling.temperature == 0.0:
+            raise ValueError(
+                f"num_samples {self.num_samples} at sampling.temperature 0: greedy answers are "
+                "all the same; set num_samples 1 or a temperature above 0"
+            )
         keys = [b.key() for b in self.benchmarks]
         if len(set(keys)) < len(keys):
             raise ValueError(f"benchmark names must be unique, got {keys}; set 'name'")

@@ -99,6 +99,9 @@ class EvalQuestion(Tournament):
 
     # Its answers and scores:
     model_answers: list[str]  # the model's answer per turn answered so far
+    more_answers: list[
+        str
+    ]  # verified kind, evaluate.num_samples > 1: the last turn's other samples
     baseline_answers: list[str]  # the baseline's per turn: the file's up front, or the model's
     truncated: dict[Side, int]  # answers cut at max_new_tokens, per side
     grades: list[Grade]  # graded kinds: one per turn rated

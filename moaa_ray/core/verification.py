@@ -9,7 +9,7 @@ run wrote it. Shares are rounded to 4 places, and None when nothing was counted.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from moaa_ray.core.judging import probability_from_orders
@@ -28,6 +28,29 @@ Verifier = Callable[[list[dict[str, str]], str], Any]  # returns bool | None
 def share(part: int, whole: int) -> float | None:
     """``part / whole`` rounded to 4 places; None when ``whole`` is 0."""
     return round(part / whole, 4) if whole else None
+
+
+def mean_interval(values: Sequence[float], z: float = 1.959964) -> tuple[float, float]:
+    """The normal-approximation interval (95% at the default z) of the mean of ``values``, e.g.
+    each question's share of correct samples, or a paired difference per question: the questions
+    are the independent units, so the interval is over them, however many samples each has."""
+    if not values:
+        raise ValueError("an interval of a mean needs at least one value")
+    n = len(values)
+    mean = sum(values) / n
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    half = z * spread / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def accuracy_interval(shares: Sequence[float], samples: int) -> tuple[float, float]:
+    """The 95% interval of an accuracy over questions, each with its share of ``samples``
+    correct answers: Wilson's with one answer per question (the shares are 0 or 1), otherwise the
+    interval of the mean over questions (:func:`mean_interval`)."""
+    if samples == 1:
+        return wilson_interval(round(sum(shares)), len(shares))
+    low, high = mean_interval(shares)
+    return max(0.0, low), min(1.0, high)
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:

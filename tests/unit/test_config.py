@@ -211,6 +211,20 @@ def test_a_judged_benchmark_needs_judging(write):
     assert config.model_references()[-1] == ("evaluate.judging.judges.0", "a")
 
 
+def test_several_samples_per_question_are_for_sampled_answers_to_verified_benchmarks(write):
+    sampled = ["evaluate.num_samples=4", "evaluate.sampling.temperature=1.0"]
+    assert load_config(write(VERIFIED), sampled).evaluate.num_samples == 4
+    with pytest.raises(
+        ConfigError, match=r"evaluate: num_samples 4 at sampling.temperature 0: greedy answers"
+    ):
+        load_config(write(VERIFIED), ["evaluate.num_samples=4"])
+    judged = VERIFIED.replace("format: verified}]", "format: verified}, {path: mt.jsonl}]")
+    with pytest.raises(
+        ConfigError, match=r"num_samples 4 is for verified benchmarks, and \['mt'\] are judged"
+    ):
+        load_config(write(judged), [*sampled, "evaluate.judging={judges: [a]}"])
+
+
 def test_a_verified_benchmark_takes_no_baseline_or_judge_keys(write):
     overrides = ["evaluate.benchmarks.0.baseline=model", "evaluate.benchmarks.0.judge=ensemble"]
     with pytest.raises(

@@ -64,6 +64,7 @@ def new_question_state(
         "kind": kind,
         "temperature": temperature,
         "model_answers": [],
+        "more_answers": [],
         "baseline_answers": list(baseline or []),
         "truncated": dict.fromkeys(SIDES, 0),  # answers cut at max_new_tokens, per side
         "grades": [],

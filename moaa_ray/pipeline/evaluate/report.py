@@ -111,20 +111,30 @@ def _percent(fraction: float | None) -> str:
     return _number(None if fraction is None else 100 * fraction)
 
 
+def _interval(bounds: list[float] | None) -> str:
+    return "–" if bounds is None else f"{_percent(bounds[0])}–{_percent(bounds[1])}"
+
+
 def _accuracy_table(name: str, evaluations: list[Evaluation]) -> list[str]:
     lines = [
         f"### {name}",
         "",
-        "| model | accuracy (%) | correct / verifiable | answered |",
-        "|---|---|---|---|",
+        "| model | accuracy (%) | 95% interval | samples per question | first answer right / "
+        "verifiable | answered |",
+        "|---|---|---|---|---|---|",
     ]
     for label, results in evaluations:
         result = results["benchmarks"][name]
         lines.append(
-            f"| {label} | {_percent(result['accuracy'])} | "
-            f"{result['correct']} / {result['verifiable']} | {result['total']} |"
+            f"| {label} | {_percent(result['accuracy'])} | {_interval(result.get('accuracy_ci'))} "
+            f"| {result.get('samples_per_question', 1)} | {result['correct']} / "
+            f"{result['verifiable']} | {result['total']} |"
         )
-    note = "Exact match, checked by the verifier; answers it cannot check are not counted."
+    note = (
+        "Exact match, checked by the verifier; answers it cannot check are not counted. With "
+        "several samples per question the accuracy is their mean (avg@n), and the interval is "
+        "over questions; with one, Wilson's."
+    )
     return [*lines, "", note, ""]
 
 

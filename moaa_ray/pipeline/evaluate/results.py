@@ -19,7 +19,7 @@ from moaa_ray.core.arena_hard import (
 )
 from moaa_ray.core.eval_question import ArenaVerdict
 from moaa_ray.core.mt_bench import mt_bench_summary
-from moaa_ray.core.verification import share
+from moaa_ray.core.verification import accuracy_interval, share
 from moaa_ray.core.winrates import (
     bootstrap_ci,
     bradley_terry_battles,
@@ -56,25 +56,34 @@ def is_scored(row: QuestionRow) -> bool:
     )
 
 
-def verified_results(rows: list[QuestionRow]) -> dict:
+def verified_results(rows: list[QuestionRow], samples: int = 1) -> dict:
     """One verified benchmark's exact-match accuracy from its answered questions.
 
     Args:
-        rows: one per answered question, with ``correct``: the verifier's True or False, or None
-            when it could not check the answer.
+        rows: one per answered question, with ``correct``: the verifier's True or False on the
+            model's answer, or None when it could not check it, and ``sample_accuracy``: the
+            share of the question's ``samples`` answers it accepts.
+        samples: answers sampled per question (``evaluate.num_samples``).
 
     Returns:
-        ``accuracy`` (correct / verifiable, rounded to 4 places; None when nothing was
-        verifiable), ``correct``, ``verifiable``, ``total`` (questions answered) and ``format``:
-        ``"verified"``.
+        ``accuracy``: the mean over verifiable questions of their share of correct answers (with
+        one answer each, correct / verifiable), rounded to 4 places; ``accuracy_ci``: its 95%
+        interval over questions (:func:`~moaa_ray.core.verification.accuracy_interval`);
+        ``samples_per_question``; ``correct`` (questions whose first answer is right),
+        ``verifiable``, ``total`` (questions answered) and ``format``: ``"verified"``. The
+        accuracy and interval are None when nothing was verifiable.
     """
-    verdicts = [row["correct"] for row in rows]
-    verifiable = sum(v is not None for v in verdicts)
-    correct = sum(v is True for v in verdicts)
+    shares = [share for r in rows if (share := r.get("sample_accuracy")) is not None]
+    accuracy, interval = None, None
+    if shares:
+        accuracy = round(sum(shares) / len(shares), 4)
+        interval = [round(bound, 4) for bound in accuracy_interval(shares, samples)]
     return {
-        "accuracy": share(correct, verifiable),
-        "correct": correct,
-        "verifiable": verifiable,
+        "accuracy": accuracy,
+        "accuracy_ci": interval,
+        "samples_per_question": samples,
+        "correct": sum(row["correct"] is True for row in rows),
+        "verifiable": len(shares),
         "total": len(rows),
         "format": "verified",
     }

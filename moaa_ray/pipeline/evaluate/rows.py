@@ -8,6 +8,7 @@ The score of a question is settled here, on the driver, from what the steps reco
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, TypedDict, cast
 
 from moaa_ray.config import EvaluateConfig
@@ -69,12 +70,18 @@ def _alpaca_stats(preferences: list[AlpacaPreference]) -> dict[str, int]:
     }
 
 
-def verify_answers(verifier: Verifier, turns: list[str], answers: list[str]) -> bool | None:
-    """The verifier's verdict on the model's last answer, with the conversation that led to it;
-    None when it cannot check the answer."""
+def verify_answers(
+    verifier: Verifier, turns: list[str], answers: list[str], more: Sequence[str] = ()
+) -> tuple[bool | None, float | None]:
+    """The verifier's verdict on the model's last answer, with the conversation that led to it
+    (None when it cannot check the answer), and the share of that answer and the ``more`` samples
+    of it that the verifier accepts, among those it can check (None when it can check none)."""
     last = len(turns) - 1
-    verdict = verifier(answer_conversation(turns, answers, last), answers[last])
-    return None if verdict is None else bool(verdict)
+    asked = answer_conversation(turns, answers, last)
+    verdicts = [verifier(asked, answer) for answer in [answers[last], *more]]
+    checked = [bool(v) for v in verdicts if v is not None]
+    first = None if verdicts[0] is None else bool(verdicts[0])
+    return first, (sum(checked) / len(checked) if checked else None)
 
 
 def _length_stats(state: EvalQuestion) -> dict[str, int]:
@@ -93,6 +100,7 @@ class QuestionRow(TypedDict):
     category: str | None
     turns: list[str]
     model_answers: list[str]
+    more_answers: list[str]  # the last turn's other samples (verified, evaluate.num_samples > 1)
     baseline_answers: list[str]  # none for a verified or graded-only question
     criteria: list[str]
     grades: list[Grade]
@@ -101,10 +109,15 @@ class QuestionRow(TypedDict):
     score: float | None  # the model's win score against the baseline; None: none was decided
     stats: str  # JSON of the judgment stats and the answers and prompts cut
     correct: bool | None  # the verifier's verdict; None: not verified or not checkable
+    sample_accuracy: float | None  # the share of the last turn's samples the verifier accepts
 
 
 def _row(
-    state: EvalQuestion, score: float | None, stats: dict[str, Any], correct: bool | None
+    state: EvalQuestion,
+    score: float | None,
+    stats: dict[str, Any],
+    correct: bool | None = None,
+    sample_accuracy: float | None = None,
 ) -> QuestionRow:
     """The row written for a finished question."""
     return QuestionRow(
@@ -114,6 +127,7 @@ def _row(
         category=state["category"],
         turns=state["turns"],
         model_answers=state["model_answers"],
+        more_answers=state["more_answers"],
         baseline_answers=state["baseline_answers"],
         criteria=state["criteria"],
         grades=state["grades"],
@@ -122,29 +136,32 @@ def _row(
         score=score,
         stats=json.dumps(stats | _length_stats(state)),
         correct=correct,
+        sample_accuracy=sample_accuracy,
     )
 
 
-def _outcome(
-    state: EvalQuestion, verifier: Verifier | None, rules: VerdictRules
-) -> tuple[float | None, dict[str, Any], bool | None]:
-    """A finished question's win score and judgment stats, or the verifier's verdict (``correct``);
-    a graded-only question has its grades alone."""
+def _row_of(state: EvalQuestion, verifier: Verifier | None, rules: VerdictRules) -> QuestionRow:
+    """A finished question's row: its win score and judgment stats, or the verifier's verdicts
+    (``correct``, ``sample_accuracy``); a graded-only question has its grades alone."""
     judge = judge_of(state)
     if state["kind"] == "verified":
         assert verifier is not None  # checked by the config schema
-        return None, {}, verify_answers(verifier, state["turns"], state["model_answers"])
+        correct, sample_accuracy = verify_answers(
+            verifier, state["turns"], state["model_answers"], state["more_answers"]
+        )
+        return _row(state, None, {}, correct, sample_accuracy)
     if judge == "arena_hard":
         verdicts = state["arena_verdicts"]
-        return _arena_score(verdicts), _arena_stats(verdicts), None
+        return _row(state, _arena_score(verdicts), _arena_stats(verdicts))
     if judge == "alpaca_eval":
         preferences = state["alpaca_preferences"]
-        return model_score([p["preference"] for p in preferences]), _alpaca_stats(preferences), None
+        score = model_score([p["preference"] for p in preferences])
+        return _row(state, score, _alpaca_stats(preferences))
     if judge == "ensemble":
         tournament = state
         [comparison] = pair_comparisons(tournament, [PAIR], rules)
-        return comparison.score_i, judgment_stats(tournament, [PAIR], rules), None
-    return None, {}, None
+        return _row(state, comparison.score_i, judgment_stats(tournament, [PAIR], rules))
+    return _row(state, None, {})
 
 
 def read_question_rows(stage: StageDir) -> list[QuestionRow]:
@@ -170,7 +187,7 @@ def write_batch(
             failed = bool(state.get("failed"))
             rejects.append(Reject(state["source"], -1, state["error"], state["row_id"], failed))
             continue
-        rows.append(_row(state, *_outcome(state, verifier, rules)))
+        rows.append(_row_of(state, verifier, rules))
         judgments += [audit_row(state, j) for j in state["judgments"]]
     audit.write_shard(judgments, judgment_schema())
     stage.write_shard(cast(list[dict[str, Any]], rows), question_schema())
@@ -199,6 +216,7 @@ def question_schema():
             ("category", pa.string()),
             ("turns", strings),
             ("model_answers", strings),
+            ("more_answers", strings),
             ("baseline_answers", strings),
             ("criteria", strings),
             ("grades", pa.list_(grade)),
@@ -231,5 +249,6 @@ def question_schema():
             ("score", pa.float64()),
             ("stats", pa.string()),
             ("correct", pa.bool_()),
+            ("sample_accuracy", pa.float64()),
         ]
     )

@@ -170,7 +170,9 @@ class EvaluationStage:
         ev = self.ev
         rows = [r for r in read_question_rows(self.stage) if r["row_id"] in self.wanted]
         results = {
-            bench.key(): verified_results([r for r in rows if r["benchmark"] == bench.key()])
+            bench.key(): verified_results(
+                [r for r in rows if r["benchmark"] == bench.key()], ev.num_samples
+            )
             if bench.verified
             else benchmark_results(
                 [r for r in rows if r["benchmark"] == bench.key()],
@@ -281,7 +283,7 @@ def _steps(ev: EvaluateConfig, pools: dict, todo: list[EvalQuestion]) -> list[St
     num_turns = max(len(s["turns"]) for s in todo)
     steps = [
         StreamStep(
-            AnswerStep(answerers, turn, ev.sampling),
+            AnswerStep(answerers, turn, ev.sampling, ev.num_samples),
             f"answer_turn_{turn + 1}",
             list(answerers.values()),
         )

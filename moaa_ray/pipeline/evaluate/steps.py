@@ -49,12 +49,14 @@ from moaa_ray.records import mark_failed
 GRADES = [str(grade) for grade in range(1, 11)]
 
 
-def _params(sampling: SamplingConfig, temperature: float | None = None) -> SamplingParams:
+def _params(
+    sampling: SamplingConfig, temperature: float | None = None, n: int = 1
+) -> SamplingParams:
     return SamplingParams(
         sampling.temperature if temperature is None else temperature,
         sampling.top_p,
         sampling.max_new_tokens,
-        1,
+        n,
         sampling.seed,
     )
 
@@ -74,23 +76,36 @@ def _answers_now(state: EvalQuestion, side: Side, turn: int) -> bool:
     return side == "model_answers" or is_judged(state)
 
 
+def _samples_now(state: EvalQuestion, side: Side, turn: int, num_samples: int) -> int:
+    """How many answers ``side`` samples for ``turn`` of a question: ``num_samples`` for the
+    model's last turn of a verified question (the verifier scores each), otherwise one."""
+    last = turn == len(state["turns"]) - 1
+    return num_samples if side == "model_answers" and last and state["kind"] == "verified" else 1
+
+
 @dataclass(frozen=True)
 class AnswerStep:
-    """One turn of every question from the model and, where it answers, the baseline model at once."""
+    """One turn of every question from the model and, where it answers, the baseline model at once.
+
+    The model samples ``num_samples`` answers to a verified question's last turn: the first is its
+    answer (``model_answers``), the others go to ``more_answers``.
+    """
 
     pools: dict[Side, ModelPool]  # side -> its model's pool
     turn: int
     sampling: SamplingConfig
+    num_samples: int = 1
 
     def __call__(self, states: list[EvalQuestion]) -> None:
         submitted = []
         for side, pool in self.pools.items():
-            by_temperature: dict[float | None, list[EvalQuestion]] = {}
+            by_params: dict[tuple[float | None, int], list[EvalQuestion]] = {}
             for s in states:
                 if _answers_now(s, side, self.turn):
-                    by_temperature.setdefault(s["temperature"], []).append(s)
-            for temperature, asking in by_temperature.items():
-                params = _params(self.sampling, temperature)
+                    n = _samples_now(s, side, self.turn, self.num_samples)
+                    by_params.setdefault((s["temperature"], n), []).append(s)
+            for (temperature, n), asking in by_params.items():
+                params = _params(self.sampling, temperature, n)
                 live, conversations = [], []
                 for s in asking:
                     prompt = Prompt.fixed(answer_conversation(s["turns"], s[side], self.turn))
@@ -104,9 +119,10 @@ class AnswerStep:
                 if completion.output is None:
                     mark_failed(state, f"answering failed: {completion.error}")
                 else:
-                    [answer] = completion.output
+                    answer, *more = completion.output
                     state[side].append(answer.text)  # judged as written, cut or not (counted)
-                    state["truncated"][side] += answer.truncated
+                    state["more_answers"] += [a.text for a in more]
+                    state["truncated"][side] += sum(a.truncated for a in completion.output)
         for state in states:
             _pair_when_answered(state)
 

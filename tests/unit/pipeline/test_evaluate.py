@@ -6,9 +6,18 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from scipy import stats
 
-from moaa_ray.config import BenchmarkConfig, EvaluateConfig, JudgingConfig, MoaaConfig, load_config
+from moaa_ray.config import (
+    BenchmarkConfig,
+    EvaluateConfig,
+    JudgingConfig,
+    MoaaConfig,
+    SamplingConfig,
+    load_config,
+)
 from moaa_ray.core.benchmarks import BenchmarkQuestion
+from moaa_ray.core.verification import wilson_interval
 from moaa_ray.pipeline.evaluate import stage as evaluate_module
 from moaa_ray.pipeline.evaluate.questions import (
     baseline_name,
@@ -308,17 +317,41 @@ def test_alpaca_eval_difficulty_enters_the_lc_win_rate_by_question_position(tmp_
     assert result["lc_win_rate"] == pytest.approx(expected)
 
 
+def verdict_row(correct, share=None):
+    """A verified question's row: its first answer's verdict and its samples' share of right ones."""
+    return {"correct": correct, "sample_accuracy": share if share is not None else correct}
+
+
 def test_verified_results_are_accuracy_over_the_answers_the_verifier_could_check():
-    rows = [{"correct": c} for c in (True, False, None, True)]
+    rows = [verdict_row(c) for c in (True, False, None, True)]
+    low, high = wilson_interval(2, 3)
     assert verified_results(rows) == {
         "accuracy": 0.6667,
+        "accuracy_ci": [round(low, 4), round(high, 4)],
+        "samples_per_question": 1,
         "correct": 2,
         "verifiable": 3,
         "total": 4,
         "format": "verified",
     }
-    assert verified_results([{"correct": None}])["accuracy"] is None
+    assert verified_results([verdict_row(None)])["accuracy"] is None
+    assert verified_results([verdict_row(None)])["accuracy_ci"] is None
     assert verified_results([])["accuracy"] is None
+
+
+def test_several_samples_per_question_average_and_their_interval_is_over_questions():
+    shares = [1.0, 0.75, 0.25, 0.0, 0.5, 0.0]
+    rows = [verdict_row(s >= 0.5, s) for s in shares]
+    result = verified_results(rows, samples=4)
+    assert result["accuracy"] == round(sum(shares) / 6, 4) and result["samples_per_question"] == 4
+    assert result["correct"] == 3  # first answers right
+    # the t-free normal interval over the 6 questions, as scipy computes it
+    sem = stats.sem(shares)
+    low, high = stats.norm.interval(0.95, loc=sum(shares) / 6, scale=sem)
+    assert result["accuracy_ci"] == [round(max(0.0, low), 4), round(min(1.0, high), 4)]
+    # the same questions answered once each get the wider binomial interval
+    once = verified_results([verdict_row(s >= 0.5) for s in shares])
+    assert once["accuracy_ci"] == [round(b, 4) for b in wilson_interval(3, 6)]
 
 
 @pytest.mark.parametrize(
@@ -336,9 +369,11 @@ def test_a_question_counts_as_scored_only_with_a_result(score, correct, grades, 
 
 
 def test_the_verifier_sees_the_models_conversation_and_its_last_answer():
-    assert verify_answers(verify, ["What is 2 + 3?"], ["It is 5."]) is True
+    assert verify_answers(verify, ["What is 2 + 3?"], ["It is 5."]) == (True, 1.0)
     turns, answers = ["What is 1 + 1?", "Then: What is 2 + 5?"], ["2", "6"]
-    assert verify_answers(verify, turns, answers) is False  # the last turn is checked
+    assert verify_answers(verify, turns, answers) == (False, 0.0)  # the last turn is checked
+    more = ["7", "It is 7.", "seven?"]  # the last turn's other samples ("seven?" names no number)
+    assert verify_answers(verify, turns, answers, more) == (False, 0.5)
     seen = []
     verify_answers(lambda messages, answer: seen.append((messages, answer)), turns, answers)
     assert seen == [
@@ -351,7 +386,8 @@ def test_the_verifier_sees_the_models_conversation_and_its_last_answer():
             "6",
         )
     ]
-    assert verify_answers(lambda messages, answer: 1, turns, answers) is True
+    assert verify_answers(lambda messages, answer: 1, turns, answers) == (True, 1.0)
+    assert verify_answers(lambda messages, answer: None, turns, answers) == (None, None)
 
 
 def test_only_the_model_answers_a_verified_question_and_no_judge_sees_it():
@@ -368,6 +404,24 @@ def test_only_the_model_answers_a_verified_question_and_no_judge_sees_it():
     seen = []
     JudgedOnly(seen.extend)([verified, judged])
     assert seen == [judged]
+
+
+def test_the_model_samples_a_verified_questions_last_turn_num_samples_times():
+    def reply(method, conversation, params):
+        return [f"answer {i} to {conversation[-1]['content']}" for i in range(params.n)]
+
+    model, base = FakePool(reply), FakePool(reply)
+    two_turns = BenchmarkQuestion("1", ["What is 1 + 1?", "And 2 + 5?"])
+    verified = new_question_state("v", two_turns, "add", None, "verified")
+    judged = new_question_state("j", BenchmarkQuestion("2", ["Hi?"]), "mt", None, "ensemble")
+    pools = {"model_answers": model, "baseline_answers": base}
+    sampling = SamplingConfig(temperature=1.0)
+    for turn in (0, 1):
+        AnswerStep(pools, turn, sampling, num_samples=3)([verified, judged])
+    assert verified["model_answers"] == ["answer 0 to What is 1 + 1?", "answer 0 to And 2 + 5?"]
+    assert verified["more_answers"] == ["answer 1 to And 2 + 5?", "answer 2 to And 2 + 5?"]
+    assert judged["model_answers"] == ["answer 0 to Hi?"] and judged["more_answers"] == []
+    assert [len(items) for _, items in model.calls] == [2, 1]  # turn 1: both, n=1; turn 2: v
 
 
 def verified_config(tmp_path, verifier="moaa_ray.tasks.addition:verify"):
@@ -398,6 +452,7 @@ def test_the_stage_verifies_written_answers_and_reports_accuracy(tmp_path):
     assert stage.write(states).written == 4
     summary = stage.summarize()
     assert summary["accuracy"] == {"addition": 0.6667}
+    assert summary["benchmarks"]["addition"]["samples_per_question"] == 1
     assert summary["benchmarks"]["addition"]["correct"] == 2
     assert summary["benchmarks"]["addition"]["verifiable"] == 3
     assert stage.unused(summary) == {"the verifier could not check the answer": 1}  # "Hi!"
@@ -405,7 +460,27 @@ def test_the_stage_verifies_written_answers_and_reports_accuracy(tmp_path):
     assert [r["correct"] for r in rows] == [True, True, False, None]
     assert all(r["baseline_answers"] == [] and r["score"] is None for r in rows)
     report = (tmp_path / "run" / "evaluate" / "report.md").read_text()
-    assert "| a | 66.7 | 2 / 3 | 4 |" in report
+    assert "| a | 66.7 | 20.8–93.8 | 1 | 2 / 3 | 4 |" in report
+
+
+def test_the_stage_averages_num_samples_answers_per_verified_question(tmp_path):
+    config = verified_config(tmp_path)
+    assert config.evaluate is not None
+    ev = config.evaluate.model_copy(
+        update={"num_samples": 2, "sampling": SamplingConfig(temperature=1.0)}
+    )
+    stage = EvaluationStage(config, ev, RunDir(tmp_path / "run"), "evaluate")
+    states, _ = stage.load()
+    answers = [("2", "2"), ("3", "0"), ("0", "4"), ("Hi!", "Hello")]
+    for state, (first, other) in zip(states, answers, strict=True):
+        state["model_answers"], state["more_answers"] = [first], [other]
+    stage.write(states)
+    result = stage.summarize()["benchmarks"]["addition"]
+    assert result["accuracy"] == 0.6667  # (1 + 0.5 + 0.5) / 3 questions the verifier can check
+    assert result["correct"] == 2 and result["samples_per_question"] == 2
+    rows = stage.stage.read().to_pylist()
+    assert [r["sample_accuracy"] for r in rows] == [1.0, 0.5, 0.5, None]
+    assert rows[1]["more_answers"] == ["0"]
 
 
 def test_the_verifier_is_part_of_the_fingerprint_of_verified_benchmarks_only(tmp_path, monkeypatch):

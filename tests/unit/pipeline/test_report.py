@@ -61,7 +61,8 @@ def test_report_warns_when_the_judges_labelled_the_training_pairs(tmp_path):
 
 def test_verified_benchmarks_get_an_accuracy_row_per_round_and_a_bar(tmp_path):
     def with_addition(results, verdicts):
-        addition = verified_results([{"correct": c} for c in verdicts])
+        rows = [{"correct": c, "sample_accuracy": c} for c in verdicts]
+        addition = verified_results(rows)
         return results | {"benchmarks": results["benchmarks"] | {"addition": addition}}
 
     evaluations = [
@@ -71,9 +72,10 @@ def test_verified_benchmarks_get_an_accuracy_row_per_round_and_a_bar(tmp_path):
     ]
     path = write_report(tmp_path, evaluations)
     text = path.read_text()
-    assert "### addition" in text and "| model | accuracy (%) | correct / verifiable |" in text
-    assert "| SFT | 33.3 | 1 / 3 | 4 |" in text and "| DPO round 1 | 66.7 | 2 / 3 | 4 |" in text
-    assert "| final | – | 0 / 0 | 1 |" in text
+    assert "### addition" in text and "| model | accuracy (%) | 95% interval |" in text
+    assert "| SFT | 33.3 | 6.2–79.2 | 1 | 1 / 3 | 4 |" in text
+    assert "| DPO round 1 | 66.7 | 20.8–93.8 | 1 | 2 / 3 | 4 |" in text
+    assert "| final | – | – | 1 | 0 / 0 | 1 |" in text
     assert "### arena" in text and "| final | 1 | 1 / 0 / 0 |" in text  # judged ones unchanged
     assert (tmp_path / "scores.png").read_bytes().startswith(b"\x89PNG")
 
