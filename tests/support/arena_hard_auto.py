@@ -143,7 +143,12 @@ def judgment_battles(row: Mapping, baseline: str, metadata: Mapping | None = Non
 def judgments_to_battles(
     judgments: pd.DataFrame, baseline: str = DEFAULT_BASELINE, metadata: Mapping | None = None
 ) -> pd.DataFrame:
-    """All battles of a table of judgments, in row order, game 1's before game 2's."""
+    """All battles of a table of judgments, in row order, game 1's before game 2's.
+
+    The reference concatenates every judgment file in its judge's directory, one per judged model,
+    so a table of several models' judgments gives one battle list that the fits below (style
+    control's standardisation included) cover jointly.
+    """
     records = []
     for _, row in judgments.iterrows():
         records += judgment_battles(row, baseline, metadata)

@@ -87,7 +87,25 @@ def _comparison_table(name: str, evaluations: list[Evaluation]) -> list[str]:
             f"{_number(result['lc_win_rate'])} | {_bt(result)} | {result['abstained']} |"
         )
     baseline = compared[0][1]["baseline"]
-    return [*lines, "", f"Against `{baseline}`; ties count half a win.", ""]
+    notes = [f"Against `{baseline}`; ties count half a win.", *_style_pool_note(compared)]
+    return [*lines, "", *notes, ""]
+
+
+def _style_pool_note(compared: list[tuple[str, dict]]) -> list[str]:
+    """Which models the style-controlled scores were fitted jointly over, when there are some."""
+    pools = [(r.get("bt") or {}).get("style_control_pool") for _, r in compared]
+    fits = list(dict.fromkeys(", ".join(pool) + " and the baseline" for pool in pools if pool))
+    if len(fits) == 1:
+        return [
+            f"Style-controlled scores: one joint fit over {fits[0]}, as arena-hard-auto's "
+            "`show_result.py --style-control` fits every model it judged."
+        ]
+    if fits:
+        return [
+            f"Style-controlled scores: {len(fits)} separate joint fits, over "
+            f"{'; over '.join(fits)}; scores of different fits do not compare."
+        ]
+    return []
 
 
 def _graded_only(name: str, evaluations: list[Evaluation]) -> list[str]:

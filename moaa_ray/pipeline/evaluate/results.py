@@ -98,6 +98,7 @@ def benchmark_results(
     seed: int = 0,
     style_control: bool = False,
     instruction_difficulty: dict[str, float] | None = None,
+    style_pool: dict[str, list[QuestionRow]] | None = None,
 ) -> dict:
     """One benchmark's numbers from its judged questions, or its graded ones when it has no baseline.
 
@@ -112,9 +113,12 @@ def benchmark_results(
         num_skipped: questions skipped for want of a baseline answer.
         bootstrap_rounds: resamples for the Bradley-Terry interval.
         seed: seed of the resampling (Arena-Hard rows: arena-hard-auto's 42).
-        style_control: Arena-Hard rows: also the style-controlled score.
+        style_control: Arena-Hard rows: also the style-controlled score, fitted jointly over
+            the model and ``style_pool`` (:func:`pooled_style_control`).
         instruction_difficulty: AlpacaEval's difficulty by ``question_id`` (its position in the
             805 instructions) for the LC win rate; a question without one counts as 0.
+        style_pool: Arena-Hard rows of the other models judged against the same baseline by the
+            same judges, by name (none of them ``model``): the rest of the style-control pool.
 
     Returns:
         Counts and win rate (:func:`win_tie_loss`), ``lc_win_rate`` (answer lengths in characters),
@@ -143,7 +147,8 @@ def benchmark_results(
     battles = [(model, baseline, score) for score in scores if score is not None]
     result["bt"] = None
     if any(row.get("arena_verdicts") for row in rows):
-        result["bt"] = arena_hard_results(rows, model, baseline, bootstrap_rounds, style_control)
+        pool = {**(style_pool or {}), model: rows} if style_control else None
+        result["bt"] = arena_hard_results(rows, model, baseline, bootstrap_rounds, pool)
     elif battles:
         point = bradley_terry_battles(battles, baseline)[model]
         _, lower, upper = bootstrap_ci(battles, baseline, bootstrap_rounds, seed)[model]
@@ -205,54 +210,93 @@ ARENA_HARD_SEED = 42  # arena-hard-auto seeds its bootstrap with 42
 
 
 def arena_hard_results(
-    rows: list[QuestionRow], model: str, baseline: str, bootstrap_rounds: int, style_control: bool
+    rows: list[QuestionRow],
+    model: str,
+    baseline: str,
+    bootstrap_rounds: int,
+    style_pool: dict[str, list[QuestionRow]] | None = None,
 ) -> dict | None:
     """The model's Arena-Hard score against the baseline with its 95% interval, as arena-hard-auto.
 
-    Style control adds each battle's style features (answer length, markdown header, list and bold
-    counts) of the baseline's and the model's answers, fitted jointly: ``style_controlled`` is the
-    score with style held equal, ``style_length_unit`` what lengths were counted in
-    (:func:`answer_length_counter`: arena-hard-auto's tiktoken tokens, else words).
+    Args:
+        rows: the model's judged questions.
+        model: its name.
+        baseline: the baseline's name.
+        bootstrap_rounds: resamples for the intervals.
+        style_pool: with style control, the rows of every model in the style-control pool by name,
+            ``model``'s included (:func:`pooled_style_control`); None: no style control.
 
     Returns:
-        ``{"score", "lower", "upper", "method", "style_controlled", "style_length_unit"}`` (the
-        last two None without style control), or None with no decided battle.
+        ``{"score", "lower", "upper", "method"}`` and :func:`pooled_style_control`'s keys, with
+        ``style_controlled``: the model's own style-controlled score (all None without style
+        control); None with no decided battle.
     """
-    battles, played = [], []
-    for row in rows:
-        found = arena_battles(row.get("arena_verdicts") or [], model, baseline)
-        battles += found
-        played.append(((row["baseline_answers"][-1], row["model_answers"][-1]), len(found)))
+    battles = [
+        battle
+        for row in rows
+        for battle in arena_battles(row.get("arena_verdicts") or [], model, baseline)
+    ]
     if not battles:
         return None
     plain = arena_hard_scores(battles, baseline, bootstrap_rounds, ARENA_HARD_SEED)[model]
     result = {**plain, "method": "arena-hard-auto v0.1"}
-    if not style_control:
-        return {**result, "style_controlled": None, "style_length_unit": None}
-    return result | _style_controlled(battles, played, model, baseline, bootstrap_rounds)
+    if style_pool is None:
+        keys = ("style_controlled", "style_control_pool", "style_controlled_by_model")
+        return result | dict.fromkeys(keys) | {"style_length_unit": None}
+    pooled = pooled_style_control(style_pool, baseline, bootstrap_rounds)
+    return result | {"style_controlled": pooled["style_controlled_by_model"][model]} | pooled
 
 
-def _style_controlled(
-    battles: list, played: list, model: str, baseline: str, bootstrap_rounds: int
+def pooled_style_control(
+    pool: dict[str, list[QuestionRow]], baseline: str, bootstrap_rounds: int
 ) -> dict:
-    """The style-controlled score (None when no style feature varies), and the length unit.
+    """Style-controlled Arena-Hard scores of every model in a pool, fitted jointly as the leaderboard
+    fits them.
+
+    arena-hard-auto's ``show_result.py --style-control`` turns the judgments of every model its
+    judge judged against the baseline into one battle list and fits one logistic regression on it:
+    a coefficient per model and one per style feature (the normalised difference of the baseline's
+    and the model's answer length and markdown header, list and bold counts), each feature
+    standardised over all the pool's battles, with one bootstrap over them. A model's score is thus
+    relative to the whole pool: the same answers score differently in another pool.
 
     Args:
-        battles: every decided battle, in row order.
-        played: per row, ``((baseline's answer, model's answer), number of its battles)``.
+        pool: each model's judged Arena-Hard rows, by name; the battles are listed in this order.
+        baseline: the baseline's name, which no pooled model may have.
+        bootstrap_rounds: resamples for the intervals.
+
+    Returns:
+        ``style_controlled_by_model``: ``{name: {"score", "lower", "upper"}}`` (None for a model
+        without a decided battle, and for all when no style feature varies: it cannot be fitted),
+        ``style_control_pool``: the pool's names in order, and ``style_length_unit``: what lengths
+        were counted in (:func:`answer_length_counter`: arena-hard-auto's tiktoken tokens, else
+        words).
+
+    Raises:
+        ValueError: when a pooled model has the baseline's name.
     """
+    if baseline in pool:
+        raise ValueError(f"the style-control pool names the baseline {baseline!r} as a model")
     count, unit = answer_length_counter()
-    styles = []
-    for answers, num_battles in played:
-        styles += [[answer_style_counts(a, count(a)) for a in answers]] * num_battles
-    controlled = None
-    varying = _varying_features(styles)
+    battles, styles = [], []
+    for name, rows in pool.items():
+        for row in rows:
+            found = arena_battles(row.get("arena_verdicts") or [], name, baseline)
+            answers = (row["baseline_answers"][-1], row["model_answers"][-1])
+            battles += found
+            styles += [[answer_style_counts(a, count(a)) for a in answers]] * len(found)
+    scores: dict = {}
+    varying = _varying_features(styles) if styles else []
     if varying:  # a feature no battle varies in (e.g. no markdown anywhere) cannot be fitted
         features = [[[side[k] for k in varying] for side in style] for style in styles]
-        controlled = arena_hard_scores(
+        scores = arena_hard_scores(
             battles, baseline, bootstrap_rounds, ARENA_HARD_SEED, style_features=features
-        )[model]
-    return {"style_controlled": controlled, "style_length_unit": unit}
+        )
+    return {
+        "style_controlled_by_model": {name: scores.get(name) for name in pool},
+        "style_control_pool": list(pool),
+        "style_length_unit": unit,
+    }
 
 
 def _varying_features(styles: list) -> list[int]:

@@ -44,9 +44,14 @@ from moaa_ray.core.verification import Verifier
 from moaa_ray.core.winrates import load_instruction_difficulty
 from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.evaluate.questions import baseline_name, is_graded_benchmark, question_states
-from moaa_ray.pipeline.evaluate.report import earlier_evaluations, evaluated_models, write_report
+from moaa_ray.pipeline.evaluate.report import (
+    Evaluation,
+    earlier_evaluations,
+    evaluated_models,
+    write_report,
+)
 from moaa_ray.pipeline.evaluate.results import benchmark_results, is_scored, verified_results
-from moaa_ray.pipeline.evaluate.rows import read_question_rows, write_batch
+from moaa_ray.pipeline.evaluate.rows import QuestionRow, read_question_rows, write_batch
 from moaa_ray.pipeline.evaluate.steps import (
     AlpacaEvalJudgeStep,
     AnswerStep,
@@ -169,6 +174,10 @@ class EvaluationStage:
         """Results per benchmark over every question written; also saved as ``results.json``."""
         ev = self.ev
         rows = [r for r in read_question_rows(self.stage) if r["row_id"] in self.wanted]
+        root = self.stage.path.parent
+        earlier = earlier_evaluations(root, evaluated_models(self.config))
+        label = "final" if earlier else ev.model
+        pools = style_control_pools(root, [name for name, _ in earlier], self.config, rows)
         results = {
             bench.key(): verified_results(
                 [r for r in rows if r["benchmark"] == bench.key()], ev.num_samples
@@ -176,7 +185,7 @@ class EvaluationStage:
             if bench.verified
             else benchmark_results(
                 [r for r in rows if r["benchmark"] == bench.key()],
-                ev.model,
+                label,
                 baseline_name(ev, bench),
                 self.skipped[bench.key()],
                 ev.bootstrap_rounds,
@@ -185,6 +194,7 @@ class EvaluationStage:
                 instruction_difficulty=None
                 if bench.instruction_difficulty_path is None
                 else load_instruction_difficulty(bench.instruction_difficulty_path),
+                style_pool=pools.get(bench.key()),
             )
             for bench in ev.benchmarks
         }
@@ -209,9 +219,8 @@ class EvaluationStage:
             "benchmarks": results,
         }
         (self.stage.path / "results.json").write_text(json.dumps(summary, indent=2))
-        earlier = earlier_evaluations(self.stage.path.parent, evaluated_models(self.config))
-        label = "final" if earlier else ev.model
-        report = write_report(self.stage.path, [*earlier, (label, summary)])
+        evaluations = [*with_pooled_style_control(earlier, summary), (label, summary)]
+        report = write_report(self.stage.path, evaluations)
         return {**summary, "report": str(report), "questions_unscored": dict(unscored)}
 
     def unused(self, summary: dict) -> dict[str, int]:
@@ -236,6 +245,72 @@ def shared_judges(config: MoaaConfig) -> list[str]:
     if grader is not None and any(is_graded_benchmark(bench) for bench in ev.benchmarks):
         evaluators.append(grader)
     return sorted(labellers.intersection(evaluators))
+
+
+def style_control_pools(
+    root: Path, labels: list[str], config: MoaaConfig, rows: list[QuestionRow]
+) -> dict[str, dict[str, list[QuestionRow]]]:
+    """Per style-controlled Arena-Hard benchmark, the run's earlier-evaluated models that share the
+    evaluated model's style-control pool, with their rows.
+
+    The leaderboard fits style control over every model its judge judged against the baseline; in
+    a run those are the models :func:`evaluated_models` evaluates before the final one. A model
+    joins the pool of a benchmark when its results name the same baseline and the same judges gave
+    its verdicts as the evaluated model's.
+
+    Args:
+        root: the run directory, whose ``<folder>/evaluate/`` holds an earlier model's stage.
+        labels: the labels of the earlier models evaluated (:func:`earlier_evaluations`).
+        config: the run's config.
+        rows: the evaluated model's rows.
+
+    Returns:
+        ``{benchmark: {label: rows}}``, in :func:`evaluated_models`'s order.
+    """
+    ev = config.evaluate
+    assert ev is not None  # the stage runs only with an evaluate section
+    benches = [b for b in ev.benchmarks if b.style_control and baseline_name(ev, b) is not None]
+    pools: dict[str, dict[str, list[QuestionRow]]] = {b.key(): {} for b in benches}
+    for label, folder in evaluated_models(config):
+        if label not in labels or not benches:
+            continue
+        stage = root / folder / EVALUATE
+        results = json.loads((stage / "results.json").read_text())["benchmarks"]
+        earlier_rows = read_question_rows(StageDir(stage))
+        for bench in benches:
+            key = bench.key()
+            theirs = [r for r in earlier_rows if r["benchmark"] == key]
+            ours = [r for r in rows if r["benchmark"] == key]
+            same_baseline = results.get(key, {}).get("baseline") == baseline_name(ev, bench)
+            if theirs and same_baseline and _arena_judges(theirs) == _arena_judges(ours):
+                pools[key][label] = theirs
+    return pools
+
+
+def _arena_judges(rows: list[QuestionRow]) -> set[str]:
+    """The judges whose Arena-Hard verdicts the rows hold."""
+    return {v["judge"] for row in rows for v in row.get("arena_verdicts") or []}
+
+
+def with_pooled_style_control(earlier: list[Evaluation], summary: dict) -> list[Evaluation]:
+    """The earlier models' results with the style-controlled scores of the evaluated model's pool.
+
+    Each earlier stage's ``results.json`` holds the fit over the pool it had; the report shows every
+    model's score from the one joint fit of the latest evaluation (``summary``), as the
+    leaderboard would show it.
+    """
+    updated = []
+    for label, results in earlier:
+        benchmarks = dict(results["benchmarks"])
+        for key, result in summary["benchmarks"].items():
+            pooled = (result.get("bt") or {}).get("style_controlled_by_model") or {}
+            bt = (benchmarks.get(key) or {}).get("bt")
+            if label in pooled and bt:
+                pool = result["bt"]["style_control_pool"]
+                controlled = {"style_controlled": pooled[label], "style_control_pool": pool}
+                benchmarks[key] = {**benchmarks[key], "bt": bt | controlled}
+        updated.append((label, {**results, "benchmarks": benchmarks}))
+    return updated
 
 
 def _unscored_reason(ev: EvaluateConfig, bench: BenchmarkConfig) -> str:

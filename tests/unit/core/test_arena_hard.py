@@ -16,6 +16,7 @@ from moaa_ray.core.arena_hard import (
     parse_arena_hard_verdict,
     render_arena_hard_judge_prompt,
 )
+from tests.support.synthetic_arena import synthetic_verdict
 
 BASELINE = "gpt-4-0314"
 # skill, and mean verbosity (the baseline's is 0.5): the strong model is also the most verbose.
@@ -48,15 +49,6 @@ def _answer(rng: np.random.RandomState, verbosity: float) -> str:
     return "".join(parts)
 
 
-def _verdict(rng: np.random.RandomState, advantage: float, model_is_a: bool) -> str | None:
-    """A judge's label for one game given the model's advantage over the baseline."""
-    if rng.rand() < 0.03:
-        return None
-    # 0: the model is much worse ... 4: much better
-    level = int(np.digitize(advantage + rng.logistic(), [-2.0, -0.6, 0.6, 2.0]))
-    return (VERDICTS[::-1] if model_is_a else VERDICTS)[level]
-
-
 @pytest.fixture(scope="module")
 def judged():
     """Synthetic Arena-Hard judgments: verdicts favour stronger models and longer, richer answers."""
@@ -69,7 +61,10 @@ def judged():
             verbosity = mean_verbosity + 0.4 * (rng.rand() - 0.5)
             answers[model][q] = _answer(rng, verbosity)
             advantage = skill + 3.0 * (verbosity - 0.5)
-            games = [_verdict(rng, advantage, False), _verdict(rng, advantage, True)]
+            games = [
+                synthetic_verdict(rng, advantage, False),
+                synthetic_verdict(rng, advantage, True),
+            ]
             rows.append({"question_id": q, "model": model, "games": games})
     counts = {
         model: {q: answer_style_counts(a, len(a.split())) for q, a in by_question.items()}
