@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from moaa_ray.core.winrates import LC_FALLBACK_LABEL
 from moaa_ray.redact import RedactingFilter
 
 logger = logging.getLogger(__name__)
@@ -257,9 +258,11 @@ def format_table(summary: dict) -> str:
                 lines.append(f"  {bench:<20} {'':>8}  mt_bench={_short(overall)} (no baseline)")
                 continue
             bt = result.get("bt") or {}
+            fallback = result.get("lc_win_rate_kind") == "fallback"
+            lc = LC_FALLBACK_LABEL if fallback else "lc_win_rate"
             lines.append(
                 f"  {bench:<20} {'':>8}  win_rate={_short(result.get('win_rate'))}, "
-                f"lc_win_rate={_short(result.get('lc_win_rate'))}, bt={_short(bt.get('score'))} "
+                f"{lc}={_short(result.get('lc_win_rate'))}, bt={_short(bt.get('score'))} "
                 f"[{_short(bt.get('lower'))}, {_short(bt.get('upper'))}] vs {result.get('baseline')}"
             )
         if stage.get("verifier"):

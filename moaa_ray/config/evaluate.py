@@ -38,10 +38,14 @@ class BenchmarkConfig(Section):
         "judging, the grader rates the model's answers; None: model if baseline_model is set",
     )
     limit: int | None = Field(None, ge=1, description="evaluate the first N questions")
-    instruction_difficulty_path: str | None = Field(
+    gamed_baseline_path: str | None = Field(
         None,
-        description="alpaca_eval: AlpacaEval's instruction_difficulty.csv (Hugging Face dataset "
-        "tatsu-lab/alpaca_eval), keyed by position in its 805 instructions, for the LC win rate",
+        description="alpaca_eval: AlpacaEval's df_gamed.csv (Hugging Face dataset "
+        "tatsu-lab/alpaca_eval): its gamed baselines' annotations and each instruction's "
+        "difficulty, which make the LC win rate alpaca_eval's length_controlled_v1; None: an LC "
+        "fallback, not comparable with the leaderboard. Read whenever results.json is written: "
+        "adding it to a finished evaluation recomputes the LC without judging again",
+        json_schema_extra=OPERATIONAL,
     )
     judge: Literal["auto", "ensemble", "arena_hard", "alpaca_eval"] = Field(
         "auto",
@@ -72,7 +76,7 @@ class BenchmarkConfig(Section):
             baseline=None,
             baseline_answers_path=None,
             reference_answers_path=None,
-            instruction_difficulty_path=None,
+            gamed_baseline_path=None,
             judge="auto",
             style_control=False,
         )
@@ -95,7 +99,7 @@ class BenchmarkConfig(Section):
             )
         set_keys = self._set_keys(
             baseline_answers_path=None,
-            instruction_difficulty_path=None,
+            gamed_baseline_path=None,
             judge="auto",
             style_control=False,
         )

@@ -22,6 +22,7 @@ from moaa_ray.callables import load_callable
 from moaa_ray.config.loading import ConfigCheck, ConfigError, check_config, read_yaml
 from moaa_ray.config.run import MoaaConfig
 from moaa_ray.core.templates import load_template
+from moaa_ray.core.winrates import load_gamed_baseline
 
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -53,6 +54,7 @@ def validate_config(
     if check.config is None:
         return report
     _check_files(check, check.config, report)
+    report.problems += _gamed_baseline_problems(check, check.config)
     report.problems += _callable_problems(check, check.config)
     if cluster is not None:
         _check_cluster(check, check.config, Path(cluster), report)
@@ -77,7 +79,7 @@ def _named_files(config: MoaaConfig) -> list[tuple[str, str]]:
             "path",
             "reference_answers_path",
             "baseline_answers_path",
-            "instruction_difficulty_path",
+            "gamed_baseline_path",
         ):
             value = getattr(bench, name)
             if value is not None:
@@ -109,6 +111,21 @@ def _check_files(check: ConfigCheck, config: MoaaConfig, report: Report) -> None
                 f"{check.source('generate.aggregate_template')}: generate.aggregate_template: "
                 f"{template!r} is neither a file nor a template in moaa_ray/prompts/"
             )
+
+
+def _gamed_baseline_problems(check: ConfigCheck, config: MoaaConfig) -> list[str]:
+    """Gamed-baseline files here that are not AlpacaEval's ``df_gamed.csv``: a column missing or
+    a value that is no number."""
+    problems = []
+    for i, bench in enumerate(config.evaluate.benchmarks if config.evaluate else []):
+        key, name = f"evaluate.benchmarks.{i}.gamed_baseline_path", bench.gamed_baseline_path
+        if name is None or not Path(name).expanduser().is_file():
+            continue  # a missing file is already a problem, or a note when it is not mounted
+        try:
+            load_gamed_baseline(Path(name).expanduser())
+        except ValueError as exc:
+            problems.append(f"{check.source(key)}: {key}: {exc}")
+    return problems
 
 
 def _unmounted_storage(path: Path) -> Path | None:

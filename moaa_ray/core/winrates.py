@@ -14,7 +14,9 @@ import random
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -226,14 +228,15 @@ def length_controlled_win_rate(
         model_lengths: length of the model's answer (characters, as in AlpacaEval) per comparison.
         baseline_lengths: length of the baseline's answer per comparison, in the same unit.
         instruction_difficulty: AlpacaEval's difficulty of each comparison's instruction
-            (:func:`load_instruction_difficulty`). None: 0 for every comparison, so the result is
+            (:attr:`GamedBaseline.difficulty`). None: 0 for every comparison, so the result is
             ``100 * sigmoid(gamma)``.
-        gamed_baseline: AlpacaEval's gamed-baseline annotations (:func:`load_gamed_baseline`); they
-            describe its own baseline and annotator only. None: a neutral stand-in, for each decided
-            comparison a tie at length term ``d_i`` and, after all of those, one at ``-d_i``, both
-            with difficulty 0. Ties at any length gap pull ``phi`` toward 0 with total weight
-            ``lambda`` per comparison, which keeps ``gamma`` identifiable when every length gap has
-            the same sign.
+        gamed_baseline: AlpacaEval's gamed-baseline annotations (:attr:`GamedBaseline.comparisons`);
+            they describe its own baseline and annotator only. Given with the difficulties, the
+            result is alpaca_eval's ``length_controlled_v1``. None: a fallback, which is not; a
+            neutral stand-in, for each decided comparison a tie at length term ``d_i`` and, after
+            all of those, one at ``-d_i``, both with difficulty 0. Ties at any length gap pull
+            ``phi`` toward 0 with total weight ``lambda`` per comparison, which keeps ``gamma``
+            identifiable when every length gap has the same sign.
         regularize_to_baseline_lambda: ``lambda``; 0 fits the model's comparisons alone, as
             alpaca_eval's ``length_controlled_noreg``.
 
@@ -286,61 +289,79 @@ def length_controlled_win_rate(
     return 100.0 * float(np.mean(_logistic(psi * difficulty + gamma)))
 
 
-def load_instruction_difficulty(
-    path: str | Path, instructions: Sequence[str] | None = None
-) -> dict[str, float]:
-    """Read AlpacaEval's per-instruction difficulty, for :func:`length_controlled_win_rate`.
+_GAMED_BASELINE_COLUMNS = ("index", "preference", "std_delta_len", "instruction_difficulty")
+"""The columns of AlpacaEval's ``df_gamed.csv`` that its ``length_controlled_v1`` reads."""
 
-    The file is ``instruction_difficulty.csv`` in the Hugging Face dataset repository
-    ``tatsu-lab/alpaca_eval`` (``huggingface_hub.hf_hub_download("tatsu-lab/alpaca_eval",
-    "instruction_difficulty.csv", repo_type="dataset")``, as alpaca_eval 0.6.6's
-    ``glm_winrate._get_instructions_difficulty``; the pip package does not ship it). alpaca_eval
-    reads it with ``pd.read_csv(path, index_col=0).squeeze()``: a header row, then per instruction
-    its key (its position in AlpacaEval's 805-instruction evaluation set) and its difficulty.
+LcKind = Literal["length_controlled_v1", "fallback"]
+"""What an LC win rate is: alpaca_eval's ``length_controlled_v1``, which needs AlpacaEval's gamed
+baseline (:func:`load_gamed_baseline`), or the fallback computed without it."""
+
+LC_FALLBACK_LABEL = "LC (fallback: not comparable with the AlpacaEval leaderboard)"
+
+
+@dataclass(frozen=True)
+class GamedBaseline:
+    """AlpacaEval's ``df_gamed.csv``: what ``length_controlled_v1`` reads besides the judgments.
+
+    Attributes:
+        comparisons: its rows with a preference, in file order, for ``gamed_baseline`` of
+            :func:`length_controlled_win_rate`.
+        difficulty: each instruction's difficulty by its ``index`` as written: its position in
+            AlpacaEval's 805-instruction evaluation set (an AlpacaEval ``question_id``), from the
+            instruction's first row. alpaca_eval takes that row too but looks it up by its place
+            in the file: the same where the file lists instructions' first rows first, in order.
+    """
+
+    comparisons: list[GamedComparison]
+    difficulty: dict[str, float]
+
+
+def load_gamed_baseline(path: str | Path) -> GamedBaseline:
+    """Read AlpacaEval's gamed-baseline annotations and instruction difficulties.
+
+    The file is ``df_gamed.csv`` in the Hugging Face dataset repository ``tatsu-lab/alpaca_eval``,
+    which alpaca_eval 0.6.6 downloads in ``glm_winrate._get_featurized_data`` (the pip package does
+    not ship it): its baseline prompted to be verbose, and to be concise, judged against itself. It
+    uses the columns ``preference`` (in [0, 1], from the gamed output's side), ``std_delta_len``
+    (already standardised) and ``instruction_difficulty`` as they are, in file order, drops rows
+    without a preference from the fit, and takes each instruction's difficulty from the first row
+    of its ``index``.
 
     Args:
         path: the CSV file.
-        instructions: AlpacaEval's instructions in their order (the ``instruction`` field of
-            ``alpaca_eval.json`` in the same dataset repository). Given, each key is read as a
-            position in it.
 
     Returns:
-        Difficulty by instruction text when ``instructions`` is given, else by the key as written.
+        The rows with a preference as ``(preference, std_delta_len, instruction_difficulty)``, and
+        the difficulty per instruction.
+
+    Raises:
+        ValueError: naming the file: a column alpaca_eval reads is missing or a value is no number.
     """
     with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))[1:]
-    if instructions is None:
-        return {row[0]: float(row[1]) for row in rows}
-    return {instructions[int(row[0])]: float(row[1]) for row in rows}
-
-
-def load_gamed_baseline(path: str | Path) -> list[GamedComparison]:
-    """Read AlpacaEval's gamed-baseline annotations, for :func:`length_controlled_win_rate`.
-
-    The file is ``df_gamed.csv`` in the Hugging Face dataset repository ``tatsu-lab/alpaca_eval``
-    (alpaca_eval 0.6.6 downloads it in ``glm_winrate._get_featurized_data``): its baseline prompted
-    to be verbose, and to be concise, judged against itself. alpaca_eval uses the columns
-    ``preference`` (in [0, 1], from the gamed output's side), ``std_delta_len`` (already
-    standardised) and ``instruction_difficulty`` as they are, in file order, and drops rows without
-    a preference.
-
-    Args:
-        path: the CSV file.
-
-    Returns:
-        ``(preference, std_delta_len, instruction_difficulty)`` per row with a preference, in order.
-    """
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return [
-        (
-            float(row["preference"]),
-            float(row["std_delta_len"]),
-            float(row["instruction_difficulty"]),
-        )
-        for row in rows
-        if row["preference"].strip() and not math.isnan(float(row["preference"]))
-    ]
+        reader = csv.DictReader(handle)
+        missing = [c for c in _GAMED_BASELINE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{path}: no column {', '.join(missing)}; AlpacaEval's df_gamed.csv has "
+                f"{', '.join(_GAMED_BASELINE_COLUMNS)}"
+            )
+        rows = list(reader)
+    try:
+        difficulty: dict[str, float] = {}
+        for row in rows:
+            difficulty.setdefault(row["index"].strip(), float(row["instruction_difficulty"]))
+        comparisons = [
+            (
+                float(row["preference"]),
+                float(row["std_delta_len"]),
+                float(row["instruction_difficulty"]),
+            )
+            for row in rows
+            if row["preference"].strip() and not math.isnan(float(row["preference"]))
+        ]
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return GamedBaseline(comparisons, difficulty)
 
 
 def _connected_models(battles: Sequence[Battle], anchor: str) -> set[str]:

@@ -53,6 +53,16 @@ def test_the_official_judges_config_judges_with_gpt4_turbo_and_grades_with_gpt4(
         assert model.engine == "openai_http" and model.api_key_env == "OPENAI_API_KEY"
 
 
+@pytest.mark.parametrize("name", ["eval-official-judges", "snorkel-pairrm", "sppo"])
+def test_alpaca_eval_is_scored_as_its_leaderboard_scores_it(name, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    assert config.evaluate is not None
+    [bench] = [b for b in config.evaluate.benchmarks if b.key() == "alpaca_eval"]
+    assert bench.judge == "alpaca_eval"
+    assert bench.gamed_baseline_path == "/mnt/shared/eval/alpaca_eval/df_gamed.csv"
+
+
 def test_paper_config_has_the_papers_moa(monkeypatch):
     monkeypatch.chdir(REPO)
     config = load_config(REPO / "configs" / "paper-llama31-8b.yaml")

@@ -86,6 +86,18 @@ def test_summary_table_lists_stages_figures_and_artifacts():
     assert table.splitlines()[-1].endswith("runs/x/round-1/dpo/model")
 
 
+def test_summary_table_labels_an_lc_fallback_as_not_the_alpaca_eval_leaderboards():
+    fallback = {"baseline": "b", "lc_win_rate": 58.25, "lc_win_rate_kind": "fallback"}
+    official = {"baseline": "b", "lc_win_rate": 57.5, "lc_win_rate_kind": "length_controlled_v1"}
+    evaluate = {"seconds": 3.0, "benchmarks": {"own": fallback, "official": official}}
+    summary = {"stages": {"evaluate": evaluate}, "run_dir": "runs/x", "final_model": None}
+
+    own, leaderboard = format_table(summary).splitlines()[3:5]
+
+    assert "LC (fallback: not comparable with the AlpacaEval leaderboard)=58.25" in own
+    assert "lc_win_rate=57.5" in leaderboard and "fallback" not in leaderboard
+
+
 def test_summary_table_shows_verifier_figures_on_a_line_of_their_own():
     verifier = {"accuracy": 0.75, "proposer_accuracy": {"a": 0.5}, "verifiable": 4}
     summary = {

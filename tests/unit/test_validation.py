@@ -74,6 +74,28 @@ def test_files_on_storage_not_mounted_here_are_notes_not_problems(workdir):
     ]
 
 
+def test_a_gamed_baseline_without_alpaca_evals_columns_names_the_key_and_the_file(workdir):
+    (workdir / "prompts.jsonl").write_text('{"prompt": "hi"}\n')
+    (workdir / "questions.json").write_text('[{"instruction": "Hi?", "output": "Hello."}]')
+    (workdir / "difficulty.csv").write_text(",instruction_difficulty\n0,-1.5\n")
+    (workdir / "df_gamed.csv").write_text(
+        "model,index,preference,std_delta_len,instruction_difficulty,not_gamed_baseline\n"
+        "verbose,0,0.75,-1.2,0.3,False\n"
+    )
+    key = "evaluate.benchmarks.0.gamed_baseline_path"
+    benchmark = "evaluate.benchmarks.0.path=questions.json"
+
+    wrong = validate_config("config.yaml", [benchmark, f"{key}=difficulty.csv"])
+    right = validate_config("config.yaml", [benchmark, f"{key}=df_gamed.csv"])
+
+    assert wrong.problems == [
+        f"override '{key}=difficulty.csv': {key}: difficulty.csv: no column index, preference, "
+        "std_delta_len; AlpacaEval's df_gamed.csv has index, preference, std_delta_len, "
+        "instruction_difficulty"
+    ]
+    assert right.problems == []
+
+
 def test_functions_that_do_not_import_are_problems(workdir):
     (workdir / "prompts.jsonl").write_text('{"prompt": "hi"}\n')
     overrides = [

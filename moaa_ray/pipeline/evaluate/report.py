@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from moaa_ray.config import MoaaConfig
+from moaa_ray.core.winrates import LC_FALLBACK_LABEL
 from moaa_ray.stages.layout import BASE, EVALUATE, round_folder
 
 Evaluation = tuple[str, dict]  # (label, results.json's content)
@@ -71,6 +72,17 @@ def _bt(result: dict) -> str:
     return text
 
 
+def _lc(result: dict) -> str:
+    """The LC win rate, marked where it is a fallback, not the AlpacaEval leaderboard's."""
+    fallback = " (fallback)" if _lc_fallback(result) else ""
+    return _number(result["lc_win_rate"]) + fallback
+
+
+def _lc_fallback(result: dict) -> bool:
+    """Whether a result's LC win rate is a fallback, not alpaca_eval's ``length_controlled_v1``."""
+    return result.get("lc_win_rate_kind") == "fallback"
+
+
 def _comparison_table(name: str, evaluations: list[Evaluation]) -> list[str]:
     lines = [
         f"### {name}",
@@ -84,10 +96,18 @@ def _comparison_table(name: str, evaluations: list[Evaluation]) -> list[str]:
         record = f"{result['wins']} / {result['ties']} / {result['losses']}"
         lines.append(
             f"| {label} | {result['judged']} | {record} | {_number(result['win_rate'])} | "
-            f"{_number(result['lc_win_rate'])} | {_bt(result)} | {result['abstained']} |"
+            f"{_lc(result)} | {_bt(result)} | {result['abstained']} |"
         )
     baseline = compared[0][1]["baseline"]
-    notes = [f"Against `{baseline}`; ties count half a win.", *_style_pool_note(compared)]
+    reasons = dict.fromkeys(
+        r["lc_win_rate_fallback_reason"] for _, r in compared if _lc_fallback(r)
+    )
+    lc_notes = [f"{LC_FALLBACK_LABEL}: {reason}." for reason in reasons]
+    notes = [
+        f"Against `{baseline}`; ties count half a win.",
+        *lc_notes,
+        *_style_pool_note(compared),
+    ]
     return [*lines, "", *notes, ""]
 
 
@@ -247,7 +267,8 @@ def _plot_judged(axis, labels: list[str], rows: list[dict]) -> None:
 
 def _plot_win_rates(axis, labels: list[str], rows: list[dict]) -> None:
     """Win rate, LC win rate and BT score (with CI) per model, and the baseline's 50."""
-    for key, title in (("win_rate", "win rate"), ("lc_win_rate", "LC win rate")):
+    lc_title = LC_FALLBACK_LABEL if any(_lc_fallback(row) for row in rows) else "LC win rate"
+    for key, title in (("win_rate", "win rate"), ("lc_win_rate", lc_title)):
         values = [_nan(row.get(key)) for row in rows]
         axis.plot(labels, values, marker="o", label=title)
     bts = [row.get("bt") or {} for row in rows]

@@ -21,6 +21,8 @@ from moaa_ray.core.eval_question import ArenaVerdict
 from moaa_ray.core.mt_bench import mt_bench_summary
 from moaa_ray.core.verification import accuracy_interval, share
 from moaa_ray.core.winrates import (
+    GamedBaseline,
+    LcKind,
     bootstrap_ci,
     bradley_terry_battles,
     length_controlled_win_rate,
@@ -97,7 +99,7 @@ def benchmark_results(
     bootstrap_rounds: int,
     seed: int = 0,
     style_control: bool = False,
-    instruction_difficulty: dict[str, float] | None = None,
+    gamed_baseline: GamedBaseline | None = None,
     style_pool: dict[str, list[QuestionRow]] | None = None,
 ) -> dict:
     """One benchmark's numbers from its judged questions, or its graded ones when it has no baseline.
@@ -115,13 +117,12 @@ def benchmark_results(
         seed: seed of the resampling (Arena-Hard rows: arena-hard-auto's 42).
         style_control: Arena-Hard rows: also the style-controlled score, fitted jointly over
             the model and ``style_pool`` (:func:`pooled_style_control`).
-        instruction_difficulty: AlpacaEval's difficulty by ``question_id`` (its position in the
-            805 instructions) for the LC win rate; a question without one counts as 0.
+        gamed_baseline: AlpacaEval's ``df_gamed.csv``, for the LC win rate (:func:`_lc_results`).
         style_pool: Arena-Hard rows of the other models judged against the same baseline by the
             same judges, by name (none of them ``model``): the rest of the style-control pool.
 
     Returns:
-        Counts and win rate (:func:`win_tie_loss`), ``lc_win_rate`` (answer lengths in characters),
+        Counts and win rate (:func:`win_tie_loss`), the LC win rate (:func:`_lc_results`),
         ``bt`` (``{"score", "lower", "upper"}`` or None when nothing was decided; for rows judged
         as arena-hard-auto judges, :func:`arena_hard_results`), ``mt_bench``
         (:func:`mt_bench_summary`, or None when nothing was graded), abstain and position-bias
@@ -136,14 +137,7 @@ def benchmark_results(
     scores = [row["score"] for row in rows]
     result: dict = {"baseline": baseline, "judged": len(rows), "skipped_no_baseline": num_skipped}
     result.update(win_tie_loss(scores))
-    result["lc_win_rate"] = length_controlled_win_rate(
-        scores,
-        [len(row["model_answers"][-1]) for row in rows],
-        [len(row["baseline_answers"][-1]) for row in rows],
-        instruction_difficulty=None
-        if instruction_difficulty is None
-        else [instruction_difficulty.get(row["question_id"], 0.0) for row in rows],
-    )
+    result.update(_lc_results(rows, gamed_baseline))
     battles = [(model, baseline, score) for score in scores if score is not None]
     result["bt"] = None
     if any(row.get("arena_verdicts") for row in rows):
@@ -165,6 +159,56 @@ def benchmark_results(
     }
     result["shortened_prompts"] = totals["shortened_prompts"]
     return _json_safe(result)
+
+
+def _lc_results(rows: list[QuestionRow], gamed_baseline: GamedBaseline | None) -> dict:
+    """The AlpacaEval 2 LC win rate of judged questions, and whether it is the leaderboard's.
+
+    Args:
+        rows: judged questions, as for :func:`benchmark_results`; answer lengths in characters.
+        gamed_baseline: AlpacaEval's ``df_gamed.csv``; its difficulties are looked up by
+            ``question_id``, the position in AlpacaEval's 805 instructions.
+
+    Returns:
+        ``lc_win_rate``; ``lc_win_rate_kind``: ``length_controlled_v1`` (alpaca_eval 0.6.6's, with
+        the gamed baseline and every question's difficulty) or ``fallback``; and
+        ``lc_win_rate_fallback_reason``: why it is a fallback (None when it is not).
+    """
+    reason = _lc_fallback_reason(rows, gamed_baseline)
+    difficulty, gamed = None, None
+    if gamed_baseline is not None and reason is None:
+        difficulty = [gamed_baseline.difficulty[row["question_id"]] for row in rows]
+        gamed = gamed_baseline.comparisons
+    lc = length_controlled_win_rate(
+        [row["score"] for row in rows],
+        [len(row["model_answers"][-1]) for row in rows],
+        [len(row["baseline_answers"][-1]) for row in rows],
+        instruction_difficulty=difficulty,
+        gamed_baseline=gamed,
+    )
+    kind: LcKind = "length_controlled_v1" if reason is None else "fallback"
+    return {"lc_win_rate": lc, "lc_win_rate_kind": kind, "lc_win_rate_fallback_reason": reason}
+
+
+def _lc_fallback_reason(
+    rows: list[QuestionRow], gamed_baseline: GamedBaseline | None
+) -> str | None:
+    """Why the LC win rate of ``rows`` cannot be alpaca_eval's ``length_controlled_v1``; None
+    when it can."""
+    if gamed_baseline is None:
+        return (
+            "no gamed_baseline_path (AlpacaEval's df_gamed.csv), so every instruction difficulty "
+            "is 0 and neutral ties stand in for its gamed-baseline annotations"
+        )
+    unknown = [
+        row["question_id"] for row in rows if row["question_id"] not in gamed_baseline.difficulty
+    ]
+    if unknown:
+        return (
+            f"the gamed baseline has no instruction difficulty for {len(unknown)} of {len(rows)} "
+            f"questions (first {unknown[:3]}): it has AlpacaEval's 805 instructions by position"
+        )
+    return None
 
 
 def graded_results(rows: list[QuestionRow]) -> dict:

@@ -41,7 +41,7 @@ from moaa_ray.core.eval_question import (
 )
 from moaa_ray.core.mt_bench import needs_reference
 from moaa_ray.core.verification import Verifier
-from moaa_ray.core.winrates import load_instruction_difficulty
+from moaa_ray.core.winrates import load_gamed_baseline
 from moaa_ray.pipeline.cluster_pools import cluster_pools
 from moaa_ray.pipeline.evaluate.questions import baseline_name, is_graded_benchmark, question_states
 from moaa_ray.pipeline.evaluate.report import (
@@ -191,9 +191,9 @@ class EvaluationStage:
                 ev.bootstrap_rounds,
                 seed=ev.sampling.seed,
                 style_control=bench.style_control,
-                instruction_difficulty=None
-                if bench.instruction_difficulty_path is None
-                else load_instruction_difficulty(bench.instruction_difficulty_path),
+                gamed_baseline=None
+                if bench.gamed_baseline_path is None
+                else load_gamed_baseline(bench.gamed_baseline_path),
                 style_pool=pools.get(bench.key()),
             )
             for bench in ev.benchmarks

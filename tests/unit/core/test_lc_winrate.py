@@ -3,8 +3,7 @@
 Two oracles check the numbers:
 
 - alpaca_eval 0.6.6 itself (``alpaca_eval.metrics.glm_winrate.get_length_controlled_winrate``), the
-  golden reference, when it is importable. It runs offline: its download of ``df_gamed.csv`` from
-  the Hugging Face hub is replaced by a synthetic file in the same format.
+  golden reference, when it is importable, run offline (:mod:`tests.support.alpaca_eval_lc`).
 - scikit-learn's ``LogisticRegressionCV`` configured as alpaca_eval's ``fit_LogisticRegressionCV``
   configures it, fed the design matrix built here from the documented formula; it needs
   scikit-learn only.
@@ -21,55 +20,23 @@ import numpy as np
 import pytest
 
 from moaa_ray.core.winrates import (
+    GamedBaseline,
     GamedComparison,
     _fit_l1_logistic,
     length_controlled_win_rate,
     load_gamed_baseline,
-    load_instruction_difficulty,
     win_tie_loss,
+)
+from tests.support.alpaca_eval_lc import (
+    alpaca_eval_lc,
+    answer_lengths,
+    logistic,
+    synthetic_gamed,
+    synthetic_run,
+    write_df_gamed,
 )
 
 LOGIT_69 = math.log(0.69 / 0.31)
-
-
-def _logistic(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _lengths(rng, n, mean_gap, sd_gap):
-    baseline = rng.integers(500, 2500, n)
-    model = np.maximum(1, baseline + np.round(rng.normal(mean_gap, sd_gap, n))).astype(int)
-    return model, baseline
-
-
-def _synthetic_run(seed, n=800, abstain=0.03):
-    """Judged comparisons with a length effect, difficulty, ties, fractions and abstentions."""
-    rng = np.random.default_rng(seed)
-    model_lengths, baseline_lengths = _lengths(rng, n, 200, 600)
-    difficulty = rng.normal(0.0, 1.0, n)
-    gap = (model_lengths - baseline_lengths) / np.std(model_lengths - baseline_lengths)
-    p_win = _logistic(0.6 + 0.8 * np.tanh(gap) - 0.5 * difficulty)
-    wins = rng.random(n) < p_win
-    kinds = rng.choice(["decisive", "tie", "fraction"], size=n, p=[0.8, 0.1, 0.1])
-    fractions = np.clip(p_win + rng.normal(0, 0.1, n), 0, 1).round(2)
-    abstained = rng.random(n) < abstain
-    scores = [
-        None if skip else 0.5 if kind == "tie" else float(f) if kind == "fraction" else float(w)
-        for skip, kind, f, w in zip(abstained, kinds, fractions, wins, strict=True)
-    ]
-    return scores, model_lengths.tolist(), baseline_lengths.tolist(), difficulty
-
-
-def _synthetic_gamed(seed, difficulty):
-    """AlpacaEval's gamed baselines: a verbose, then a concise baseline row per instruction."""
-    rng = np.random.default_rng(seed + 1000)
-    n = len(difficulty)
-    std_delta_len = np.concatenate([-np.abs(rng.normal(1, 0.5, n)), np.abs(rng.normal(1, 0.5, n))])
-    both = np.concatenate([difficulty, difficulty])
-    preference = np.clip(
-        _logistic(-0.9 * np.tanh(std_delta_len) + 0.3 * both) + rng.normal(0, 0.1, 2 * n), 0, 1
-    )
-    return list(zip(preference.tolist(), std_delta_len.tolist(), both.tolist(), strict=True))
 
 
 def _neutral_gamed(scores, model_lengths, baseline_lengths) -> list[GamedComparison]:
@@ -86,7 +53,7 @@ def _neutral_gamed(scores, model_lengths, baseline_lengths) -> list[GamedCompari
 @pytest.mark.parametrize("seed", range(5))
 def test_lc_stays_at_the_raw_win_rate_without_a_length_effect_and_a_one_sided_gap(gap, seed):
     rng = np.random.default_rng(seed)
-    model_lengths, baseline_lengths = _lengths(rng, 800, gap, 300)
+    model_lengths, baseline_lengths = answer_lengths(rng, 800, gap, 300)
     scores = (rng.random(800) < 0.69).astype(float).tolist()
 
     lc = length_controlled_win_rate(scores, model_lengths.tolist(), baseline_lengths.tolist())
@@ -98,10 +65,10 @@ def test_lc_recovers_the_length_free_win_rate_when_lengths_differ_both_ways():
     lc_errors, raw_errors = [], []
     for seed in range(5):
         rng = np.random.default_rng(100 + seed)
-        model_lengths, baseline_lengths = _lengths(rng, 800, 0, 600)
+        model_lengths, baseline_lengths = answer_lengths(rng, 800, 0, 600)
         gap = model_lengths - baseline_lengths
         draws = rng.random(800)
-        scores = (draws < _logistic(LOGIT_69 + 1.5 * np.tanh(gap / gap.std()))).astype(float)
+        scores = (draws < logistic(LOGIT_69 + 1.5 * np.tanh(gap / gap.std()))).astype(float)
         length_free = 100.0 * float(np.mean(draws < 0.69))  # the same judge with no length effect
 
         lc = length_controlled_win_rate(
@@ -115,7 +82,7 @@ def test_lc_recovers_the_length_free_win_rate_when_lengths_differ_both_ways():
 
 
 def test_lc_is_symmetric_between_model_and_baseline():
-    scores, model_lengths, baseline_lengths, difficulty = _synthetic_run(seed=3, n=200)
+    scores, model_lengths, baseline_lengths, difficulty = synthetic_run(seed=3, n=200)
     flipped = [None if s is None else 1.0 - s for s in scores]
 
     forward = length_controlled_win_rate(scores, model_lengths, baseline_lengths)
@@ -134,7 +101,7 @@ def test_the_l1_fit_meets_its_optimality_conditions():
 
     for c in (0.01, 0.3, 100.0):
         w = _fit_l1_logistic(features, targets, weights, c)
-        gradient = c * features.T @ (weights * (_logistic(features @ w) - targets))
+        gradient = c * features.T @ (weights * (logistic(features @ w) - targets))
         active = w != 0
         tolerance = 1e-10 * c * weights.sum()  # rounding in a sum of that size
         assert gradient[active] + np.sign(w[active]) == pytest.approx(0.0, abs=tolerance)
@@ -198,8 +165,8 @@ def _sklearn_lc(scores, model_lengths, baseline_lengths, difficulty, gamed, lam)
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.parametrize("with_difficulty", [True, False])
 def test_lc_matches_scikit_learn_fitting_alpaca_eval_glm(with_difficulty):
-    scores, model_lengths, baseline_lengths, difficulty = _synthetic_run(seed=1, n=300)
-    gamed = _synthetic_gamed(seed=1, difficulty=difficulty)
+    scores, model_lengths, baseline_lengths, difficulty = synthetic_run(seed=1, n=300)
+    gamed = synthetic_gamed(seed=1, difficulty=difficulty)
     if not with_difficulty:
         difficulty = np.zeros(len(scores))
         gamed = [(p, t, 0.0) for p, t, _ in gamed]
@@ -218,7 +185,7 @@ def test_lc_matches_scikit_learn_fitting_alpaca_eval_glm(with_difficulty):
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_lc_fallback_matches_scikit_learn_with_the_neutral_gamed_rows():
-    scores, model_lengths, baseline_lengths, _ = _synthetic_run(seed=2, n=300, abstain=0.0)
+    scores, model_lengths, baseline_lengths, _ = synthetic_run(seed=2, n=300, abstain=0.0)
     neutral = _neutral_gamed(scores, model_lengths, baseline_lengths)
 
     expected = _sklearn_lc(
@@ -233,85 +200,38 @@ def test_lc_fallback_matches_scikit_learn_with_the_neutral_gamed_rows():
 # --- oracle: alpaca_eval ------------------------------------------------------------------------
 
 
-def _alpaca_eval_lc(monkeypatch, tmp_path, scores, model_lengths, baseline_lengths, gamed, glm):
-    """alpaca_eval's own get_length_controlled_winrate on annotations in its format, offline."""
-    glm_winrate = pytest.importorskip("alpaca_eval.metrics.glm_winrate")
-    import pandas as pd
-
-    n = len(scores)
-    path = tmp_path / "df_gamed.csv"
-    pd.DataFrame(
-        {
-            "model": ["verbose"] * (len(gamed) // 2) + ["concise"] * (len(gamed) - len(gamed) // 2),
-            "index": [i % n for i in range(len(gamed))],
-            "preference": [p for p, _, _ in gamed],
-            "std_delta_len": [t for _, t, _ in gamed],
-            "instruction_difficulty": [d for _, _, d in gamed],
-            "not_gamed_baseline": False,
-        }
-    ).to_csv(path, index=False)
-    monkeypatch.setattr(glm_winrate, "hf_hub_download", lambda **_: str(path))
-    # preference: 1 baseline wins, 2 model wins, 0 or 1.5 a tie, NaN no preference
-    preference = [
-        math.nan if s is None else 0.0 if s == 0.5 and i % 2 else 1.0 + s
-        for i, s in enumerate(scores)
-    ]
-    annotations = pd.DataFrame(
-        {
-            "instruction": [f"instruction {i}" for i in range(n)],
-            "output_1": ["b" * int(length) for length in baseline_lengths],
-            "output_2": ["m" * int(length) for length in model_lengths],
-            "generator_1": "baseline",
-            "generator_2": "model",
-            "annotator": "judge",
-            "preference": preference,
-        }
-    )
-    metrics = glm_winrate.get_length_controlled_winrate(
-        annotations, glm_name=glm, save_weights_dir=None, is_warn_extreme_changes=False
-    )
-    return metrics["length_controlled_winrate"]
-
-
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 @pytest.mark.parametrize("with_difficulty", [True, False])
 def test_lc_matches_alpaca_eval(monkeypatch, tmp_path, with_difficulty):
-    scores, model_lengths, baseline_lengths, difficulty = _synthetic_run(seed=0)
-    gamed = _synthetic_gamed(seed=0, difficulty=difficulty if with_difficulty else 0 * difficulty)
+    scores, model_lengths, baseline_lengths, difficulty = synthetic_run(seed=0)
+    gamed = synthetic_gamed(seed=0, difficulty=difficulty if with_difficulty else 0 * difficulty)
 
-    expected = _alpaca_eval_lc(
-        monkeypatch,
-        tmp_path,
-        scores,
-        model_lengths,
-        baseline_lengths,
-        gamed,
-        "length_controlled_v1",
+    df_gamed = write_df_gamed(tmp_path / "df_gamed.csv", gamed)
+
+    expected = alpaca_eval_lc(
+        monkeypatch, df_gamed, scores, model_lengths, baseline_lengths, "length_controlled_v1"
     )
+    gamed_file = load_gamed_baseline(df_gamed)
     lc = length_controlled_win_rate(
         scores,
         model_lengths,
         baseline_lengths,
-        instruction_difficulty=difficulty.tolist() if with_difficulty else None,
-        gamed_baseline=load_gamed_baseline(tmp_path / "df_gamed.csv"),
+        instruction_difficulty=[gamed_file.difficulty[str(i)] for i in range(len(scores))],
+        gamed_baseline=gamed_file.comparisons,
     )
 
-    assert lc == pytest.approx(expected, abs=0.1)
+    assert lc == pytest.approx(expected, abs=0.02)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 def test_lc_without_regularisation_matches_alpaca_eval_noreg(monkeypatch, tmp_path):
-    scores, model_lengths, baseline_lengths, difficulty = _synthetic_run(seed=4)
-    gamed = _synthetic_gamed(seed=4, difficulty=difficulty)
+    scores, model_lengths, baseline_lengths, difficulty = synthetic_run(seed=4)
+    gamed = synthetic_gamed(seed=4, difficulty=difficulty)
 
-    expected = _alpaca_eval_lc(
-        monkeypatch,
-        tmp_path,
-        scores,
-        model_lengths,
-        baseline_lengths,
-        gamed,
-        "length_controlled_noreg",
+    df_gamed = write_df_gamed(tmp_path / "df_gamed.csv", gamed)
+
+    expected = alpaca_eval_lc(
+        monkeypatch, df_gamed, scores, model_lengths, baseline_lengths, "length_controlled_noreg"
     )
     lc = length_controlled_win_rate(
         scores,
@@ -321,26 +241,22 @@ def test_lc_without_regularisation_matches_alpaca_eval_noreg(monkeypatch, tmp_pa
         regularize_to_baseline_lambda=0.0,
     )
 
-    assert lc == pytest.approx(expected, abs=0.1)
+    assert lc == pytest.approx(expected, abs=0.02)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 def test_lc_fallback_matches_alpaca_eval_given_the_neutral_gamed_rows(monkeypatch, tmp_path):
-    scores, model_lengths, baseline_lengths, _ = _synthetic_run(seed=5, abstain=0.0)
+    scores, model_lengths, baseline_lengths, _ = synthetic_run(seed=5, abstain=0.0)
     neutral = _neutral_gamed(scores, model_lengths, baseline_lengths)
 
-    expected = _alpaca_eval_lc(
-        monkeypatch,
-        tmp_path,
-        scores,
-        model_lengths,
-        baseline_lengths,
-        neutral,
-        "length_controlled_v1",
+    df_gamed = write_df_gamed(tmp_path / "df_gamed.csv", neutral)
+
+    expected = alpaca_eval_lc(
+        monkeypatch, df_gamed, scores, model_lengths, baseline_lengths, "length_controlled_v1"
     )
 
     assert length_controlled_win_rate(scores, model_lengths, baseline_lengths) == pytest.approx(
-        expected, abs=0.1
+        expected, abs=0.02
     )
 
 
@@ -388,24 +304,28 @@ def test_lc_rejects_mismatched_or_bad_inputs():
 # --- loaders ------------------------------------------------------------------------------------
 
 
-def test_load_instruction_difficulty_keys_by_position_or_instruction(tmp_path):
-    path = tmp_path / "instruction_difficulty.csv"
-    path.write_text("index,instruction_difficulty\n0,-0.25\n1,1.5\n")
-
-    assert load_instruction_difficulty(path) == {"0": -0.25, "1": 1.5}
-    assert load_instruction_difficulty(path, ["Say hi.", "Prove it."]) == {
-        "Say hi.": -0.25,
-        "Prove it.": 1.5,
-    }
-
-
 def test_load_gamed_baseline_reads_alpaca_eval_columns_and_drops_missing_preferences(tmp_path):
     path = tmp_path / "df_gamed.csv"
     path.write_text(
         "model,index,preference,std_delta_len,instruction_difficulty,not_gamed_baseline\n"
         "verbose,0,0.75,-1.2,0.3,False\n"
         "verbose,1,,-0.4,0.1,False\n"
-        "concise,0,0.25,0.9,0.3,False\n"
+        "concise,0,0.25,0.9,0.5,False\n"
     )
 
-    assert load_gamed_baseline(path) == [(0.75, -1.2, 0.3), (0.25, 0.9, 0.3)]
+    assert load_gamed_baseline(path) == GamedBaseline(
+        comparisons=[(0.75, -1.2, 0.3), (0.25, 0.9, 0.5)],
+        difficulty={"0": 0.3, "1": 0.1},  # each instruction's first row, as alpaca_eval reads it
+    )
+
+
+def test_load_gamed_baseline_names_the_file_and_the_columns_it_lacks_or_its_bad_value(tmp_path):
+    path = tmp_path / "instruction_difficulty.csv"
+    path.write_text(",instruction_difficulty\n0,-0.25\n")
+    garbled = tmp_path / "df_gamed.csv"
+    garbled.write_text("index,preference,std_delta_len,instruction_difficulty\n0,0.5,long,0.1\n")
+
+    with pytest.raises(ValueError, match=f"{path}: no column index, preference, std_delta_len;"):
+        load_gamed_baseline(path)
+    with pytest.raises(ValueError, match=f"{garbled}: could not convert string to float: 'long'"):
+        load_gamed_baseline(garbled)

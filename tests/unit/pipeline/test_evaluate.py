@@ -299,22 +299,34 @@ def test_style_control_records_that_it_counted_words_where_tiktoken_cannot_load(
     }
 
 
-def test_alpaca_eval_difficulty_enters_the_lc_win_rate_by_question_position(tmp_path):
-    from moaa_ray.core.winrates import length_controlled_win_rate, load_instruction_difficulty
+def test_the_lc_is_alpaca_evals_with_each_questions_difficulty_and_else_a_labelled_fallback():
+    from moaa_ray.core.winrates import GamedBaseline, length_controlled_win_rate
 
-    path = tmp_path / "instruction_difficulty.csv"
-    path.write_text(",instruction_difficulty\n0,-1.5\n1,0.2\n2,2.0\n3,0.7\n")
-    difficulty = load_instruction_difficulty(path)
+    difficulty = {"0": -1.5, "1": 0.2, "2": 2.0, "3": 0.7}
+    gamed = GamedBaseline(comparisons=[(0.6, -1.0, -1.5), (0.4, 1.0, -1.5)], difficulty=difficulty)
     scores = [1.0, 0.0, 1.0, 0.5] * 10
     rows = [row(s, "x" * (10 + i)) | {"question_id": str(i % 4)} for i, s in enumerate(scores)]
-    result = benchmark_results(rows, "policy", "base", 0, 10, instruction_difficulty=difficulty)
     expected = length_controlled_win_rate(
         scores,
         [10 + i for i in range(40)],
         [len("baseline")] * 40,
         instruction_difficulty=[difficulty[str(i % 4)] for i in range(40)],
+        gamed_baseline=gamed.comparisons,
     )
+
+    result = benchmark_results(rows, "policy", "base", 0, 10, gamed_baseline=gamed)
+    beyond = benchmark_results(
+        [*rows, row(1.0) | {"question_id": "805"}], "policy", "base", 0, 10, gamed_baseline=gamed
+    )
+
     assert result["lc_win_rate"] == pytest.approx(expected)
+    assert result["lc_win_rate_kind"] == "length_controlled_v1"
+    assert result["lc_win_rate_fallback_reason"] is None
+    assert beyond["lc_win_rate_kind"] == "fallback"
+    assert beyond["lc_win_rate_fallback_reason"] == (
+        "the gamed baseline has no instruction difficulty for 1 of 41 questions (first ['805']): "
+        "it has AlpacaEval's 805 instructions by position"
+    )
 
 
 def verdict_row(correct, share=None):

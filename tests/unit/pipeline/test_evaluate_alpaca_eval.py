@@ -1,5 +1,5 @@
 """AlpacaEval 2's own judge in the evaluation stage, without a cluster: the step, its engines'
-readings, the rows it writes and the stage's choice of it."""
+readings, the rows it writes, the stage's choice of it, and the LC win rate the stage reports."""
 
 import json
 import math
@@ -8,16 +8,23 @@ from types import SimpleNamespace
 
 import pytest
 
-from moaa_ray.config import EvaluateConfig
+from moaa_ray.config import EvaluateConfig, MoaaConfig
 from moaa_ray.core.alpaca_eval_judge import outputs_switched
 from moaa_ray.core.benchmarks import BenchmarkQuestion
+from moaa_ray.core.winrates import LC_FALLBACK_LABEL
 from moaa_ray.pipeline.evaluate.questions import new_question_state, question_states
 from moaa_ray.pipeline.evaluate.report import render_report
 from moaa_ray.pipeline.evaluate.results import benchmark_results
 from moaa_ray.pipeline.evaluate.rows import write_batch
-from moaa_ray.pipeline.evaluate.stage import _steps
+from moaa_ray.pipeline.evaluate.stage import EvaluationStage, _steps
 from moaa_ray.pipeline.evaluate.steps import AlpacaEvalJudgeStep, AnswerStep
-from moaa_ray.stages.rundir import StageDir
+from moaa_ray.stages.rundir import RunDir, StageDir
+from tests.support.alpaca_eval_lc import (
+    alpaca_eval_lc,
+    synthetic_gamed,
+    synthetic_run,
+    write_df_gamed,
+)
 from tests.support.fakes import FakePool
 
 SAMPLING = EvaluateConfig.model_fields["sampling"].default
@@ -167,3 +174,78 @@ def test_the_stage_judges_as_alpaca_eval_only_where_a_benchmark_names_it(tmp_pat
     names = [step.name for step in _steps(ev, pools, states)]
     assert "alpaca_eval_judges" in names and "arena_hard_judges" not in names
     assert "alpaca_eval_judges" not in [step.name for step in _steps(ev, pools, states[1:])]
+
+
+def alpaca_eval_stage(tmp_path, baseline_lengths, df_gamed=None) -> EvaluationStage:
+    """The evaluation stage of an AlpacaEval file whose baseline answers have the given lengths,
+    judged as the leaderboard judges, with ``df_gamed`` as its gamed baseline when given."""
+    questions = tmp_path / "alpaca_eval.json"
+    rows = [
+        {"instruction": f"Question {i}?", "output": "b" * n} for i, n in enumerate(baseline_lengths)
+    ]
+    questions.write_text(json.dumps(rows))
+    benchmark = {"path": str(questions), "name": "alpaca", "judge": "alpaca_eval"}
+    if df_gamed is not None:
+        benchmark["gamed_baseline_path"] = str(df_gamed)
+    models = {name: {"path": "tiny:llama-a", "engine": "simulated"} for name in ("m", "j")}
+    evaluate = {"model": "m", "benchmarks": [benchmark], "judging": {"judges": ["j"]}}
+    config = MoaaConfig.model_validate({"models": models, "evaluate": evaluate})
+    assert config.evaluate is not None
+    return EvaluationStage(config, config.evaluate, RunDir(tmp_path / "run"), "evaluate")
+
+
+def judge_as_given(stage: EvaluationStage, scores, model_lengths) -> dict:
+    """Answer and judge every question of ``stage`` as given: the model's answers of the given
+    lengths, one judge's preference ``1 + score`` (None: it abstained). Returns the summary."""
+    states, _ = stage.load()
+    for state, score, length in zip(states, scores, model_lengths, strict=True):
+        state["model_answers"] = ["m" * length]
+        preference = None if score is None else 1.0 + score
+        state["alpaca_preferences"] = [
+            {"judge": "j", "preference": preference, "switched": False, "raw": None}
+        ]
+    stage.write(states)
+    return stage.summarize()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+def test_with_alpaca_evals_gamed_baseline_the_stage_reports_alpaca_evals_own_lc(
+    monkeypatch, tmp_path
+):
+    scores, model_lengths, baseline_lengths, difficulty = synthetic_run(seed=6, n=300)
+    df_gamed = write_df_gamed(tmp_path / "df_gamed.csv", synthetic_gamed(6, difficulty))
+    expected = alpaca_eval_lc(
+        monkeypatch, df_gamed, scores, model_lengths, baseline_lengths, "length_controlled_v1"
+    )
+
+    stage = alpaca_eval_stage(tmp_path, baseline_lengths, df_gamed)
+    summary = judge_as_given(stage, scores, model_lengths)
+
+    result = summary["benchmarks"]["alpaca"]
+    assert result["lc_win_rate_kind"] == "length_controlled_v1"
+    assert result["lc_win_rate_fallback_reason"] is None
+    assert result["lc_win_rate"] == pytest.approx(expected, abs=0.02)
+    report = (tmp_path / "run" / "evaluate" / "report.md").read_text()
+    assert f"| {result['lc_win_rate']:.1f} |" in report and LC_FALLBACK_LABEL not in report
+
+
+def test_without_the_gamed_baseline_the_lc_is_a_labelled_fallback_until_it_is_given(tmp_path):
+    scores, model_lengths, baseline_lengths, difficulty = synthetic_run(seed=7, n=40)
+    stage = alpaca_eval_stage(tmp_path, baseline_lengths)
+
+    result = judge_as_given(stage, scores, model_lengths)["benchmarks"]["alpaca"]
+
+    saved = json.loads((tmp_path / "run" / "evaluate" / "results.json").read_text())
+    assert saved["benchmarks"]["alpaca"] == result
+    assert result["lc_win_rate_kind"] == "fallback"
+    reason = result["lc_win_rate_fallback_reason"]
+    assert reason.startswith("no gamed_baseline_path (AlpacaEval's df_gamed.csv), so")
+    report = (tmp_path / "run" / "evaluate" / "report.md").read_text()
+    assert f"| {result['lc_win_rate']:.1f} (fallback) |" in report
+    assert f"{LC_FALLBACK_LABEL}: {reason}." in report
+    # Given afterwards, the file changes no judged row: the stage keeps them and rescores.
+    df_gamed = write_df_gamed(tmp_path / "df_gamed.csv", synthetic_gamed(7, difficulty))
+    given = alpaca_eval_stage(tmp_path, baseline_lengths, df_gamed)
+    assert given.fingerprint() == stage.fingerprint()
+    given.load()
+    assert given.summarize()["benchmarks"]["alpaca"]["lc_win_rate_kind"] == "length_controlled_v1"

@@ -4,9 +4,11 @@ import json
 from pathlib import Path
 
 from moaa_ray.config import load_config
+from moaa_ray.core.winrates import LC_FALLBACK_LABEL
 from moaa_ray.pipeline.evaluate.report import (
     earlier_evaluations,
     evaluated_models,
+    plot_scores,
     render_report,
     write_report,
 )
@@ -57,6 +59,28 @@ def test_report_warns_when_the_judges_labelled_the_training_pairs(tmp_path):
     assert "**Self-judged:** judge-a" in text
     assert "| policy | 2 | 1 / 0 / 0 | 100.0 |" in text
     assert (tmp_path / "scores.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_lc_fallback_is_labelled_so_in_the_table_and_the_plot(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    legend: list[str] = []
+    save = matplotlib.figure.Figure.savefig
+
+    def savefig(figure, *args, **kwargs):
+        legend.extend(t.get_text() for ax in figure.axes for t in ax.get_legend().get_texts())
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    evaluation = results([1.0, 0.0, 1.0])  # no gamed baseline: the LC is a fallback
+
+    plot_scores([("policy", evaluation)], tmp_path / "scores.png")
+    text = render_report([("policy", evaluation)])
+
+    assert LC_FALLBACK_LABEL in legend and "LC win rate" not in legend
+    lc = evaluation["benchmarks"]["arena"]["lc_win_rate"]
+    assert f"| {lc:.1f} (fallback) |" in text
+    assert f"{LC_FALLBACK_LABEL}: no gamed_baseline_path (AlpacaEval's df_gamed.csv)" in text
 
 
 def test_verified_benchmarks_get_an_accuracy_row_per_round_and_a_bar(tmp_path):
