@@ -1,7 +1,8 @@
 """Arena-Hard v0.1 scoring as arena-hard-auto computes it (github.com/lmarena/arena-hard-auto).
 
 The judge answers the question itself, compares both answers with its own, and ends with one of five
-labels (``[[A>>B]]`` ... ``[[B>>A]]``). Every question is judged twice against the baseline, once with
+labels (``[[A>>B]]`` ... ``[[B>>A]]``); a reply without any label is followed by a request to finish,
+once. Every question is judged twice against the baseline, once with
 the baseline as assistant A and once with the order swapped. Each verdict becomes one battle recorded
 as ``(baseline, model, winner)``, repeated ``weight`` (3) times when the verdict is strong. A
 Bradley-Terry model fitted by logistic regression on Elo scale (400, base 10) gives each model a
@@ -67,13 +68,14 @@ JUDGE_PROMPT_TEMPLATE = (
 )
 
 JUDGE_RETRY_PROMPT = "continue your judgment and finish by outputting a final verdict label"
-"""The user turn arena-hard-auto appends (once) when a judgment has no verdict label."""
+"""The user turn arena-hard-auto appends after a judge's reply when its judgment has no label."""
+
+JUDGMENT_ATTEMPTS = 2
+"""Replies arena-hard-auto asks a judge for per game at most (``number_of_judgment_attempts``)."""
 
 VERDICT_PATTERN = re.compile(r"\[\[([AB<>=]+)\]\]")
 
 VERDICTS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
-
-_MIRRORED_VERDICTS = {"A<<B": "B>>A", "A<B": "B>A", "B=A": "A=B", "B<A": "A>B", "B<<A": "A>>B"}
 
 _GAME_OUTCOMES = {
     "A>>B": ("a", True),
@@ -98,44 +100,60 @@ BASE = 10.0
 INIT_RATING = 1000.0
 
 
-def render_arena_hard_judge_prompt(question: str, answer_a: str, answer_b: str) -> list[dict]:
+def render_arena_hard_judge_prompt(
+    question: str, answer_a: str, answer_b: str, replies: Sequence[str] = ()
+) -> list[dict]:
     """The chat messages arena-hard-auto sends its judge for one game.
 
     Args:
         question: the user prompt.
         answer_a: the answer shown as assistant A (the baseline's in game 1, the model's in game 2).
         answer_b: the answer shown as assistant B.
+        replies: the judge's earlier replies to this game, whose judgment had no label: each
+            follows as an assistant turn, then :data:`JUDGE_RETRY_PROMPT` as a user turn.
 
     Returns:
-        ``[{"role": "system", ...}, {"role": "user", ...}]``.
+        ``[{"role": "system", ...}, {"role": "user", ...}]``, then two messages per reply.
     """
     user = JUDGE_PROMPT_TEMPLATE.format(question=question, answer_a=answer_a, answer_b=answer_b)
-    return [
+    messages = [
         {"role": "system", "content": JUDGE_SYSTEM_PROMPT},
         {"role": "user", "content": user},
     ]
+    for reply in replies:
+        messages += [
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": JUDGE_RETRY_PROMPT},
+        ]
+    return messages
+
+
+def lacks_verdict_label(judgment: str) -> bool:
+    """Whether arena-hard-auto asks the judge to continue: its judgment so far has no ``[[...]]``
+    label at all (several different labels, or a label that is no verdict, end the judging)."""
+    return VERDICT_PATTERN.search(judgment) is None
 
 
 def parse_arena_hard_verdict(text: str) -> str | None:
-    """The verdict of a judgment, by arena-hard-auto's rule.
+    """The verdict of a judgment, by arena-hard-auto v0.1's rule.
 
     Every ``[[...]]`` label anywhere in the text counts, quoted ones included: the verdict is the
     label when exactly one distinct label occurs (repeats of it are fine), otherwise there is none.
-    Mirrored spellings (``A<<B``, ``A<B``, ``B=A``, ``B<A``, ``B<<A``) are read as the canonical label
-    they mean, as arena-hard-auto v2.0 reads them; v0.1 dropped such games.
+    A label that is none of the five, mirrored spellings (``A<<B``, ``B=A``, ``B<A``...) included,
+    counts as a label but gives no verdict: v0.1's ``show_result.py`` counts no battle for it.
 
     Args:
-        text: the judge's whole output (all attempts, when it was asked to continue).
+        text: the judge's whole judgment (all its replies, joined by newlines, when it was asked to
+            continue).
 
     Returns:
-        One of :data:`VERDICTS`, or None when no label, several different labels, or an unknown
-        label (such as ``[[A]]``) occur.
+        One of :data:`VERDICTS`, or None when no label, several different labels, or another label
+        (such as ``[[A]]`` or ``[[B<A]]``) occur.
     """
     labels = set(VERDICT_PATTERN.findall(text))
     if len(labels) != 1:
         return None
-    label = labels.pop()
-    label = _MIRRORED_VERDICTS.get(label, label)
+    (label,) = labels
     return label if label in VERDICTS else None
 
 

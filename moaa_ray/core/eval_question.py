@@ -67,7 +67,8 @@ class ArenaVerdict(TypedDict):
     judge: str
     game: int  # 1: the baseline as A; 2: the model as A
     verdict: str | None  # arena-hard-auto's label (``A>>B`` ... ``B>>A``); None: no single one
-    raw: str  # the judge's reply
+    raw: str  # the judge's replies, joined by newlines
+    attempts: int  # replies: 2 when the first had no label and the judge was asked to continue
 
 
 class AlpacaPreference(TypedDict):

@@ -2,7 +2,7 @@
 
 Besides the scoring, the oracle holds the judge's prompt text and verdict label pattern as the
 reference configures them (config/judge_config.yaml), and the rule by which its gen_judgment.py
-reads a verdict from a judgment.
+reads a verdict from a judgment and asks the judge to continue.
 
 Where the reference has quirks that change numbers, the oracle keeps them and says so: the plain
 bootstrap anchors every round on ``gpt-4-0314`` whatever baseline is asked for, the style-controlled
@@ -81,6 +81,35 @@ def extract_verdict(judgment: str) -> tuple[str | None, bool]:
         return None, False
     (label,) = distinct
     return label.strip("\n"), False
+
+
+RETRY_REQUEST = "continue your judgment and finish by outputting a final verdict label"
+JUDGMENT_ATTEMPTS = 2  # number_of_judgment_attempts
+
+
+def judge_game(reply, system_prompt: str, user_prompt: str) -> dict:
+    """One game judged as the reference's judging loop does: ``reply(messages)`` is the judge.
+
+    The judge is asked up to ``JUDGMENT_ATTEMPTS`` times; each reply is added to the judgment
+    after a newline and to the conversation as an assistant turn, and while the judgment has no
+    label at all the retry request follows as a user turn. Returns ``{"judgment", "score",
+    "asked"}``: the joined replies, the label read from them, and the messages of every request.
+    """
+    messages = [
+        {"role": "system", "content": system_prompt},
+        {"role": "user", "content": user_prompt},
+    ]
+    judgment, asked, score = "", [], None
+    for _ in range(JUDGMENT_ATTEMPTS):
+        asked.append([dict(m) for m in messages])
+        text = reply(messages)
+        judgment += "\n" + text
+        score, ask_again = extract_verdict(judgment)
+        messages.append({"role": "assistant", "content": text})
+        if not ask_again:
+            break
+        messages.append({"role": "user", "content": RETRY_REQUEST})
+    return {"judgment": judgment, "score": score, "asked": asked}
 
 
 # ---- from verdicts to battles (show_result.py) ----

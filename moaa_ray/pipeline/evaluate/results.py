@@ -126,7 +126,7 @@ def benchmark_results(
         ``bt`` (``{"score", "lower", "upper"}`` or None when nothing was decided; for rows judged
         as arena-hard-auto judges, :func:`arena_hard_results`), ``mt_bench``
         (:func:`mt_bench_summary`, or None when nothing was graded), abstain and position-bias
-        rates, questions judged in one A/B order only (``single_order_pairs``: under the default
+        rates, Arena-Hard judgments the judge was asked to continue (``judge_retries``), questions judged in one A/B order only (``single_order_pairs``: under the default
         order policy they abstain) and orders the judges' mean decided for an abstaining aggregator
         judge (``aggregator_fallbacks``), and answers cut at ``max_new_tokens`` per side
         (``truncated_answers``: judged as written, as the benchmarks do) and prompts whose parts
@@ -150,6 +150,7 @@ def benchmark_results(
     result["mt_bench"] = _mt_bench(rows)
     totals = _stat_totals(rows)
     result["abstain_rate"] = share(totals["abstains"], totals["judgments"])
+    result["judge_retries"] = totals["retries"]
     result["position_bias_rate"] = share(totals["position_flips"], totals["pairs"])
     result["single_order_pairs"] = totals["single_order_pairs"]
     result["aggregator_fallbacks"] = totals["aggregator_fallbacks"]

@@ -47,7 +47,8 @@ def _arena_score(verdicts: list[ArenaVerdict]) -> float | None:
 
 
 def _arena_stats(verdicts: list[ArenaVerdict]) -> dict[str, int]:
-    """Judgments, abstentions, and judges whose two games disagree on who won (position bias)."""
+    """Judgments, abstentions, judges whose two games disagree on who won (position bias), and
+    judgments the judge was asked to continue (``retries``)."""
     per_judge: dict[str, list[float]] = {}
     for verdict in verdicts:
         score = _arena_score([verdict])
@@ -59,6 +60,7 @@ def _arena_stats(verdicts: list[ArenaVerdict]) -> dict[str, int]:
         "abstains": sum(v["verdict"] is None for v in verdicts),
         "position_flips": flips,
         "pairs": len({v["judge"] for v in verdicts}),
+        "retries": sum(v["attempts"] > 1 for v in verdicts),
     }
 
 
@@ -229,6 +231,7 @@ def question_schema():
                             ("game", pa.int32()),
                             ("verdict", pa.string()),
                             ("raw", pa.string()),
+                            ("attempts", pa.int32()),
                         ]
                     )
                 ),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from moaa_ray.config import SamplingConfig
@@ -25,7 +25,12 @@ from moaa_ray.core.alpaca_eval_judge import (
     render_alpaca_eval_judge_prompt,
     unswitched,
 )
-from moaa_ray.core.arena_hard import parse_arena_hard_verdict, render_arena_hard_judge_prompt
+from moaa_ray.core.arena_hard import (
+    JUDGMENT_ATTEMPTS,
+    lacks_verdict_label,
+    parse_arena_hard_verdict,
+    render_arena_hard_judge_prompt,
+)
 from moaa_ray.core.context import Prompt
 from moaa_ray.core.eval_question import (
     AlpacaPreference,
@@ -127,13 +132,37 @@ class AnswerStep:
             _pair_when_answered(state)
 
 
+@dataclass
+class _ArenaGame:
+    """One judge's game of a question, with the judge's replies to it so far."""
+
+    state: EvalQuestion
+    game: int  # 1: the baseline as A; 2: the model as A
+    replies: list[str] = field(default_factory=list)
+
+    def request(self) -> Prompt:
+        """The judge's prompt for its next reply; the two answers and the earlier replies are
+        its parts, cut evenly to fit a window."""
+        model, baseline = self.state["arena_answers"]
+        shown = (baseline, model) if self.game == 1 else (model, baseline)
+        return Prompt(partial(_arena_prompt, self.state["turns"][-1]), (*shown, *self.replies))
+
+
+def _arena_prompt(question: str, parts: list[str]) -> list[dict]:
+    return render_arena_hard_judge_prompt(question, parts[0], parts[1], parts[2:])
+
+
 @dataclass(frozen=True)
 class ArenaHardJudgeStep:
-    """Arena-Hard judging as arena-hard-auto does it, by each judge: its prompt (the judge answers
-    the question itself first), 5-level verdicts, two games (baseline as A, then the model as A).
+    """Arena-Hard judging as arena-hard-auto v0.1 does it, by each judge: its prompt (the judge
+    answers the question itself first), 5-level verdicts, two games (baseline as A, then the model
+    as A).
 
-    A judgment without exactly one verdict label counts as no battle (arena-hard-auto asks the judge
-    once more to finish; here it is an abstention, counted in ``abstain_rate``).
+    A game whose reply has no verdict label at all is asked again, as arena-hard-auto asks: the
+    reply and its retry prompt are appended and the judge replies once more (a second call for
+    those games only, counted in ``retries``). The verdict is read from the replies together; a
+    judgment without exactly one of the five labels counts as no battle (an abstention, counted in
+    ``abstain_rate``).
     """
 
     pools: dict[str, ModelPool]  # judge name -> pool
@@ -141,40 +170,49 @@ class ArenaHardJudgeStep:
 
     def __call__(self, states: list[EvalQuestion]) -> None:
         live = [s for s in states if s["arena_answers"] and not s["error"]]
+        pending = {judge: [_ArenaGame(s, g) for s in live for g in (1, 2)] for judge in self.pools}
+        for attempt in range(1, JUDGMENT_ATTEMPTS + 1):
+            pending = self._reply(pending, last=attempt == JUDGMENT_ATTEMPTS)
+
+    def _reply(
+        self, pending: dict[str, list[_ArenaGame]], last: bool
+    ) -> dict[str, list[_ArenaGame]]:
+        """One more reply per game from each judge at once; records the verdicts of the games it
+        settles and returns the others, to be asked again (none when ``last``)."""
         submitted = []
-        room = self.sampling.max_new_tokens
-        for judge, pool in self.pools.items():
-            games, conversations = [], []
-            for state, game in [(s, game) for s in live for game in (1, 2)]:
-                conversation = fit_prompt(pool, state, _arena_game(state, game), room)
+        for judge, games in pending.items():
+            pool = self.pools[judge]
+            asked, conversations = [], []
+            for game in games:
+                conversation = fit_prompt(
+                    pool, game.state, game.request(), self.sampling.max_new_tokens
+                )
                 if conversation is not None:
-                    games.append((state, game))
+                    asked.append(game)
                     conversations.append(conversation)
             submitted.append(
-                (judge, games, pool.submit("chat", conversations, _params(self.sampling)))
+                (judge, asked, pool.submit("chat", conversations, _params(self.sampling)))
             )
-        for judge, games, refs in submitted:
-            for (state, game), completion in zip(
-                games, self.pools[judge].collect(refs), strict=True
-            ):
+        again: dict[str, list[_ArenaGame]] = {}
+        for judge, asked, refs in submitted:
+            for game, completion in zip(asked, self.pools[judge].collect(refs), strict=True):
                 if completion.output is None:
-                    mark_failed(state, f"judge {judge} failed: {completion.error}")
+                    mark_failed(game.state, f"judge {judge} failed: {completion.error}")
                     continue
-                text = completion.output[0].text
-                verdict = parse_arena_hard_verdict(text)
-                record = ArenaVerdict(judge=judge, game=game, verdict=verdict, raw=text)
-                state["arena_verdicts"].append(record)
-
-
-def _arena_game(state: EvalQuestion, game: int) -> Prompt:
-    """One game's judge prompt; the two answers are its parts, cut evenly to fit a window."""
-    model, baseline = state["arena_answers"]
-    first, second = (baseline, model) if game == 1 else (model, baseline)
-    return Prompt(partial(_arena_prompt, state["turns"][-1]), (first, second))
-
-
-def _arena_prompt(question: str, answers: list[str]) -> list[dict]:
-    return render_arena_hard_judge_prompt(question, answers[0], answers[1])
+                game.replies.append(completion.output[0].text)
+                judgment = "\n".join(game.replies)
+                if lacks_verdict_label(judgment) and not last:
+                    again.setdefault(judge, []).append(game)
+                    continue
+                verdict = ArenaVerdict(
+                    judge=judge,
+                    game=game.game,
+                    verdict=parse_arena_hard_verdict(judgment),
+                    raw=judgment,
+                    attempts=len(game.replies),
+                )
+                game.state["arena_verdicts"].append(verdict)
+        return again
 
 
 # alpaca_eval's request to its judge: one token at temperature 1, no seed.

@@ -8,11 +8,13 @@ import pytest
 
 from moaa_ray.core import arena_hard
 from moaa_ray.core.arena_hard import (
+    JUDGE_RETRY_PROMPT,
     JUDGE_SYSTEM_PROMPT,
     VERDICTS,
     answer_style_counts,
     arena_hard_scores,
     battles_from_verdicts,
+    lacks_verdict_label,
     parse_arena_hard_verdict,
     render_arena_hard_judge_prompt,
 )
@@ -181,16 +183,46 @@ def test_verdict_is_the_one_distinct_label_like_arena_hard_autos_get_score(oracl
     assert reference == expected or (expected is None and reference not in VERDICTS)
 
 
-@pytest.mark.parametrize(
-    ("mirrored", "canonical"),
-    [("A<<B", "B>>A"), ("A<B", "B>A"), ("B=A", "A=B"), ("B<A", "A>B"), ("B<<A", "A>>B")],
-)
-def test_mirrored_labels_read_as_their_canonical_verdict(mirrored, canonical):
-    assert parse_arena_hard_verdict(f"My final verdict: [[{mirrored}]]") == canonical
+@pytest.mark.parametrize("mirrored", ["A<<B", "A<B", "B=A", "B<A", "B<<A"])
+def test_a_mirrored_label_ends_the_judging_without_a_battle_as_in_v0_1(oracle, mirrored):
+    import pandas as pd
+
+    text = f"My final verdict: [[{mirrored}]]"
+    assert parse_arena_hard_verdict(text) is None
+    assert not lacks_verdict_label(text)  # a label: the judge is not asked again
+    label, ask_again = oracle.extract_verdict(text)
+    assert (label, ask_again) == (mirrored, False)
+    row = pd.Series({"question_id": 1, "model": "m", "games": [{"score": label}, {"score": None}]})
+    assert oracle.judgment_battles(row, "base") == []
 
 
 def test_mirrored_and_canonical_spellings_together_are_ambiguous_as_in_the_reference():
     assert parse_arena_hard_verdict("[[A>B]] ... [[B<A]]") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No label at all. Assistant A is better.",
+        "Single brackets [A>B] do not count",
+        "[[A>B]] at first, but on reflection [[B>A]]",
+        "[[A]]",
+        "[[B<A]]",
+        "[[A>>B]]",
+        "[[a>b]]",
+    ],
+)
+def test_the_judge_is_asked_again_exactly_when_the_reference_asks_again(oracle, text):
+    assert lacks_verdict_label(text) == oracle.extract_verdict(text)[1]
+
+
+def test_the_retry_turns_follow_the_judges_earlier_reply():
+    messages = render_arena_hard_judge_prompt("Q", "one", "two", ["thinking, no label"])
+    assert messages[2:] == [
+        {"role": "assistant", "content": "thinking, no label"},
+        {"role": "user", "content": JUDGE_RETRY_PROMPT},
+    ]
+    assert messages[:2] == render_arena_hard_judge_prompt("Q", "one", "two")
 
 
 # -- battles --

@@ -232,13 +232,21 @@ def test_judges_that_labelled_the_training_pairs_are_named_as_self_judging():
     assert shared_judges(config.model_copy(update={"preferences": None})) == []
 
 
-def test_arena_hard_questions_are_judged_in_two_games_per_judge_with_its_prompt():
-    labels = iter(["Mine first... [[B>>A]]", "[[A>B]]", "no label", "[[A=B]] and [[A>B]]"])
-    judge = FakePool(lambda method, conversation, params: [next(labels)])
+def arena_state():
+    """An Arena-Hard question whose model and baseline answers are in."""
     question = BenchmarkQuestion("u1", ["Write a haiku."])
     state = new_question_state("r", question, "arena", ["baseline haiku"], "arena_hard")
     state["model_answers"] = ["model haiku"]
     AnswerStep({}, 0, EvaluateConfig.model_fields["sampling"].default)([state])
+    return state
+
+
+def test_arena_hard_questions_are_judged_in_two_games_per_judge_with_its_prompt():
+    labels = iter(
+        ["Mine first... [[B>>A]]", "[[A>B]]", "no label", "[[A=B]] and [[A>B]]", "still none"]
+    )
+    judge = FakePool(lambda method, conversation, params: [next(labels)])
+    state = arena_state()
     assert state["samples"] == [] and state["arena_answers"] == ["model haiku", "baseline haiku"]
     sampling = EvaluateConfig.model_fields["sampling"].default
     ArenaHardJudgeStep({"j1": judge, "j2": judge}, sampling)([state])
@@ -246,12 +254,53 @@ def test_arena_hard_questions_are_judged_in_two_games_per_judge_with_its_prompt(
     assert game1[0]["role"] == "system" and "[[A>>B]]" in game1[0]["content"]
     assert game1[1]["content"].index("baseline haiku") < game1[1]["content"].index("model haiku")
     assert game2[1]["content"].index("model haiku") < game2[1]["content"].index("baseline haiku")
-    verdicts = [(v["judge"], v["game"], v["verdict"]) for v in state["arena_verdicts"]]
-    assert verdicts == [("j1", 1, "B>>A"), ("j1", 2, "A>B"), ("j2", 1, None), ("j2", 2, None)]
+    # j2's first game had no label: it alone was asked again (a third call), and still gave none.
+    assert [len(items) for _, items in judge.calls] == [2, 2, 1]
+    verdicts = [
+        (v["judge"], v["game"], v["verdict"], v["attempts"]) for v in state["arena_verdicts"]
+    ]
+    assert verdicts == [
+        ("j1", 1, "B>>A", 1),
+        ("j1", 2, "A>B", 1),
+        ("j2", 2, None, 1),
+        ("j2", 1, None, 2),
+    ]
     # j1: the model (B in game 1) wins strongly, then (A in game 2) slightly: 3 + 1 battles,
     # each recorded as (baseline, model, winner).
     battles = arena_battles(state["arena_verdicts"], "policy", "gpt-4-0314")
     assert battles == [("gpt-4-0314", "policy", "model_b")] * 4
+
+
+@pytest.mark.parametrize(
+    "replies",
+    [
+        ["Mine first... [[B>>A]]"],
+        ["My answer is long, and I ran out of room", "My final verdict is: [[A>B]]"],
+        ["no label", "still none"],
+        ["no label", "[[A>B]], or rather [[B>A]]"],
+        ["[[A>B", "]]"],  # a label split across the replies is none
+        ["My final verdict: [[B<A]]"],  # mirrored: a label, so no retry, but no verdict
+        ["[[A=B]] and [[A>B]]"],
+    ],
+)
+def test_each_game_is_judged_and_asked_again_as_arena_hard_autos_judging_loop(replies):
+    oracle = pytest.importorskip("tests.support.arena_hard_auto")
+
+    def reply(messages):
+        return replies[(len(messages) - 2) // 2]  # the judge's replies so far
+
+    judge = FakePool(lambda method, messages, params: [reply(messages)])
+    state = arena_state()
+    ArenaHardJudgeStep({"j": judge}, EvaluateConfig.model_fields["sampling"].default)([state])
+    sent = [messages for _, requests in judge.calls for messages in requests]
+    for verdict in state["arena_verdicts"]:
+        user = sent[verdict["game"] - 1][1]["content"]
+        reference = oracle.judge_game(reply, oracle.JUDGE_SYSTEM_PROMPT, user)
+        assert [m for m in sent if m[1]["content"] == user] == reference["asked"]
+        assert verdict["raw"] == reference["judgment"].removeprefix("\n")
+        assert verdict["attempts"] == len(reference["asked"])
+        label = reference["score"]
+        assert verdict["verdict"] == (label if label in oracle._VERDICT_OUTCOME else None)
 
 
 class CharacterEncoding:
@@ -262,9 +311,13 @@ class CharacterEncoding:
 
 
 def arena_rows():
-    wins = [{"judge": "j", "game": g, "verdict": v, "raw": ""} for g, v in ((1, "B>A"), (2, "A>B"))]
+    wins = [
+        {"judge": "j", "game": g, "verdict": v, "raw": "", "attempts": 1}
+        for g, v in ((1, "B>A"), (2, "A>B"))
+    ]
     losses = [
-        {"judge": "j", "game": g, "verdict": v, "raw": ""} for g, v in ((1, "A>B"), (2, "B>A"))
+        {"judge": "j", "game": g, "verdict": v, "raw": "", "attempts": 1}
+        for g, v in ((1, "A>B"), (2, "B>A"))
     ]
     return [
         row(1.0, "# Title\n- a\n- b " * 30) | {"arena_verdicts": wins},
