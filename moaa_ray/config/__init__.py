@@ -17,7 +17,7 @@ The schema and loading names are re-exported here: ``from moaa_ray.config import
 """
 
 from moaa_ray.config.base import OPERATIONAL
-from moaa_ray.config.evaluate import BenchmarkConfig, EvaluateConfig
+from moaa_ray.config.evaluate import BenchmarkConfig, EvaluateConfig, GradingSamplingConfig
 from moaa_ray.config.loading import (
     ConfigCheck,
     ConfigError,
@@ -46,6 +46,7 @@ __all__ = [
     "DPOConfig",
     "EvaluateConfig",
     "GenerateConfig",
+    "GradingSamplingConfig",
     "InputConfig",
     "JudgingConfig",
     "LoraConfig",

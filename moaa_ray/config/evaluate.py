@@ -61,6 +61,12 @@ class BenchmarkConfig(Section):
     style_control: bool = Field(
         False, description="arena_hard: also report style-controlled scores (length, markdown)"
     )
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="longest answer on this benchmark, in tokens (FastChat's MT-Bench: 1024); "
+        "None: evaluate.sampling.max_new_tokens",
+    )
     category_temperatures: bool = Field(
         True,
         description="mt_bench: answer at FastChat's temperature per category (writing, roleplay "
@@ -124,6 +130,16 @@ class BenchmarkConfig(Section):
         return self.name or Path(self.path).stem
 
 
+class GradingSamplingConfig(Section):
+    """The MT-Bench grader's request; the defaults are FastChat's (``run_judge_single`` asks GPT-4
+    at temperature 0 for at most 2048 tokens, without a seed or top_p)."""
+
+    temperature: float = Field(0.0, ge=0, description="0: greedy")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass, in (0, 1]")
+    max_new_tokens: int = Field(2048, ge=1, description="longest grader reply, in tokens")
+    seed: int | None = Field(None, description="random seed of the calls; None: unseeded")
+
+
 class EvaluateConfig(Section):
     """The model against a baseline, judged by the ensemble: win rates, LC win rate, BT score, grades.
 
@@ -145,9 +161,12 @@ class EvaluateConfig(Section):
         "is verified or graded only (baseline 'none', with a grader)",
     )
     grader: str | None = Field(
+        None, description="MT-Bench 1-10 grader (sampling: grading_sampling); None: the first judge"
+    )
+    grading_sampling: GradingSamplingConfig | None = Field(
         None,
-        description="MT-Bench 1-10 grader, sampling as judging.sampling (without judging: its "
-        "default); None: the first judge",
+        description="the grader's sampling ({} gives FastChat's: temperature 0, 2048 tokens, no "
+        "seed); None: judging.sampling (without judging: its default)",
     )
     grading_mode: Literal["text", "logprob"] = Field(
         "text", description="parse 'Rating: [[N]]', or the expected grade from P(1..10)"

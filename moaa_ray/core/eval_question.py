@@ -97,6 +97,7 @@ class EvalQuestion(Tournament):
     reference: list[str] | None  # the grader's reference answer per turn (MT-Bench)
     kind: QuestionKind  # who answers, who compares and whether the grader rates: see _MODES
     temperature: float | None  # both sides' answer temperature; None: the evaluate section's
+    max_new_tokens: int | None  # both sides' longest answer; None: the evaluate section's
 
     # Its answers and scores:
     model_answers: list[str]  # the model's answer per turn answered so far

@@ -42,6 +42,7 @@ def new_question_state(
     baseline: list[str] | None,
     kind: QuestionKind,
     temperature: float | None = None,
+    max_new_tokens: int | None = None,
 ) -> EvalQuestion:
     """The state of a question before answering.
 
@@ -52,6 +53,7 @@ def new_question_state(
         baseline: the file's baseline answer per turn, or None when a baseline model answers.
         kind: who answers, who compares the pair and whether the grader rates the answers.
         temperature: both sides' answer temperature; None: the evaluate section's.
+        max_new_tokens: both sides' longest answer; None: the evaluate section's.
     """
     prompt = [{"role": "user", "content": turn} for turn in question.turns]
     return {
@@ -63,6 +65,7 @@ def new_question_state(
         "reference": question.reference,
         "kind": kind,
         "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
         "model_answers": [],
         "more_answers": [],
         "baseline_answers": list(baseline or []),
@@ -167,6 +170,8 @@ def question_states(ev: EvaluateConfig) -> tuple[list[EvalQuestion], Counter]:
             if graded and bench.category_temperatures:
                 temperature = answer_temperature(question.category)
             states.append(
-                new_question_state(row_id, question, bench.key(), baseline, kind, temperature)
+                new_question_state(
+                    row_id, question, bench.key(), baseline, kind, temperature, bench.max_new_tokens
+                )
             )
     return states, skipped

@@ -103,8 +103,10 @@ def _comparison_table(name: str, evaluations: list[Evaluation]) -> list[str]:
         r["lc_win_rate_fallback_reason"] for _, r in compared if _lc_fallback(r)
     )
     lc_notes = [f"{LC_FALLBACK_LABEL}: {reason}." for reason in reasons]
+    method = next((r["win_rate_method"] for _, r in compared if r.get("win_rate_method")), None)
     notes = [
-        f"Against `{baseline}`; ties count half a win.",
+        f"Against `{baseline}`; ties count half a win."
+        + (f" Win rates: {method}." if method else ""),
         *lc_notes,
         *_style_pool_note(compared),
     ]

@@ -91,6 +91,13 @@ def verified_results(rows: list[QuestionRow], samples: int = 1) -> dict:
     }
 
 
+OWN_PAIRWISE_MT_BENCH = (
+    "moaa_ray's own: its judges' verdicts in both orders, not FastChat's pairwise-baseline "
+    "(GPT-4's pair prompts, a tie where the two orders disagree)"
+)
+"""What MT-Bench's win rates against a baseline are; its grades are FastChat's single grading."""
+
+
 def benchmark_results(
     rows: list[QuestionRow],
     model: str,
@@ -126,7 +133,9 @@ def benchmark_results(
         ``bt`` (``{"score", "lower", "upper"}`` or None when nothing was decided; for rows judged
         as arena-hard-auto judges, :func:`arena_hard_results`), ``mt_bench``
         (:func:`mt_bench_summary`, or None when nothing was graded), abstain and position-bias
-        rates, Arena-Hard judgments the judge was asked to continue (``judge_retries``), questions judged in one A/B order only (``single_order_pairs``: under the default
+        rates, ``win_rate_method`` where there are grades (:data:`OWN_PAIRWISE_MT_BENCH`),
+        Arena-Hard judgments the judge was asked to continue (``judge_retries``), questions judged
+        in one A/B order only (``single_order_pairs``: under the default
         order policy they abstain) and orders the judges' mean decided for an abstaining aggregator
         judge (``aggregator_fallbacks``), and answers cut at ``max_new_tokens`` per side
         (``truncated_answers``: judged as written, as the benchmarks do) and prompts whose parts
@@ -148,6 +157,8 @@ def benchmark_results(
         _, lower, upper = bootstrap_ci(battles, baseline, bootstrap_rounds, seed)[model]
         result["bt"] = {"score": point, "lower": lower, "upper": upper}
     result["mt_bench"] = _mt_bench(rows)
+    if result["mt_bench"] is not None:
+        result["win_rate_method"] = OWN_PAIRWISE_MT_BENCH
     totals = _stat_totals(rows)
     result["abstain_rate"] = share(totals["abstains"], totals["judgments"])
     result["judge_retries"] = totals["retries"]

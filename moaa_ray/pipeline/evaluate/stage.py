@@ -27,6 +27,7 @@ from moaa_ray.callables import load_callable
 from moaa_ray.config import (
     BenchmarkConfig,
     EvaluateConfig,
+    GradingSamplingConfig,
     InputConfig,
     JudgingConfig,
     MoaaConfig,
@@ -327,9 +328,11 @@ def _grader(ev: EvaluateConfig) -> str | None:
     return ev.grader or (ev.judging.judges[0] if ev.judging else None)
 
 
-def _grading_sampling(ev: EvaluateConfig) -> SamplingConfig:
-    """The grader samples as the judges do; with no judges (graded-only benchmarks), as judges
-    do by default."""
+def _grading_sampling(ev: EvaluateConfig) -> SamplingConfig | GradingSamplingConfig:
+    """The grader's ``grading_sampling``; without it, as the judges sample, and with no judges
+    (graded-only benchmarks) as judges do by default."""
+    if ev.grading_sampling is not None:
+        return ev.grading_sampling
     return ev.judging.sampling if ev.judging else JudgingConfig.model_fields["sampling"].default
 
 

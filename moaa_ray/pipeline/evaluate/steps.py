@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from moaa_ray.config import SamplingConfig
+from moaa_ray.config import GradingSamplingConfig, SamplingConfig
 from moaa_ray.core.alpaca_eval_judge import (
     CHOICES,
     IDENTICAL_OUTPUTS,
@@ -55,12 +55,16 @@ GRADES = [str(grade) for grade in range(1, 11)]
 
 
 def _params(
-    sampling: SamplingConfig, temperature: float | None = None, n: int = 1
+    sampling: SamplingConfig | GradingSamplingConfig,
+    temperature: float | None = None,
+    n: int = 1,
+    max_new_tokens: int | None = None,
 ) -> SamplingParams:
+    """The engine's sampling from a config section; a temperature or length given here wins."""
     return SamplingParams(
         sampling.temperature if temperature is None else temperature,
         sampling.top_p,
-        sampling.max_new_tokens,
+        sampling.max_new_tokens if max_new_tokens is None else max_new_tokens,
         n,
         sampling.seed,
     )
@@ -104,13 +108,13 @@ class AnswerStep:
     def __call__(self, states: list[EvalQuestion]) -> None:
         submitted = []
         for side, pool in self.pools.items():
-            by_params: dict[tuple[float | None, int], list[EvalQuestion]] = {}
+            by_params: dict[tuple[float | None, int | None, int], list[EvalQuestion]] = {}
             for s in states:
                 if _answers_now(s, side, self.turn):
                     n = _samples_now(s, side, self.turn, self.num_samples)
-                    by_params.setdefault((s["temperature"], n), []).append(s)
-            for (temperature, n), asking in by_params.items():
-                params = _params(self.sampling, temperature, n)
+                    by_params.setdefault((s["temperature"], s["max_new_tokens"], n), []).append(s)
+            for (temperature, max_new_tokens, n), asking in by_params.items():
+                params = _params(self.sampling, temperature, n, max_new_tokens)
                 live, conversations = [], []
                 for s in asking:
                     prompt = Prompt.fixed(answer_conversation(s["turns"], s[side], self.turn))
@@ -351,7 +355,7 @@ class GradeStep:
 
     pool: ModelPool
     mode: str  # "text": parse "Rating: [[N]]"; "logprob": expected grade
-    sampling: SamplingConfig
+    sampling: SamplingConfig | GradingSamplingConfig
 
     def __call__(self, states: list[EvalQuestion]) -> None:
         room = self.sampling.max_new_tokens if self.mode == "text" else LOGPROB_REPLY_TOKENS

@@ -1,16 +1,19 @@
 """MT-Bench single grading against FastChat's llm_judge, on the real MT-Bench files.
 
-The oracles are FastChat's own data: its judge prompts (``judge_prompts.jsonl``, copied verbatim
-into the package), the 80 real questions and GPT-4's reference answers (tests/data/benchmarks),
-and the rules of ``fastchat/llm_judge/common.py`` (rating patterns, temperatures, the categories
-graded against a reference) written out here as FastChat states them.
+The oracle is FastChat's own code (``fschat==0.2.36``, tests/support/fastchat_llm_judge.py): the
+matches its gen_judgment.py makes for the 80 real questions and GPT-4's reference answers
+(tests/data/benchmarks), the requests and rating parse of its common.py, and the means of its
+show_result.py. Its judge prompts are the package's copy of ``judge_prompts.jsonl`` (the wheel
+ships none).
 """
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 
+from moaa_ray.config import load_config
 from moaa_ray.core.benchmarks import load_mt_bench
 from moaa_ray.core.mt_bench import (
     answer_temperature,
@@ -20,8 +23,80 @@ from moaa_ray.core.mt_bench import (
     parse_rating,
     render_grade_prompt,
 )
+from tests.support import fastchat_llm_judge
 
-DATA = Path(__file__).parents[2] / "data" / "benchmarks"
+ROOT = Path(__file__).parents[3]
+DATA = ROOT / "tests" / "data" / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def llm_judge():
+    return fastchat_llm_judge.load_llm_judge()
+
+
+def _rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+
+
+def _answer(question_id, turn: int) -> str:
+    """A made-up answer, with braces that must not be taken for format fields."""
+    return f"Answer {turn} to question {question_id}: {{'x': {turn}}}"
+
+
+def _judgment(messages: list[dict]) -> str:
+    """A stand-in GPT-4's grade: a rating that depends on the request, or none at all."""
+    rating = len(messages[1]["content"]) % 12
+    return "Hard to say." if rating == 0 else f"Explanation.\nRating: [[{rating}]]"
+
+
+@pytest.fixture(scope="module")
+def fastchat_graded(llm_judge):
+    """Every match FastChat makes for the real questions, graded by its own code: per match the
+    question id, the turn, the request and FastChat's result row."""
+    questions = _rows("mt_bench_question.jsonl")
+    answers = {
+        q["question_id"]: {"choices": [{"turns": [_answer(q["question_id"], t) for t in (1, 2)]}]}
+        for q in questions
+    }
+    references = {r["question_id"]: r for r in _rows("mt_bench_reference_answer_gpt-4.jsonl")}
+    matches = fastchat_llm_judge.single_matches(
+        llm_judge, judge_prompts(), questions, answers, references
+    )
+    graded = []
+    for match in matches:
+        request, result = fastchat_llm_judge.play_single(llm_judge, match, _judgment)
+        graded.append((str(match.question["question_id"]), result["turn"], request, result))
+    return graded
+
+
+def test_every_grading_request_is_fastchats_for_each_real_question_and_turn(
+    questions, fastchat_graded
+):
+    assert len(fastchat_graded) == 160
+    for question_id, turn, request, _ in fastchat_graded:
+        question = questions[question_id]
+        answers = [_answer(int(question_id), t) for t in (1, 2)]
+        ours = render_grade_prompt(
+            question.turns, answers, turn - 1, question.category, question.reference
+        )
+        assert ours == request["messages"], (question_id, turn)
+
+
+def test_ratings_and_per_turn_means_are_fastchats(fastchat_graded, llm_judge, tmp_path):
+    grades, results = [], []
+    for _, turn, request, result in fastchat_graded:
+        rating = parse_rating(_judgment(request["messages"]))
+        assert rating == (None if result["score"] == -1 else result["score"])
+        grades.append({"turn": turn, "score": rating})
+        results.append({key: result[key] for key in ("model", "score", "turn")})
+    assert any(result["score"] == -1 for result in results)  # some were left without a rating
+    theirs = fastchat_llm_judge.single_means(llm_judge, results, tmp_path)
+    summary = mt_bench_summary(grades)
+    assert summary["per_turn"] == {
+        1: pytest.approx(theirs[1], abs=1e-9),
+        2: pytest.approx(theirs[2], abs=1e-9),
+    }
+    assert summary["overall"] == pytest.approx(theirs["overall"], abs=1e-9)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +107,17 @@ def questions():
             DATA / "mt_bench_question.jsonl", DATA / "mt_bench_reference_answer_gpt-4.jsonl"
         )
     }
+
+
+def test_the_official_config_answers_and_grades_mt_bench_at_fastchats_lengths(fastchat_graded):
+    ev = load_config(ROOT / "configs" / "eval-official-judges.yaml").evaluate
+    assert ev is not None and ev.grading_sampling is not None
+    [mt_bench] = [bench for bench in ev.benchmarks if bench.key() == "mt_bench"]
+    assert mt_bench.max_new_tokens == fastchat_llm_judge.answer_max_new_tokens() == 1024
+    requests = {(r["temperature"], r["max_tokens"]) for _, _, r, _ in fastchat_graded}
+    grading = ev.grading_sampling
+    assert requests == {(grading.temperature, grading.max_new_tokens)} == {(0, 2048)}
+    assert grading.seed is None  # FastChat's request has none
 
 
 def test_the_four_single_grading_prompts_are_fastchats():
@@ -115,20 +201,35 @@ def test_answer_temperature_per_category_is_fastchats(category, temperature):
 
 
 @pytest.mark.parametrize(
-    ("text", "rating"),
+    "text",
     [
-        ("Good.\nRating: [[7]]", 7.0),
-        ("Rating: [[8.5]]", 8.5),
-        ("First [[3]] then [[9]]", 3.0),  # FastChat takes the first match
-        ("Rating: [6]", 6.0),  # the backup pattern
-        ("[[2]] and [10]", 2.0),
-        ("Rating: [[11]]", 11.0),  # not clamped, as FastChat does not clamp
-        ("Rating: 7/10", None),  # -1 in FastChat: left out of the means
-        ("", None),
+        "Good.\nRating: [[7]]",
+        "Rating: [[8.5]]",
+        "Rating: [[7.]]",
+        "First [[3]] then [[9]]",  # the first match
+        "Rating: [6]",  # the backup pattern
+        "[[2]] and [10]",
+        "[10] and [[2]]",  # [[N]] anywhere before [N]
+        "Rating: [[11]]",  # not clamped
+        "Rating: [[ 7 ]]",
+        "Rating: 7/10",  # -1 in FastChat: left out of the means
+        "",
     ],
 )
-def test_parse_rating_follows_fastchats_patterns(text, rating):
-    assert parse_rating(text) == rating
+def test_parse_rating_is_fastchats(llm_judge, text):
+    [match] = [
+        m
+        for m in fastchat_llm_judge.single_matches(
+            llm_judge,
+            judge_prompts(),
+            [{"question_id": 1, "category": "writing", "turns": ["q"]}],
+            {1: {"choices": [{"turns": ["a"]}]}},
+            {},
+        )
+        if not m.multi_turn
+    ]
+    _, result = fastchat_llm_judge.play_single(llm_judge, match, lambda messages: text)
+    assert parse_rating(text) == (None if result["score"] == -1 else result["score"])
 
 
 def test_summary_means_per_turn_category_and_overall_leaving_out_missing_ratings():

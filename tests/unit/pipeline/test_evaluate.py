@@ -11,6 +11,7 @@ from scipy import stats
 from moaa_ray.config import (
     BenchmarkConfig,
     EvaluateConfig,
+    GradingSamplingConfig,
     JudgingConfig,
     MoaaConfig,
     SamplingConfig,
@@ -18,6 +19,7 @@ from moaa_ray.config import (
 )
 from moaa_ray.core.benchmarks import BenchmarkQuestion
 from moaa_ray.core.verification import wilson_interval
+from moaa_ray.engines.base import SamplingParams
 from moaa_ray.pipeline.evaluate import stage as evaluate_module
 from moaa_ray.pipeline.evaluate.questions import (
     baseline_name,
@@ -27,6 +29,7 @@ from moaa_ray.pipeline.evaluate.questions import (
     transcript,
 )
 from moaa_ray.pipeline.evaluate.results import (
+    OWN_PAIRWISE_MT_BENCH,
     arena_battles,
     benchmark_results,
     is_scored,
@@ -91,6 +94,8 @@ def test_mt_bench_grades_are_summarised_per_turn_with_missing_grades_counted():
     result = benchmark_results([row(0.5, grades=grades)], "policy", "base", 0, 10)
     assert result["mt_bench"]["per_turn"] == {"1": 8.0, "2": 6.0}
     assert result["mt_bench"]["overall"] == 7.0 and result["mt_bench"]["num_missing"] == 1
+    assert result["win_rate_method"] == OWN_PAIRWISE_MT_BENCH  # the win rate is not FastChat's
+    assert "win_rate_method" not in benchmark_results([row(0.5)], "policy", "base", 0, 10)
 
 
 def test_row_ids_are_stable_and_differ_by_benchmark():
@@ -625,6 +630,23 @@ def test_a_graded_only_benchmark_is_answered_by_the_model_and_graded_without_jud
     report = (tmp_path / "run" / "evaluate" / "report.md").read_text()
     assert "### mt" in report and "| a | 6.00 | 6.00 | 6.00 | 6.00 | 6.00 |" in report
     assert "win / tie / loss" not in report
+
+
+def test_a_benchmarks_answer_length_and_the_graders_own_sampling_reach_the_engines(tmp_path):
+    config = graded_only_config(tmp_path, MT_BENCH)
+    ev = config.evaluate
+    assert ev is not None
+    bench = ev.benchmarks[0].model_copy(update={"max_new_tokens": 1024})
+    ev = ev.model_copy(update={"benchmarks": [bench], "grading_sampling": GradingSamplingConfig()})
+    states, _ = question_states(ev)
+    model = FakePool(lambda method, conversation, params: [f"{params.max_new_tokens} tokens"])
+    grader = FakePool(lambda method, conversation, params: [f"{params} Rating: [[6]]"])
+    for step in evaluate_module._steps(ev, {"a": model, "g": grader}, states):
+        step.apply(states)
+    assert all(s["model_answers"] == ["1024 tokens", "1024 tokens"] for s in states)
+    # FastChat's request to its grader: temperature 0, 2048 tokens, no seed.
+    expected = SamplingParams(0.0, 1.0, 2048, 1, None)
+    assert {g["raw"] for s in states for g in s["grades"]} == {f"{expected} Rating: [[6]]"}
 
 
 def test_a_graded_only_benchmark_whose_file_is_not_mt_bench_is_refused_on_load(tmp_path):
