@@ -53,7 +53,7 @@ def _pool(seed: int = 3) -> dict[str, list[dict]]:
                 synthetic_verdict(rng, advantage, True),
             ]
             verdicts = [
-                {"judge": "j", "game": game, "verdict": verdict, "raw": ""}
+                {"judge": "j", "game": game, "verdict": verdict, "raw": "", "attempts": 1}
                 for game, verdict in zip((1, 2), games, strict=True)
             ]
             rows.append(
