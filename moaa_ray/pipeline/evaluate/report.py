@@ -103,14 +103,30 @@ def _comparison_table(name: str, evaluations: list[Evaluation]) -> list[str]:
         r["lc_win_rate_fallback_reason"] for _, r in compared if _lc_fallback(r)
     )
     lc_notes = [f"{LC_FALLBACK_LABEL}: {reason}." for reason in reasons]
-    method = next((r["win_rate_method"] for _, r in compared if r.get("win_rate_method")), None)
     notes = [
-        f"Against `{baseline}`; ties count half a win."
-        + (f" Win rates: {method}." if method else ""),
+        f"Against `{baseline}`; ties count half a win.",
         *lc_notes,
         *_style_pool_note(compared),
+        *_sources_note(compared[-1][1]),
     ]
     return [*lines, "", *notes, ""]
+
+
+FIGURE_NAMES = {
+    "win_rate": "win rate",
+    "lc_win_rate": "LC win rate",
+    "bt": "BT score",
+    "style_controlled": "style-controlled score",
+    "mt_bench": "MT-Bench grades",
+    "accuracy": "accuracy",
+}
+
+
+def _sources_note(result: dict) -> list[str]:
+    """Whose each figure of a benchmark's table is (``results.json``'s ``sources``), one line."""
+    sources = result.get("sources") or {}
+    named = [f"{FIGURE_NAMES.get(key, key)}: {source}" for key, source in sources.items()]
+    return [f"Whose figures: {'; '.join(named)}."] if named else []
 
 
 def _style_pool_note(compared: list[tuple[str, dict]]) -> list[str]:
@@ -133,7 +149,9 @@ def _style_pool_note(compared: list[tuple[str, dict]]) -> list[str]:
 def _graded_only(name: str, evaluations: list[Evaluation]) -> list[str]:
     """A benchmark the grader alone rates (MT-Bench with ``baseline: none``): its grades."""
     grades = _grades_table(name, evaluations) or ["No answer was graded.", ""]
-    return [f"### {name}", "", *grades, "No baseline: single grading only, no win rates.", ""]
+    sources = _sources_note(evaluations[-1][1]["benchmarks"].get(name, {}))
+    note = "No baseline: single grading only, no win rates."
+    return [f"### {name}", "", *grades, note, *sources, ""]
 
 
 def _verified(results: list[dict]) -> bool:
@@ -175,7 +193,8 @@ def _accuracy_table(name: str, evaluations: list[Evaluation]) -> list[str]:
         "several samples per question the accuracy is their mean (avg@n), and the interval is "
         "over questions; with one, Wilson's."
     )
-    return [*lines, "", note, ""]
+    sources = _sources_note(evaluations[-1][1]["benchmarks"].get(name, {}))
+    return [*lines, "", note, *sources, ""]
 
 
 def _grades_table(name: str, evaluations: list[Evaluation]) -> list[str]:

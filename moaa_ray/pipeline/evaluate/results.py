@@ -17,7 +17,7 @@ from moaa_ray.core.arena_hard import (
     arena_hard_scores,
     battles_from_verdicts,
 )
-from moaa_ray.core.eval_question import ArenaVerdict
+from moaa_ray.core.eval_question import ArenaVerdict, Judge
 from moaa_ray.core.mt_bench import mt_bench_summary
 from moaa_ray.core.verification import accuracy_interval, share
 from moaa_ray.core.winrates import (
@@ -29,6 +29,7 @@ from moaa_ray.core.winrates import (
     win_tie_loss,
 )
 from moaa_ray.pipeline.evaluate.rows import QuestionRow
+from moaa_ray.pipeline.evaluate.sources import ACCURACY, MT_BENCH_GRADES, judged_sources
 
 
 def arena_battles(
@@ -88,14 +89,8 @@ def verified_results(rows: list[QuestionRow], samples: int = 1) -> dict:
         "verifiable": len(shares),
         "total": len(rows),
         "format": "verified",
+        "sources": {"accuracy": ACCURACY},
     }
-
-
-OWN_PAIRWISE_MT_BENCH = (
-    "moaa_ray's own: its judges' verdicts in both orders, not FastChat's pairwise-baseline "
-    "(GPT-4's pair prompts, a tie where the two orders disagree)"
-)
-"""What MT-Bench's win rates against a baseline are; its grades are FastChat's single grading."""
 
 
 def benchmark_results(
@@ -133,7 +128,7 @@ def benchmark_results(
         ``bt`` (``{"score", "lower", "upper"}`` or None when nothing was decided; for rows judged
         as arena-hard-auto judges, :func:`arena_hard_results`), ``mt_bench``
         (:func:`mt_bench_summary`, or None when nothing was graded), abstain and position-bias
-        rates, ``win_rate_method`` where there are grades (:data:`OWN_PAIRWISE_MT_BENCH`),
+        rates, ``sources``: whose each figure is (:func:`~moaa_ray.pipeline.evaluate.sources.judged_sources`),
         Arena-Hard judgments the judge was asked to continue (``judge_retries``), questions judged
         in one A/B order only (``single_order_pairs``: under the default
         order policy they abstain) and orders the judges' mean decided for an abstaining aggregator
@@ -157,8 +152,12 @@ def benchmark_results(
         _, lower, upper = bootstrap_ci(battles, baseline, bootstrap_rounds, seed)[model]
         result["bt"] = {"score": point, "lower": lower, "upper": upper}
     result["mt_bench"] = _mt_bench(rows)
-    if result["mt_bench"] is not None:
-        result["win_rate_method"] = OWN_PAIRWISE_MT_BENCH
+    result["sources"] = judged_sources(
+        _judge_of_rows(rows),
+        result["lc_win_rate_kind"],
+        bool(result["bt"] and result["bt"].get("style_controlled")),
+        result["mt_bench"] is not None,
+    )
     totals = _stat_totals(rows)
     result["abstain_rate"] = share(totals["abstains"], totals["judgments"])
     result["judge_retries"] = totals["retries"]
@@ -171,6 +170,15 @@ def benchmark_results(
     }
     result["shortened_prompts"] = totals["shortened_prompts"]
     return _json_safe(result)
+
+
+def _judge_of_rows(rows: list[QuestionRow]) -> Judge:
+    """Who judged a benchmark's rows: arena-hard-auto's judging, AlpacaEval's or the ensemble."""
+    if any(row.get("arena_verdicts") for row in rows):
+        return "arena_hard"
+    if any(row.get("alpaca_preferences") for row in rows):
+        return "alpaca_eval"
+    return "ensemble"
 
 
 def _lc_results(rows: list[QuestionRow], gamed_baseline: GamedBaseline | None) -> dict:
@@ -244,6 +252,7 @@ def graded_results(rows: list[QuestionRow]) -> dict:
         "mt_bench": _mt_bench(rows),
         "truncated_answers": {"model": totals["truncated_model_answers"]},
         "shortened_prompts": totals["shortened_prompts"],
+        "sources": {"mt_bench": MT_BENCH_GRADES},
     }
     return _json_safe(result)
 

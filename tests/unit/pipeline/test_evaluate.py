@@ -19,6 +19,7 @@ from moaa_ray.config import (
 )
 from moaa_ray.core.benchmarks import BenchmarkQuestion
 from moaa_ray.core.verification import wilson_interval
+from moaa_ray.core.winrates import LC_FALLBACK_LABEL
 from moaa_ray.engines.base import SamplingParams
 from moaa_ray.pipeline.evaluate import stage as evaluate_module
 from moaa_ray.pipeline.evaluate.questions import (
@@ -29,13 +30,19 @@ from moaa_ray.pipeline.evaluate.questions import (
     transcript,
 )
 from moaa_ray.pipeline.evaluate.results import (
-    OWN_PAIRWISE_MT_BENCH,
     arena_battles,
     benchmark_results,
     is_scored,
     verified_results,
 )
 from moaa_ray.pipeline.evaluate.rows import verify_answers
+from moaa_ray.pipeline.evaluate.sources import (
+    ACCURACY,
+    MT_BENCH_GRADES,
+    OWN_BT,
+    OWN_PAIRWISE_MT_BENCH,
+    WIN_RATE,
+)
 from moaa_ray.pipeline.evaluate.stage import EvaluationStage, shared_judges
 from moaa_ray.pipeline.evaluate.steps import AnswerStep, ArenaHardJudgeStep, GradeStep, JudgedOnly
 from moaa_ray.stages.rundir import RunDir
@@ -94,8 +101,14 @@ def test_mt_bench_grades_are_summarised_per_turn_with_missing_grades_counted():
     result = benchmark_results([row(0.5, grades=grades)], "policy", "base", 0, 10)
     assert result["mt_bench"]["per_turn"] == {"1": 8.0, "2": 6.0}
     assert result["mt_bench"]["overall"] == 7.0 and result["mt_bench"]["num_missing"] == 1
-    assert result["win_rate_method"] == OWN_PAIRWISE_MT_BENCH  # the win rate is not FastChat's
-    assert "win_rate_method" not in benchmark_results([row(0.5)], "policy", "base", 0, 10)
+    assert result["sources"]["win_rate"] == OWN_PAIRWISE_MT_BENCH  # the win rate is not FastChat's
+    assert result["sources"]["mt_bench"] == MT_BENCH_GRADES
+    plain = benchmark_results([row(0.5)], "policy", "base", 0, 10)["sources"]
+    assert plain == {
+        "win_rate": WIN_RATE["ensemble"],
+        "lc_win_rate": LC_FALLBACK_LABEL,
+        "bt": OWN_BT,
+    }
 
 
 def test_row_ids_are_stable_and_differ_by_benchmark():
@@ -403,6 +416,7 @@ def test_verified_results_are_accuracy_over_the_answers_the_verifier_could_check
         "verifiable": 3,
         "total": 4,
         "format": "verified",
+        "sources": {"accuracy": ACCURACY},
     }
     assert verified_results([verdict_row(None)])["accuracy"] is None
     assert verified_results([verdict_row(None)])["accuracy_ci"] is None
@@ -626,6 +640,7 @@ def test_a_graded_only_benchmark_is_answered_by_the_model_and_graded_without_jud
         },
         "truncated_answers": {"model": 0},
         "shortened_prompts": 0,
+        "sources": {"mt_bench": MT_BENCH_GRADES},
     }  # grades only: no win rates, no BT score, no judge rates
     report = (tmp_path / "run" / "evaluate" / "report.md").read_text()
     assert "### mt" in report and "| a | 6.00 | 6.00 | 6.00 | 6.00 | 6.00 |" in report

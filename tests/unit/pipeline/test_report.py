@@ -12,11 +12,8 @@ from moaa_ray.pipeline.evaluate.report import (
     render_report,
     write_report,
 )
-from moaa_ray.pipeline.evaluate.results import (
-    OWN_PAIRWISE_MT_BENCH,
-    benchmark_results,
-    verified_results,
-)
+from moaa_ray.pipeline.evaluate.results import benchmark_results, verified_results
+from moaa_ray.pipeline.evaluate.sources import MT_BENCH_GRADES, OWN_BT, OWN_PAIRWISE_MT_BENCH
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -52,8 +49,12 @@ def test_report_has_a_row_per_model_and_the_mt_bench_grades_per_turn_and_categor
     assert "| SFT | 3 | 1 / 1 / 1 | 50.0 |" in text
     assert "| final | 3 | 2 / 1 / 0 | 83.3 |" in text
     assert "Against `gpt-4-0314`" in text
-    # MT-Bench's win rates are the project's own figure, not FastChat's pairwise-baseline.
-    assert f"Win rates: {OWN_PAIRWISE_MT_BENCH}." in text
+    # Each figure says whose it is: MT-Bench's win rates are the project's own figure, not
+    # FastChat's pairwise-baseline, and so is the BT score outside Arena-Hard; the grades are
+    # FastChat's.
+    whose = next(line for line in text.splitlines() if line.startswith("Whose figures: "))
+    assert f"win rate: {OWN_PAIRWISE_MT_BENCH}" in whose and f"BT score: {OWN_BT}" in whose
+    assert f"MT-Bench grades: {MT_BENCH_GRADES}" in whose
     assert "| model | turn 1 | turn 2 | overall | math | writing |" in text
     assert "| final | 8.00 | 6.00 | 7.00 | 8.00 | 6.00 |" in text
     assert "Self-judged" not in text
