@@ -43,6 +43,7 @@ import yaml
 from benchmarks.judge_plot import judge_bars
 from benchmarks.moaa_commands import keep_until_round_one_judged, manifest, moaa
 from moaa_ray.core.verification import mean_interval
+from moaa_ray.stages.layout import BASE, EVALUATE, SFT, round_folder
 from moaa_ray.tasks.facts import verify_fact
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,19 +62,24 @@ def percent(bounds: list[float]) -> list[float]:
 
 def accuracy(evaluation_dir: Path) -> dict:
     """An evaluation's held-out accuracy (%) and its 95% interval, from its ``results.json``."""
-    results = json.loads((evaluation_dir / "results.json").read_text())
-    facts = results["benchmarks"][BENCHMARK]
+    facts = benchmark_results(evaluation_dir, BENCHMARK)
     return {
         "accuracy": round(100 * facts["accuracy"], 1),
         "accuracy_ci": percent(facts["accuracy_ci"]),
     }
 
 
+def benchmark_results(evaluation_dir: Path, benchmark: str) -> dict:
+    """One benchmark's results in an evaluation stage's ``results.json``."""
+    return json.loads((evaluation_dir / "results.json").read_text())["benchmarks"][benchmark]
+
+
 def evaluation_dir(run_dir: Path, stage: str, last: bool) -> Path:
     """Where ``moaa run`` evaluated a model of the run: ``base``, ``sft`` or ``round-<r>/dpo``."""
     if last:
-        return run_dir / "evaluate"
-    return run_dir / {"base": "base", "sft": "round-0"}.get(stage, stage.split("/")[0]) / "evaluate"
+        return run_dir / EVALUATE
+    folder = {BASE: BASE, SFT: round_folder(0)}.get(stage, stage.split("/")[0])
+    return run_dir / folder / EVALUATE
 
 
 def greedy_accuracy(model_path: str, run_dir: Path) -> dict:
@@ -243,9 +249,9 @@ def measure(quick: bool) -> dict:
     main = Path(os.environ.get("MOAA_EVIDENCE_RUN", WORK / "main"))
     figures["resumed"] = (main / "manifest.json").exists()  # then the seconds are a rerun's
     figures["run_s"] = moaa("run", CONFIG, main)
-    results = json.loads((main / "base" / "evaluate" / "results.json").read_text())
-    figures["held_out_questions"] = results["benchmarks"][BENCHMARK]["verifiable"]
-    figures["samples_per_question"] = results["benchmarks"][BENCHMARK]["samples_per_question"]
+    base_results = benchmark_results(evaluation_dir(main, BASE, last=False), BENCHMARK)
+    figures["held_out_questions"] = base_results["verifiable"]
+    figures["samples_per_question"] = base_results["samples_per_question"]
     models = {m["stage"]: m["model_path"] for m in manifest(main)["models"] if m["model_path"]}
     rounds = [name for name in models if name.endswith("/dpo")]
     figures["stages"] = {}
@@ -297,9 +303,7 @@ def measure(quick: bool) -> dict:
 
     judged = WORK / "judged"
     moaa("evaluate", judged_config(models[rounds[-1]], WORK), judged)
-    result = json.loads((judged / "evaluate" / "results.json").read_text())["benchmarks"][
-        "held_out"
-    ]
+    result = benchmark_results(judged / EVALUATE, "held_out")
     keys = ("judged", "wins", "ties", "losses", "win_rate", "position_bias_rate")
     figures["judged_vs_base"] = {key: result.get(key) for key in keys}
     figures["total_s"] = round(time.monotonic() - started, 1)

@@ -178,7 +178,7 @@ class EvaluationStage:
         root = self.stage.path.parent
         earlier = earlier_evaluations(root, evaluated_models(self.config))
         label = "final" if earlier else ev.model
-        pools = style_control_pools(root, [name for name, _ in earlier], self.config, rows)
+        pools = style_control_pools(root, earlier, self.config, rows)
         results = {
             bench.key(): verified_results(
                 [r for r in rows if r["benchmark"] == bench.key()], ev.num_samples
@@ -249,7 +249,7 @@ def shared_judges(config: MoaaConfig) -> list[str]:
 
 
 def style_control_pools(
-    root: Path, labels: list[str], config: MoaaConfig, rows: list[QuestionRow]
+    root: Path, earlier: list[Evaluation], config: MoaaConfig, rows: list[QuestionRow]
 ) -> dict[str, dict[str, list[QuestionRow]]]:
     """Per style-controlled Arena-Hard benchmark, the run's earlier-evaluated models that share the
     evaluated model's style-control pool, with their rows.
@@ -261,7 +261,7 @@ def style_control_pools(
 
     Args:
         root: the run directory, whose ``<folder>/evaluate/`` holds an earlier model's stage.
-        labels: the labels of the earlier models evaluated (:func:`earlier_evaluations`).
+        earlier: the earlier models' results, by label (:func:`earlier_evaluations`).
         config: the run's config.
         rows: the evaluated model's rows.
 
@@ -272,12 +272,10 @@ def style_control_pools(
     assert ev is not None  # the stage runs only with an evaluate section
     benches = [b for b in ev.benchmarks if b.style_control and baseline_name(ev, b) is not None]
     pools: dict[str, dict[str, list[QuestionRow]]] = {b.key(): {} for b in benches}
-    for label, folder in evaluated_models(config):
-        if label not in labels or not benches:
-            continue
-        stage = root / folder / EVALUATE
-        results = json.loads((stage / "results.json").read_text())["benchmarks"]
-        earlier_rows = read_question_rows(StageDir(stage))
+    folders = dict(evaluated_models(config))
+    for label, summary in earlier if benches else []:
+        results = summary["benchmarks"]
+        earlier_rows = read_question_rows(StageDir(root / folders[label] / EVALUATE))
         for bench in benches:
             key = bench.key()
             theirs = [r for r in earlier_rows if r["benchmark"] == key]
