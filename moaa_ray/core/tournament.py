@@ -76,6 +76,9 @@ class Tournament(RowStatus):
     criteria: list[str]  # names of the criteria the judges compare the samples on
     judgments: list[Judgment]  # every judgment, the judges' and the aggregator judge's
     rewards: list[float] | None  # a reward model's score per sample; None when judges rank them
+    # A pairwise source's K x K table: [i][j] is its raw score of sample i over sample j (a GPM's
+    # skew-symmetric score, PairRM's logit with i shown first); None for scalar sources.
+    preference_table: list[list[float]] | None
 
 
 def new_tournament(row_id: str, prompt: Messages, source: str) -> Tournament:
@@ -95,6 +98,7 @@ def new_tournament(row_id: str, prompt: Messages, source: str) -> Tournament:
         "criteria": [],
         "judgments": [],
         "rewards": None,
+        "preference_table": None,
         "error": None,
     }
 
