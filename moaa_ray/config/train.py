@@ -33,6 +33,12 @@ class TrainConfig(Section):
     global_batch_size: int = Field(128, ge=1, description="rows per optimizer step, all workers")
     micro_batch_size: int = Field(1, ge=1, description="rows per forward pass and worker")
     max_seq_len: int = Field(2048, ge=2, description="tokens per sequence; longer ones are cut")
+    max_prompt_length: int | None = Field(
+        None,
+        ge=1,
+        description="prompt tokens kept, its end (the start is cut, as TRL does); at most "
+        "max_seq_len; None: prompts are not cut",
+    )
     packing: bool = Field(
         False, description="padding-free packed rows; pays with flash_attention_2 kernels"
     )
@@ -99,6 +105,15 @@ class TrainConfig(Section):
             raise ValueError(
                 f"global_batch_size={self.global_batch_size} gives some of the up to "
                 f"{self.num_workers[1]} workers no rows: raise it or lower num_workers"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _prompt_fits_sequence(self) -> TrainConfig:
+        if self.max_prompt_length is not None and self.max_prompt_length > self.max_seq_len:
+            raise ValueError(
+                f"max_prompt_length={self.max_prompt_length} exceeds "
+                f"max_seq_len={self.max_seq_len}: lower max_prompt_length"
             )
         return self
 

@@ -5,16 +5,23 @@ Pure functions over a tokenizer and lists; they run (and are tested) without Ray
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from moaa_ray.core.conversations import Messages, conform, template_accepts_system
 from moaa_ray.train.losses import IGNORE_INDEX
 
+logger = logging.getLogger(__name__)
+
 _GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
+_WARN_DROPPED_FRACTION = 0.01
+
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
@@ -105,27 +112,100 @@ def assistant_mask(tokenizer: Any, messages: Messages) -> tuple[list[int], list[
     return full, mask + [0] * (len(full) - len(ids))
 
 
-def _targets(input_ids: list[int], mask: list[int], max_seq_len: int) -> Example:
-    ids = input_ids[:max_seq_len]
+def cut_prompt(
+    input_ids: list[int], mask: list[int], max_prompt_length: int | None
+) -> tuple[list[int], list[int]]:
+    """Keep only the last ``max_prompt_length`` tokens of the prompt (the tokens before the first
+    trained one), so that a long prompt leaves room for the answer.
+
+    Follows TRL's ``max_prompt_length``: ``prompt_ids[-max_prompt_length:]``, the prompt cut from the
+    left, its end kept (trl 1.16 ``experimental/sdpo/sdpo_trainer.py``; its ``DPOTrainer`` has no
+    prompt limit and instead drops such rows, as :func:`keep_trainable` does).
+
+    Args:
+        input_ids: the whole sequence.
+        mask: 1 on trained tokens, of the same length.
+        max_prompt_length: prompt tokens kept; None: the prompt is kept whole.
+
+    Returns:
+        ``(input_ids, mask)`` without the cut prompt tokens.
+    """
+    if max_prompt_length is None:
+        return input_ids, mask
+    prompt_len = mask.index(1) if 1 in mask else len(mask)
+    start = max(prompt_len - max_prompt_length, 0)
+    return input_ids[start:], mask[start:]
+
+
+def _targets(
+    input_ids: list[int], mask: list[int], max_seq_len: int, max_prompt_length: int | None
+) -> Example:
+    ids, mask = cut_prompt(input_ids, mask, max_prompt_length)
+    ids = ids[:max_seq_len]
     targets = [ids[t + 1] if mask[t + 1] else IGNORE_INDEX for t in range(len(ids) - 1)]
     return Example(ids, targets + [IGNORE_INDEX])
 
 
-def encode_conversation(tokenizer: Any, messages: Messages, max_seq_len: int) -> Example:
+def is_trainable(example: Example) -> bool:
+    """Whether the example has at least one trained token (else it adds no gradient)."""
+    return any(t != IGNORE_INDEX for t in example.targets)
+
+
+def keep_trainable(
+    rows: list[Row], encode: Callable[[Row], Sequence[Example]], what: str
+) -> tuple[list[Row], int]:
+    """The rows all of whose examples keep a trained token after cutting, and how many were dropped.
+
+    A DPO pair or SFT conversation whose prompt fills ``max_seq_len`` would otherwise sit in the
+    loss's denominator with no gradient (a DPO pair at a constant log 2). TRL drops such rows too
+    (trl 1.16 ``DPOTrainer``: examples whose prompt alone fills ``max_length``). More than 1% of the
+    rows dropped is logged as a warning.
+
+    Args:
+        rows: training rows.
+        encode: a row's tokenized examples (one for SFT; chosen and rejected for DPO).
+        what: the rows' name in the warning, e.g. ``"preference pairs"``.
+
+    Returns:
+        ``(kept rows in order, number dropped)``.
+    """
+    kept = [row for row in rows if all(is_trainable(e) for e in encode(row))]
+    dropped = len(rows) - len(kept)
+    if dropped > _WARN_DROPPED_FRACTION * len(rows):
+        logger.warning(
+            "dropped %d of %d %s with no trainable answer token after cutting to max_seq_len "
+            "(raise max_seq_len or set max_prompt_length)",
+            dropped,
+            len(rows),
+            what,
+        )
+    return kept, dropped
+
+
+def encode_conversation(
+    tokenizer: Any, messages: Messages, max_seq_len: int, max_prompt_length: int | None = None
+) -> Example:
     """An SFT example: every assistant turn of a (multi-turn) conversation is trained on.
 
-    Sequences longer than ``max_seq_len`` tokens are cut at the end.
+    The tokens before the first assistant turn are cut to their last ``max_prompt_length``
+    (:func:`cut_prompt`); then sequences longer than ``max_seq_len`` tokens are cut at the end.
 
     Raises:
         ValueError: the conversation has no assistant turn.
     """
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError("conversation has no assistant turn to train on")
-    return _targets(*assistant_mask(tokenizer, _conform(tokenizer, messages)), max_seq_len)
+    ids, mask = assistant_mask(tokenizer, _conform(tokenizer, messages))
+    return _targets(ids, mask, max_seq_len, max_prompt_length)
 
 
 def encode_preference(
-    tokenizer: Any, prompt: Messages, chosen: Messages, rejected: Messages, max_seq_len: int
+    tokenizer: Any,
+    prompt: Messages,
+    chosen: Messages,
+    rejected: Messages,
+    max_seq_len: int,
+    max_prompt_length: int | None = None,
 ) -> tuple[Example, Example]:
     """A DPO pair: the prompt (possibly multi-turn) followed by each answer; only the answer is trained.
 
@@ -134,7 +214,9 @@ def encode_preference(
         prompt: the conversation up to the answer.
         chosen: one assistant message (TRL's conversational preference format).
         rejected: one assistant message.
-        max_seq_len: longer sequences are cut at the end.
+        max_seq_len: longer sequences are cut at the end (after the prompt is cut).
+        max_prompt_length: the prompt keeps its last this many tokens (:func:`cut_prompt`);
+            None: the prompt is kept whole.
 
     Returns:
         ``(chosen_example, rejected_example)``.
@@ -145,7 +227,8 @@ def encode_preference(
         if not answer or any(m["role"] != "assistant" for m in answer):
             raise ValueError("chosen and rejected must be non-empty lists of assistant messages")
         ids, mask = assistant_mask(tokenizer, _conform(tokenizer, prompt + answer))
-        examples.append(_targets(ids, [0] * prompt_len + mask[prompt_len:], max_seq_len))
+        mask = [0] * prompt_len + mask[prompt_len:]
+        examples.append(_targets(ids, mask, max_seq_len, max_prompt_length))
     return examples[0], examples[1]
 
 

@@ -24,7 +24,14 @@ import torch.distributed as dist
 
 from moaa_ray.config import DPOConfig, MoaaConfig
 from moaa_ray.stages.layout import DPO, PREFERENCES, SFT, TRAINED_MODEL
-from moaa_ray.train.collate import Batch, collate, encode_preference, swap_pair
+from moaa_ray.train.collate import (
+    Batch,
+    Example,
+    collate,
+    encode_preference,
+    keep_trainable,
+    swap_pair,
+)
 from moaa_ray.train.launch import run_training
 from moaa_ray.train.losses import (
     IGNORE_INDEX,
@@ -58,7 +65,8 @@ class DPOObjective:
         if self.cfg.loss_type == "sppo":
             columns += ["score_chosen", "score_rejected", "scores"]
         rows = read_training_rows(spec.data_path, columns)
-        self.rows = [swap_pair(r) for r in rows] if self.cfg.swap_pairs else rows
+        rows = [swap_pair(r) for r in rows] if self.cfg.swap_pairs else rows
+        self.rows, self.rows_dropped = keep_trainable(rows, self._encode, "preference pairs")
         # [rows, 2] SPPO targets (chosen, rejected). swap_pairs moves the answers, not the scores,
         # so the negative control asks the loser for the winner's log-ratio.
         self.win_rates = _win_rates(self.rows) if self.cfg.loss_type == "sppo" else None
@@ -71,14 +79,19 @@ class DPOObjective:
 
     def make_batch(self, rows: list[int]) -> PairBatch:
         """Tokenize each pair (prompt + chosen, prompt + rejected) and collate all answers."""
-        pairs = [
-            encode_preference(
-                self.tokenizer, r["prompt"], r["chosen"], r["rejected"], self.cfg.max_seq_len
-            )
-            for r in (self.rows[i] for i in rows)
-        ]
+        pairs = [self._encode(self.rows[i]) for i in rows]
         examples = [c for c, _ in pairs] + [r for _, r in pairs]
         return rows, collate(examples, self.tokenizer.pad_token_id, self.cfg.packing)
+
+    def _encode(self, row: dict[str, Any]) -> tuple[Example, Example]:
+        return encode_preference(
+            self.tokenizer,
+            row["prompt"],
+            row["chosen"],
+            row["rejected"],
+            self.cfg.max_seq_len,
+            self.cfg.max_prompt_length,
+        )
 
     def counts(self, item: PairBatch) -> dict[str, float]:
         """Pairs, trained tokens of the chosen answers, all tokens."""

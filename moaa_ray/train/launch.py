@@ -61,7 +61,8 @@ def run_training(
             model aside and train again (otherwise such a rerun is refused).
 
     Returns:
-        ``steps``, ``final_loss``, ``metrics`` (the last step's), ``model_path``, ``checkpoint``,
+        ``steps``, ``final_loss``, ``rows_dropped`` (rows with no trained token after cutting),
+        ``metrics`` (the last step's), ``model_path``, ``checkpoint``,
         ``seconds``, ``status``; or the recorded summary plus ``skipped: True``.
     """
     started = time.monotonic()
@@ -126,6 +127,7 @@ def run_training(
         summary = {
             "steps": metrics.get("step"),
             "final_loss": metrics.get("loss"),
+            "rows_dropped": metrics.get("rows_dropped"),
             "metrics": metrics,
             "model_path": str(output_dir),
             "checkpoint": result.checkpoint.path if result.checkpoint else None,

@@ -9,7 +9,7 @@ import torch
 
 from moaa_ray.config import MoaaConfig
 from moaa_ray.stages.layout import GENERATE, SFT
-from moaa_ray.train.collate import Batch, collate, encode_conversation
+from moaa_ray.train.collate import Batch, Example, collate, encode_conversation, keep_trainable
 from moaa_ray.train.launch import run_training
 from moaa_ray.train.losses import IGNORE_INDEX, token_logprobs
 from moaa_ray.train.worker import WorkerSpec, read_training_rows, train_worker
@@ -24,15 +24,21 @@ class SFTObjective:
     def __init__(self, spec: WorkerSpec, tokenizer: Any):
         self.tokenizer = tokenizer
         self.cfg = spec.train
-        self.rows = [row["messages"] for row in read_training_rows(spec.data_path, ["messages"])]
+        rows = [row["messages"] for row in read_training_rows(spec.data_path, ["messages"])]
+        self.rows, self.rows_dropped = keep_trainable(
+            rows, lambda messages: [self._encode(messages)], "conversations"
+        )
         self.lengths = [sum(len(m["content"]) for m in messages) for messages in self.rows]
 
     def make_batch(self, rows: list[int]) -> Batch:
         """Tokenize conversations with the model's chat template and collate them."""
-        examples = [
-            encode_conversation(self.tokenizer, self.rows[i], self.cfg.max_seq_len) for i in rows
-        ]
+        examples = [self._encode(self.rows[i]) for i in rows]
         return collate(examples, self.tokenizer.pad_token_id, self.cfg.packing)
+
+    def _encode(self, messages: list[dict[str, str]]) -> Example:
+        return encode_conversation(
+            self.tokenizer, messages, self.cfg.max_seq_len, self.cfg.max_prompt_length
+        )
 
     def counts(self, batch: Batch) -> dict[str, float]:
         """Trained (assistant) tokens and all tokens."""

@@ -61,6 +61,7 @@ class Objective(Protocol):
     """What differs between SFT and DPO; built per worker over the tokenizer and the rows."""
 
     lengths: list[int]  # a length per row, for grouping rows of similar length
+    rows_dropped: int  # rows left out for having no trained token after cutting
 
     def make_batch(self, rows: list[int]) -> Any:
         """Tokenize and collate the given rows (on CPU)."""
@@ -282,7 +283,11 @@ def train_worker(spec: WorkerSpec, make_objective) -> None:
             split_step(steps[step], objective.lengths, world_size, num_micro)[rank],
         )
         metrics.update(
-            step=step + 1, learning_rate=lr, resumed_from_step=start, world_size=world_size
+            step=step + 1,
+            learning_rate=lr,
+            resumed_from_step=start,
+            world_size=world_size,
+            rows_dropped=objective.rows_dropped,
         )
         if writer is not None:
             for key, value in metrics.items():

@@ -148,6 +148,7 @@ def test_sft_resumes_from_its_checkpoint_after_a_worker_is_killed(sft_run):
     assert set(_scalars(run_dir, "sft", "loss")) == set(range(1, 25))
     stage = json.loads((run_dir / "manifest.json").read_text())["stages"]["sft"]
     assert stage["status"] == "done" and stage["steps"] == 24
+    assert stage["rows_dropped"] == second["rows_dropped"] == 0  # every row has an answer token
 
 
 def test_sft_loss_falls_and_metrics_are_reported(sft_run):

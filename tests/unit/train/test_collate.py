@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
 from moaa_ray.tiny_models import CHATML_TEMPLATE, resolve_model_path
 from moaa_ray.train.collate import (
+    Example,
     assistant_mask,
     collate,
     encode_conversation,
     encode_preference,
+    keep_trainable,
 )
 from moaa_ray.train.losses import IGNORE_INDEX, sequence_logprobs, token_logprobs
 
@@ -96,6 +100,66 @@ def test_preference_pairs_train_only_the_final_answer(tokenizer):
     assert good.input_ids[: len(prompt_ids)] == bad.input_ids[: len(prompt_ids)]
     with pytest.raises(ValueError, match="assistant"):
         encode_preference(tokenizer, prompt, [{"role": "user", "content": "x"}], rejected, 512)
+
+
+LONG_PROMPT = [{"role": "user", "content": "Why is the sky blue? " + "Tell me more. " * 40}]
+CHOSEN = [{"role": "assistant", "content": "Rayleigh scattering."}]
+REJECTED = [{"role": "assistant", "content": "It is painted."}]
+
+
+def test_a_long_prompt_is_cut_from_the_left_and_the_answers_survive(tokenizer):
+    uncut = encode_preference(tokenizer, LONG_PROMPT, CHOSEN, REJECTED, max_seq_len=512)
+    prompt = tokenizer.apply_chat_template(
+        LONG_PROMPT, add_generation_prompt=True, return_dict=True
+    )
+    prompt_len = len(prompt["input_ids"])
+    assert prompt_len > 64
+    # Cut at the end only, the prompt fills the window and nothing is trained.
+    lost = encode_preference(tokenizer, LONG_PROMPT, CHOSEN, REJECTED, max_seq_len=64)
+    assert _trained_text(tokenizer, lost[0]) == ""
+    good, bad = encode_preference(
+        tokenizer, LONG_PROMPT, CHOSEN, REJECTED, max_seq_len=64, max_prompt_length=32
+    )
+    assert _trained_text(tokenizer, good) == "Rayleigh scattering.<|im_end|>"
+    assert _trained_text(tokenizer, bad) == "It is painted.<|im_end|>"
+    # The prompt keeps its last 32 tokens: its end (the generation prompt) is there, its start not.
+    assert good.input_ids[:32] == uncut[0].input_ids[prompt_len - 32 : prompt_len]
+    assert tokenizer.decode(good.input_ids[:32]).endswith("<|im_start|>assistant\n")
+
+
+def test_a_long_sft_prompt_is_cut_from_the_left_and_the_answer_survives(tokenizer):
+    example = encode_conversation(
+        tokenizer, LONG_PROMPT + CHOSEN, max_seq_len=64, max_prompt_length=32
+    )
+    assert _trained_text(tokenizer, example) == "Rayleigh scattering.<|im_end|>"
+    assert "Why is the sky blue" not in tokenizer.decode(example.input_ids)
+
+
+def test_rows_with_nothing_to_train_are_dropped_and_counted(tokenizer):
+    short = {"prompt": CHAT[1:2], "chosen": CHOSEN, "rejected": REJECTED}
+    long = {"prompt": LONG_PROMPT, "chosen": CHOSEN, "rejected": REJECTED}
+
+    def encode(row):
+        return encode_preference(tokenizer, row["prompt"], row["chosen"], row["rejected"], 64)
+
+    kept, dropped = keep_trainable([short, long, short], encode, "pairs")
+    assert (kept, dropped) == ([short, short], 1)
+    assert keep_trainable([long], encode, "pairs") == ([], 1)
+
+
+def test_dropping_over_one_percent_of_rows_warns(caplog):
+    trained = Example([1, 2], [2, IGNORE_INDEX])
+    untrained = Example([1, 2], [IGNORE_INDEX, IGNORE_INDEX])
+
+    def by_row(row: int) -> list:
+        return [untrained if row == 0 else trained]
+
+    with caplog.at_level(logging.WARNING, logger="moaa_ray.train.collate"):
+        assert keep_trainable(list(range(100)), by_row, "conversations")[1] == 1
+    assert not caplog.records  # 1 of 100 is not over 1%
+    with caplog.at_level(logging.WARNING, logger="moaa_ray.train.collate"):
+        assert keep_trainable(list(range(99)), by_row, "conversations")[1] == 1
+    assert "dropped 1 of 99 conversations" in caplog.text
 
 
 def test_padded_batch_shapes_and_segments(tokenizer):

@@ -11,7 +11,7 @@ from moaa_ray.config import DPOConfig, LoraConfig
 from moaa_ray.stages.fingerprint import config_identity
 from moaa_ray.tiny_models import resolve_model_path
 from moaa_ray.train.dpo import REFERENCE_FILE, DPOObjective
-from moaa_ray.train.losses import sequence_logprobs, token_logprobs
+from moaa_ray.train.losses import IGNORE_INDEX, sequence_logprobs, token_logprobs
 from moaa_ray.train.worker import WorkerSpec, load_causal_lm, load_tokenizer
 from tests.support.fakes import FakeEngine
 
@@ -147,6 +147,19 @@ def test_swap_pairs_feeds_the_trainer_each_rejected_answer_as_chosen(pairs_dir):
     ids, swapped_ids = plain_batch.inputs["input_ids"], swapped_batch.inputs["input_ids"]
     assert torch.equal(swapped_ids[:2], ids[2:]) and torch.equal(swapped_ids[2:], ids[:2])
     assert torch.equal(swapped_batch.targets[:2], plain_batch.targets[2:])
+
+
+def test_pairs_whose_prompt_fills_the_window_are_dropped_unless_the_prompt_is_cut(pairs_dir):
+    # Every prompt here renders to more than 8 tokens: cut only at the end, no answer token is left.
+    uncut_spec = _spec(pairs_dir, max_seq_len=8)
+    uncut = DPOObjective(uncut_spec, load_tokenizer(uncut_spec))
+    assert (uncut.rows, uncut.rows_dropped, uncut.lengths) == ([], 3, [])
+    cut_spec = _spec(pairs_dir, max_seq_len=8, max_prompt_length=4)
+    cut = DPOObjective(cut_spec, load_tokenizer(cut_spec))
+    assert (len(cut.rows), cut.rows_dropped) == (3, 0)
+    _, batch = cut.make_batch([0, 1, 2])
+    assert batch.targets.shape[1] == 8
+    assert bool(((batch.targets != IGNORE_INDEX).sum(dim=1) > 0).all())
 
 
 def test_a_swapped_run_has_another_fingerprint():

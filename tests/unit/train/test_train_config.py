@@ -45,6 +45,8 @@ def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
         ("dpo: {optimizer: sgd}", "dpo.optimizer"),
         ("dpo: {label_smoothing: 0.5}", "dpo.label_smoothing"),
         ("dpo: {lora: {rank: 8}}", "dpo.lora.rank: unknown key"),
+        ("dpo: {max_seq_len: 64, max_prompt_length: 65}", "dpo.* max_prompt_length=65 exceeds"),
+        ("sft: {model: a, max_prompt_length: 0}", "sft.max_prompt_length"),
     ],
 )
 def test_bad_training_sections_name_the_key(tmp_path, section, match):

@@ -25,7 +25,7 @@ def test_worker_reports_to_ray_train_only_with_its_checkpoints(monkeypatch, tmp_
     engine = SimpleNamespace(get_lr=lambda: [0.1])
     monkeypatch.setattr(worker, "build_deepspeed_engine", lambda *args: engine)
     monkeypatch.setattr(worker, "run_step", lambda *args: {"loss": 1.0, "tokens_per_s": 5.0})
-    monkeypatch.setattr(worker, "save_checkpoint", lambda *args: checkpoints.append(args[2]))
+    monkeypatch.setattr(worker, "save_checkpoint", lambda *args: checkpoints.append(args[2:4]))
     monkeypatch.setattr(worker, "save_hf_model", lambda *args: None)
     train = SFTConfig(model="m", global_batch_size=2, max_steps=5, checkpoint_every_steps=2)
     spec = worker.WorkerSpec(
@@ -41,6 +41,7 @@ def test_worker_reports_to_ray_train_only_with_its_checkpoints(monkeypatch, tmp_
 
     class Objective:
         lengths = [1] * 10
+        rows_dropped = 3
 
         def __init__(self, spec, tokenizer):
             pass
@@ -49,7 +50,8 @@ def test_worker_reports_to_ray_train_only_with_its_checkpoints(monkeypatch, tmp_
             pass
 
     worker.train_worker(spec, Objective)
-    assert checkpoints == [2, 4, 5] and reports == []
+    assert [step for step, _ in checkpoints] == [2, 4, 5] and reports == []
+    assert checkpoints[-1][1]["rows_dropped"] == 3  # the stage's summary reads the last metrics
     progress = json.loads((tmp_path / "progress.json").read_text())
     assert progress == {"step": 5, "loss": 1.0, "tokens_per_s": 5.0, "steps_total": 5}
 
