@@ -19,7 +19,7 @@ from moaa_ray.train.losses import IGNORE_INDEX
 logger = logging.getLogger(__name__)
 
 _GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
-_WARN_DROPPED_FRACTION = 0.01
+WARN_DROPPED_FRACTION = 0.01  # of a stage's rows, dropped for no trained token
 
 Row = TypeVar("Row")
 
@@ -152,34 +152,38 @@ def is_trainable(example: Example) -> bool:
 
 
 def keep_trainable(
-    rows: list[Row], encode: Callable[[Row], Sequence[Example]], what: str
+    rows: list[Row], encode: Callable[[Row], Sequence[Example]]
 ) -> tuple[list[Row], int]:
     """The rows all of whose examples keep a trained token after cutting, and how many were dropped.
 
     A DPO pair or SFT conversation whose prompt fills ``max_seq_len`` would otherwise sit in the
     loss's denominator with no gradient (a DPO pair at a constant log 2). TRL drops such rows too
-    (trl 1.16 ``DPOTrainer``: examples whose prompt alone fills ``max_length``). More than 1% of the
-    rows dropped is logged as a warning.
+    (trl 1.16 ``DPOTrainer``: examples whose prompt alone fills ``max_length``). The driver warns
+    about the count (:func:`warn_dropped_rows`).
 
     Args:
         rows: training rows.
         encode: a row's tokenized examples (one for SFT; chosen and rejected for DPO).
-        what: the rows' name in the warning, e.g. ``"preference pairs"``.
 
     Returns:
         ``(kept rows in order, number dropped)``.
     """
     kept = [row for row in rows if all(is_trainable(e) for e in encode(row))]
-    dropped = len(rows) - len(kept)
-    if dropped > _WARN_DROPPED_FRACTION * len(rows):
-        logger.warning(
-            "dropped %d of %d %s with no trainable answer token after cutting to max_seq_len "
-            "(raise max_seq_len or set max_prompt_length)",
-            dropped,
-            len(rows),
-            what,
-        )
-    return kept, dropped
+    return kept, len(rows) - len(kept)
+
+
+def warn_dropped_rows(stage: str, dropped: int, total: int) -> bool:
+    """Log a warning when more than 1% of a stage's rows had no trainable token; True if it did."""
+    if total <= 0 or dropped <= WARN_DROPPED_FRACTION * total:
+        return False
+    logger.warning(
+        "%s: dropped %d of %d rows with no trainable answer token after cutting to max_seq_len "
+        "(raise max_seq_len or set max_prompt_length)",
+        stage,
+        dropped,
+        total,
+    )
+    return True
 
 
 def encode_conversation(

@@ -66,7 +66,7 @@ class DPOObjective:
             columns += ["score_chosen", "score_rejected", "scores"]
         rows = read_training_rows(spec.data_path, columns)
         rows = [swap_pair(r) for r in rows] if self.cfg.swap_pairs else rows
-        self.rows, self.rows_dropped = keep_trainable(rows, self._encode, "preference pairs")
+        self.rows, self.rows_dropped = keep_trainable(rows, self._encode)
         # [rows, 2] SPPO targets (chosen, rejected). swap_pairs moves the answers, not the scores,
         # so the negative control asks the loser for the winner's log-ratio.
         self.win_rates = _win_rates(self.rows) if self.cfg.loss_type == "sppo" else None

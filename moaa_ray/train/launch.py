@@ -20,6 +20,7 @@ from moaa_ray.stages.fingerprint import config_identity, digest_path
 from moaa_ray.stages.layout import TRAINED_MODEL
 from moaa_ray.stages.rundir import RunDir, StageDir
 from moaa_ray.stages.runner import stage_label, stage_run
+from moaa_ray.train.collate import warn_dropped_rows
 from moaa_ray.train.recipe import plan_batches
 from moaa_ray.train.worker import WorkerSpec
 
@@ -89,9 +90,10 @@ def run_training(
         return {**previous, "skipped": True}
     with stage_run(run, stage, fingerprint, outputs, fresh) as record:
         # 2. Check the data against the batch plan before any worker starts.
+        num_rows = count_parquet_rows(data_path)
         total_steps = len(
             plan_batches(
-                count_parquet_rows(data_path),
+                num_rows,
                 section.global_batch_size,
                 section.num_epochs,
                 section.seed,
@@ -116,6 +118,8 @@ def run_training(
         with Progress(stage_label(run, stage), total_steps, unit="steps") as bar:
 
             def show(progress: dict) -> None:
+                # The workers plan the steps over the rows they keep (collate.keep_trainable).
+                bar.total = progress.get("steps_total") or bar.total
                 figures = {k: progress.get(k) for k in ("loss", "tokens_per_s")}
                 bar.update(progress.get("step") or 0, **figures)
 
@@ -124,6 +128,7 @@ def run_training(
             show(dict(result.metrics or {}))
         # 4. Record the outcome.
         metrics = dict(result.metrics or {})
+        warn_dropped_rows(stage, metrics.get("rows_dropped") or 0, num_rows)
         summary = {
             "steps": metrics.get("step"),
             "final_loss": metrics.get("loss"),

@@ -26,7 +26,7 @@ class SFTObjective:
         self.cfg = spec.train
         rows = [row["messages"] for row in read_training_rows(spec.data_path, ["messages"])]
         self.rows, self.rows_dropped = keep_trainable(
-            rows, lambda messages: [self._encode(messages)], "conversations"
+            rows, lambda messages: [self._encode(messages)]
         )
         self.lengths = [sum(len(m["content"]) for m in messages) for messages in self.rows]
 

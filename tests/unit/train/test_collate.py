@@ -9,12 +9,12 @@ import torch
 
 from moaa_ray.tiny_models import CHATML_TEMPLATE, resolve_model_path
 from moaa_ray.train.collate import (
-    Example,
     assistant_mask,
     collate,
     encode_conversation,
     encode_preference,
     keep_trainable,
+    warn_dropped_rows,
 )
 from moaa_ray.train.losses import IGNORE_INDEX, sequence_logprobs, token_logprobs
 
@@ -142,24 +142,19 @@ def test_rows_with_nothing_to_train_are_dropped_and_counted(tokenizer):
     def encode(row):
         return encode_preference(tokenizer, row["prompt"], row["chosen"], row["rejected"], 64)
 
-    kept, dropped = keep_trainable([short, long, short], encode, "pairs")
+    kept, dropped = keep_trainable([short, long, short], encode)
     assert (kept, dropped) == ([short, short], 1)
-    assert keep_trainable([long], encode, "pairs") == ([], 1)
+    assert keep_trainable([long], encode) == ([], 1)
 
 
 def test_dropping_over_one_percent_of_rows_warns(caplog):
-    trained = Example([1, 2], [2, IGNORE_INDEX])
-    untrained = Example([1, 2], [IGNORE_INDEX, IGNORE_INDEX])
-
-    def by_row(row: int) -> list:
-        return [untrained if row == 0 else trained]
-
     with caplog.at_level(logging.WARNING, logger="moaa_ray.train.collate"):
-        assert keep_trainable(list(range(100)), by_row, "conversations")[1] == 1
-    assert not caplog.records  # 1 of 100 is not over 1%
+        assert not warn_dropped_rows("sft", 1, 100)  # 1 of 100 is not over 1%
+        assert not warn_dropped_rows("sft", 0, 0)
+    assert not caplog.records
     with caplog.at_level(logging.WARNING, logger="moaa_ray.train.collate"):
-        assert keep_trainable(list(range(99)), by_row, "conversations")[1] == 1
-    assert "dropped 1 of 99 conversations" in caplog.text
+        assert warn_dropped_rows("dpo", 1, 99)
+    assert "dpo: dropped 1 of 99 rows" in caplog.text
 
 
 def test_padded_batch_shapes_and_segments(tokenizer):
