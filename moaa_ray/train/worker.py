@@ -29,6 +29,7 @@ from moaa_ray.stages.rundir import StageDir
 from moaa_ray.tiny_models import resolve_model_path
 from moaa_ray.train.checkpoints import restore_checkpoint, save_checkpoint, save_hf_model
 from moaa_ray.train.recipe import (
+    TooFewRows,
     accumulation_steps,
     build_deepspeed_config,
     effective_zero_stage,
@@ -258,9 +259,14 @@ def train_worker(spec: WorkerSpec, make_objective) -> None:
     # 1. Data and the step plan (the same on every worker, whatever the worker count).
     tokenizer = load_tokenizer(spec)
     objective = make_objective(spec, tokenizer)
-    steps = plan_batches(
-        len(objective.lengths), cfg.global_batch_size, cfg.num_epochs, cfg.seed, cfg.max_steps
-    )
+    try:
+        steps = plan_batches(
+            len(objective.lengths), cfg.global_batch_size, cfg.num_epochs, cfg.seed, cfg.max_steps
+        )
+    except TooFewRows as exc:
+        if not objective.rows_dropped:
+            raise
+        raise TooFewRows(f"{exc} ({objective.rows_dropped} more had no trainable token)") from exc
     num_micro = accumulation_steps(cfg.global_batch_size, cfg.micro_batch_size, world_size)
     # 2. The engine from the starting weights.
     engine = build_deepspeed_engine(spec, len(steps), num_micro, world_size)
