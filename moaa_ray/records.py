@@ -221,6 +221,12 @@ def preference_schema():
             ("score_rejected", pa.float64()),
             ("samples", pa.list_(pa.string())),
             ("scores", pa.list_(pa.float64())),
+            ("chosen_index", pa.int64()),  # the chosen answer's place in samples
+            ("rejected_index", pa.int64()),
+            # P(sample i beats sample j), K x K; null where a pair has no verdict
+            ("win_probabilities", pa.list_(pa.list_(pa.float64()))),
+            # a pairwise reward model's raw K x K table (core.general_preference); else null
+            ("preference_table", pa.list_(pa.list_(pa.float64()))),
             ("criteria", pa.list_(pa.string())),
             ("source", pa.string()),
             ("stats", pa.string()),

@@ -89,15 +89,25 @@ class MoaaConfig(Section):
 
     @field_validator("dpo")
     @classmethod
-    def _sppo_reads_strengths(
+    def _targets_are_readable(
         cls, value: DPOConfig | None, info: ValidationInfo
     ) -> DPOConfig | None:
         prefs = info.data.get("preferences")
-        counted = prefs is not None and prefs.reward == "llm_judges" and prefs.ranking == "wins"
-        if value is not None and value.loss_type == "sppo" and counted:
+        if value is None or prefs is None:
+            return value
+        strengths = prefs.win_probability_source() == "strengths"
+        counted = prefs.reward == "llm_judges" and prefs.ranking == "wins"
+        if value.loss_type == "sppo" and strengths and counted:
             raise ValueError(
-                "loss_type 'sppo' reads sample scores as Bradley-Terry strengths, and "
-                "preferences.ranking 'wins' counts wins: use ranking bradley_terry"
+                "loss_type 'sppo' with preferences.win_probabilities 'strengths' reads sample "
+                "scores as Bradley-Terry strengths, and preferences.ranking 'wins' counts wins: "
+                "use ranking bradley_terry or win_probabilities pairwise"
+            )
+        if value.loss_type == "gpo" and prefs.reward == "llm_judges":
+            raise ValueError(
+                "loss_type 'gpo' regresses on preference score differences (a pairwise_ranker's "
+                "table, or a scalar reward); preferences.reward 'llm_judges' gives verdicts: use "
+                "loss_type sppo, whose win rates the verdicts give"
             )
         return value
 

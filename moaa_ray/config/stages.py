@@ -170,6 +170,14 @@ class PreferencesConfig(Section):
     pairing: Literal["round_robin", "anchor"] = Field("round_robin", description="pairs judged")
     ranking: Literal["bradley_terry", "wins"] = Field("bradley_terry", description="sample scores")
     min_margin: float = Field(0.0, ge=0, description="best - worst score must exceed this")
+    win_probabilities: Literal["pairwise", "strengths"] | None = Field(
+        None,
+        description="the K x K win probabilities written with each pair (SPPO's targets). "
+        "pairwise: from the reward model's pairwise table or the judges' verdicts on each pair "
+        "(SPPO-GPM's scripts; a non-transitive preference survives); strengths: sigmoid of the "
+        "samples' score differences (SPPO's compute_prob.py on PairRM's scores); None: pairwise "
+        "for llm_judges and pairwise_ranker, strengths for scalar_rm and likelihood",
+    )
     truncated_samples: Literal["drop", "keep"] = Field(
         "drop",
         description="samples cut at max_new_tokens: dropped before judging (counted) or kept as "
@@ -185,4 +193,19 @@ class PreferencesConfig(Section):
             raise ValueError("reward 'llm_judges' needs a 'judging' section")
         if self.reward != "llm_judges" and self.reward_model is None:
             raise ValueError(f"reward {self.reward!r} needs 'reward_model'")
+        if self.win_probabilities == "pairwise" and not self.compares_pairs():
+            raise ValueError(
+                f"win_probabilities 'pairwise' needs a pairwise source; reward {self.reward!r} "
+                "scores each sample alone: use strengths"
+            )
         return self
+
+    def compares_pairs(self) -> bool:
+        """Whether the reward source judges pairs of samples (rather than scoring each alone)."""
+        return self.reward in ("llm_judges", "pairwise_ranker")
+
+    def win_probability_source(self) -> Literal["pairwise", "strengths"]:
+        """Where the pairs' win probabilities come from (``win_probabilities``, or its default)."""
+        if self.win_probabilities is not None:
+            return self.win_probabilities
+        return "pairwise" if self.compares_pairs() else "strengths"

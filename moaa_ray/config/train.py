@@ -141,10 +141,12 @@ class DPOConfig(TrainConfig):
     learning_rate: float = Field(5e-7, gt=0, description="peak learning rate")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="fraction of steps of linear warmup")
     beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference")
-    loss_type: Literal["sigmoid", "ipo", "robust", "sppo"] = Field(
+    loss_type: Literal["sigmoid", "ipo", "robust", "sppo", "gpo"] = Field(
         "sigmoid",
         description="sigmoid: DPO (cDPO with label_smoothing); ipo; robust: robust DPO; sppo: "
-        "SPPO, each answer's log-ratio regressed onto its win rate among the prompt's samples",
+        "SPPO, each answer's log-ratio regressed onto its win rate among the prompt's samples "
+        "(the mean of its row of the pair's win_probabilities); gpo: GPO, onto its mean score "
+        "difference against them (a pairwise table's, or a scalar reward's)",
     )
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="assumed label-flip rate")
     sft_loss_weight: float = Field(0.0, ge=0, description="adds this times the chosen answers' NLL")

@@ -11,15 +11,28 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from moaa_ray.callables import load_callable
 from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig
+from moaa_ray.core.general_preference import (
+    matrix_from_comparisons,
+    matrix_from_strengths,
+    matrix_from_table,
+)
 from moaa_ray.core.moa import MoaRow
 from moaa_ray.core.pairing import count_judge_calls
-from moaa_ray.core.tournament import Tournament, judgment_stats, new_tournament, rank_samples
+from moaa_ray.core.tournament import (
+    Pair,
+    Tournament,
+    VerdictRules,
+    judgment_stats,
+    new_tournament,
+    pair_comparisons,
+    rank_samples,
+)
 from moaa_ray.core.verification import Verifier, preference_accuracy, share
 from moaa_ray.metrics import count_rows
 from moaa_ray.pipeline.cluster_pools import cluster_pools
@@ -210,6 +223,10 @@ def _write_batch(
                 "score_rejected": scores[rejected],
                 "samples": state["samples"],
                 "scores": scores,
+                "chosen_index": chosen,
+                "rejected_index": rejected,
+                "win_probabilities": win_probabilities(state, pairs, rules, scores, prefs),
+                "preference_table": state["preference_table"],
                 "criteria": state["criteria"],
                 "source": state["source"],
                 "stats": stats,
@@ -220,6 +237,23 @@ def _write_batch(
     stage.write_shard(kept, preference_schema())
     count_rows(stage.path.name, written=len(kept), dropped=len(drops), rejected=len(rejects))
     return BatchOutcome(len(kept) + len(drops), rejects)
+
+
+def win_probabilities(
+    state: Tournament,
+    pairs: list[Pair],
+    rules: VerdictRules,
+    scores: list[float],
+    prefs: PreferencesConfig,
+) -> Sequence[Sequence[float | None]]:
+    """A kept prompt's K x K win probabilities (:mod:`moaa_ray.core.general_preference`): from the
+    reward model's pairwise table, the judges' verdicts on each pair, or the samples' scores read as
+    strengths, as ``preferences.win_probabilities`` says."""
+    if prefs.win_probability_source() == "strengths":
+        return matrix_from_strengths(scores)
+    if state["preference_table"] is not None:
+        return matrix_from_table(state["preference_table"])
+    return matrix_from_comparisons(pair_comparisons(state, pairs, rules), len(state["samples"]))
 
 
 def _dropped_row(state: Tournament, reason: str, stats: str) -> dict[str, Any]:

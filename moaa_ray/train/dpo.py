@@ -7,10 +7,10 @@ resumed run does not recompute them), the policy with its LoRA adapters disabled
 the starting weights on each worker. ``swap_pairs`` (a negative control) trains on every pair with
 chosen and rejected exchanged; being part of the section, it is part of the stage's fingerprint.
 
-SPPO (``loss_type: sppo``) also reads each pair's ``score_chosen``, ``score_rejected`` and ``scores``
-(every sample of the prompt): an answer's target is its mean Bradley-Terry win probability against
-the prompt's samples (:func:`moaa_ray.train.losses.win_rate_against_samples`). The scores are
-strengths in every reward source but ``ranking: wins``, which the config refuses for SPPO.
+SPPO (``loss_type: sppo``) and GPO (``loss_type: gpo``) regress each answer's log-ratio onto its
+preference over the prompt's samples, read from the pair's row (:func:`self_play_targets`): SPPO's
+win rate from ``win_probabilities``, GPO's mean score difference from ``preference_table`` (or, for
+a scalar reward, ``scores``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from moaa_ray.config import DPOConfig, MoaaConfig
+from moaa_ray.core.general_preference import mean_score_differences, win_rates
 from moaa_ray.stages.layout import DPO, PREFERENCES, SFT, TRAINED_MODEL
 from moaa_ray.train.collate import (
     Batch,
@@ -39,7 +40,6 @@ from moaa_ray.train.losses import (
     sequence_logprobs,
     sppo_loss,
     token_logprobs,
-    win_rate_against_samples,
 )
 from moaa_ray.train.worker import WorkerSpec, load_causal_lm, read_training_rows, train_worker
 
@@ -47,6 +47,14 @@ STAGE = DPO
 INPUT_STAGE = PREFERENCES
 REFERENCE_FILE = "reference_logprobs.pt"
 
+SELF_PLAY_LOSSES = ("sppo", "gpo")  # regress each answer's log-ratio onto its preference
+SELF_PLAY_COLUMNS = [
+    "row_id",
+    "chosen_index",
+    "rejected_index",
+    "win_probabilities",
+    "preference_table",
+]
 PairBatch = tuple[list[int], Batch]  # row indices, then chosen answers followed by rejected ones
 
 
@@ -62,14 +70,21 @@ class DPOObjective:
             raise TypeError(f"DPO needs a DPOConfig, got {type(spec.train).__name__}")
         self.spec, self.cfg, self.tokenizer = spec, spec.train, tokenizer
         columns = ["prompt", "chosen", "rejected"]
-        if self.cfg.loss_type == "sppo":
-            columns += ["score_chosen", "score_rejected", "scores"]
-        rows = read_training_rows(spec.data_path, columns)
+        self_play = self.cfg.loss_type in SELF_PLAY_LOSSES
+        if self_play:
+            columns.append("scores")
+        rows = read_training_rows(spec.data_path, columns, optional=SELF_PLAY_COLUMNS)
         rows = [swap_pair(r) for r in rows] if self.cfg.swap_pairs else rows
         self.rows, self.rows_dropped = keep_trainable(rows, self._encode)
-        # [rows, 2] SPPO targets (chosen, rejected). swap_pairs moves the answers, not the scores,
-        # so the negative control asks the loser for the winner's log-ratio.
-        self.win_rates = _win_rates(self.rows) if self.cfg.loss_type == "sppo" else None
+        # [rows, 2] SPPO/GPO targets (chosen, rejected). swap_pairs moves the answers, not the
+        # indices, so the negative control asks the loser for the winner's log-ratio.
+        self.targets = (
+            torch.tensor(
+                [self_play_targets(r, self.cfg.loss_type) for r in self.rows], dtype=torch.float64
+            )
+            if self_play
+            else None
+        )
         self.lengths = [
             _chars(r["prompt"]) + _chars(r["chosen"]) + _chars(r["rejected"]) for r in self.rows
         ]
@@ -133,17 +148,16 @@ class DPOObjective:
         """Per-pair losses and rewards from (policy chosen, rejected, reference chosen, rejected)."""
         chosen, rejected, ref_chosen, ref_rejected = logps
         loss_type = self.cfg.loss_type
-        if loss_type == "sppo":
-            assert self.win_rates is not None  # read in __init__ for sppo
-            targets = self.win_rates[rows].to(chosen.device)
-            win_chosen, win_rejected = targets[:, 0], targets[:, 1]
+        if loss_type == "sppo" or loss_type == "gpo":
+            assert self.targets is not None  # read in __init__ for sppo and gpo
+            targets = self.targets[rows].to(chosen.device)
             return sppo_loss(
                 chosen,
                 rejected,
                 ref_chosen,
                 ref_rejected,
-                win_chosen,
-                win_rejected,
+                targets[:, 0],
+                targets[:, 1],
                 beta=self.cfg.beta,
             )
         return dpo_loss(
@@ -213,18 +227,31 @@ class DPOObjective:
         return table.cpu()
 
 
-def _win_rates(rows: list[dict]) -> torch.Tensor:
-    """Each pair's (chosen, rejected) estimated win rate against its prompt's samples."""
-    return torch.tensor(
-        [
-            [
-                win_rate_against_samples(r[key], r["scores"])
-                for key in ("score_chosen", "score_rejected")
-            ]
-            for r in rows
-        ],
-        dtype=torch.float64,
-    )
+def self_play_targets(row: dict[str, Any], loss_type: str) -> tuple[float, float]:
+    """A pair's (chosen, rejected) centred preferences for SPPO or GPO (:func:`sppo_loss`).
+
+    SPPO: each answer's win rate against the prompt's samples, less 1/2, from the row's
+    ``win_probabilities``. GPO: each answer's mean score difference, from the row's
+    ``preference_table``; a scalar reward's scores stand in as the table ``T[i][j] = s_i``, whose
+    differences are ``s_i - s_j``.
+
+    Raises:
+        ValueError: the row lacks what the loss reads (pairs written before these columns were).
+    """
+    needed = ["chosen_index", "rejected_index"] + (["win_probabilities"] * (loss_type == "sppo"))
+    missing = [key for key in needed if row.get(key) is None]
+    if missing:
+        raise ValueError(
+            f"loss_type {loss_type!r} reads {', '.join(missing)}, which pair {row.get('row_id')!r} "
+            "lacks (written by an earlier version): write the preferences again with --fresh"
+        )
+    chosen, rejected = int(row["chosen_index"]), int(row["rejected_index"])
+    if loss_type == "sppo":
+        rates = win_rates(row["win_probabilities"])
+        return rates[chosen] - 0.5, rates[rejected] - 0.5
+    table = row.get("preference_table") or [[s] * len(row["scores"]) for s in row["scores"]]
+    differences = mean_score_differences(table)
+    return differences[chosen], differences[rejected]
 
 
 def _chosen_mask(batch: Batch, num_pairs: int) -> torch.Tensor:

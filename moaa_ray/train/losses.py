@@ -6,8 +6,6 @@ predicts, or :data:`IGNORE_INDEX` where nothing is trained (prompt, padding, seq
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -117,51 +115,34 @@ def dpo_loss(
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
 
 
-def win_rate_against_samples(score: float, scores: Sequence[float]) -> float:
-    """Estimated ``P(y > pi | x)``: a sample's mean win probability against a prompt's K samples.
-
-    Scores are read as Bradley-Terry strengths, ``P(y_i > y_j) = sigmoid(s_i - s_j)``, and averaged
-    over all K samples of the policy, the sample itself included (a tie, 1/2), as SPPO's
-    ``compute_prob.py`` does with PairRM scores.
-
-    Args:
-        score: the sample's score.
-        scores: the scores of all K samples of its prompt (the sample's own among them).
-
-    Returns:
-        A probability in (0, 1).
-    """
-    if not scores:
-        raise ValueError("a win rate needs the prompt's sample scores")
-    return sum(1.0 / (1.0 + math.exp(other - score)) for other in scores) / len(scores)
-
-
 def sppo_loss(
     policy_chosen: torch.Tensor,
     policy_rejected: torch.Tensor,
     reference_chosen: torch.Tensor,
     reference_rejected: torch.Tensor,
-    chosen_win_rate: torch.Tensor,
-    rejected_win_rate: torch.Tensor,
+    chosen_preference: torch.Tensor,
+    rejected_preference: torch.Tensor,
     *,
     beta: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SPPO (Wu et al., Self-Play Preference Optimization, arXiv 2405.00675): per-pair losses.
+    """SPPO (Wu et al., Self-Play Preference Optimization, arXiv 2405.00675) and GPO (Zhang et al.,
+    arXiv 2410.02197): per-pair losses.
 
-    Each answer's log-ratio ``log pi(y|x) - log pi_ref(y|x)`` is regressed onto
-    ``(P(y > pi) - 1/2) / beta``, its estimated win rate against the policy centred and scaled:
-    ``((ratio_w - (P_w - 1/2) / beta)^2 + (ratio_l - (P_l - 1/2) / beta)^2) / 2``, the halved sum
-    of the SPPO repository's trainer. ``beta`` is the paper's ``1 / eta``.
+    Each answer's log-ratio ``log pi(y|x) - log pi_ref(y|x)`` is regressed onto its centred
+    preference over the policy divided by ``beta``: ``((ratio_w - c_w / beta)^2 + (ratio_l - c_l /
+    beta)^2) / 2``, the halved sum of the SPPO repository's trainer. For SPPO, ``c = P(y > pi) -
+    1/2``, the win rate centred; for GPO, ``c`` is the mean score difference against the policy's
+    samples, already centred on 0 (:mod:`moaa_ray.core.general_preference`). ``beta`` is the
+    papers' ``1 / eta``.
 
     Args:
         policy_chosen: ``[pairs]`` sequence log-probs of the chosen answers under the policy.
         policy_rejected: same, rejected answers.
         reference_chosen: chosen answers under the reference model.
         reference_rejected: rejected answers under the reference model.
-        chosen_win_rate: ``[pairs]`` estimated ``P(chosen > pi)`` (:func:`win_rate_against_samples`).
-        rejected_win_rate: same, rejected answers.
-        beta: strength of the pull towards the reference; win rate ``p`` asks for the log-ratio
-            ``(p - 1/2) / beta``.
+        chosen_preference: ``[pairs]`` the chosen answers' centred preference ``c``.
+        rejected_preference: same, rejected answers.
+        beta: strength of the pull towards the reference; ``c`` asks for the log-ratio ``c / beta``.
 
     Returns:
         ``(losses, chosen_rewards, rejected_rewards)``, each ``[pairs]``; rewards are
@@ -169,7 +150,7 @@ def sppo_loss(
     """
     chosen_ratio = policy_chosen - reference_chosen
     rejected_ratio = policy_rejected - reference_rejected
-    chosen_target = (chosen_win_rate.to(chosen_ratio.dtype) - 0.5) / beta
-    rejected_target = (rejected_win_rate.to(rejected_ratio.dtype) - 0.5) / beta
+    chosen_target = chosen_preference.to(chosen_ratio.dtype) / beta
+    rejected_target = rejected_preference.to(rejected_ratio.dtype) / beta
     losses = ((chosen_ratio - chosen_target) ** 2 + (rejected_ratio - rejected_target) ** 2) / 2
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -80,15 +81,25 @@ class Objective(Protocol):
         """Add the objective's own state to a checkpoint (rank 0)."""
 
 
-def read_training_rows(data_path: str, columns: list[str]) -> list[dict[str, Any]]:
-    """All rows of a stage's Parquet shards, in shard-name order (every worker gets the same list)."""
-    import pyarrow as pa
+def read_training_rows(
+    data_path: str, columns: list[str], optional: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """All rows of a stage's Parquet shards, in shard-name order (every worker gets the same list).
+
+    ``optional`` columns are read from the shards that have them (a row of one that lacks them has
+    no such key), so data written before a column existed reaches a check that names it.
+    """
     import pyarrow.parquet as pq
 
     shards = StageDir(Path(data_path)).shards()
     if not shards:
         raise FileNotFoundError(f"no part-*.parquet shards in {data_path}")
-    return pa.concat_tables([pq.read_table(s, columns=columns) for s in shards]).to_pylist()
+    rows: list[dict[str, Any]] = []
+    for shard in shards:
+        names = set(pq.read_schema(shard).names)
+        wanted = columns + [c for c in optional if c in names and c not in columns]
+        rows += pq.read_table(shard, columns=wanted).to_pylist()
+    return rows
 
 
 def load_tokenizer(spec: WorkerSpec) -> Any:

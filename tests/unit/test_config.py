@@ -478,8 +478,22 @@ def test_a_pairrm_engine_ranks_pairs_and_sppo_reads_strengths(write):
         load_config(write(PAIRRM), ["preferences.reward=scalar_rm"])
     judged = ["preferences.reward=llm_judges", "preferences.judging={judges: [policy]}"]
     assert load_config(write(PAIRRM), judged).preferences.ranking == "bradley_terry"
+    wins = [*judged, "preferences.ranking=wins"]
+    assert load_config(write(PAIRRM), wins).preferences.win_probability_source() == "pairwise"
     with pytest.raises(ConfigError, match=r"dpo: .*ranking 'wins' counts wins"):
-        load_config(write(PAIRRM), [*judged, "preferences.ranking=wins"])
+        load_config(write(PAIRRM), [*wins, "preferences.win_probabilities=strengths"])
+
+
+def test_win_probabilities_follow_the_source_and_gpo_needs_scores(write):
+    assert load_config(write(PAIRRM)).preferences.win_probability_source() == "pairwise"
+    scalar = ["preferences.reward=likelihood", "preferences.reward_model=policy"]
+    config = load_config(write(PAIRRM), [*scalar, "dpo.loss_type=gpo"])
+    assert config.preferences.win_probability_source() == "strengths"
+    with pytest.raises(ConfigError, match="win_probabilities 'pairwise' needs a pairwise source"):
+        load_config(write(PAIRRM), [*scalar, "preferences.win_probabilities=pairwise"])
+    judged = ["preferences.reward=llm_judges", "preferences.judging={judges: [policy]}"]
+    with pytest.raises(ConfigError, match="loss_type 'gpo' regresses on preference score"):
+        load_config(write(PAIRRM), [*judged, "dpo.loss_type=gpo"])
 
 
 def test_a_likelihood_reward_needs_an_hf_causal_lm(write):

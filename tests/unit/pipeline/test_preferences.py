@@ -1,7 +1,9 @@
 """The preference stage's files without a cluster: what a batch writes, and the statistics read back."""
 
+import json
 import math
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -113,3 +115,33 @@ def test_logprob_verdicts_inside_the_tie_band_are_audited_as_ties(tmp_path, monk
     stats, audit = judge_and_write(tmp_path, monkeypatch, judging, pools)
     assert [(r["verdict"], round(r["p_a"], 2)) for r in audit] == [("tie", 0.52)] * 2
     assert stats["pairs_kept"] == 0 and stats["abstain_rate"] == 0.0
+
+
+def test_the_judges_cycle_is_written_with_the_pair_intact(tmp_path, monkeypatch):
+    """P(0 > 1) = 0.9, P(1 > 2) = 0.7, P(2 > 0) = 0.6 from logprob verdicts in both orders: the
+    pair's win probabilities keep the cycle; read as Bradley-Terry strengths
+    (``win_probabilities: strengths``) it becomes transitive."""
+    monkeypatch.setattr(preferences, "count_rows", lambda *args, **kwargs: None)
+    state = new_tournament("cycle", PROMPT, "src")
+    record_samples(state, ["a", "b", "c"])
+    state["criteria"] = ["accuracy"]
+    for pair, p_x in {(0, 1): 0.9, (1, 2): 0.7, (0, 2): 0.4}.items():
+        record_judgment(state, "j", pair, "ab", p_a=p_x)
+        record_judgment(state, "j", pair, "ba", p_a=1 - p_x)
+    prefs = PREFS.model_copy(update={"num_samples": 3})
+    written = {}
+    for source in ("pairwise", "strengths"):
+        stage = StageDir(tmp_path / source)
+        dropped, audit = StageDir(stage.path / "dropped"), StageDir(stage.path / "judgments")
+        update = {"win_probabilities": source}
+        preferences._write_batch(
+            [json.loads(json.dumps(state))], prefs.model_copy(update=update), stage, dropped, audit
+        )
+        (row,) = stage.read().to_pylist()
+        assert row["preference_table"] is None
+        written[source] = row["win_probabilities"]
+    cycle = [[0.5, 0.9, 0.4], [0.1, 0.5, 0.7], [0.6, 0.3, 0.5]]
+    assert np.allclose(written["pairwise"], cycle)
+    strengths = np.array(written["strengths"])
+    logit = np.log(strengths / (1 - strengths))
+    assert logit[0, 1] + logit[1, 2] == pytest.approx(logit[0, 2])  # transitive: no cycle left

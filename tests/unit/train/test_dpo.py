@@ -168,50 +168,87 @@ def test_a_swapped_run_has_another_fingerprint():
     assert config_identity(plain, "dpo") != config_identity(swapped, "dpo")
 
 
-@pytest.fixture(scope="module")
-def scored_pairs_dir(tmp_path_factory):
-    """Pairs as the preference stage writes them: with the chosen, rejected and all sample scores."""
+# A non-transitive preference over three samples: 0 beats 1, 1 beats 2, 2 beats 0.
+CYCLE = [[0.5, 0.8, 0.1], [0.2, 0.5, 0.7], [0.9, 0.3, 0.5]]
+TABLE = [[0.0, 1.5, -2.0], [-1.0, 0.0, 0.5], [2.5, -0.5, 0.0]]  # a GPM-like raw table
+
+
+def _write_pairs(directory, rows):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    directory = tmp_path_factory.mktemp("scored-preferences")
+    pq.write_table(pa.Table.from_pylist(rows), directory / "part-0.parquet")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def scored_pairs_dir(tmp_path_factory):
+    """Pairs as the preference stage writes them: sample 2 chosen over sample 1, with the prompt's
+    win probabilities (a cycle) and a pairwise table."""
     rows = [
         {
+            "row_id": f"r{i}",
             "prompt": [{"role": "user", "content": f"Name color {i}."}],
             "chosen": [{"role": "assistant", "content": f"Blue number {i}."}],
             "rejected": [{"role": "assistant", "content": "I do not know."}],
             "score_chosen": 1.0 + i,
             "score_rejected": -1.0,
-            "scores": [1.0 + i, 0.0, -1.0],
+            "scores": [0.0, -1.0, 1.0 + i],
+            "chosen_index": 2,
+            "rejected_index": 1,
+            "win_probabilities": CYCLE,
+            "preference_table": TABLE,
         }
         for i in range(3)
     ]
-    pq.write_table(pa.Table.from_pylist(rows), directory / "part-0.parquet")
-    return directory
+    return _write_pairs(tmp_path_factory.mktemp("scored-preferences"), rows)
 
 
-def _win_rate(score, scores):
-    return sum(1 / (1 + math.exp(other - score)) for other in scores) / len(scores)
-
-
-def test_sppo_targets_are_win_rates_from_the_pairs_scores(scored_pairs_dir, process_group):
+def test_a_non_transitive_preference_reaches_the_sppo_loss_intact(scored_pairs_dir, process_group):
     spec = _spec(scored_pairs_dir, loss_type="sppo")
     objective = DPOObjective(spec, load_tokenizer(spec))
-    expected = [
-        [_win_rate(1.0 + i, [1.0 + i, 0.0, -1.0]), _win_rate(-1.0, [1.0 + i, 0.0, -1.0])]
-        for i in range(3)
-    ]
-    assert torch.allclose(objective.win_rates, torch.tensor(expected, dtype=torch.float64))
+    # Row means of the cycle, read by hand: sample 2 wins 1.7 of 3, sample 1 wins 1.4 of 3. Read as
+    # Bradley-Terry strengths from the scores instead, sample 1 would be the worst of the three.
+    expected = [1.7 / 3 - 0.5, 1.4 / 3 - 0.5]
+    assert torch.allclose(objective.targets, torch.tensor([expected] * 3, dtype=torch.float64))
     engine = FakeEngine(_policy(spec))
     objective.prepare(engine, None)
     item = objective.make_batch([0, 2])
     # The policy starts as its own reference: every log-ratio is 0, each target (p - 1/2) / beta.
     loss, metrics = objective.loss(engine, item, objective.counts(item))
-    at_start = [((w - 0.5) ** 2 + (lose - 0.5) ** 2) / (2 * BETA**2) for w, lose in expected]
-    assert loss.item() == pytest.approx((at_start[0] + at_start[2]) / 2, rel=1e-4)
+    at_start = (expected[0] ** 2 + expected[1] ** 2) / (2 * BETA**2)
+    assert loss.item() == pytest.approx(at_start, rel=1e-4)
     assert metrics["reward_margin"].item() == pytest.approx(0.0, abs=1e-5)
     loss.backward()
     assert any(p.grad is not None for p in engine.module.parameters())
+
+
+def test_gpo_targets_are_mean_score_differences_of_the_table(scored_pairs_dir, tmp_path):
+    spec = _spec(scored_pairs_dir, loss_type="gpo")
+    objective = DPOObjective(spec, load_tokenizer(spec))
+    # T[i][j] - T[j][i], row means: sample 2 (4.5 - 1.0 + 0) / 3, sample 1 (-2.5 + 0 + 1.0) / 3.
+    expected = [3.5 / 3, -1.5 / 3]
+    assert torch.allclose(objective.targets, torch.tensor([expected] * 3, dtype=torch.float64))
+    # A scalar reward has no table: its score differences s_i - s_j stand in.
+    scalar = _write_pairs(tmp_path, [{**objective.rows[0], "preference_table": None}])
+    scalar_spec = _spec(scalar, loss_type="gpo")
+    targets = DPOObjective(scalar_spec, load_tokenizer(scalar_spec)).targets
+    scores = objective.rows[0]["scores"]
+    assert targets.tolist() == [[s - sum(scores) / 3 for s in (scores[2], scores[1])]]
+
+
+def test_pairs_written_before_the_win_probabilities_get_a_clear_error(tmp_path):
+    row = {
+        "row_id": "old",
+        "prompt": [{"role": "user", "content": "Hi."}],
+        "chosen": [{"role": "assistant", "content": "Hello."}],
+        "rejected": [{"role": "assistant", "content": "No."}],
+        "scores": [1.0, 0.0],
+    }
+    spec = _spec(_write_pairs(tmp_path, [row]), loss_type="sppo")
+    match = "reads chosen_index, rejected_index, win_probabilities, which pair 'old' lacks"
+    with pytest.raises(ValueError, match=match):
+        DPOObjective(spec, load_tokenizer(spec))
 
 
 def test_swapped_sppo_pairs_keep_their_targets_on_the_swapped_answers(scored_pairs_dir):
@@ -221,4 +258,4 @@ def test_swapped_sppo_pairs_keep_their_targets_on_the_swapped_answers(scored_pai
     swapped = DPOObjective(swapped_spec, load_tokenizer(swapped_spec))
     assert swapped.rows[0]["chosen"] == plain.rows[0]["rejected"]
     # The winner's target now asks for the loser's answer: the control must make the model worse.
-    assert torch.equal(swapped.win_rates, plain.win_rates)
+    assert torch.equal(swapped.targets, plain.targets)

@@ -14,7 +14,6 @@ from moaa_ray.train.losses import (
     sequence_logprobs,
     sppo_loss,
     token_logprobs,
-    win_rate_against_samples,
 )
 
 
@@ -126,22 +125,6 @@ def test_dpo_loss_rejects_bad_options(kwargs, match):
         dpo_loss(*_pair(1.0), beta=0.1, **kwargs)
 
 
-def _sigmoid(x: float) -> float:
-    return 1 / (1 + math.exp(-x))
-
-
-def test_win_rate_is_the_mean_bradley_terry_win_probability_over_all_samples():
-    scores = [2.0, 0.0, -1.0]
-    # SPPO's compute_prob.py: row i of [sigmoid(s_i - s_j)] over all j (itself a tie), averaged.
-    expected = (0.5 + _sigmoid(2.0) + _sigmoid(3.0)) / 3
-    assert win_rate_against_samples(2.0, scores) == pytest.approx(expected)
-    assert win_rate_against_samples(0.3, [0.3, 0.3]) == pytest.approx(0.5)
-    # Every comparison is won by one side: a prompt's K win rates sum to K / 2.
-    assert sum(win_rate_against_samples(s, scores) for s in scores) == pytest.approx(1.5)
-    with pytest.raises(ValueError):
-        win_rate_against_samples(1.0, [])
-
-
 def test_sppo_loss_regresses_each_log_ratio_onto_its_centred_win_rate():
     beta = 0.5
     losses, chosen_rewards, rejected_rewards = sppo_loss(
@@ -149,8 +132,8 @@ def test_sppo_loss_regresses_each_log_ratio_onto_its_centred_win_rate():
         torch.tensor([-14.0, -8.0]),  # log-ratios -1.0 and -2.0
         torch.tensor([-11.0, -3.0]),
         torch.tensor([-13.0, -6.0]),
-        torch.tensor([0.9, 0.5]),  # targets (p - 1/2) / beta: 0.8 and 0.0
-        torch.tensor([0.2, 0.5]),  # targets -0.6 and 0.0
+        torch.tensor([0.4, 0.0]),  # win rates 0.9 and 0.5: targets (p - 1/2) / beta, 0.8 and 0.0
+        torch.tensor([-0.3, 0.0]),  # win rates 0.2 and 0.5: targets -0.6 and 0.0
         beta=beta,
     )
     expected = [((1.0 - 0.8) ** 2 + (-1.0 + 0.6) ** 2) / 2, (0.0**2 + (-2.0) ** 2) / 2]
@@ -170,8 +153,8 @@ def test_sppo_moves_log_ratios_to_their_targets_and_no_further():
             ratios[1:],
             torch.zeros(1),
             torch.zeros(1),
-            torch.tensor([win_chosen]),
-            torch.tensor([win_rejected]),
+            torch.tensor([win_chosen - 0.5]),
+            torch.tensor([win_rejected - 0.5]),
             beta=beta,
         )[0]
         losses.sum().backward()
