@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+DEFAULT_RUN_DIR = "runs/demo"  # configs/demo.yaml's run_dir
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,13 @@ class ReadmeRun:
     command: str
     returncode: int
     console: str  # stdout and stderr, interleaved
+    summary: str | None  # the run's summary.txt as the command left it (a later resume rewrites it)
 
     @property
     def run_dir(self) -> Path:
         """Where the run writes: the command's ``--run-dir``, else ``configs/demo.yaml``'s."""
         given = re.search(r"--run-dir (\S+)", self.command)
-        return self.directory / (given.group(1) if given else "runs/demo")
+        return self.directory / (given.group(1) if given else DEFAULT_RUN_DIR)
 
     def check(self) -> str:
         """The console of a command that succeeded."""
@@ -51,7 +53,10 @@ def run_as_user(command: str, directory: Path, timeout: int = 1200) -> ReadmeRun
         text=True,
         timeout=timeout,
     )
-    return ReadmeRun(directory, command, done.returncode, done.stdout)
+    given = re.search(r"--run-dir (\S+)", command)
+    summary = directory / (given.group(1) if given else DEFAULT_RUN_DIR) / "summary.txt"
+    text = summary.read_text() if summary.is_file() else None
+    return ReadmeRun(directory, command, done.returncode, done.stdout, text)
 
 
 def readme_line(pattern: str) -> str:
