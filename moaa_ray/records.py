@@ -208,7 +208,8 @@ def _message_list():
 
 
 def preference_schema():
-    """Arrow schema of the DPO dataset: TRL's conversational prompt / chosen / rejected, plus scores."""
+    """Arrow schema of the DPO dataset: TRL's conversational prompt / chosen / rejected, plus scores
+    (and a pairwise source's K x K table of raw scores, null for other sources)."""
     import pyarrow as pa
 
     return pa.schema(
@@ -224,12 +225,20 @@ def preference_schema():
             ("criteria", pa.list_(pa.string())),
             ("source", pa.string()),
             ("stats", pa.string()),
+            ("preference_table", _table()),
         ]
     )
 
 
+def _table():
+    import pyarrow as pa
+
+    return pa.list_(pa.list_(pa.float64()))
+
+
 def dropped_schema():
-    """Arrow schema of prompts the preference stage dropped, with the reason and their samples."""
+    """Arrow schema of prompts the preference stage dropped, with the reason, their samples and a
+    pairwise source's table (as in :func:`preference_schema`)."""
     import pyarrow as pa
 
     return pa.schema(
@@ -239,6 +248,7 @@ def dropped_schema():
             ("stats", pa.string()),
             ("prompt", _message_list()),
             ("samples", pa.list_(pa.string())),
+            ("preference_table", _table()),
         ]
     )
 

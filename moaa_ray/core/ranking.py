@@ -115,6 +115,19 @@ def bradley_terry(
     return log_strengths
 
 
+def table_scores(table: Sequence[Sequence[float]]) -> list[float]:
+    """Each sample's ranking score from a pairwise source's K x K table of raw scores.
+
+    llm-blender's ``max_logits`` policy, which GPM's ranker (``rank_gp.py``) uses too: sample i's
+    score is the mean over all K samples j (itself counting 0) of ``table[i][j] - table[j][i]``.
+
+    Args:
+        table: ``[i][j]`` is the source's score of sample i over sample j.
+    """
+    k = len(table)
+    return [sum(table[i][j] - table[j][i] for j in range(k)) / k for i in range(k)]
+
+
 def select_best_worst(
     scores: Sequence[float], min_margin: float, *, num_valid_judgments: int | None = None
 ) -> tuple[int, int] | str:

@@ -213,6 +213,7 @@ def _write_batch(
                 "criteria": state["criteria"],
                 "source": state["source"],
                 "stats": stats,
+                "preference_table": state["preference_table"],
             }
         )
     audit.write_shard(judgments, judgment_schema())
@@ -229,6 +230,7 @@ def _dropped_row(state: Tournament, reason: str, stats: str) -> dict[str, Any]:
         "stats": stats,
         "prompt": state["prompt"],
         "samples": state["samples"],
+        "preference_table": state["preference_table"],
     }
 
 

@@ -15,6 +15,7 @@ from moaa_ray.core.ranking import (
     Comparison,
     bradley_terry,
     select_best_worst,
+    table_scores,
     win_scores,
 )
 
@@ -144,3 +145,14 @@ def test_invalid_inputs_are_rejected():
 
 def test_drop_reasons_are_distinct():
     assert len(set(DROP_REASONS)) == len(DROP_REASONS) == 4
+
+
+def test_table_scores_are_the_mean_margin_over_every_sample_itself_included():
+    # A GPM's cycle (skew-symmetric): 0 beats 1, 1 beats 2, 2 beats 0, equally: no sample ranks first.
+    cycle = [[0.0, 1.0, -1.0], [-1.0, 0.0, 1.0], [1.0, -1.0, 0.0]]
+    assert table_scores(cycle) == [0.0, 0.0, 0.0]
+    # PairRM's logits per order need not cancel: both orders count, divided by K (itself 0).
+    logits = [[0.0, 2.0, 0.5], [-1.0, 0.0, -3.0], [0.1, 2.0, 0.0]]
+    assert table_scores(logits) == pytest.approx(
+        [(3.0 + 0.4) / 3, (-3.0 - 5.0) / 3, (-0.4 + 5.0) / 3]
+    )

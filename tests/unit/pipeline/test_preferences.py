@@ -7,6 +7,7 @@ import pytest
 
 from moaa_ray.config import JudgingConfig, PreferencesConfig
 from moaa_ray.core.judging import parse_judge_prompt
+from moaa_ray.core.ranking import table_scores
 from moaa_ray.core.tournament import new_tournament, record_judgment, record_samples
 from moaa_ray.pipeline import preferences
 from moaa_ray.pipeline.judging import AggregateStep, JudgeStep
@@ -113,3 +114,23 @@ def test_logprob_verdicts_inside_the_tie_band_are_audited_as_ties(tmp_path, monk
     stats, audit = judge_and_write(tmp_path, monkeypatch, judging, pools)
     assert [(r["verdict"], round(r["p_a"], 2)) for r in audit] == [("tie", 0.52)] * 2
     assert stats["pairs_kept"] == 0 and stats["abstain_rate"] == 0.0
+
+
+def test_a_pairwise_sources_table_is_written_with_its_pair_or_its_drop(tmp_path, monkeypatch):
+    monkeypatch.setattr(preferences, "count_rows", lambda *args, **kwargs: None)
+    prefs = PREFS.model_copy(update={"reward": "pairwise_ranker", "reward_model": "rm"})
+    ranked, tied, scalar = (tournament(row, ["4", "5"], {}) for row in ("ranked", "tied", "scalar"))
+    for state, table in ((ranked, [[0.0, 2.0], [-2.0, 0.0]]), (tied, [[0.0, 0.0], [0.0, 0.0]])):
+        state["preference_table"], state["rewards"] = table, table_scores(table)
+    scalar["rewards"] = [1.0, 0.0]  # a scalar reward model's: no table
+    stage = StageDir(tmp_path / "preferences")
+    dropped, audit = StageDir(stage.path / "dropped"), StageDir(stage.path / "judgments")
+    preferences._write_batch([ranked, tied, scalar], prefs, stage, dropped, audit)
+    kept = {row["row_id"]: row["preference_table"] for row in stage.read().to_pylist()}
+    assert kept == {"ranked": [[0.0, 2.0], [-2.0, 0.0]], "scalar": None}
+    [drop] = dropped.read().to_pylist()
+    assert (drop["row_id"], drop["reason"], drop["preference_table"]) == (
+        "tied",
+        "all samples tied",
+        [[0.0, 0.0], [0.0, 0.0]],
+    )
