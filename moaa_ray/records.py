@@ -208,7 +208,8 @@ def _message_list():
 
 
 def preference_schema():
-    """Arrow schema of the DPO dataset: TRL's conversational prompt / chosen / rejected, plus scores."""
+    """Arrow schema of the DPO dataset: TRL's conversational prompt / chosen / rejected, plus scores
+    (and a pairwise source's K x K table of raw scores, null for other sources)."""
     import pyarrow as pa
 
     return pa.schema(
@@ -224,18 +225,25 @@ def preference_schema():
             ("chosen_index", pa.int64()),  # the chosen answer's place in samples
             ("rejected_index", pa.int64()),
             # P(sample i beats sample j), K x K; null where a pair has no verdict
-            ("win_probabilities", pa.list_(pa.list_(pa.float64()))),
-            # a pairwise reward model's raw K x K table (core.general_preference); else null
-            ("preference_table", pa.list_(pa.list_(pa.float64()))),
+            ("win_probabilities", _table()),
             ("criteria", pa.list_(pa.string())),
             ("source", pa.string()),
             ("stats", pa.string()),
+            # a pairwise reward model's raw K x K table (core.general_preference); else null
+            ("preference_table", _table()),
         ]
     )
 
 
+def _table():
+    import pyarrow as pa
+
+    return pa.list_(pa.list_(pa.float64()))
+
+
 def dropped_schema():
-    """Arrow schema of prompts the preference stage dropped, with the reason and their samples."""
+    """Arrow schema of prompts the preference stage dropped, with the reason, their samples and a
+    pairwise source's table (as in :func:`preference_schema`)."""
     import pyarrow as pa
 
     return pa.schema(
@@ -245,6 +253,7 @@ def dropped_schema():
             ("stats", pa.string()),
             ("prompt", _message_list()),
             ("samples", pa.list_(pa.string())),
+            ("preference_table", _table()),
         ]
     )
 

@@ -45,4 +45,5 @@ ADDITION_MODELS = (
 )
 ADDITION_TRUNK = "addition-trunk"  # what every addition model is fine-tuned from
 PAIRWISE_RANKERS = ("pairrm-f",)  # random, in PairRM's layout (moaa_ray.pairrm_model)
-KNOWN_MODELS = (*TINY_MODELS, *ADDITION_MODELS, *PAIRWISE_RANKERS)
+PREFERENCE_MODELS = ("gpm",)  # random, in GPM's layout with a prompt head (moaa_ray.gpm_model)
+KNOWN_MODELS = (*TINY_MODELS, *ADDITION_MODELS, *PAIRWISE_RANKERS, *PREFERENCE_MODELS)

@@ -24,6 +24,7 @@ from moaa_ray.tiny_catalog import (
     ADDITION_TRUNK,
     KNOWN_MODELS,
     PAIRWISE_RANKERS,
+    PREFERENCE_MODELS,
     TINY_MODELS,
     TINY_PREFIX,
     TinySpec,
@@ -132,6 +133,13 @@ def resolve_model_path(model_path: str, cache_dir: Path | None = None) -> str:
         from moaa_ray.pairrm_model import build_tiny_checkpoint  # torch, only to build it
 
         return str(build_once(root / name, lambda tmp: build_tiny_checkpoint(tmp, 64, 2, seed=9)))
+    if name in PREFERENCE_MODELS:
+        from moaa_ray.gpm_model import build_tiny_gpm  # torch, only to build it
+
+        def build(tmp: Path) -> None:  # value_head_dim 8 and a prompt head on a Gemma backbone
+            build_tiny_gpm(tmp, build_tokenizer(tmp, "gemma"), 64, 2, seed=10)
+
+        return str(build_once(root / name, build))
     return str(build_once(root / name, lambda tmp: build_model(TINY_MODELS[name], tmp)))
 
 

@@ -76,14 +76,15 @@ ENGINE_BATCH_SIZES = {"hf": 64, "vllm": 256}
 class ModelConfig(Section):
     """One model and the Ray actor pool that serves it."""
 
-    engine: Literal["hf", "vllm", "openai_http", "hf_reward", "pairrm", "simulated", "function"] = (
-        Field(
-            "hf",
-            description="inference backend; hf_reward: a sequence-classification reward model; "
-            "pairrm: a PairRM pairwise ranker (llm-blender/PairRM-hf checkpoint format); "
-            "simulated: no model, for tests and benchmarks; function: the Python function named by "
-            "path writes the answers or scores (e.g. a task's programmatic judge or verifier)",
-        )
+    engine: Literal[
+        "hf", "vllm", "openai_http", "hf_reward", "pairrm", "gpm", "simulated", "function"
+    ] = Field(
+        "hf",
+        description="inference backend; hf_reward: a sequence-classification reward model; "
+        "pairrm: a PairRM pairwise ranker (llm-blender/PairRM-hf checkpoint format); gpm: a General "
+        "Preference Model ranking a prompt's samples (general-preference/GPM-* checkpoint format); "
+        "simulated: no model, for tests and benchmarks; function: the Python function named by "
+        "path writes the answers or scores (e.g. a task's programmatic judge or verifier)",
     )
     path: str = Field(
         description="local directory, hub name, tiny:<name> or real:<name> (built offline; real: "
@@ -107,8 +108,9 @@ class ModelConfig(Section):
     max_batch_size: int = Field(
         16,
         ge=1,
-        description="conversations a replica's engine works on at once: merged into one batch (hf, "
-        "reward models), or running in its continuous batch (vllm); unset: 64 for hf, 256 for vllm",
+        description="conversations a replica's engine works on at once (gpm: prompts, each with its "
+        "samples): merged into one batch (hf, reward models), or running in its continuous batch "
+        "(vllm); unset: 64 for hf, 256 for vllm",
         json_schema_extra=OPERATIONAL,
     )
     trust_remote_code: bool = Field(False, description="run code shipped with the model")

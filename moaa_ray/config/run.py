@@ -75,9 +75,9 @@ class MoaaConfig(Section):
         model = info.data.get("models", {}).get(value.reward_model) if value else None
         if not (value and model):
             return value
-        if model.engine == "pairrm" and value.reward == "scalar_rm":
+        if model.engine in ("pairrm", "gpm") and value.reward == "scalar_rm":
             raise ValueError(
-                f"reward_model {value.reward_model!r} is a pairrm engine: it compares two "
+                f"reward_model {value.reward_model!r} is a {model.engine} engine: it compares "
                 "answers; set reward: pairwise_ranker"
             )
         if value.reward == "likelihood" and model.engine != "hf":

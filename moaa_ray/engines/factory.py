@@ -14,7 +14,8 @@ def build_engine(config: ModelConfig) -> Engine:
     """Construct the backend named by ``config.engine`` (imports only that backend's library).
 
     ``hf_reward`` is a sequence-classification reward model: it has ``score`` instead of ``chat``;
-    ``pairrm`` is a pairwise ranker: it has ``compare``. ``function`` calls a Python function, for
+    ``pairrm`` is a pairwise ranker: it has ``compare``; ``gpm`` scores a prompt's answers against
+    each other: it has ``preference_table``. ``function`` calls a Python function, for
     ``chat`` and ``score`` alike.
     """
     if config.engine == "hf":
@@ -33,6 +34,10 @@ def build_engine(config: ModelConfig) -> Engine:
         from moaa_ray.engines.pairrm import PairRMEngine
 
         return PairRMEngine(config)  # type: ignore[return-value]
+    if config.engine == "gpm":
+        from moaa_ray.engines.gpm import GPMEngine
+
+        return GPMEngine(config)  # type: ignore[return-value]
     if config.engine == "openai_http":
         from moaa_ray.engines.openai_http import OpenAIHTTPEngine
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from moaa_ray.config import SamplingConfig
 from moaa_ray.core.context import Prompt
+from moaa_ray.core.general_preference import mean_score_differences
 from moaa_ray.core.judging import render_judge_prompt
 from moaa_ray.core.pairing import round_robin_pairs
 from moaa_ray.core.tournament import Tournament, record_samples, shown
@@ -55,6 +56,11 @@ class RewardModelStep:
     counting 0), the mean of its logit of beating the other minus the other's logit of beating it.
     A ``pairrm`` engine compares (prompt, answer 1, answer 2) (``compare``); another engine scores
     the judge prompt that shows the pair as Answer A and Answer B (``score``).
+
+    A ``gpm`` engine (pairwise ranker) scores each prompt's samples against each other in one call
+    (``preference_table``): its K x K table is kept (``state["preference_table"]``) and ranked by the
+    same ``max_logits`` score (:func:`~moaa_ray.core.general_preference.mean_score_differences`),
+    as GPM's ``rank_gp.py``.
     """
 
     pool: ModelPool
@@ -63,6 +69,9 @@ class RewardModelStep:
 
     def __call__(self, states: list[Tournament]) -> None:
         live = [s for s in states if not s["error"]]
+        if self.kind == "pairwise_ranker" and self.pool.config.engine == "gpm":
+            self._tables(live)
+            return
         compares = self.kind == "pairwise_ranker" and self.pool.config.engine == "pairrm"
         items: list = []
         owners: list[tuple[Tournament, int, int | None]] = []
@@ -99,3 +108,14 @@ class RewardModelStep:
             k = len(state["samples"])
             scale = k if self.kind == "pairwise_ranker" else 1
             state["rewards"] = [r / scale for r in totals.get(id(state), [0.0] * k)]
+
+    def _tables(self, live: list[Tournament]) -> None:
+        """A ``gpm`` engine's table per prompt, and the rewards ranked from it."""
+        items = [(state["prompt"], state["samples"]) for state in live]
+        completions = self.pool.collect(self.pool.submit("preference_table", items))
+        for state, completion in zip(live, completions, strict=True):
+            if completion.output is None:  # never a made-up table
+                mark_failed(state, f"reward model failed: {completion.error}")
+                continue
+            state["preference_table"] = completion.output
+            state["rewards"] = mean_score_differences(completion.output)

@@ -226,10 +226,10 @@ def _write_batch(
                 "chosen_index": chosen,
                 "rejected_index": rejected,
                 "win_probabilities": win_probabilities(state, pairs, rules, scores, prefs),
-                "preference_table": state["preference_table"],
                 "criteria": state["criteria"],
                 "source": state["source"],
                 "stats": stats,
+                "preference_table": state["preference_table"],
             }
         )
     audit.write_shard(judgments, judgment_schema())
@@ -263,6 +263,7 @@ def _dropped_row(state: Tournament, reason: str, stats: str) -> dict[str, Any]:
         "stats": stats,
         "prompt": state["prompt"],
         "samples": state["samples"],
+        "preference_table": state["preference_table"],
     }
 
 

@@ -157,7 +157,9 @@ class FakeRanker:
     """A pool of one pairwise ranker engine: answers each method from a table, records the calls.
 
     ``compare`` gives ``logits[(a, b)]`` for answers ``a`` and ``b``, or fails for the pair ``fail``;
-    ``answer_logprobs`` makes a shorter answer likelier; any other method scores 0.25.
+    ``preference_table`` gives a (conversation, answers) item the table of those logits (0 on the
+    diagonal), or fails for answers that hold the pair ``fail``; ``answer_logprobs`` makes a shorter
+    answer likelier; any other method scores 0.25.
     """
 
     def __init__(self, engine: str, logits: dict, fail: tuple | None = None):
@@ -173,6 +175,13 @@ class FakeRanker:
             return [
                 Completion(None, "boom") if (a, b) == self.fail else Completion(self.logits[(a, b)])
                 for _, a, b in items
+            ]
+        if method == "preference_table":
+            return [
+                Completion(None, "boom")
+                if self.fail and set(self.fail) <= set(answers)
+                else Completion([[self.logits.get((a, b), 0.0) for b in answers] for a in answers])
+                for _, answers in items
             ]
         return [Completion(0.25) for _ in items]
 

@@ -496,6 +496,16 @@ def test_win_probabilities_follow_the_source_and_gpo_needs_scores(write):
         load_config(write(PAIRRM), [*judged, "dpo.loss_type=gpo"])
 
 
+def test_a_gpm_engine_is_a_pairwise_ranker(write):
+    gpm = ["models.ranker.engine=gpm", "models.ranker.path=tiny:gpm"]
+    config = load_config(write(PAIRRM), gpm)
+    assert (config.models["ranker"].engine, config.preferences.reward) == ("gpm", "pairwise_ranker")
+    with pytest.raises(ConfigError, match="is a gpm engine.*set reward: pairwise_ranker"):
+        load_config(write(PAIRRM), [*gpm, "preferences.reward=scalar_rm"])
+    with pytest.raises(ConfigError, match="hf causal LM; reward_model 'ranker' has engine 'gpm'"):
+        load_config(write(PAIRRM), [*gpm, "preferences.reward=likelihood", "dpo.loss_type=sigmoid"])
+
+
 def test_a_likelihood_reward_needs_an_hf_causal_lm(write):
     likelihood = ["preferences.reward=likelihood", "preferences.reward_model=policy"]
     config = load_config(write(PAIRRM), [*likelihood, "dpo.loss_type=sigmoid"])

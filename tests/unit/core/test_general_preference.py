@@ -105,3 +105,14 @@ def test_bad_comparisons_are_refused(comparisons, match):
 def test_a_table_must_be_square():
     with pytest.raises(ValueError, match="K x K"):
         score_differences([[0.0, 1.0]])
+
+
+def test_mean_score_differences_are_the_mean_margin_over_every_sample_itself_included():
+    # A GPM's cycle (skew-symmetric): 0 beats 1, 1 beats 2, 2 beats 0, equally: no sample ranks first.
+    cycle = [[0.0, 1.0, -1.0], [-1.0, 0.0, 1.0], [1.0, -1.0, 0.0]]
+    assert mean_score_differences(cycle) == [0.0, 0.0, 0.0]
+    # PairRM's logits per order need not cancel: both orders count, divided by K (itself 0).
+    logits = [[0.0, 2.0, 0.5], [-1.0, 0.0, -3.0], [0.1, 2.0, 0.0]]
+    assert mean_score_differences(logits) == pytest.approx(
+        [(3.0 + 0.4) / 3, (-3.0 - 5.0) / 3, (-0.4 + 5.0) / 3]
+    )

@@ -68,3 +68,26 @@ def test_likelihood_rewards_are_each_samples_mean_log_probability():
     assert method == "answer_logprobs"
     assert items == [[*PROMPT, {"role": "assistant", "content": s}] for s in SAMPLES]
     assert state["rewards"] == [-1.0, -1.0, -4.0]  # the sample itself, not the judge prompt
+
+
+def test_a_gpm_scores_each_prompts_samples_in_one_table():
+    pool = FakeRanker("gpm", LOGITS)
+    states = [tournament(), tournament()]
+    RewardModelStep(pool, "pairwise_ranker", ("accuracy",))(states)
+    [(method, items)] = pool.calls
+    assert method == "preference_table" and items == [(PROMPT, SAMPLES), (PROMPT, SAMPLES)]
+    table = [[LOGITS.get((a, b), 0.0) for b in SAMPLES] for a in SAMPLES]
+    assert all(s["preference_table"] == table for s in states)
+    # rank_gp.py's Ranker (max_logits): mean over j of table[i][j] - table[j][i].
+    k = len(SAMPLES)
+    expected = [sum(table[i][j] - table[j][i] for j in range(k)) / k for i in range(k)]
+    assert states[0]["rewards"] == pytest.approx(expected)
+
+
+def test_a_failed_table_fails_the_row_and_keeps_no_table():
+    states = [tournament(), new_tournament("other", PROMPT, "src")]
+    record_samples(states[1], ["4", "5"])
+    RewardModelStep(FakeRanker("gpm", LOGITS, fail=("5", "four")), "pairwise_ranker", ())(states)
+    assert states[0]["failed"] and states[0]["rewards"] is states[0]["preference_table"] is None
+    assert not states[1].get("failed")
+    assert states[1]["preference_table"] == [[0.0, 2.0], [-1.0, 0.0]]  # its samples: "4" and "5"

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from moaa_ray.config import JudgingConfig, PreferencesConfig
+from moaa_ray.core.general_preference import mean_score_differences
 from moaa_ray.core.judging import parse_judge_prompt
 from moaa_ray.core.tournament import new_tournament, record_judgment, record_samples
 from moaa_ray.pipeline import preferences
@@ -145,3 +146,23 @@ def test_the_judges_cycle_is_written_with_the_pair_intact(tmp_path, monkeypatch)
     strengths = np.array(written["strengths"])
     logit = np.log(strengths / (1 - strengths))
     assert logit[0, 1] + logit[1, 2] == pytest.approx(logit[0, 2])  # transitive: no cycle left
+
+
+def test_a_pairwise_sources_table_is_written_with_its_pair_or_its_drop(tmp_path, monkeypatch):
+    monkeypatch.setattr(preferences, "count_rows", lambda *args, **kwargs: None)
+    prefs = PREFS.model_copy(update={"reward": "pairwise_ranker", "reward_model": "rm"})
+    ranked, tied, scalar = (tournament(row, ["4", "5"], {}) for row in ("ranked", "tied", "scalar"))
+    for state, table in ((ranked, [[0.0, 2.0], [-2.0, 0.0]]), (tied, [[0.0, 0.0], [0.0, 0.0]])):
+        state["preference_table"], state["rewards"] = table, mean_score_differences(table)
+    scalar["rewards"] = [1.0, 0.0]  # a scalar reward model's: no table
+    stage = StageDir(tmp_path / "preferences")
+    dropped, audit = StageDir(stage.path / "dropped"), StageDir(stage.path / "judgments")
+    preferences._write_batch([ranked, tied, scalar], prefs, stage, dropped, audit)
+    kept = {row["row_id"]: row["preference_table"] for row in stage.read().to_pylist()}
+    assert kept == {"ranked": [[0.0, 2.0], [-2.0, 0.0]], "scalar": None}
+    [drop] = dropped.read().to_pylist()
+    assert (drop["row_id"], drop["reason"], drop["preference_table"]) == (
+        "tied",
+        "all samples tied",
+        [[0.0, 0.0], [0.0, 0.0]],
+    )
