@@ -531,3 +531,26 @@ def test_seed_recipes_rank_five_samples_with_pairrm_for_three_rounds(name, monke
         assert dpo.global_batch_size == 64 and dpo.num_workers == [8, 8]
     else:
         assert dpo.loss_type == "sigmoid"
+
+
+def test_the_gpm_recipe_ranks_with_a_gpm_table_for_sppo_or_gpo(monkeypatch):
+    monkeypatch.chdir(REPO)
+    path = REPO / "configs" / "sppo-gpm.yaml"
+    config = load_config(path)
+    prefs, dpo = config.preferences, config.dpo
+    assert config.iterations == 3 and prefs.num_samples == 5 and config.sft is None
+    ranker = config.models[prefs.reward_model]
+    assert (ranker.engine, ranker.path) == ("gpm", "general-preference/GPM-Gemma-2B")
+    assert prefs.win_probability_source() == "pairwise"  # the table, not Bradley-Terry strengths
+    assert config.models[prefs.policy].path == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert [i.path for i in prefs.inputs] == [
+        f"UCLA-AGI/data-mistral-7b-instruct-sppo-iter{r}" for r in (1, 2, 3)
+    ]
+    assert (dpo.loss_type, dpo.beta, dpo.learning_rate, dpo.optimizer) == (
+        "sppo",
+        0.001,
+        5e-7,
+        "rmsprop",
+    )
+    assert load_config(path, ["dpo.loss_type=gpo"]).dpo.loss_type == "gpo"
+    assert "dpo.loss_type=gpo" in path.read_text()  # the documented GPO override
