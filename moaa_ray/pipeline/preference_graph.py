@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from moaa_ray.config import SamplingConfig
 from moaa_ray.core.context import Prompt
-from moaa_ray.core.judging import render_judge_prompt
 from moaa_ray.core.pairing import round_robin_pairs
-from moaa_ray.core.tournament import Tournament, record_samples, shown
+from moaa_ray.core.tournament import Tournament, record_samples
 from moaa_ray.pipeline.judging import fit_prompt, seeded_params
 from moaa_ray.pools.model_pool import ModelPool
 from moaa_ray.records import mark_failed
@@ -49,40 +48,35 @@ class SampleStep:
 class RewardModelStep:
     """Reward-model scores of a prompt's samples (``state["rewards"]``).
 
-    Scalar RM: each sample's score. Likelihood: each sample's mean token log-probability under
-    the model (``answer_logprobs``). Pairwise ranker: every pair of samples in both orders, and a
-    sample's reward is llm-blender's ranking score (``max_logits``): over all K samples (itself
-    counting 0), the mean of its logit of beating the other minus the other's logit of beating it.
-    A ``pairrm`` engine compares (prompt, answer 1, answer 2) (``compare``); another engine scores
-    the judge prompt that shows the pair as Answer A and Answer B (``score``).
+    Scalar RM: each sample's score (``score``). Likelihood: each sample's mean token
+    log-probability under the model (``answer_logprobs``). Pairwise ranker (an engine of
+    :data:`~moaa_ray.config.PAIRWISE_ENGINES`, which the config checks): every pair of samples
+    compared as (prompt, answer 1, answer 2) in both orders (``compare``), and a sample's reward is
+    llm-blender's ranking score (``max_logits``): over all K samples (itself counting 0), the mean
+    of its logit of beating the other minus the other's logit of beating it.
     """
 
     pool: ModelPool
     kind: str  # "scalar_rm", "likelihood" or "pairwise_ranker"
-    criteria: tuple[str, ...]  # shown to a pairwise ranker that reads the judge prompt
 
     def __call__(self, states: list[Tournament]) -> None:
         live = [s for s in states if not s["error"]]
-        compares = self.kind == "pairwise_ranker" and self.pool.config.engine == "pairrm"
         items: list = []
         owners: list[tuple[Tournament, int, int | None]] = []
         for state in live:
+            samples = state["samples"]
             if self.kind != "pairwise_ranker":  # one score per sample
-                for i, sample in enumerate(state["samples"]):
+                for i, sample in enumerate(samples):
                     items.append(state["prompt"] + [{"role": "assistant", "content": sample}])
                     owners.append((state, i, None))
                 continue
-            for x, y in round_robin_pairs(len(state["samples"])):
+            for x, y in round_robin_pairs(len(samples)):
                 for first, second in ((x, y), (y, x)):
-                    a, b = shown(state, (first, second), "ab")
-                    if compares:
-                        items.append((state["prompt"], a, b))
-                    else:
-                        items.append(render_judge_prompt(state["prompt"], a, b, self.criteria))
+                    items.append((state["prompt"], samples[first], samples[second]))
                     owners.append((state, first, second))
-        method = "compare" if compares else "score"
-        if self.kind == "likelihood":
-            method = "answer_logprobs"
+        method = {"pairwise_ranker": "compare", "likelihood": "answer_logprobs"}.get(
+            self.kind, "score"
+        )
         completions = self.pool.collect(self.pool.submit(method, items))
         totals: dict[int, list[float]] = {}
         for (state, i, j), completion in zip(owners, completions, strict=True):

@@ -1,11 +1,10 @@
-"""Stand-ins the unit tests share: a model pool that answers at once, a pairwise ranker's pool,
+"""Stand-ins the unit tests share: a model pool that answers at once, a reward model's pool,
 engine replicas and the dispatch's link to them without Ray, ``ray`` and an engine actor for a
 loading pool, a DeepSpeed engine over a module."""
 
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 from moaa_ray.engines.base import Answer
 from moaa_ray.pools.dispatch import Completion
@@ -154,14 +153,13 @@ class FakeLink:
 
 
 class FakeRanker:
-    """A pool of one pairwise ranker engine: answers each method from a table, records the calls.
+    """A pool of one reward-model engine: answers each method from a table, records the calls.
 
     ``compare`` gives ``logits[(a, b)]`` for answers ``a`` and ``b``, or fails for the pair ``fail``;
     ``answer_logprobs`` makes a shorter answer likelier; any other method scores 0.25.
     """
 
-    def __init__(self, engine: str, logits: dict, fail: tuple | None = None):
-        self.config = SimpleNamespace(engine=engine)
+    def __init__(self, logits: dict, fail: tuple | None = None):
         self.calls: list[tuple[str, list]] = []
         self.logits, self.fail = logits, fail
 

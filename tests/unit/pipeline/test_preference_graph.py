@@ -1,4 +1,5 @@
-"""The preference stage's steps without a cluster: a pairwise ranker's and a likelihood's rewards."""
+"""The preference stage's steps without a cluster: a pairwise ranker's, a scalar reward model's and
+a likelihood's rewards."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ def tournament() -> dict:
 
 
 def test_pairrm_rewards_are_llm_blenders_ranking_scores():
-    pool = FakeRanker("pairrm", LOGITS)
+    pool = FakeRanker(LOGITS)
     state = tournament()
-    RewardModelStep(pool, "pairwise_ranker", ("accuracy",))([state])
+    RewardModelStep(pool, "pairwise_ranker")([state])
     [(method, items)] = pool.calls
     assert method == "compare" and len(items) == 6  # every pair, both orders
     assert {(a, b) for _, a, b in items} == set(LOGITS) and all(p == PROMPT for p, _, _ in items)
@@ -45,26 +46,26 @@ def test_pairrm_rewards_are_llm_blenders_ranking_scores():
 
 def test_a_failed_comparison_fails_the_row_instead_of_scoring_it():
     state = tournament()
-    ranker = FakeRanker("pairrm", LOGITS, fail=("5", "four"))
-    RewardModelStep(ranker, "pairwise_ranker", ())([state])
+    ranker = FakeRanker(LOGITS, fail=("5", "four"))
+    RewardModelStep(ranker, "pairwise_ranker")([state])
     assert state["failed"] and state["rewards"] is None
 
 
-def test_another_engine_scores_the_judge_prompt_of_each_ordered_pair():
-    pool = FakeRanker("hf_reward", LOGITS)
+def test_scalar_rewards_are_each_samples_score():
+    pool = FakeRanker(LOGITS)
     state = tournament()
-    RewardModelStep(pool, "pairwise_ranker", ("accuracy",))([state])
+    RewardModelStep(pool, "scalar_rm")([state])
     [(method, items)] = pool.calls
-    assert method == "score" and len(items) == 6
-    assert all("accuracy" in str(conversation) for conversation in items)
-    assert state["rewards"] == pytest.approx([0.0, 0.0, 0.0])  # equal scores cancel per pair
+    assert method == "score"
+    assert items == [[*PROMPT, {"role": "assistant", "content": s}] for s in SAMPLES]
+    assert state["rewards"] == [0.25, 0.25, 0.25]
 
 
 def test_likelihood_rewards_are_each_samples_mean_log_probability():
-    pool = FakeRanker("hf", LOGITS)
+    pool = FakeRanker(LOGITS)
     state = tournament()
-    RewardModelStep(pool, "likelihood", ("accuracy",))([state])
+    RewardModelStep(pool, "likelihood")([state])
     [(method, items)] = pool.calls
     assert method == "answer_logprobs"
     assert items == [[*PROMPT, {"role": "assistant", "content": s}] for s in SAMPLES]
-    assert state["rewards"] == [-1.0, -1.0, -4.0]  # the sample itself, not the judge prompt
+    assert state["rewards"] == [-1.0, -1.0, -4.0]  # the sample itself
