@@ -4,8 +4,9 @@ PairRM (Jiang et al., LLM-Blender, arXiv 2306.02561) reads one sequence ``[CLS] 
 [CLS] <|candidate1|> answer 1 [SEP] [CLS] <|candidate2|> answer 2 [SEP]``; a head scores the
 ``<|source|>`` state concatenated with each candidate's marker state, and the logit that candidate 1
 beats candidate 2 is the difference of the two scores. Here: the module (config ``architectures:
-[DebertaV2PairRM]``, weights ``pretrained_model.*`` and ``head_layer.*``), its input format, and tiny
-random checkpoints of the same layout for tests. The engine is :mod:`moaa_ray.engines.pairrm`.
+[DebertaV2PairRM]``, weights ``pretrained_model.*`` and ``head_layer.*``), its input format, the
+source and candidate texts as llm-blender and SPPO's scripts write them, and tiny random checkpoints
+of the same layout for tests. The engine is :mod:`moaa_ray.engines.pairrm`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from transformers.models.deberta_v2.modeling_deberta_v2 import (
     DebertaV2PreTrainedModel,
 )
 
-from moaa_ray.core.conversations import Messages
+from moaa_ray.core.conversations import Messages, conform
 
 SOURCE, CANDIDATE1, CANDIDATE2 = "<|source|>", "<|candidate1|>", "<|candidate2|>"
 CANDIDATE = "<|candidate|>"  # in the vocabulary of the published checkpoint; unused at inference
@@ -73,11 +74,70 @@ class DebertaV2PairRM(DebertaV2PreTrainedModel):
         return (first - second).mean(dim=-1)
 
 
-def source_text(conversation: Messages) -> str:
-    """What PairRM reads as the source: a lone message's text, else every turn as ``ROLE: text``."""
-    if len(conversation) == 1:
-        return conversation[0]["content"]
-    return "\n".join(f"{m['role'].upper()}: {m['content']}" for m in conversation)
+# llm-blender's Blender.compare_conversations (llm_blender/blender/blender.py): the instruction it
+# puts before a conversation's turns, spelled as there; RankerDataset (blender_utils.py) joins the
+# two with nothing between them.
+CONVERSATION_INSTRUCTION = (
+    "Finish the following coversation in each i-th turn by filling in <Response i> with your "
+    "response."
+)
+
+
+def comparison_texts(conversation: Messages, first: str, second: str) -> tuple[str, str, str]:
+    """(source, candidate 1, candidate 2) of two answers to a conversation, as llm-blender gives them.
+
+    A one-turn request is the source as is and each answer a candidate (``Blender.rank`` and
+    ``compare``, as SPPO's and Snorkel's rankings call them). A longer conversation is laid out as
+    ``Blender.compare_conversations`` does: the source is its instruction then every user turn as
+    ``USER: text\\nAssistant: <Response i>``, and each candidate is every assistant turn, the earlier
+    ones and the answer, as ``<Response i>: text`` lines, so PairRM cuts a long history from the
+    candidates' end. A system message, which llm-blender has no place for, opens the first user turn.
+
+    Raises:
+        ValueError: the conversation is not user turns alternating with assistant turns, ending
+            with a user turn.
+    """
+    turns = conform(conversation, accepts_system=False)
+    roles = [m["role"] for m in turns]
+    if roles != ["user", "assistant"] * (len(turns) // 2) + ["user"]:
+        raise ValueError(
+            f"PairRM compares answers to user/assistant turns ending with a user's; got {roles}"
+        )
+    if len(turns) == 1:
+        return turns[0]["content"], first, second
+    requests = [m["content"] for m in turns[::2]]
+    earlier = [m["content"] for m in turns[1::2]]
+    source = CONVERSATION_INSTRUCTION + "\n".join(
+        f"USER: {text}\nAssistant: <Response {i}>" for i, text in enumerate(requests, 1)
+    )
+
+    def candidate(answer: str) -> str:
+        return "\n".join(f"<Response {i}>: {text}" for i, text in enumerate([*earlier, answer], 1))
+
+    return source, candidate(first), candidate(second)
+
+
+# What SPPO's scripts/rank.py (apply_template) writes as the answer before cutting the text there.
+_SPPO_PLACEHOLDER = "None"
+
+
+def chat_template_source(tokenizer: Any, conversation: Messages, accepts_system: bool) -> str:
+    """The source as SPPO's ``scripts/rank.py`` gives PairRM the prompt (``apply_template``): the
+    conversation rendered by the policy's chat template with the answer ``"None"``, cut before the
+    first ``"None"``, so the text ends where the policy's answer begins (Mistral: after
+    ``[/INST]``). As there, a ``"None"`` inside the conversation cuts it there.
+
+    Args:
+        tokenizer: the policy's tokenizer, with its chat template.
+        conversation: the turns before the answers.
+        accepts_system: whether the template takes a system message (else it opens the first
+            user turn).
+    """
+    answered = [*conversation, {"role": "assistant", "content": _SPPO_PLACEHOLDER}]
+    text = tokenizer.apply_chat_template(
+        conform(answered, accepts_system=accepts_system), tokenize=False
+    )
+    return text.split(_SPPO_PLACEHOLDER)[0]
 
 
 def _without_markers(text: str) -> str:

@@ -26,7 +26,14 @@ from moaa_ray.config.loading import (
     load_config,
     read_yaml,
 )
-from moaa_ray.config.models import ENGINE_BATCH_SIZES, ModelConfig, SimulatedConfig
+from moaa_ray.config.models import (
+    ENGINE_BATCH_SIZES,
+    ENGINE_SETTINGS,
+    PAIRWISE_ENGINES,
+    ModelConfig,
+    PairRMConfig,
+    SimulatedConfig,
+)
 from moaa_ray.config.run import MoaaConfig, RayConfig
 from moaa_ray.config.stages import (
     GenerateConfig,
@@ -39,7 +46,9 @@ from moaa_ray.config.train import DPOConfig, LoraConfig, SFTConfig, TrainConfig
 
 __all__ = [
     "ENGINE_BATCH_SIZES",
+    "ENGINE_SETTINGS",
     "OPERATIONAL",
+    "PAIRWISE_ENGINES",
     "BenchmarkConfig",
     "ConfigCheck",
     "ConfigError",
@@ -52,6 +61,7 @@ __all__ = [
     "LoraConfig",
     "MoaaConfig",
     "ModelConfig",
+    "PairRMConfig",
     "PreferencesConfig",
     "RayConfig",
     "SFTConfig",

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from moaa_ray.config.models import ModelConfig
+from moaa_ray.config.models import PAIRWISE_ENGINES, ModelConfig
 from moaa_ray.config.run import MoaaConfig
 
 
@@ -127,7 +127,7 @@ def check_config(path: str | Path, overrides: list[str] | None = None) -> Config
     """Load and validate a config, collecting every problem instead of stopping at the first.
 
     Schema problems (unknown keys, types, bounds) are all listed; the cross-checks that need a valid
-    schema (model references, log-prob roles) run when it has none.
+    schema (model references, log-prob roles, the reward model's engine) run when it has none.
     """
     path = Path(path)
     sources: dict[str, str] = {}
@@ -148,6 +148,7 @@ def check_config(path: str | Path, overrides: list[str] | None = None) -> Config
         return ConfigCheck(path, None, problems, sources)
     check = ConfigCheck(path, config, [], sources)
     check.problems.extend(_reference_problems(config, check))
+    check.problems.extend(_reward_model_problems(config, check))
     return check
 
 
@@ -172,6 +173,38 @@ def _reference_problems(config: MoaaConfig, check: ConfigCheck) -> list[str]:
                 f"engine: {_NO_LOGPROBS[engine]}; set {mode_key.rpartition('.')[2]}: text"
             )
     return problems
+
+
+def _reward_model_problems(config: MoaaConfig, check: ConfigCheck) -> list[str]:
+    """A reward model whose engine cannot give ``preferences.reward``: a pairwise_ranker that is no
+    pairwise engine, a scalar_rm that is one, a likelihood that is no hf causal LM."""
+    prefs = config.preferences
+    name = prefs.reward_model if prefs else None
+    if prefs is None or name not in config.models:  # none, or undefined: a problem of its own
+        return []
+    engine = config.models[name].engine
+    pairwise = engine in PAIRWISE_ENGINES
+    if prefs.reward == "pairwise_ranker" and not pairwise:
+        problem = (
+            f"reward pairwise_ranker compares two answers with a pairwise engine "
+            f"({', '.join(sorted(PAIRWISE_ENGINES))}); model {name!r} has engine {engine!r}"
+        )
+    elif prefs.reward == "scalar_rm" and pairwise:
+        problem = (
+            f"model {name!r} is a {engine} engine: it compares two answers; "
+            "set reward: pairwise_ranker"
+        )
+    elif prefs.reward == "likelihood" and engine != "hf":
+        problem = (
+            "reward likelihood reads token log-probabilities from an hf causal LM; "
+            f"model {name!r} has engine {engine!r}"
+        )
+    else:
+        return []
+    # Named by where the clash came from: an override of either side, else the config file.
+    keys = ("preferences.reward_model", "preferences.reward", f"models.{name}.engine")
+    overrides = [check.source(k) for k in keys if check.source(k) != str(check.path)]
+    return [f"{(overrides or [str(check.path)])[0]}: preferences.reward_model: {problem}"]
 
 
 # Engines that cannot give log-probabilities at the verdict or grade position, and why.

@@ -68,6 +68,43 @@ class SimulatedConfig(Section):
     seed: int = Field(0, description="varies the deterministic answers")
 
 
+class PairRMConfig(Section):
+    """The ``pairrm`` engine's source: the text PairRM reads as the request its two answers reply to."""
+
+    source_format: Literal["llm_blender", "chat_template"] = Field(
+        "llm_blender",
+        description="llm_blender: as llm-blender's Blender builds it (llm_blender/blender/"
+        "blender.py): a one-turn request's text (rank, compare), a longer conversation laid out "
+        "as compare_conversations does, its earlier answers in each candidate; chat_template: "
+        "the conversation rendered by chat_template_tokenizer's chat template up to the answer, "
+        "as SPPO's scripts/rank.py gives PairRM the policy's prompt",
+    )
+    chat_template_tokenizer: str | None = Field(
+        None,
+        description="source_format chat_template: the tokenizer whose chat template renders the "
+        "source (a path as models.<name>.path takes; SPPO's: the policy's)",
+    )
+
+    @model_validator(mode="after")
+    def _tokenizer_for_chat_template(self) -> PairRMConfig:
+        templated = self.source_format == "chat_template"
+        if templated and self.chat_template_tokenizer is None:
+            raise ValueError("source_format chat_template needs chat_template_tokenizer")
+        if not templated and self.chat_template_tokenizer is not None:
+            raise ValueError(
+                "chat_template_tokenizer is read only with source_format chat_template"
+            )
+        if self.chat_template_tokenizer is not None:
+            _check_model_path(self.chat_template_tokenizer)
+        return self
+
+
+# Engines that score answers against each other (pairrm's ``compare``, gpm's ``preference_table``)
+# rather than one alone: preferences.reward pairwise_ranker needs one, scalar_rm refuses one.
+PAIRWISE_ENGINES = frozenset({"pairrm", "gpm"})
+# ModelConfig keys that only one engine reads, and that engine.
+ENGINE_SETTINGS = {"simulated": "simulated", "pairrm": "pairrm", "reward_head": "hf_reward"}
+
 # Conversations a replica's engine works on at once, where 16 would leave it half empty: hf batches
 # 64 about as fast per step as 16, and vLLM keeps up to 256 sequences in its running batch.
 ENGINE_BATCH_SIZES = {"hf": 64, "vllm": 256}
@@ -120,7 +157,11 @@ class ModelConfig(Section):
         description="context window in tokens that prompts are fitted to (hf and vllm: given to "
         "vLLM too); None: vLLM's engine_kwargs.max_model_len, else the model config's",
     )
-    dtype: str = Field("auto", description="torch dtype name; auto = bf16 on GPU, fp32 on CPU")
+    dtype: str = Field(
+        "auto",
+        description="torch dtype name; auto = bf16 on GPU (pairrm: fp16, as llm-blender loads "
+        "PairRM), fp32 on CPU",
+    )
     engine_kwargs: dict[str, Any] = Field(
         {}, description="passed through to the backend as is (function: its keyword arguments)"
     )
@@ -162,6 +203,13 @@ class ModelConfig(Section):
         "than min replicas are alive for startup_timeout_s)",
         json_schema_extra=OPERATIONAL,
     )
+    reward_head: Literal["logits", "score"] = Field(
+        "logits",
+        description="hf_reward: where the model's output holds the reward: logits (transformers' "
+        "one-label sequence-classification head, logits[:, 0]) or score (a custom model's "
+        "output.score, as ArmoRM's card reads it)",
+    )
+    pairrm: PairRMConfig = Field(PairRMConfig(), description="settings of the pairrm engine")
     simulated: SimulatedConfig = Field(
         SimulatedConfig(), description="settings of the simulated engine"
     )
@@ -175,6 +223,18 @@ class ModelConfig(Section):
             if size is not None:
                 return {**data, "max_batch_size": size}
         return data
+
+    @model_validator(mode="after")
+    def _engine_settings_fit_the_engine(self) -> ModelConfig:
+        """A reward head or PairRM source set away from its default on a model of another engine,
+        which would ignore it. (A resolved config, which lists every default, loads again.)"""
+        for key in ("reward_head", "pairrm"):
+            engine = ENGINE_SETTINGS[key]
+            if self.engine != engine and getattr(self, key) != type(self).model_fields[key].default:
+                raise ValueError(
+                    f"{key} is read by engine {engine} only; this model's engine is {self.engine}"
+                )
+        return self
 
     @field_validator("num_replicas")
     @classmethod

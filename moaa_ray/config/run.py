@@ -1,5 +1,6 @@
 """A whole run's config: its directory, Ray, the iterations, the models and every stage section,
-and the checks across sections (model references, reward models, SPPO's strengths)."""
+and the checks across sections (verified benchmarks, SPPO's strengths; model references and the
+reward model's engine are :mod:`~moaa_ray.config.loading`'s)."""
 
 from __future__ import annotations
 
@@ -64,26 +65,6 @@ class MoaaConfig(Section):
             raise ValueError(
                 f"benchmarks {verified} have format 'verified' and need the top-level 'verifier' "
                 "(package.module:function)"
-            )
-        return value
-
-    @field_validator("preferences")
-    @classmethod
-    def _reward_model_fits_the_reward(
-        cls, value: PreferencesConfig | None, info: ValidationInfo
-    ) -> PreferencesConfig | None:
-        model = info.data.get("models", {}).get(value.reward_model) if value else None
-        if not (value and model):
-            return value
-        if model.engine in ("pairrm", "gpm") and value.reward == "scalar_rm":
-            raise ValueError(
-                f"reward_model {value.reward_model!r} is a {model.engine} engine: it compares "
-                "answers; set reward: pairwise_ranker"
-            )
-        if value.reward == "likelihood" and model.engine != "hf":
-            raise ValueError(
-                f"reward likelihood reads token log-probabilities from an hf causal LM; "
-                f"reward_model {value.reward_model!r} has engine {model.engine!r}"
             )
         return value
 

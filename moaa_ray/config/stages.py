@@ -159,9 +159,10 @@ class PreferencesConfig(Section):
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=1024)
     reward: Literal["llm_judges", "scalar_rm", "pairwise_ranker", "likelihood"] = Field(
         "llm_judges",
-        description="llm_judges: the judging ensemble; scalar_rm, pairwise_ranker: a reward "
-        "model; likelihood: each sample's mean token log-probability under reward_model (an hf "
-        "causal LM, e.g. the policy: its own confidence)",
+        description="llm_judges: the judging ensemble; scalar_rm: a reward model scores each "
+        "sample; pairwise_ranker: a pairwise engine (pairrm) compares every pair of samples; "
+        "likelihood: each sample's mean token log-probability under reward_model (an hf causal "
+        "LM, e.g. the policy: its own confidence)",
     )
     judging: JudgingConfig | None = Field(None, description="the ensemble, for reward llm_judges")
     reward_model: str | None = Field(

@@ -8,17 +8,19 @@ collecting any, so every pool involved works at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from moaa_ray.config import SamplingConfig
 from moaa_ray.core.context import Prompt
 from moaa_ray.core.general_preference import mean_score_differences
-from moaa_ray.core.judging import render_judge_prompt
 from moaa_ray.core.pairing import round_robin_pairs
-from moaa_ray.core.tournament import Tournament, record_samples, shown
+from moaa_ray.core.tournament import Tournament, record_samples
 from moaa_ray.pipeline.judging import fit_prompt, seeded_params
 from moaa_ray.pools.model_pool import ModelPool
 from moaa_ray.records import mark_failed
+
+Table = list[list[float]]  # a pairwise ranker's K x K scores, [i][j]: sample i over sample j
 
 
 @dataclass(frozen=True)
@@ -50,72 +52,65 @@ class SampleStep:
 class RewardModelStep:
     """Reward-model scores of a prompt's samples (``state["rewards"]``).
 
-    Scalar RM: each sample's score. Likelihood: each sample's mean token log-probability under
-    the model (``answer_logprobs``). Pairwise ranker: every pair of samples in both orders, and a
-    sample's reward is llm-blender's ranking score (``max_logits``): over all K samples (itself
-    counting 0), the mean of its logit of beating the other minus the other's logit of beating it.
-    A ``pairrm`` engine compares (prompt, answer 1, answer 2) (``compare``); another engine scores
-    the judge prompt that shows the pair as Answer A and Answer B (``score``).
-
-    A ``gpm`` engine (pairwise ranker) scores each prompt's samples against each other in one call
-    (``preference_table``): its K x K table is kept (``state["preference_table"]``) and ranked by the
-    same ``max_logits`` score (:func:`~moaa_ray.core.general_preference.mean_score_differences`),
-    as GPM's ``rank_gp.py``.
+    Scalar RM: each sample's score (``score``). Likelihood: each sample's mean token
+    log-probability under the model (``answer_logprobs``). Pairwise ranker (an engine of
+    :data:`~moaa_ray.config.PAIRWISE_ENGINES`, which the config checks): a K x K table per prompt,
+    kept as ``state["preference_table"]`` for SPPO's and GPO's targets
+    (:mod:`moaa_ray.core.general_preference`). A ``pairrm`` engine compares every pair as (prompt,
+    answer 1, answer 2) in both orders (``compare``), ``[i][j]`` its logit that i beats j shown
+    first; a ``gpm`` engine scores all of a prompt's samples in one call (``preference_table``),
+    ``[i][j]`` its skew-symmetric score. A sample's reward is llm-blender's ranking score
+    (``max_logits``), which GPM's ``rank_gp.py`` uses too: the mean over all K samples (itself
+    counting 0) of ``[i][j] - [j][i]``.
     """
 
     pool: ModelPool
     kind: str  # "scalar_rm", "likelihood" or "pairwise_ranker"
-    criteria: tuple[str, ...]  # shown to a pairwise ranker that reads the judge prompt
 
     def __call__(self, states: list[Tournament]) -> None:
         live = [s for s in states if not s["error"]]
-        if self.kind == "pairwise_ranker" and self.pool.config.engine == "gpm":
-            self._tables(live)
+        if self.kind == "pairwise_ranker":
+            tables = self._gpm_tables if self.pool.config.engine == "gpm" else self._compared_tables
+            for state, table in tables(live):
+                state["preference_table"] = table
+                state["rewards"] = mean_score_differences(table)
             return
-        compares = self.kind == "pairwise_ranker" and self.pool.config.engine == "pairrm"
-        items: list = []
-        owners: list[tuple[Tournament, int, int | None]] = []
+        items = [state["prompt"] + [{"role": "assistant", "content": sample}]
+                 for state in live for sample in state["samples"]]  # fmt: skip
+        method = "answer_logprobs" if self.kind == "likelihood" else "score"
+        completions = iter(self.pool.collect(self.pool.submit(method, items)))
         for state in live:
-            if self.kind != "pairwise_ranker":  # one score per sample
-                for i, sample in enumerate(state["samples"]):
-                    items.append(state["prompt"] + [{"role": "assistant", "content": sample}])
-                    owners.append((state, i, None))
+            scores = [next(completions) for _ in state["samples"]]
+            failed = next((c for c in scores if c.output is None), None)
+            if failed is not None:  # never a made-up 0.0 reward
+                mark_failed(state, f"reward model failed: {failed.error}")
                 continue
-            for x, y in round_robin_pairs(len(state["samples"])):
+            state["rewards"] = [c.output for c in scores]
+
+    def _compared_tables(self, live: list[Tournament]) -> Iterator[tuple[Tournament, Table]]:
+        """Every pair compared in both orders; a row with a failed comparison fails."""
+        items, owners = [], []
+        for state in live:
+            samples = state["samples"]
+            for x, y in round_robin_pairs(len(samples)):
                 for first, second in ((x, y), (y, x)):
-                    a, b = shown(state, (first, second), "ab")
-                    if compares:
-                        items.append((state["prompt"], a, b))
-                    else:
-                        items.append(render_judge_prompt(state["prompt"], a, b, self.criteria))
+                    items.append((state["prompt"], samples[first], samples[second]))
                     owners.append((state, first, second))
-        method = "compare" if compares else "score"
-        if self.kind == "likelihood":
-            method = "answer_logprobs"
-        completions = self.pool.collect(self.pool.submit(method, items))
-        totals: dict[int, list[float]] = {}
+        completions = self.pool.collect(self.pool.submit("compare", items))
+        tables = {id(s): [[0.0] * len(s["samples"]) for _ in s["samples"]] for s in live}
         for (state, i, j), completion in zip(owners, completions, strict=True):
-            if completion.output is None:  # never a made-up 0.0 reward
+            if completion.output is None:  # never a made-up logit
                 mark_failed(state, f"reward model failed: {completion.error}")
                 continue
-            rewards = totals.setdefault(id(state), [0.0] * len(state["samples"]))
-            rewards[i] += completion.output
-            if j is not None:
-                rewards[j] -= completion.output
-        for state in live:
-            if state.get("failed"):
-                continue
-            k = len(state["samples"])
-            scale = k if self.kind == "pairwise_ranker" else 1
-            state["rewards"] = [r / scale for r in totals.get(id(state), [0.0] * k)]
+            tables[id(state)][i][j] = completion.output
+        return ((s, tables[id(s)]) for s in live if not s.get("failed"))
 
-    def _tables(self, live: list[Tournament]) -> None:
-        """A ``gpm`` engine's table per prompt, and the rewards ranked from it."""
+    def _gpm_tables(self, live: list[Tournament]) -> Iterator[tuple[Tournament, Table]]:
+        """A ``gpm`` engine's table per prompt, all of its samples in one call."""
         items = [(state["prompt"], state["samples"]) for state in live]
         completions = self.pool.collect(self.pool.submit("preference_table", items))
         for state, completion in zip(live, completions, strict=True):
             if completion.output is None:  # never a made-up table
                 mark_failed(state, f"reward model failed: {completion.error}")
                 continue
-            state["preference_table"] = completion.output
-            state["rewards"] = mean_score_differences(completion.output)
+            yield state, completion.output

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from moaa_ray.callables import load_callable
-from moaa_ray.config import JudgingConfig, MoaaConfig, PreferencesConfig
+from moaa_ray.config import MoaaConfig, PreferencesConfig
 from moaa_ray.core.general_preference import (
     matrix_from_comparisons,
     matrix_from_strengths,
@@ -176,10 +176,8 @@ def _steps(prefs: PreferencesConfig, pools: dict[str, ModelPool]) -> list[Stream
         )
     ]
     if prefs.reward != "llm_judges":
-        default = JudgingConfig.model_fields["default_criteria"].default
-        criteria = tuple(prefs.judging.default_criteria if prefs.judging else default)
         reward_pool = pools[str(prefs.reward_model)]
-        reward_step = RewardModelStep(reward_pool, prefs.reward, criteria)
+        reward_step = RewardModelStep(reward_pool, prefs.reward)
         return steps + [StreamStep(reward_step, prefs.reward, [reward_pool])]
     assert prefs.judging is not None  # checked by the config schema
     return steps + judging_steps(pools, prefs.judging, prefs.pairing)

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from moaa_ray.callables import source_digest
+from moaa_ray.config import ENGINE_SETTINGS
 from moaa_ray.redact import redact
 
 _MISSING = object()
@@ -121,9 +122,12 @@ def models_identity(models: dict[str, Any], names: list[str] | tuple[str, ...]) 
     """
     flat: dict[str, Any] = {}
     for name in dict.fromkeys(names):
-        identity = config_identity(models[name], f"models.{name}")
-        if models[name].engine != "simulated":  # its settings mean nothing to other engines
-            identity = {k: v for k, v in identity.items() if ".simulated." not in k}
+        engine = models[name].engine
+        identity = {  # an engine's own settings mean nothing to the other engines
+            key: value
+            for key, value in config_identity(models[name], f"models.{name}").items()
+            if ENGINE_SETTINGS.get(key.split(".")[2], engine) == engine
+        }
         flat.update(identity)
         flat[f"models.{name}.content"] = _content_digest(models[name])
     return flat

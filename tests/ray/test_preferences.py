@@ -27,6 +27,7 @@ def make_config(tmp_path, judging=(), **preferences):
             "j1": {"path": "tiny:qwen2-b", **model},
             "j2": {"path": "tiny:llama-c", **model},
             "rm": {"path": "tiny:reward-e", **model, "engine": "hf_reward"},
+            "ranker": {"path": "tiny:pairrm-f", **model, "engine": "pairrm"},
         },
         "preferences": {
             "inputs": [{"path": str(prompts)}],
@@ -102,9 +103,9 @@ def test_unparseable_text_verdicts_abstain_and_the_stage_says_it_kept_nothing(
     assert again["skipped"] and again["status"] == "empty" and again["warning"] == why
 
 
-@pytest.mark.parametrize("reward", ["scalar_rm", "pairwise_ranker"])
-def test_reward_model_sources(ray_cluster, tmp_path, reward):
-    config = make_config(tmp_path, reward=reward, reward_model="rm")
+@pytest.mark.parametrize(("reward", "model"), [("scalar_rm", "rm"), ("pairwise_ranker", "ranker")])
+def test_reward_model_sources(ray_cluster, tmp_path, reward, model):
+    config = make_config(tmp_path, reward=reward, reward_model=model)
     stats = build_preferences(config, config.run_dir)
     assert stats["pairs_kept"] == 4
     rows = RunDir(config.run_dir).stage("preferences").read().select(["scores"]).to_pylist()

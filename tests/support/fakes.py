@@ -1,4 +1,4 @@
-"""Stand-ins the unit tests share: a model pool that answers at once, a pairwise ranker's pool,
+"""Stand-ins the unit tests share: a model pool that answers at once, a reward model's pool,
 engine replicas and the dispatch's link to them without Ray, ``ray`` and an engine actor for a
 loading pool, a DeepSpeed engine over a module."""
 
@@ -154,7 +154,8 @@ class FakeLink:
 
 
 class FakeRanker:
-    """A pool of one pairwise ranker engine: answers each method from a table, records the calls.
+    """A pool of one reward-model engine (``config.engine``): answers each method from a table,
+    records the calls.
 
     ``compare`` gives ``logits[(a, b)]`` for answers ``a`` and ``b``, or fails for the pair ``fail``;
     ``preference_table`` gives a (conversation, answers) item the table of those logits (0 on the

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -502,7 +503,7 @@ def test_a_gpm_engine_is_a_pairwise_ranker(write):
     assert (config.models["ranker"].engine, config.preferences.reward) == ("gpm", "pairwise_ranker")
     with pytest.raises(ConfigError, match="is a gpm engine.*set reward: pairwise_ranker"):
         load_config(write(PAIRRM), [*gpm, "preferences.reward=scalar_rm"])
-    with pytest.raises(ConfigError, match="hf causal LM; reward_model 'ranker' has engine 'gpm'"):
+    with pytest.raises(ConfigError, match="hf causal LM; model 'ranker' has engine 'gpm'"):
         load_config(write(PAIRRM), [*gpm, "preferences.reward=likelihood", "dpo.loss_type=sigmoid"])
 
 
@@ -510,8 +511,48 @@ def test_a_likelihood_reward_needs_an_hf_causal_lm(write):
     likelihood = ["preferences.reward=likelihood", "preferences.reward_model=policy"]
     config = load_config(write(PAIRRM), [*likelihood, "dpo.loss_type=sigmoid"])
     assert config.preferences.reward == "likelihood"
-    with pytest.raises(ConfigError, match="hf causal LM; reward_model 'ranker' has engine"):
+    with pytest.raises(ConfigError, match="hf causal LM; model 'ranker' has engine 'pairrm'"):
         load_config(write(PAIRRM), [likelihood[0], "dpo.loss_type=sigmoid"])
+
+
+def test_a_pairwise_ranker_needs_a_pairwise_engine_naming_the_key_and_where_it_came_from(write):
+    path = write(PAIRRM.replace("engine: pairrm", "engine: hf_reward"))
+    problem = (
+        f"{path}: preferences.reward_model: reward pairwise_ranker compares two answers with a "
+        "pairwise engine (gpm, pairrm); model 'ranker' has engine 'hf_reward'"
+    )
+    with pytest.raises(ConfigError, match=f"^{re.escape(problem)}$"):
+        load_config(path)
+    override = "models.ranker.engine=hf_reward"
+    with pytest.raises(ConfigError, match=f"^override '{override}': preferences.reward_model: "):
+        load_config(write(PAIRRM), [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("models.policy.reward_head=score", "reward_head is read by engine hf_reward only"),
+        ("models.policy.pairrm={source_format: llm_blender}", None),  # the default: accepted
+        (
+            "models.ranker.pairrm={source_format: chat_template}",
+            "source_format chat_template needs chat_template_tokenizer",
+        ),
+        (
+            "models.ranker.pairrm={chat_template_tokenizer: 'tiny:llama-a'}",
+            "chat_template_tokenizer is read only with source_format chat_template",
+        ),
+        (
+            "models.ranker.pairrm={source_format: chat_template, chat_template_tokenizer: 'tiny:x'}",
+            "no tiny model 'tiny:x'",
+        ),
+    ],
+)
+def test_reward_model_settings_fit_their_engine(write, override, match):
+    if match is None:
+        assert load_config(write(PAIRRM), [override]).models["policy"].engine == "hf"
+        return
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(PAIRRM), [override])
 
 
 @pytest.mark.parametrize("name", ["snorkel-pairrm.yaml", "sppo.yaml"])
@@ -527,10 +568,14 @@ def test_seed_recipes_rank_five_samples_with_pairrm_for_three_rounds(name, monke
     assert prefs.inputs[0].limit == 60_000  # three rounds of 20k prompts
     if name == "sppo.yaml":
         assert (dpo.loss_type, dpo.beta, dpo.learning_rate) == ("sppo", 0.001, 5e-7)
+        # SPPO's scripts/rank.py templates the prompt with the policy's tokenizer.
+        assert ranker.pairrm.source_format == "chat_template"
+        assert ranker.pairrm.chat_template_tokenizer == config.models[prefs.policy].path
         assert (dpo.optimizer, dpo.lr_schedule, dpo.warmup_ratio) == ("rmsprop", "linear", 0.1)
         assert dpo.global_batch_size == 64 and dpo.num_workers == [8, 8]
     else:
         assert dpo.loss_type == "sigmoid"
+        assert ranker.pairrm.source_format == "llm_blender"
 
 
 def test_the_gpm_recipe_ranks_with_a_gpm_table_for_sppo_or_gpo(monkeypatch):

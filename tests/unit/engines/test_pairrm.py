@@ -10,16 +10,16 @@ import torch
 
 from moaa_ray.config import ModelConfig
 from moaa_ray.engines.factory import build_engine
-from moaa_ray.engines.pairrm import PairRMEngine
+from moaa_ray.engines.pairrm import PairRMEngine, pairrm_dtype
 from moaa_ray.pairrm_model import (
     CANDIDATE1,
     CANDIDATE2,
     SOURCE,
     DebertaV2PairRM,
+    comparison_texts,
     encode_pair,
-    source_text,
 )
-from moaa_ray.tiny_models import resolve_model_path
+from moaa_ray.tiny_models import build_tokenizer, resolve_model_path
 
 QUESTION = [{"role": "user", "content": "What is 2 + 2?"}]
 
@@ -88,15 +88,75 @@ def test_compare_is_the_head_score_difference_of_the_two_candidates(engine):
     assert logits[0] == pytest.approx((head[0] - head[1]).item(), abs=1e-5)
 
 
-def test_the_source_is_the_request_or_the_whole_conversation():
-    assert source_text(QUESTION) == "What is 2 + 2?"
+def test_a_one_turn_request_is_the_source_as_llm_blenders_rank_and_compare_give_it():
+    """llm_blender/blender/blender.py, ``Blender.rank`` and ``compare`` without instructions (as
+    SPPO's scripts/rank.py calls ``rank``): RankerDataset (blender_utils.py) makes the source
+    ``"" + input`` and each candidate its text as is."""
+    assert comparison_texts(QUESTION, "4", "5") == ("What is 2 + 2?", "4", "5")
+    system = [{"role": "system", "content": "Be brief."}, *QUESTION]  # llm-blender has no system
+    assert comparison_texts(system, "4", "5") == ("Be brief.\n\nWhat is 2 + 2?", "4", "5")
+
+
+def test_a_conversation_is_laid_out_as_llm_blenders_compare_conversations():
+    """llm_blender/blender/blender.py, ``Blender.compare_conversations``: the source is its
+    instruction (its spelling) joined with no separator (RankerDataset: ``instruction + input``) to
+    ``"USER: " + turn + "\\nAssistant: <Response i>"`` lines; each candidate holds every assistant
+    turn of its conversation, the earlier ones too, as ``"<Response i>: " + turn`` lines."""
     turns = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello"},
         {"role": "user", "content": "Bye?"},
     ]
-    assert source_text(turns) == "SYSTEM: Be brief.\nUSER: Hi\nASSISTANT: Hello\nUSER: Bye?"
+    source, first, second = comparison_texts(turns, "Bye", "See you")
+    assert source == (
+        "Finish the following coversation in each i-th turn by filling in <Response i> with your "
+        "response.USER: Be brief.\n\nHi\nAssistant: <Response 1>\n"
+        "USER: Bye?\nAssistant: <Response 2>"
+    )
+    assert first == "<Response 1>: Hello\n<Response 2>: Bye"
+    assert second == "<Response 1>: Hello\n<Response 2>: See you"
+    with pytest.raises(ValueError, match="ending with a user's"):
+        comparison_texts(turns[:3], "Bye", "See you")
+
+
+def test_a_conversation_is_compared_in_the_format_it_is_laid_out_in(engine):
+    turns = [*QUESTION, {"role": "assistant", "content": "4"}, {"role": "user", "content": "x2?"}]
+    [logit] = engine.compare([(turns, "8", "6")])
+    ids = torch.tensor([encode_pair(engine.tokenizer, *comparison_texts(turns, "8", "6"))])
+    with torch.no_grad():
+        expected = engine.model(ids, torch.ones_like(ids)).item()
+    assert logit == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("chat_format", "source"),
+    [
+        ("mistral", "<s>[INST] What is 2 + 2? [/INST]"),
+        ("chatml", "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n"),
+    ],
+)
+def test_chat_template_sources_are_sppos_templated_prompts(
+    checkpoint, tmp_path, chat_format, source
+):
+    """SPPO's scripts/rank.py, ``apply_template``: the prompt as the user turn and ``"None"`` as the
+    answer in the policy's chat template, cut before ``"None"``; the candidates are the answers."""
+    build_tokenizer(tmp_path, chat_format)
+    settings = {"source_format": "chat_template", "chat_template_tokenizer": str(tmp_path)}
+    engine = PairRMEngine(ModelConfig(engine="pairrm", path=checkpoint, pairrm=settings))
+    assert engine.texts(QUESTION, "4", "5") == (source, "4", "5")
+    # As there, a "None" in the prompt cuts it (SPPO's split("None")[0]).
+    cut = [{"role": "user", "content": "Return None if empty."}]
+    assert engine.texts(cut, "a", "b")[0] == source.split("What")[0] + "Return "
+    assert len(engine.compare([(QUESTION, "4", "5")])) == 1
+
+
+def test_pairrm_runs_in_fp16_on_gpu_as_llm_blender_loads_it_and_fp32_on_cpu():
+    """llm_blender/blender/blender.py, ``Blender.loadranker``: ``half()`` on cuda when
+    ``RankerConfig.fp16`` (default True, pair_ranker/config.py), else ``float()``."""
+    assert pairrm_dtype("auto", "cuda") == torch.float16
+    assert pairrm_dtype("auto", "cpu") == torch.float32
+    assert pairrm_dtype("bfloat16", "cuda") == torch.bfloat16  # the model config's dtype rules
 
 
 def test_a_tokenizer_whose_markers_the_model_does_not_know_is_refused(checkpoint, tmp_path):

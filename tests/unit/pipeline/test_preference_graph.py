@@ -1,4 +1,5 @@
-"""The preference stage's steps without a cluster: a pairwise ranker's and a likelihood's rewards."""
+"""The preference stage's steps without a cluster: a pairwise ranker's, a scalar reward model's and
+a likelihood's rewards."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def tournament() -> dict:
 def test_pairrm_rewards_are_llm_blenders_ranking_scores():
     pool = FakeRanker("pairrm", LOGITS)
     state = tournament()
-    RewardModelStep(pool, "pairwise_ranker", ("accuracy",))([state])
+    RewardModelStep(pool, "pairwise_ranker")([state])
     [(method, items)] = pool.calls
     assert method == "compare" and len(items) == 6  # every pair, both orders
     assert {(a, b) for _, a, b in items} == set(LOGITS) and all(p == PROMPT for p, _, _ in items)
@@ -41,29 +42,33 @@ def test_pairrm_rewards_are_llm_blenders_ranking_scores():
     ]
     assert state["rewards"] == pytest.approx(expected)
     assert min(state["rewards"]) == state["rewards"][1]  # "5" loses both of its pairs
+    # The table kept for SPPO and GPO: [i][j] the logit that i beats j shown first.
+    assert state["preference_table"] == [
+        [LOGITS.get((a, b), 0.0) for b in SAMPLES] for a in SAMPLES
+    ]
 
 
 def test_a_failed_comparison_fails_the_row_instead_of_scoring_it():
     state = tournament()
     ranker = FakeRanker("pairrm", LOGITS, fail=("5", "four"))
-    RewardModelStep(ranker, "pairwise_ranker", ())([state])
-    assert state["failed"] and state["rewards"] is None
+    RewardModelStep(ranker, "pairwise_ranker")([state])
+    assert state["failed"] and state["rewards"] is state["preference_table"] is None
 
 
-def test_another_engine_scores_the_judge_prompt_of_each_ordered_pair():
-    pool = FakeRanker("hf_reward", LOGITS)
+def test_scalar_rewards_are_each_samples_score():
+    pool = FakeRanker("pairrm", LOGITS)
     state = tournament()
-    RewardModelStep(pool, "pairwise_ranker", ("accuracy",))([state])
+    RewardModelStep(pool, "scalar_rm")([state])
     [(method, items)] = pool.calls
-    assert method == "score" and len(items) == 6
-    assert all("accuracy" in str(conversation) for conversation in items)
-    assert state["rewards"] == pytest.approx([0.0, 0.0, 0.0])  # equal scores cancel per pair
+    assert method == "score"
+    assert items == [[*PROMPT, {"role": "assistant", "content": s}] for s in SAMPLES]
+    assert state["rewards"] == [0.25, 0.25, 0.25]
 
 
 def test_likelihood_rewards_are_each_samples_mean_log_probability():
-    pool = FakeRanker("hf", LOGITS)
+    pool = FakeRanker("pairrm", LOGITS)
     state = tournament()
-    RewardModelStep(pool, "likelihood", ("accuracy",))([state])
+    RewardModelStep(pool, "likelihood")([state])
     [(method, items)] = pool.calls
     assert method == "answer_logprobs"
     assert items == [[*PROMPT, {"role": "assistant", "content": s}] for s in SAMPLES]
@@ -73,7 +78,7 @@ def test_likelihood_rewards_are_each_samples_mean_log_probability():
 def test_a_gpm_scores_each_prompts_samples_in_one_table():
     pool = FakeRanker("gpm", LOGITS)
     states = [tournament(), tournament()]
-    RewardModelStep(pool, "pairwise_ranker", ("accuracy",))(states)
+    RewardModelStep(pool, "pairwise_ranker")(states)
     [(method, items)] = pool.calls
     assert method == "preference_table" and items == [(PROMPT, SAMPLES), (PROMPT, SAMPLES)]
     table = [[LOGITS.get((a, b), 0.0) for b in SAMPLES] for a in SAMPLES]
@@ -87,7 +92,7 @@ def test_a_gpm_scores_each_prompts_samples_in_one_table():
 def test_a_failed_table_fails_the_row_and_keeps_no_table():
     states = [tournament(), new_tournament("other", PROMPT, "src")]
     record_samples(states[1], ["4", "5"])
-    RewardModelStep(FakeRanker("gpm", LOGITS, fail=("5", "four")), "pairwise_ranker", ())(states)
+    RewardModelStep(FakeRanker("gpm", LOGITS, fail=("5", "four")), "pairwise_ranker")(states)
     assert states[0]["failed"] and states[0]["rewards"] is states[0]["preference_table"] is None
     assert not states[1].get("failed")
     assert states[1]["preference_table"] == [[0.0, 2.0], [-1.0, 0.0]]  # its samples: "4" and "5"

@@ -75,3 +75,27 @@ def test_editing_a_function_engines_module_changes_the_model_identity(tmp_path, 
     assert models_identity(models, ["j"]) == before
     module.write_text("def judge(messages, *, rng):\n    return 'Verdict: B'\n")
     assert changed_keys(before, models_identity(models, ["j"])) == ["models.j.content"]
+
+
+def test_a_model_identity_holds_only_its_own_engines_settings():
+    keys = {
+        engine: {k.split(".")[2] for k in models_identity({"m": model}, ["m"])}
+        for engine, model in (
+            ("hf", ModelConfig(path="tiny:llama-a")),
+            ("hf_reward", ModelConfig(engine="hf_reward", path="tiny:reward-e")),
+            ("pairrm", ModelConfig(engine="pairrm", path="tiny:pairrm-f")),
+        )
+    }
+    assert keys["hf"] & {"simulated", "reward_head", "pairrm"} == set()
+    assert "reward_head" in keys["hf_reward"] and "pairrm" not in keys["hf_reward"]
+    assert "pairrm" in keys["pairrm"] and "reward_head" not in keys["pairrm"]
+    templated = ModelConfig(
+        engine="pairrm",
+        path="tiny:pairrm-f",
+        pairrm={"source_format": "chat_template", "chat_template_tokenizer": "tiny:llama-a"},
+    )
+    before = models_identity({"m": ModelConfig(engine="pairrm", path="tiny:pairrm-f")}, ["m"])
+    assert changed_keys(before, models_identity({"m": templated}, ["m"])) == [
+        "models.m.pairrm.chat_template_tokenizer",
+        "models.m.pairrm.source_format",
+    ]
