@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from moaa_ray.config import SamplingConfig
 from moaa_ray.core.context import Prompt
-from moaa_ray.core.general_preference import mean_score_differences
+from moaa_ray.core.general_preference import matrix_from_table, mean_score_differences
 from moaa_ray.core.pairing import round_robin_pairs
-from moaa_ray.core.tournament import Tournament, record_samples
+from moaa_ray.core.tournament import Tournament, record_judgment, record_samples
 from moaa_ray.pipeline.judging import fit_prompt, seeded_params
 from moaa_ray.pools.model_pool import ModelPool
 from moaa_ray.records import mark_failed
@@ -61,7 +61,8 @@ class RewardModelStep:
     first; a ``gpm`` engine scores all of a prompt's samples in one call (``preference_table``),
     ``[i][j]`` its skew-symmetric score. A sample's reward is llm-blender's ranking score
     (``max_logits``), which GPM's ``rank_gp.py`` uses too: the mean over all K samples (itself
-    counting 0) of ``[i][j] - [j][i]``.
+    counting 0) of ``[i][j] - [j][i]``. The table is also written to the judgments audit
+    (:func:`audit_table`).
     """
 
     pool: ModelPool
@@ -74,6 +75,7 @@ class RewardModelStep:
             for state, table in tables(live):
                 state["preference_table"] = table
                 state["rewards"] = mean_score_differences(table)
+                audit_table(state, self.pool.name, table)
             return
         items = [state["prompt"] + [{"role": "assistant", "content": sample}]
                  for state in live for sample in state["samples"]]  # fmt: skip
@@ -114,3 +116,13 @@ class RewardModelStep:
                 mark_failed(state, f"reward model failed: {completion.error}")
                 continue
             yield state, completion.output
+
+
+def audit_table(state: Tournament, judge: str, table: Table) -> None:
+    """A pairwise ranker's table as judgments, so the audit (and the verifier's agreement figures)
+    show it beside LLM judges': each pair in both orders, ``p_a`` the shown-first sample's win
+    probability (:func:`~moaa_ray.core.general_preference.matrix_from_table`)."""
+    probabilities = matrix_from_table(table)
+    for x, y in round_robin_pairs(len(table)):
+        record_judgment(state, judge, (x, y), "ab", p_a=probabilities[x][y])
+        record_judgment(state, judge, (x, y), "ba", p_a=probabilities[y][x])

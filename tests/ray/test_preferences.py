@@ -28,6 +28,7 @@ def make_config(tmp_path, judging=(), **preferences):
             "j2": {"path": "tiny:llama-c", **model},
             "rm": {"path": "tiny:reward-e", **model, "engine": "hf_reward"},
             "ranker": {"path": "tiny:pairrm-f", **model, "engine": "pairrm"},
+            "gpm": {"path": "tiny:gpm", **model, "engine": "gpm"},
         },
         "preferences": {
             "inputs": [{"path": str(prompts)}],
@@ -103,10 +104,25 @@ def test_unparseable_text_verdicts_abstain_and_the_stage_says_it_kept_nothing(
     assert again["skipped"] and again["status"] == "empty" and again["warning"] == why
 
 
-@pytest.mark.parametrize(("reward", "model"), [("scalar_rm", "rm"), ("pairwise_ranker", "ranker")])
+@pytest.mark.parametrize(
+    ("reward", "model"),
+    [("scalar_rm", "rm"), ("pairwise_ranker", "ranker"), ("pairwise_ranker", "gpm")],
+)
 def test_reward_model_sources(ray_cluster, tmp_path, reward, model):
     config = make_config(tmp_path, reward=reward, reward_model=model)
     stats = build_preferences(config, config.run_dir)
     assert stats["pairs_kept"] == 4
-    rows = RunDir(config.run_dir).stage("preferences").read().select(["scores"]).to_pylist()
+    columns = ["scores", "chosen_index", "rejected_index", "win_probabilities", "preference_table"]
+    rows = RunDir(config.run_dir).stage("preferences").read().select(columns).to_pylist()
     assert all(len(set(r["scores"])) == 3 for r in rows)  # every sample scored distinctly
+    for row in rows:
+        best, worst = row["chosen_index"], row["rejected_index"]
+        assert row["scores"][best] == max(row["scores"]) and row["scores"][worst] == min(
+            row["scores"]
+        )
+        probabilities = row["win_probabilities"]
+        assert all(probabilities[i][i] == 0.5 for i in range(3))
+        assert all(abs(probabilities[i][j] + probabilities[j][i] - 1) < 1e-9
+                   for i in range(3) for j in range(3))  # fmt: skip
+        table = row["preference_table"]
+        assert (table is None) == (reward == "scalar_rm")  # a pairwise ranker's K x K table

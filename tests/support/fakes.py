@@ -164,7 +164,7 @@ class FakeRanker:
     """
 
     def __init__(self, engine: str, logits: dict, fail: tuple | None = None):
-        self.config = SimpleNamespace(engine=engine)
+        self.name, self.config = "ranker", SimpleNamespace(engine=engine)
         self.calls: list[tuple[str, list]] = []
         self.logits, self.fail = logits, fail
 

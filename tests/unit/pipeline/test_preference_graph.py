@@ -3,6 +3,8 @@ a likelihood's rewards."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from moaa_ray.core.tournament import new_tournament, record_samples
@@ -96,3 +98,18 @@ def test_a_failed_table_fails_the_row_and_keeps_no_table():
     assert states[0]["failed"] and states[0]["rewards"] is states[0]["preference_table"] is None
     assert not states[1].get("failed")
     assert states[1]["preference_table"] == [[0.0, 2.0], [-1.0, 0.0]]  # its samples: "4" and "5"
+
+
+def test_a_rankers_table_is_audited_as_judgments_in_both_orders():
+    state = tournament()
+    RewardModelStep(FakeRanker("gpm", LOGITS), "pairwise_ranker")([state])
+    table = state["preference_table"]
+    judgments = {(tuple(j["pair"]), j["order"]): j for j in state["judgments"]}
+    assert set(judgments) == {(p, o) for p in [(0, 1), (0, 2), (1, 2)] for o in ("ab", "ba")}
+    for (x, y), order in judgments:
+        judgment = judgments[((x, y), order)]
+        first, second = (x, y) if order == "ab" else (y, x)
+        margin = table[first][second] - table[second][first]
+        assert judgment["judge"] == "ranker" and judgment["raw"] is None
+        assert judgment["p_a"] == pytest.approx(1 / (1 + math.exp(-margin)))
+        assert judgment["verdict"] == ("A" if margin > 0 else "B")
