@@ -174,7 +174,9 @@ def _check_roles(roles: list[str]) -> None:
 
 
 def sft_schema():
-    """Arrow schema of the SFT dataset: TRL's conversational ``messages`` plus provenance."""
+    """Arrow schema of the SFT dataset: TRL's conversational ``messages`` plus provenance
+    (``teacher``: the model whose answers are the targets; ``teacher_scores``: best_of_n's reward
+    of each last-layer answer, by slot)."""
     import pyarrow as pa
 
     proposal = pa.struct(
@@ -196,6 +198,8 @@ def sft_schema():
             ("models", pa.list_(pa.string())),
             ("sampling", pa.string()),
             ("source", pa.string()),
+            ("teacher", pa.string()),
+            ("teacher_scores", pa.list_(pa.float64())),
             ("dropped_references", pa.int32()),
         ]
     )

@@ -68,6 +68,22 @@ class MoaaConfig(Section):
             )
         return value
 
+    @field_validator("generate")
+    @classmethod
+    def _best_of_n_model_scores_answers(
+        cls, value: GenerateConfig | None, info: ValidationInfo
+    ) -> GenerateConfig | None:
+        if value is None or value.reward_model is None:
+            return value
+        model = info.data.get("models", {}).get(value.reward_model)
+        if model is not None and model.engine not in ("hf_reward", "hf", "function", "simulated"):
+            raise ValueError(
+                f"reward_model {value.reward_model!r} has engine {model.engine!r}; best_of_n scores "
+                "each answer alone: a reward model (hf_reward, function) or an hf causal LM "
+                "(its mean token log-probability)"
+            )
+        return value
+
     @field_validator("dpo")
     @classmethod
     def _targets_are_readable(
@@ -101,7 +117,7 @@ class MoaaConfig(Section):
         return value
 
     def model_references(self) -> list[tuple[str, str]]:
-        """Every (dotted key, model name) in the stage sections."""
+        """Every (dotted key, model name) the stage sections run."""
         refs: list[tuple[str, str]] = []
         if self.generate:
             refs += [(f"generate.proposers.{i}", m) for i, m in enumerate(self.generate.proposers)]
@@ -110,7 +126,12 @@ class MoaaConfig(Section):
                 for i, layer in enumerate(self.generate.layer_proposers or [])
                 for j, m in enumerate(layer)
             ]
-            refs.append(("generate.aggregator", self.generate.aggregator))
+            gen = self.generate
+            run = {  # a proposer sft_target runs no aggregator
+                "aggregator": gen.aggregator if gen.sft_target == "aggregator" else None,
+                "reward_model": gen.reward_model,
+            }
+            refs += [(f"generate.{role}", name) for role, name in run.items() if name is not None]
         if self.preferences:
             prefs = self.preferences
             refs.append(("preferences.policy", prefs.policy))

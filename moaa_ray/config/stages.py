@@ -53,8 +53,29 @@ class GenerateConfig(Section):
         description="model names of each proposer layer (num_layers - 1 lists), e.g. [[a, b, c], "
         "[a, d]]; instead of proposers",
     )
-    aggregator: str = Field(description="model name of the last layer")
+    aggregator: str | None = Field(
+        None,
+        description="model name of the last layer; needed by sft_target aggregator, not run by "
+        "the others",
+    )
     num_layers: int = Field(2, ge=2, description="proposer layers + the aggregator layer")
+    sft_target: Literal["aggregator", "random_proposer", "all_proposers", "best_of_n"] = Field(
+        "aggregator",
+        description="each SFT row's answer (MoAA's SFT-data ablation): the aggregator's (MoAA); "
+        "random_proposer: one proposer's, drawn per row by teacher_seed (Random Teacher); "
+        "all_proposers: every proposer's, one row each, id <row_id>#<slot>-<model> (Combined "
+        "Teacher); best_of_n: the one reward_model scores best. A proposer here is a slot of the "
+        "last proposer layer (with num_layers > 2, those that read the earlier layers' answers); "
+        "proposer targets run no aggregator and take single-turn prompts only",
+    )
+    reward_model: str | None = Field(
+        None,
+        description="best_of_n only: the model that scores the proposers' answers (a reward "
+        "model's score; an hf causal LM's mean token log-probability)",
+    )
+    teacher_seed: int = Field(
+        0, description="random_proposer: seed of each row's draw, made with its row id"
+    )
     sampling: SamplingConfig = SamplingConfig()
     aggregate_template: str = Field("aggregate.txt", description="prompts/ file or own path")
     min_references: int | None = Field(
@@ -76,6 +97,19 @@ class GenerateConfig(Section):
     batch_size: int = Field(
         8, ge=1, description="rows per Ray Data batch", json_schema_extra=OPERATIONAL
     )
+
+    @model_validator(mode="after")
+    def _sft_target_has_its_models(self) -> GenerateConfig:
+        if self.sft_target == "aggregator" and self.aggregator is None:
+            raise ValueError("sft_target 'aggregator' needs 'aggregator' (a model name)")
+        if self.sft_target == "best_of_n" and self.reward_model is None:
+            raise ValueError("sft_target 'best_of_n' needs 'reward_model' (a model name)")
+        if self.sft_target != "best_of_n" and self.reward_model is not None:
+            raise ValueError(
+                f"'reward_model' is read by sft_target best_of_n only; sft_target is "
+                f"{self.sft_target!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _every_proposer_layer_has_models(self) -> GenerateConfig:
@@ -123,7 +157,7 @@ class JudgingConfig(Section):
     order_policy: Literal["both_required", "average", "any"] = Field(
         "both_required",
         description="a pair with a verdict in one A/B order only: both_required = it abstains "
-        "(MoAA); average = the missing order counts as a tie; any = that order decides",
+        "(one order alone may be position bias); average = the missing order counts as a tie; any = that order decides",
     )
     aggregator_fallback: Literal["judges_mean", "abstain"] = Field(
         "judges_mean",

@@ -1,7 +1,7 @@
 """Dynamic criteria filtering: pick the few criteria each prompt is judged on.
 
-MoAA (arXiv 2505.03059) first asks a model for the 3 criteria from a fixed list that matter most for a
-prompt, then has the judges compare answers on those criteria only.
+MoAA (arXiv 2505.03059) first asks a model for the criteria from a fixed list that matter most for a
+prompt (``num_criteria``, 3 by default), then has the judges compare answers on those criteria only.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pairwise LLM judging: prompts, verdict parsing and A/B order swapping.
 
-In MoAA (arXiv 2505.03059) several judges compare two answers, an aggregator judge reads their
-evaluations and gives the final verdict, and every pair is judged in both orders to cancel position bias.
+In MoAA (arXiv 2505.03059) several judges compare two answers and an aggregator judge reads their
+evaluations and gives the final verdict; here every pair is judged in both orders to cancel position bias.
 Throughout, ``x`` and ``y`` are the two samples of a pair: the "ab" order shows x as Answer A and the
 "ba" order shows y as Answer A.
 """
@@ -260,7 +260,7 @@ def probability_from_orders(
     the other. With both orders judged every policy gives their mean, so position bias cancels; they
     differ when one order has no verdict (None):
 
-    - ``both_required`` (MoAA's): the pair abstains, since one order alone may be pure position bias;
+    - ``both_required`` (the default): the pair abstains, since one order alone may be pure position bias;
     - ``average``: the mean over both orders with the missing one counted as a tie (0.5), so one
       order alone moves the score half as far from 0.5;
     - ``any``: the mean over the orders that gave a verdict, so one order alone decides.

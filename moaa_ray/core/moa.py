@@ -4,7 +4,8 @@ Layer 1 proposers answer the conversation; each later layer (the same proposers,
 the previous layer's answers as numbered references (appended to the system message) and writes a
 better one; the last layer is one aggregator whose answer becomes the assistant turn. In a
 multi-turn conversation every assistant turn is regenerated in order, with the earlier (already
-regenerated) turns as context. A row's state is a :class:`MoaRow`.
+regenerated) turns as context. A row's state is a :class:`MoaRow`. A plan without the aggregator
+serves the SFT-data ablations whose targets are proposers' answers (:mod:`moaa_ray.core.teachers`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypedDict
+
+from typing_extensions import NotRequired
 
 from moaa_ray.core.context import Prompt
 from moaa_ray.core.conversations import Messages
@@ -45,13 +48,23 @@ class MoaRow(RowStatus):
     targets: list[int]  # message positions to generate, in order (see generation_targets)
     outputs: list[MoaOutput]  # every answer so far, of every turn, layer and slot
     shortened: int  # prompts whose references were cut to fit a context window
+    rewards: NotRequired[
+        list[float | None]
+    ]  # best_of_n: each last-layer slot's score (None: unused)
 
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """Which model answers in which slot of each layer (``layers[-1]`` is the aggregator alone)."""
+    """Which model answers in which slot of each layer (``layers[-1]`` is the aggregator alone, or,
+    in a plan without one, the last proposer layer)."""
 
     layers: tuple[tuple[str, ...], ...]
+    aggregated: bool = True  # whether the last layer is the aggregator
+
+    @property
+    def proposer_layers(self) -> int:
+        """How many layers are proposer layers."""
+        return len(self.layers) - self.aggregated
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -61,7 +74,7 @@ class LayerPlan:
 
 def plan_layers(
     proposers: list[str],
-    aggregator: str,
+    aggregator: str | None,
     num_layers: int,
     layer_proposers: list[list[str]] | None = None,
 ) -> LayerPlan:
@@ -70,8 +83,9 @@ def plan_layers(
     Args:
         proposers: model names of every proposer layer; a name may repeat (several samples of
             one model).
-        aggregator: model name of the last layer.
-        num_layers: total layers, at least 2.
+        aggregator: model name of the last layer; None: no aggregator layer (the last proposer
+            layer's answers are the SFT candidates).
+        num_layers: total layers with the aggregator's, at least 2.
         layer_proposers: instead of ``proposers``, each proposer layer's own model names
             (``num_layers - 1`` non-empty lists).
 
@@ -84,7 +98,8 @@ def plan_layers(
             "MoA needs num_layers >= 2 and at least one proposer in each of its num_layers - 1 "
             f"proposer layers (got num_layers={num_layers}, proposer layers {layers})"
         )
-    return LayerPlan(tuple(tuple(layer) for layer in layers) + ((aggregator,),))
+    last = ((aggregator,),) if aggregator is not None else ()
+    return LayerPlan(tuple(tuple(layer) for layer in layers) + last, aggregator is not None)
 
 
 def generation_targets(messages: Messages) -> list[int]:
@@ -275,12 +290,15 @@ class TruncatedAnswer(ValueError):
 
 
 def finish_row(state: MoaRow, plan: LayerPlan, keep_truncated: bool = False) -> dict[str, Any]:
-    """The SFT record of a completed row.
+    """The SFT record of a completed row, the aggregator's answers its assistant turns.
 
     Args:
         state: the row's state after its last layer.
         plan: the MoA plan.
         keep_truncated: keep a final answer cut at ``max_new_tokens`` as an SFT target.
+
+    Returns:
+        The record (:func:`sft_record`), its ``teacher`` the aggregator.
 
     Raises:
         ValueError: the row has no answer, or (unless ``keep_truncated``) a cut one, with the reason;
@@ -290,8 +308,8 @@ def finish_row(state: MoaRow, plan: LayerPlan, keep_truncated: bool = False) -> 
     if state["error"] is not None:
         raise ValueError(state["error"])
     last = len(plan.layers) - 1
-    messages = [dict(m) for m in state["messages"]]
-    for turn, position in enumerate(state["targets"]):
+    answers = []
+    for turn in range(len(state["targets"])):
         final = layer_outputs(state, turn, last)
         if not final or final[0]["content"] is None:
             error = final[0]["error"] if final else "not generated"
@@ -300,18 +318,49 @@ def finish_row(state: MoaRow, plan: LayerPlan, keep_truncated: bool = False) -> 
             raise ValueError(f"turn {turn}: aggregator failed: {error}")
         if final[0].get("truncated") and not keep_truncated:
             raise TruncatedAnswer(f"turn {turn}: the aggregator's answer was cut at max_new_tokens")
-        answer = {"role": "assistant", "content": final[0]["content"]}
+        answers.append(str(final[0]["content"]))
+    return sft_record(state, plan, state["row_id"], answers, plan.layers[-1][0])
+
+
+def sft_record(
+    state: MoaRow,
+    plan: LayerPlan,
+    row_id: str,
+    answers: list[str],
+    teacher: str,
+    scores: list[float | None] | None = None,
+) -> dict[str, Any]:
+    """An SFT record: the row's conversation with ``answers`` as its assistant turns, and provenance.
+
+    Args:
+        state: the row's state.
+        plan: the MoA plan.
+        row_id: the record's id (the row's, or one derived from it when a row gives several).
+        answers: one answer per target turn, in order.
+        teacher: the model whose answers they are.
+        scores: best_of_n's reward of each last-layer slot, else None.
+
+    Returns:
+        ``row_id``, ``messages``, ``proposals`` (every output), ``models``, ``source``,
+        ``teacher``, ``teacher_scores``, and the proposer answers empty (``dropped_references``)
+        and cut (``truncated_references``).
+    """
+    messages = [dict(m) for m in state["messages"]]
+    for position, answer in zip(state["targets"], answers, strict=True):
+        turn = {"role": "assistant", "content": answer}
         if position < len(messages):
-            messages[position] = answer
+            messages[position] = turn
         else:
-            messages.append(answer)
-    proposer_outputs = [o for o in state["outputs"] if o["layer"] < last]
+            messages.append(turn)
+    proposer_outputs = [o for o in state["outputs"] if o["layer"] < plan.proposer_layers]
     return {
-        "row_id": state["row_id"],
+        "row_id": row_id,
         "messages": messages,
         "proposals": state["outputs"],
         "models": list(plan.models),
         "source": state["source"],
+        "teacher": teacher,
+        "teacher_scores": scores,
         "dropped_references": sum(1 for o in proposer_outputs if o["content"] is None),
         "truncated_references": sum(1 for o in proposer_outputs if o.get("truncated")),
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def round_robin_pairs(k: int) -> list[tuple[int, int]]:
-    """List every pair of ``k`` samples once (the paper's full round robin).
+    """List every pair of ``k`` samples once (a full round robin).
 
     Args:
         k: samples per prompt.
@@ -41,8 +41,8 @@ def count_judge_calls(
 ) -> int:
     """Count the LLM calls one prompt costs in the judging stage.
 
-    The paper's setup: 5 samples in round robin give 10 pairs x 2 orders x (3 judges + 1 aggregator)
-    = 80 calls, plus 1 criteria selection call = 81.
+    The paper config's setup: 5 samples in round robin give 10 pairs x 2 orders x (3 judges + 1
+    aggregator) = 80 calls, plus 1 criteria selection call = 81.
 
     Args:
         num_pairs: pairs judged for the prompt.

@@ -2,7 +2,8 @@
 
 Row states are :class:`~moaa_ray.core.moa.MoaRow`. In streaming mode every layer is an operator of one
 Ray Data pipeline, so all pools work at once; in staged mode each (turn, layer, model) step runs over
-the whole dataset with only that model's pool alive, and persists its states.
+the whole dataset with only that model's pool alive, and persists its states. For ``sft_target:
+best_of_n`` a last step has the reward model score the last layer's answers.
 """
 
 from __future__ import annotations
@@ -15,24 +16,31 @@ from dataclasses import dataclass
 from moaa_ray.config import GenerateConfig
 from moaa_ray.core.context import PromptTooLong
 from moaa_ray.core.moa import LayerPlan, MoaRow, layer_requests, record_output
+from moaa_ray.core.teachers import record_rewards, scoring_requests
 from moaa_ray.engines.base import Conversation, SamplingParams
 from moaa_ray.pipeline.streaming import StreamStep, stream_states
 from moaa_ray.pools.model_pool import SUBMIT_IN_ORDER, ModelPool
+from moaa_ray.records import mark_failed
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One (turn, layer) of the graph, optionally restricted to one model (staged mode)."""
+    """One (turn, layer) of the graph, optionally restricted to one model (staged mode); or, with
+    ``scoring``, the reward model ``model`` scoring the last layer's answers, after it."""
 
     turn: int
     layer: int
     model: str | None = None
+    scoring: bool = False
 
 
-def plan_steps(plan: LayerPlan, num_turns: int, staged: bool) -> list[Step]:
-    """Steps in dependency order; staged mode splits each layer into one step per distinct model."""
+def plan_steps(
+    plan: LayerPlan, num_turns: int, staged: bool, reward_model: str | None = None
+) -> list[Step]:
+    """Steps in dependency order; staged mode splits each layer into one step per distinct model.
+    A ``reward_model`` (best_of_n) scores the answers last."""
     steps = []
     for turn in range(num_turns):
         for layer, models in enumerate(plan.layers):
@@ -40,6 +48,8 @@ def plan_steps(plan: LayerPlan, num_turns: int, staged: bool) -> list[Step]:
                 steps += [Step(turn, layer, m) for m in dict.fromkeys(models)]
             else:
                 steps.append(Step(turn, layer))
+    if reward_model is not None:
+        steps.append(Step(num_turns - 1, len(plan.layers), reward_model, scoring=True))
     return steps
 
 
@@ -98,6 +108,39 @@ class LayerStep:
                 )
 
 
+@dataclass(frozen=True)
+class ScoreStep:
+    """best_of_n: the reward model scores each row's candidate answers (``state["rewards"]``) with
+    ``score``, or, an ``hf`` causal LM, with ``answer_logprobs`` (the answer's mean token
+    log-probability). A failed call fails the row, for the next run to retry: no made-up reward."""
+
+    pool: ModelPool
+    plan: LayerPlan
+    keep_truncated: bool
+
+    def __call__(self, states: list[MoaRow]) -> None:
+        items: list[Conversation] = []
+        owners: list[tuple[MoaRow, int]] = []
+        for state in states:
+            for slot, conversation in scoring_requests(state, self.plan, self.keep_truncated):
+                items.append(conversation)
+                owners.append((state, slot))
+        if not items:
+            return
+        method = "answer_logprobs" if self.pool.config.engine == "hf" else "score"
+        rewards: dict[str, dict[int, float]] = defaultdict(dict)
+        for (state, slot), completion in zip(
+            owners, self.pool.collect(self.pool.submit(method, items)), strict=True
+        ):
+            if completion.output is None:
+                mark_failed(state, f"reward model failed: {completion.error}")
+            else:
+                rewards[state["row_id"]][slot] = float(completion.output)
+        for state in states:
+            if state["row_id"] in rewards and not state.get("failed"):
+                record_rewards(state, self.plan, rewards[state["row_id"]])
+
+
 def stream(
     states: list[MoaRow],
     steps: list[Step],
@@ -110,6 +153,11 @@ def stream(
     :func:`~moaa_ray.pipeline.streaming.stream_states`)."""
     stream_steps = []
     for step in steps:
+        if step.scoring:
+            pool = pools[str(step.model)]
+            keep = config.truncated_answers == "keep"
+            stream_steps.append(StreamStep(ScoreStep(pool, plan, keep), "best_of_n", [pool]))
+            continue
         layer_pools = [pools[m] for m in dict.fromkeys(plan.layers[step.layer]) if m in pools]
         name = f"moa_turn{step.turn + 1}_layer{step.layer + 1}" + (
             f"_{step.model}" if step.model else ""

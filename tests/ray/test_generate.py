@@ -40,6 +40,7 @@ def make_config(tmp_path, **generate):
             "a": {"path": "tiny:llama-a", **model},
             "b": {"path": "tiny:qwen2-b", **model},
             "d": {"path": "tiny:qwen2-d", **model},
+            "rm": {"path": "tiny:reward-e", **model, "engine": "hf_reward"},
         },
         "generate": {
             "inputs": [{"path": str(prompts)}, {"path": str(chats), "messages_column": "messages"}],
@@ -133,6 +134,36 @@ def test_staged_mode_gives_the_same_rows_one_model_at_a_time(ray_cluster, tmp_pa
     assert {o["model"] for o in state["outputs"]} == {"a"}
     chat = next(r for r in rows if r["messages"][0]["role"] == "system")
     assert [p["model"] for p in chat["proposals"] if p["turn"] == 1] == ["a", "a", "b", "d"]
+
+
+@pytest.mark.parametrize("target", ["random_proposer", "all_proposers", "best_of_n"])
+def test_proposer_targets_write_the_proposers_answers_without_an_aggregator(
+    ray_cluster, tmp_path, target
+):
+    scored = {"reward_model": "rm"} if target == "best_of_n" else {}
+    config = make_config(tmp_path, sft_target=target, **scored)
+    summary = generate.generate_sft(config, config.run_dir)
+    rows = read_generated(config.run_dir)
+    per_prompt = 3 if target == "all_proposers" else 1
+    # 6 single-turn prompts; the empty one and the two-turn chat are rejected
+    assert summary["rows_written"] == 6 and summary["rows_rejected"] == 2
+    assert len(rows) == len({r["row_id"] for r in rows}) == 6 * per_prompt
+    assert sum(summary["rows_by_teacher"].values()) == len(rows)
+    for row in rows:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assert {p["layer"] for p in row["proposals"]} == {0}  # the aggregator never ran
+        answers = [p["content"] for p in row["proposals"]]
+        assert row["messages"][-1]["content"] in answers
+        assert row["teacher"] in {"a", "b"}
+    if target == "all_proposers":
+        assert summary["rows_by_teacher"] == {"a": 12, "b": 6}
+    if target == "best_of_n":
+        for row in rows:
+            scores = row["teacher_scores"]
+            best = max(range(3), key=lambda slot: scores[slot])
+            assert row["messages"][-1]["content"] == row["proposals"][best]["content"]
+    again = generate.generate_sft(config, config.run_dir)  # a rerun adds nothing
+    assert again["rows_written"] == 0 and len(read_generated(config.run_dir)) == len(rows)
 
 
 def test_a_model_that_cannot_load_fails_fast_with_its_name(ray_cluster, tmp_path):

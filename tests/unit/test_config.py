@@ -127,6 +127,37 @@ def test_self_moa_config_teaches_gemma_with_small_models(monkeypatch):
     assert config.models[config.sft.model].path == "google/gemma-2-9b-it"
 
 
+def test_self_moa_config_is_judged_by_models_that_took_no_part_in_its_training(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "configs" / "self-moa-gemma2-9b.yaml")
+    assert config.preferences is None and config.dpo is None  # the paper's setup: SFT only
+    trained = {name for key, name in config.model_references() if key.startswith("generate.")}
+    ev = config.evaluate
+    assert set(ev.judging.models()) | {ev.grader} == {"gpt-4-1106-preview", "gpt-4"}
+    assert not trained & (set(ev.judging.models()) | {ev.grader})
+    judges = {bench.key(): bench.judge for bench in ev.benchmarks}
+    assert judges == {"arena_hard": "auto", "alpaca_eval": "alpaca_eval", "mt_bench": "auto"}
+
+
+def test_paper_config_windows_hold_what_the_aggregator_and_judges_read(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = load_config(REPO / "configs" / "paper-llama31-8b.yaml")
+    gen, prefs = config.generate, config.preferences
+    prompt = max(i.max_prompt_chars for i in gen.inputs) // 4  # ~4 characters per token
+
+    def window(name):
+        return config.models[name].engine_kwargs["max_model_len"]
+
+    answer, evaluation = gen.sampling.max_new_tokens, prefs.judging.sampling.max_new_tokens
+    references = len(gen.proposers) * answer
+    assert window(gen.aggregator) >= prompt + 200 + references + answer
+    judged = prompt + 400 + 2 * prefs.sampling.max_new_tokens + evaluation
+    # Gemma-2-27B's 8192 is its limit: the config says how its longest prompts are cut
+    assert [j for j in prefs.judging.judges if window(j) < judged] == ["gemma2-27b"]
+    judge_count = len(prefs.judging.judges)
+    assert window(prefs.judging.aggregator_judge) >= judged + judge_count * evaluation
+
+
 def test_overrides_set_nested_keys_and_list_items(write):
     config = load_config(
         write(MINIMAL),
@@ -457,6 +488,40 @@ def test_each_proposer_layer_may_name_its_own_models(write):
 def test_layer_proposers_fill_every_proposer_layer(write, override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(write(LAYERED), [override])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (
+            ["generate.sft_target=best_of_n"],
+            r"generate: .*sft_target 'best_of_n' needs 'reward_model'",
+        ),
+        (["generate.reward_model=b"], r"'reward_model' is read by sft_target best_of_n only"),
+        (["generate.aggregator=null"], r"sft_target 'aggregator' needs 'aggregator'"),
+        (
+            ["generate.sft_target=best_of_n", "generate.reward_model=c"],
+            r"generate\.reward_model: model 'c' is not defined",
+        ),
+        (
+            ["generate.sft_target=best_of_n", "generate.reward_model=b", "models.b.engine=vllm"],
+            r"reward_model 'b' has engine 'vllm'; best_of_n scores each answer alone",
+        ),
+    ],
+)
+def test_sft_target_names_the_models_it_needs(write, overrides, match):
+    with pytest.raises(ConfigError, match=match) as error:
+        load_config(write(MINIMAL), overrides)
+    assert "run.yaml" in str(error.value) or "override" in str(error.value)
+
+
+def test_proposer_sft_targets_need_no_aggregator(write):
+    config = load_config(
+        write(MINIMAL.replace("  aggregator: b\n", "")), ["generate.sft_target=all_proposers"]
+    )
+    assert config.generate.aggregator is None
+    scored = ["generate.sft_target=best_of_n", "generate.reward_model=a"]
+    assert load_config(write(MINIMAL), scored).generate.reward_model == "a"  # an hf causal LM
 
 
 PAIRRM = """

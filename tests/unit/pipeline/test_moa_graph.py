@@ -1,8 +1,13 @@
 """The MoA graph's steps without a cluster: which pool each layer's calls go to."""
 
+from types import SimpleNamespace
+
+import pytest
+
 from moaa_ray.config import GenerateConfig
 from moaa_ray.core.moa import finish_row, new_state, plan_layers
-from moaa_ray.pipeline.moa_graph import LayerStep, plan_steps
+from moaa_ray.pipeline.moa_graph import LayerStep, ScoreStep, plan_steps
+from moaa_ray.pools.dispatch import Completion
 from tests.support.fakes import FakePool
 
 CONFIG = GenerateConfig(
@@ -49,3 +54,42 @@ def test_staged_mode_runs_each_layers_models_one_at_a_time():
     ]  # fmt: skip
     layers = [(o["layer"], o["model"]) for o in states[0]["outputs"]]
     assert layers == [(s.layer, s.model) for s in steps]
+
+
+def reward_pool(engine: str) -> FakePool:
+    """A reward model's pool (``engine``) that prefers p2's answers."""
+    pool = FakePool(lambda method, conversation: float(conversation[-1]["content"][:2] == "p2"))
+    pool.config = SimpleNamespace(engine=engine)
+    return pool
+
+
+def proposed(plan):
+    pools = {name: numbered_pool(name) for name in plan.models}
+    states = [new_state(f"r{i}", [{"role": "user", "content": f"Q{i}"}], "src") for i in range(2)]
+    steps = plan_steps(plan, num_turns=1, staged=True, reward_model="rm")
+    for step in steps[:-1]:
+        LayerStep(step, plan, pools, CONFIG)(states)
+    return states, steps
+
+
+@pytest.mark.parametrize(("engine", "method"), [("hf_reward", "score"), ("hf", "answer_logprobs")])
+def test_best_of_n_has_the_reward_model_score_the_proposers_answers_last(engine, method):
+    plan = plan_layers(["p1", "p2"], None, 2)
+    states, steps = proposed(plan)
+    assert [(s.layer, s.model, s.scoring) for s in steps] == [
+        (0, "p1", False), (0, "p2", False), (1, "rm", True)
+    ]  # fmt: skip
+    pool = reward_pool(engine)
+    ScoreStep(pool, plan, keep_truncated=False)(states)
+    assert [call[0] for call in pool.calls] == [method]  # one call for the batch
+    assert [answer[-1]["content"] for answer in pool.calls[0][1]] == ["p1:1", "p2:1"] * 2
+    assert [s["rewards"] for s in states] == [[0.0, 1.0]] * 2
+
+
+def test_a_failed_reward_call_fails_the_row_with_no_made_up_reward():
+    plan = plan_layers(["p1", "p2"], None, 2)
+    states, _ = proposed(plan)
+    pool = reward_pool("hf_reward")
+    pool.collect = lambda submitted: [Completion(None, "rm down") for _ in submitted]
+    ScoreStep(pool, plan, keep_truncated=False)(states)
+    assert all(s["failed"] and "rm down" in s["error"] and "rewards" not in s for s in states)
