@@ -126,3 +126,30 @@ def test_reward_model_sources(ray_cluster, tmp_path, reward, model):
                    for i in range(3) for j in range(3))  # fmt: skip
         table = row["preference_table"]
         assert (table is None) == (reward == "scalar_rm")  # a pairwise ranker's K x K table
+
+
+@pytest.mark.slow
+def test_a_gpm_ranked_round_trains_gpo_on_its_tables(ray_cluster, tmp_path):
+    """The GPO-GPM recipe's path at tiny scale: tiny:gpm ranks the policy's samples into tables,
+    and DPO with loss_type gpo trains on the pairs' mean score differences."""
+    import math
+
+    from moaa_ray.config import DPOConfig
+    from moaa_ray.train.dpo import train_dpo
+
+    config = make_config(tmp_path, reward="pairwise_ranker", reward_model="gpm")
+    assert build_preferences(config, config.run_dir)["pairs_kept"] == 4
+    dpo = DPOConfig(
+        model="policy",
+        loss_type="gpo",
+        beta=0.5,
+        global_batch_size=4,
+        num_epochs=1,
+        max_seq_len=128,
+        num_workers=[1, 1],
+        zero_stage=0,
+        max_failures=0,
+    )
+    summary = train_dpo(config.model_copy(update={"dpo": dpo}), config.run_dir)
+    assert summary["steps"] == 1 and summary["rows_dropped"] == 0
+    assert math.isfinite(summary["final_loss"]) and summary["final_loss"] > 0
