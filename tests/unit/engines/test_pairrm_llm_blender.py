@@ -254,7 +254,7 @@ class EnginePool:
 
     def __init__(self, engine, alone: bool):
         self.engine, self.alone = engine, alone
-        self.config = SimpleNamespace(engine="pairrm")
+        self.name, self.config = "pairrm", SimpleNamespace(engine="pairrm")
 
     def submit(self, method, items):
         assert method == "compare"
