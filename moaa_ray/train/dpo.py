@@ -63,7 +63,7 @@ def _chars(messages: list[dict[str, str]]) -> int:
 
 
 class DPOObjective:
-    """Preference loss (sigmoid/cDPO, IPO, robust, SPPO) plus an optional NLL on the chosen answers."""
+    """Preference loss (sigmoid/cDPO, IPO, robust, SPPO, GPO) plus an optional NLL on the chosen answers."""
 
     def __init__(self, spec: WorkerSpec, tokenizer: Any):
         if not isinstance(spec.train, DPOConfig):
@@ -73,7 +73,7 @@ class DPOObjective:
         self_play = self.cfg.loss_type in SELF_PLAY_LOSSES
         if self_play:
             columns.append("scores")
-        rows = read_training_rows(spec.data_path, columns, optional=SELF_PLAY_COLUMNS)
+        rows = read_training_rows(spec.data_path, columns, SELF_PLAY_COLUMNS if self_play else ())
         rows = [swap_pair(r) for r in rows] if self.cfg.swap_pairs else rows
         self.rows, self.rows_dropped = keep_trainable(rows, self._encode)
         # [rows, 2] SPPO/GPO targets (chosen, rejected). swap_pairs moves the answers, not the
