@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 
 import torch
-from transformers import AutoTokenizer
 
 from moaa_ray.config import ModelConfig
 from moaa_ray.core.conversations import conform
 from moaa_ray.engines.base import Conversation
-from moaa_ray.engines.hf import accepts_system, resolve_dtype
+from moaa_ray.engines.hf import left_padded_tokenizer, resolve_dtype
 from moaa_ray.gpm_model import TAU, GeneralPreferenceModel, preference_table, render
 from moaa_ray.tiny_models import resolve_model_path
 
@@ -45,12 +44,7 @@ class GPMEngine:
             raise ValueError(f"engine_kwargs.tau must be positive, got {self.tau}")
         path = resolve_model_path(config.path)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            path, trust_remote_code=config.trust_remote_code, padding_side="left"
-        )
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.accepts_system = accepts_system(self.tokenizer, path)
+        self.tokenizer, self.accepts_system = left_padded_tokenizer(path, config)
         self.model = GeneralPreferenceModel.from_pretrained(
             path,
             dtype=resolve_dtype(config.dtype, self.device),

@@ -32,6 +32,17 @@ def accepts_system(tokenizer: Any, name: str) -> bool:
     return False
 
 
+def left_padded_tokenizer(path: str, config: ModelConfig) -> tuple[Any, bool]:
+    """A causal LM's tokenizer padding on the left (eos pads where it has no pad token), and
+    whether its chat template takes a system turn."""
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, trust_remote_code=config.trust_remote_code, padding_side="left"
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, accepts_system(tokenizer, path)
+
+
 class HFEngine:
     """A causal LM loaded with transformers; left-padded batches, the model's chat template."""
 
@@ -40,12 +51,7 @@ class HFEngine:
     def __init__(self, config: ModelConfig):
         path = resolve_model_path(config.path)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            path, trust_remote_code=config.trust_remote_code, padding_side="left"
-        )
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.accepts_system = accepts_system(self.tokenizer, path)
+        self.tokenizer, self.accepts_system = left_padded_tokenizer(path, config)
         self.model = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=resolve_dtype(config.dtype, self.device),
